@@ -1,0 +1,1 @@
+"""Entities, enums and state machines of the fleet. Pure: no I/O, no clock."""

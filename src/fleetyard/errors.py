@@ -1,0 +1,102 @@
+"""The one error tree of Fleetyard.
+
+    FleetyardError                 500  internal
+    ├── BadRequest                 422  a request or spec that is malformed or can never run
+    │   ├── UnschedulableJob       422  no set of boards can ever satisfy the job's constraints
+    │   └── DigestMismatch         422  an uploaded blob's sha256 differs from the one it was named by
+    ├── Unauthenticated            401  no token, or an unknown or revoked one
+    ├── Forbidden                  403  a valid token whose role or team may not do this
+    ├── NotFound                   404  an unknown board, host, job, blob or token
+    ├── Conflict                   409  the target's state does not allow it (e.g. an illegal transition)
+    │   └── StaleSession           409  an agent's session was replaced; it must register again
+    └── PayloadTooLarge            413  a blob over the server's size limit
+
+The server maps each class to its status code and answers
+``{"error": {"code", "message", "detail"}}``; the SDK raises the same class back from that shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FleetyardError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "detail": self.detail}}
+
+
+class BadRequest(FleetyardError):
+    status = 422
+    code = "bad_request"
+
+
+class UnschedulableJob(BadRequest):
+    code = "unschedulable"
+
+
+class DigestMismatch(BadRequest):
+    code = "digest_mismatch"
+
+
+class Unauthenticated(FleetyardError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(FleetyardError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(FleetyardError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(FleetyardError):
+    status = 409
+    code = "conflict"
+
+
+class StaleSession(Conflict):
+    code = "stale_session"
+
+
+class PayloadTooLarge(FleetyardError):
+    status = 413
+    code = "payload_too_large"
+
+
+_BY_CODE: dict[str, type[FleetyardError]] = {
+    cls.code: cls
+    for cls in (
+        FleetyardError,
+        BadRequest,
+        UnschedulableJob,
+        DigestMismatch,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        StaleSession,
+        PayloadTooLarge,
+    )
+}
+
+
+def error_from_response(status: int, body: Any) -> FleetyardError:
+    """Rebuild the error a server answered with (used by the SDK)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return FleetyardError(f"HTTP {status}: {body!r}")
+    cls = _BY_CODE.get(str(err.get("code")), FleetyardError)
+    exc = cls(str(err.get("message", "")), detail=err.get("detail"))
+    return exc

@@ -1,0 +1,129 @@
+"""The agent protocol: what a host agent and the server say to each other.
+
+    POST /v1/agent/register     RegisterRequest   -> RegisterResponse
+    POST /v1/agent/heartbeat    HeartbeatRequest  -> HeartbeatResponse
+    GET  /v1/agent/assignments  ?session=S&wait=SECONDS -> AssignmentBatch   (long poll)
+    POST /v1/agent/events       EventBatch        -> EventAck
+
+Every write is idempotent: an event is keyed by (assignment_id, seq), so an agent that lost the
+answer sends the same batch again and nothing changes twice. ``session`` names one run of an
+agent process; a new session for a host ends the old session's assignments as infra errors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fleetyard.domain.job import Outcome
+
+
+class BoardInfo(BaseModel):
+    serial: str
+    generation: str
+    slot: int
+    firmware: str
+    device: str = Field(description="how the worker addresses it, e.g. 'sim:3', 'cpu:0-3', 'cuda:0'")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RegisterRequest(BaseModel):
+    host: str
+    session: str
+    driver: str
+    agent_version: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    boards: list[BoardInfo]
+
+
+class RegisterResponse(BaseModel):
+    host: str
+    heartbeat_interval_s: float
+
+
+class BoardReport(BaseModel):
+    id: str
+    ok: bool = True
+    reason: str | None = None
+    telemetry: dict[str, float] = Field(default_factory=dict)
+
+
+class HeartbeatRequest(BaseModel):
+    session: str
+    boards: list[BoardReport] = Field(default_factory=list)
+    running: list[int] = Field(default_factory=list, description="assignment ids live on this agent")
+    fault_acks: list[int] = Field(default_factory=list, description="fault orders applied")
+
+
+class FaultKind(StrEnum):
+    HANG = "hang"
+    CRASH = "crash"
+    ECC_STORM = "ecc_storm"
+    SILENT_CORRUPTION = "silent_corruption"
+    BUS_DROP = "bus_drop"
+
+
+class FaultAction(StrEnum):
+    INJECT = "inject"
+    CLEAR = "clear"
+
+
+class FaultOrder(BaseModel):
+    id: int
+    board_id: str
+    kind: FaultKind | None = Field(None, description="None with action=clear clears every fault")
+    action: FaultAction = FaultAction.INJECT
+
+
+class HeartbeatResponse(BaseModel):
+    cancel: list[int] = Field(default_factory=list, description="assignment ids to kill now")
+    faults: list[FaultOrder] = Field(default_factory=list, description="fault orders not yet acked")
+
+
+class Assignment(BaseModel):
+    id: int
+    attempt_id: int
+    job_id: int
+    rank: int
+    world_size: int
+    board_id: str
+    kind: str
+    params: dict[str, Any]
+    time_limit_s: float
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AssignmentBatch(BaseModel):
+    assignments: list[Assignment]
+
+
+class EventType(StrEnum):
+    STARTED = "started"
+    LOG = "log"
+    FINISHED = "finished"
+
+
+class Event(BaseModel):
+    assignment_id: int
+    seq: int = Field(ge=0, description="0 for started, then 1, 2, … per assignment; finished last")
+    type: EventType
+    at: float = Field(description="agent's wall clock, seconds since the epoch")
+    data: str | None = Field(None, description="log text (type=log)")
+    exit_code: int | None = None
+    outcome: Outcome | None = Field(None, description="type=finished: how this rank ended")
+    message: str | None = None
+    board_ok: bool = Field(True, description="type=finished: the board passed its probe afterwards")
+    result: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict, description="output name -> blob sha256")
+
+
+class EventBatch(BaseModel):
+    session: str
+    events: list[Event]
+
+
+class EventAck(BaseModel):
+    applied: int
+    cancel: list[int] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Job kinds. See :mod:`fleetyard.workloads.base` for the plugin interface."""

@@ -1,0 +1,81 @@
+"""The workload plugin interface that job kinds register with.
+
+A kind is a class found through the ``fleetyard.workloads`` entry point group. The server calls
+:meth:`Workload.validate_params` at submit, so a bad spec is refused before it queues; a
+per-board worker process calls :meth:`Workload.run` for each rank of an attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from fleetyard.domain.job import Outcome
+from fleetyard.errors import BadRequest
+
+
+@dataclass
+class WorkloadContext:
+    """What a running rank gets from its worker."""
+
+    assignment_id: int
+    job_id: int
+    rank: int
+    world_size: int
+    board_id: str
+    device: str
+    params: BaseModel
+    time_limit_s: float
+    env: dict[str, str]  # FLEETYARD_* and the board session's environment
+    workdir: Path  # empty, private to this rank
+    output_dir: Path  # files left here are uploaded as the rank's outputs
+    log: Callable[[str], None]  # streams text to the job's log
+    should_stop: Callable[[], bool]  # true once canceled or over the time limit
+
+
+@dataclass
+class WorkloadResult:
+    outcome: Outcome
+    exit_code: int | None = None
+    message: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Workload(Protocol):
+    kind: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    def run(self, ctx: WorkloadContext) -> WorkloadResult: ...
+
+
+def workload_kinds() -> dict[str, type[Workload]]:
+    return {ep.name: ep.load() for ep in entry_points(group="fleetyard.workloads")}
+
+
+def workload_class(kind: str) -> type[Workload]:
+    kinds = {ep.name: ep for ep in entry_points(group="fleetyard.workloads")}
+    if kind not in kinds:
+        raise BadRequest(
+            f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(kinds)) or 'none'}",
+            detail={"field": "kind"},
+        )
+    cls: type[Workload] = kinds[kind].load()
+    return cls
+
+
+def validate_params(kind: str, params: dict[str, Any]) -> BaseModel:
+    """Parse a job's ``params`` with its kind's model; a bad field is a 422 naming it."""
+    cls = workload_class(kind)
+    try:
+        return cls.params_model.model_validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(["params", *map(str, e["loc"])]), "message": e["msg"]} for e in exc.errors()
+        ]
+        first = errors[0]
+        raise BadRequest(f"invalid job spec: {first['field']}: {first['message']}", detail=errors)
