@@ -1,0 +1,83 @@
+"""``fleetyard controller``: the reconcile loops in their own process.
+
+fleetyard controller --data-dir .fleetyard        # SQLite; leader by file lock
+fleetyard controller --db postgresql://…          # leader by advisory lock; others stand by
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import sqlalchemy as sa
+
+from fleetyard.controller.leader import Leadership
+from fleetyard.controller.reconcile import Reconciler
+from fleetyard.store import migrate
+from fleetyard.store.db import Store, now, sqlite_path
+
+log = logging.getLogger(__name__)
+
+# Liveness and health need not run every tick.
+SLOW_EVERY_S = 1.0
+
+
+def run_controller(
+    *,
+    db_url: str,
+    lock_dir: Path | None = None,
+    host_timeout_s: float = 10.0,
+    tick_s: float = 0.02,
+    suspect_cooldown_s: float = 2.0,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``). Stands by while another controller leads."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+
+        def _stop(_sig: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    migrate.upgrade(db_url)
+    store = Store(db_url)
+    if lock_dir is None:
+        path = sqlite_path(db_url)
+        lock_dir = path.parent if path else None
+    leadership = Leadership(store, lock_dir)
+    while not leadership.try_acquire():
+        log.info("another controller leads; standing by")
+        if stop.wait(1.0):
+            return
+    log.info("controller leads (store %s)", store.engine.url.render_as_string())
+    rec = Reconciler(store, host_timeout_s=host_timeout_s, suspect_cooldown_s=suspect_cooldown_s, watching_since=now())
+    last_slow = 0.0
+    try:
+        while not stop.is_set():
+            t0 = now()
+            try:
+                started = rec.schedule(t0)
+                if t0 - last_slow >= SLOW_EVERY_S:
+                    last_slow = t0
+                    rec.liveness(t0)
+                    rec.health(t0)
+                    if not leadership.still_held():
+                        log.error("lost the leader lock; stopping")
+                        return
+            except sa.exc.OperationalError as exc:
+                # The store may restart or be briefly locked; nothing half-applied survives a rollback.
+                log.warning("store unavailable (%s); retrying", exc.__class__.__name__)
+                stop.wait(1.0)
+                continue
+            if started:
+                continue  # more may fit right away
+            stop.wait(tick_s)
+    finally:
+        leadership.release()
+        store.dispose()

@@ -1,0 +1,143 @@
+"""The controller's reconcile steps: load a snapshot, ask the policy, apply in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.job import JobState
+from fleetyard.domain.spec import JobSpec
+from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release
+from fleetyard.policy.scheduling import FreeBoard, PendingJob, schedule
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import bind
+from fleetyard.store.boards import switch_board_state
+from fleetyard.store.db import Store
+from fleetyard.store.hosts import lose_host
+
+log = logging.getLogger(__name__)
+
+# How many queued jobs one scheduling pass considers (highest priority, oldest first).
+SCHEDULE_WINDOW = 2000
+
+
+@dataclass
+class Reconciler:
+    store: Store
+    host_timeout_s: float = 10.0
+    suspect_cooldown_s: float = 2.0
+    watching_since: float = 0.0
+    _spec_cache: dict[int, JobSpec] = field(default_factory=dict)
+
+    def schedule(self, now: float) -> int:
+        """Bind queued jobs to free boards. Returns how many attempts started."""
+        with self.store.write() as conn:
+            queued = conn.execute(
+                sa.select(t.jobs.c.id, t.jobs.c.priority, t.jobs.c.submitted_at, t.jobs.c.spec)
+                .where(t.jobs.c.state == str(JobState.QUEUED))
+                .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)
+                .limit(SCHEDULE_WINDOW)
+            ).all()
+            if not queued:
+                return 0
+            free_rows = conn.execute(
+                sa.select(t.boards)
+                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
+                .where(
+                    t.boards.c.state == str(BoardState.AVAILABLE),
+                    t.boards.c.drain_reason.is_(None),
+                    t.hosts.c.state == "online",
+                )
+            ).all()
+            if not free_rows:
+                return 0
+            pending = [self._pending(r) for r in queued]
+            free = [FreeBoard(r.id, r.host_id, r.slot, r.generation, r.labels) for r in free_rows]
+            bindings = schedule(pending, free)
+            if not bindings:
+                return 0
+            boards_by_id = {r.id: r for r in free_rows}
+            jobs = {
+                r.id: r for r in conn.execute(sa.select(t.jobs).where(t.jobs.c.id.in_([b.job_id for b in bindings])))
+            }
+            for b in bindings:
+                bind(conn, jobs[b.job_id], [boards_by_id[i] for i in b.board_ids], at=now)
+                self._spec_cache.pop(b.job_id, None)
+            return len(bindings)
+
+    def _pending(self, r: Any) -> PendingJob:
+        spec = self._spec_cache.get(r.id)
+        if spec is None:
+            spec = self._spec_cache[r.id] = JobSpec.model_validate(r.spec)
+        return PendingJob(
+            id=r.id,
+            priority=r.priority,
+            submitted_at=r.submitted_at,
+            boards=spec.boards,
+            generations=frozenset(spec.generations),
+            labels=spec.labels,
+            placement=spec.placement,
+        )
+
+    def liveness(self, now: float) -> list[str]:
+        """Declare hosts lost whose heartbeats stopped; their work is re-queued."""
+        with self.store.write() as conn:
+            hosts = [
+                HostView(r.id, r.state == "online", r.last_heartbeat_at, r.registered_at)
+                for r in conn.execute(sa.select(t.hosts))
+            ]
+            lost = lost_hosts(hosts, now=now, timeout_s=self.host_timeout_s, watching_since=self.watching_since)
+            for host_id in lost:
+                log.warning("host %s lost: no heartbeat for %.0f s", host_id, self.host_timeout_s)
+                lose_host(conn, host_id, reason=f"host lost: no heartbeat for {self.host_timeout_s:.0f} s", at=now)
+        return lost
+
+    def health(self, now: float) -> tuple[list[str], list[str]]:
+        """Available boards that fail their probe become suspect; suspects that pass return."""
+        with self.store.write() as conn:
+            failing = conn.execute(
+                sa.select(t.boards.c.id, t.boards.c.probe_reason).where(
+                    t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.probe_ok.is_(False)
+                )
+            ).all()
+            for b in failing:
+                switch_board_state(
+                    conn,
+                    b.id,
+                    BoardState.SUSPECT,
+                    current=BoardState.AVAILABLE,
+                    reason=f"failed its probe: {b.probe_reason or 'no reason given'}",
+                    actor=Actor.POLICY,
+                    at=now,
+                )
+            suspects = conn.execute(
+                sa.select(
+                    t.boards.c.id,
+                    t.boards.c.state_changed_at,
+                    t.boards.c.probe_ok,
+                    t.boards.c.telemetry_at,
+                    t.hosts.c.state.label("host_state"),
+                )
+                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
+                .where(t.boards.c.state == str(BoardState.SUSPECT), t.boards.c.drain_reason.is_(None))
+            ).all()
+            views = [
+                SuspectView(s.id, s.host_state == "online", s.state_changed_at, s.probe_ok, s.telemetry_at)
+                for s in suspects
+            ]
+            released = suspects_to_release(views, now=now, cooldown_s=self.suspect_cooldown_s)
+            for board_id in released:
+                switch_board_state(
+                    conn,
+                    board_id,
+                    BoardState.AVAILABLE,
+                    current=BoardState.SUSPECT,
+                    reason="passed its probe after the cooldown",
+                    actor=Actor.POLICY,
+                    at=now,
+                )
+        return [b.id for b in failing], released

@@ -1,0 +1,57 @@
+"""Host liveness and the v0 return of suspect boards to service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostView:
+    id: str
+    online: bool
+    last_heartbeat_at: float | None
+    registered_at: float
+
+
+def lost_hosts(hosts: Sequence[HostView], *, now: float, timeout_s: float, watching_since: float) -> list[str]:
+    """Online hosts whose heartbeats stopped for longer than ``timeout_s``.
+
+    Nothing is declared lost until the controller has itself watched for a whole timeout (a
+    restarted controller must not blame hosts for its own absence). When most of a larger
+    fleet goes silent at once, the fault is far likelier on our side (server, store,
+    network) than in every host, so no host is declared lost: a brake against mass eviction.
+    """
+    if now - watching_since < timeout_s:
+        return []
+    online = [h for h in hosts if h.online]
+    stale = [h.id for h in online if now - (h.last_heartbeat_at or h.registered_at) > timeout_s]
+    if len(online) >= 4 and len(stale) > len(online) / 2:
+        return []
+    return sorted(stale)
+
+
+@dataclass(frozen=True)
+class SuspectView:
+    id: str
+    host_online: bool
+    suspect_since: float
+    probe_ok: bool | None
+    telemetry_at: float | None
+
+
+def suspects_to_release(boards: Sequence[SuspectView], *, now: float, cooldown_s: float) -> list[str]:
+    """Suspect boards that passed their agent's probe in a report made after a cooldown.
+
+    Until tiered health checks exist, the driver's probe is the check a board must pass
+    before it returns to service.
+    """
+    return sorted(
+        b.id
+        for b in boards
+        if b.host_online
+        and b.probe_ok
+        and b.telemetry_at is not None
+        and b.telemetry_at >= b.suspect_since + cooldown_s
+        and now >= b.suspect_since + cooldown_s
+    )

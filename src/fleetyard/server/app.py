@@ -1,0 +1,120 @@
+"""The FastAPI application and ``serve()``, which ``fleetyard server`` runs.
+
+    fleetyard server --data-dir .fleetyard --port 8600      # SQLite in the data dir
+    fleetyard server --db postgresql://fleetyard@db/fleetyard
+
+The server is stateless apart from the store and the blob dir: several replicas may serve one
+PostgreSQL database (with a shared blob dir).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fleetyard import __version__
+from fleetyard.errors import FleetyardError
+from fleetyard.server.auth import TokenCache
+from fleetyard.server.feed import AssignmentFeed
+from fleetyard.server.routers import agent, blobs, fleet, jobs, tokens
+from fleetyard.store import migrate
+from fleetyard.store.blobs import BlobStore
+from fleetyard.store.db import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
+
+
+def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "detail": detail}}, status_code=status)
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+        errors.append({"field": ".".join(loc), "message": e.get("msg", "")})
+    first = errors[0] if errors else {"field": "", "message": "invalid request"}
+    where = f"{first['field']}: " if first["field"] else ""
+    return _error(422, "bad_request", f"invalid request: {where}{first['message']}", errors)
+
+
+def create_app(
+    store: Store,
+    *,
+    blob_dir: Path,
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    heartbeat_interval_s: float = 2.0,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.feed.start()
+        try:
+            yield
+        finally:
+            await app.state.feed.stop()
+
+    app = FastAPI(title="Fleetyard", version=__version__, lifespan=lifespan)
+    app.state.store = store
+    app.state.tokens = TokenCache(store)
+    app.state.feed = AssignmentFeed(store)
+    app.state.blobs = BlobStore(blob_dir)
+    app.state.max_blob_bytes = max_blob_bytes
+    app.state.heartbeat_interval_s = heartbeat_interval_s
+
+    @app.exception_handler(FleetyardError)
+    def _fleetyard_error(_: Request, exc: FleetyardError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("internal error: %s", exc.message)
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        if store.ping():
+            return JSONResponse({"ok": True})
+        return _error(503, "store_unavailable", "the store does not answer")
+
+    for r in (fleet.router, jobs.router, blobs.router, tokens.router, agent.router):
+        app.include_router(r)
+    return app
+
+
+def serve(
+    *,
+    db_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    blob_dir: Path,
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    heartbeat_interval_s: float = 2.0,
+) -> None:
+    """Run migrations, then serve the API until SIGINT/SIGTERM."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    migrate.upgrade(db_url)
+    store = Store(db_url)
+    app = create_app(store, blob_dir=blob_dir, max_blob_bytes=max_blob_bytes, heartbeat_interval_s=heartbeat_interval_s)
+    log.info("fleetyard server on http://%s:%d (store %s)", host, port, store.engine.url.render_as_string())
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,73 @@
+"""The agent protocol."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from fleetyard.domain.auth import Principal
+from fleetyard.protocol.agent import (
+    AssignmentBatch,
+    EventAck,
+    EventBatch,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
+from fleetyard.server.auth import AGENT
+from fleetyard.server.feed import AssignmentFeed
+from fleetyard.server.routers.deps import store
+from fleetyard.server.services import agents as svc
+from fleetyard.store.db import Store, now
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+
+@router.post("/register", response_model=RegisterResponse)
+def register(
+    body: RegisterRequest, request: Request, p: Principal = Depends(AGENT), s: Store = Depends(store)
+) -> RegisterResponse:
+    svc.register(s, principal=p, req=body, at=now())
+    return RegisterResponse(host=body.host, heartbeat_interval_s=request.app.state.heartbeat_interval_s)
+
+
+@router.post("/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(body: HeartbeatRequest, p: Principal = Depends(AGENT), s: Store = Depends(store)) -> HeartbeatResponse:
+    return svc.heartbeat(s, principal=p, req=body, at=now())
+
+
+@router.get("/assignments", response_model=AssignmentBatch)
+async def assignments(
+    request: Request,
+    session: str,
+    wait: float = Query(25.0, ge=0, le=60),
+    p: Principal = Depends(AGENT),
+    s: Store = Depends(store),
+) -> AssignmentBatch:
+    feed: AssignmentFeed = request.app.state.feed
+    host = svc.agent_host(p)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    ev = feed.subscribe(host)
+    try:
+        while True:
+            ev.clear()
+            got = await run_in_threadpool(svc.take_assignments, s, principal=p, session=session, at=now())
+            remaining = deadline - loop.time()
+            if got or remaining <= 0:
+                return AssignmentBatch(assignments=got)
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+    finally:
+        feed.unsubscribe(host)
+
+
+@router.post("/events", response_model=EventAck)
+def events(body: EventBatch, p: Principal = Depends(AGENT), s: Store = Depends(store)) -> EventAck:
+    applied, cancel = svc.apply_events(s, principal=p, session=body.session, events=body.events, at=now())
+    return EventAck(applied=applied, cancel=cancel)

@@ -1,0 +1,77 @@
+"""Hosts and boards."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+
+from fleetyard.domain.auth import Principal
+from fleetyard.errors import BadRequest
+from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultIn, FaultOrderOut, HostOut, ReasonIn
+from fleetyard.server.auth import ANY, STAFF
+from fleetyard.server.routers.deps import store
+from fleetyard.server.services import boards as svc
+from fleetyard.store.db import Store, now
+
+router = APIRouter(prefix="/v1", tags=["fleet"])
+
+
+@router.get("/hosts", response_model=list[HostOut])
+def list_hosts(state: str | None = None, _: Principal = Depends(ANY), s: Store = Depends(store)) -> list[HostOut]:
+    return svc.list_hosts(s, state=state)
+
+
+@router.get("/hosts/{host_id}", response_model=HostOut)
+def get_host(host_id: str, _: Principal = Depends(ANY), s: Store = Depends(store)) -> HostOut:
+    return svc.get_host(s, host_id=host_id)
+
+
+def _labels(raw: list[str]) -> dict[str, str]:
+    out = {}
+    for item in raw:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise BadRequest(f"label filter {item!r} must look like key=value", detail={"field": "label"})
+        out[k] = v
+    return out
+
+
+@router.get("/boards", response_model=list[BoardOut])
+def list_boards(
+    state: str | None = None,
+    host: str | None = None,
+    generation: str | None = None,
+    label: list[str] = Query(default_factory=list),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
+) -> list[BoardOut]:
+    return svc.list_boards(s, state=state, host=host, generation=generation, labels=_labels(label))
+
+
+@router.get("/boards/{board_id}", response_model=BoardOut)
+def get_board(board_id: str, _: Principal = Depends(ANY), s: Store = Depends(store)) -> BoardOut:
+    return svc.get_board(s, board_id=board_id)
+
+
+@router.post("/boards/{board_id}/drain", response_model=BoardOut)
+def drain(board_id: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOut:
+    return svc.drain(s, board_id=board_id, reason=body.reason, principal=p, at=now())
+
+
+@router.post("/boards/{board_id}/undrain", response_model=BoardOut)
+def undrain(board_id: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOut:
+    return svc.undrain(s, board_id=board_id, reason=body.reason, principal=p, at=now())
+
+
+@router.get("/boards/{board_id}/history", response_model=list[BoardEventOut])
+def history(
+    board_id: str,
+    limit: int = Query(100, ge=1, le=10000),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
+) -> list[BoardEventOut]:
+    return svc.history(s, board_id=board_id, limit=limit)
+
+
+@router.post("/admin/boards/{board_id}/faults", response_model=FaultOrderOut, status_code=201)
+def fault(board_id: str, body: FaultIn, _: Principal = Depends(STAFF), s: Store = Depends(store)) -> FaultOrderOut:
+    return svc.order_fault(s, board_id=board_id, kind=body.kind, action=body.action, at=now())

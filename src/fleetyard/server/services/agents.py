@@ -1,0 +1,328 @@
+"""The agent protocol's server side: register, heartbeat, assignments, events.
+
+Every write here is idempotent: a replayed batch (same assignment ids and sequence numbers)
+changes nothing the first delivery did not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.auth import Principal
+from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.errors import BadRequest, Forbidden, StaleSession
+from fleetyard.protocol.agent import (
+    Assignment,
+    Event,
+    EventType,
+    FaultOrder,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+)
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import end_rank, settle
+from fleetyard.store.boards import record_arrival, switch_board_state
+from fleetyard.store.db import Store, insert_ignore
+from fleetyard.store.hosts import LIVE, end_live_ranks, host_back
+
+A = t.assignments
+# A delivered assignment whose agent never said it started is handed out again after this long
+# (the answer carrying it may have been lost); agents ignore ids they already have.
+REDELIVER_AFTER_S = 10.0
+
+
+def agent_host(principal: Principal, host: str | None = None) -> str:
+    if principal.host is None:
+        raise Forbidden(f"token {principal.name!r} is not an agent token bound to a host")
+    if host is not None and host != principal.host:
+        raise Forbidden(f"token {principal.name!r} is bound to host {principal.host!r}, not {host!r}")
+    return principal.host
+
+
+def register(store: Store, *, principal: Principal, req: RegisterRequest, at: float) -> None:
+    host_id = agent_host(principal, req.host)
+    serials = [b.serial for b in req.boards]
+    if len(set(serials)) != len(serials):
+        raise BadRequest("the agent reported the same board serial twice", detail={"serials": serials})
+    with store.write() as conn:
+        host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
+        values = {
+            "state": "online",
+            "driver": req.driver,
+            "agent_version": req.agent_version,
+            "labels": req.labels,
+            "session": req.session,
+            "last_heartbeat_at": at,
+        }
+        if host is None:
+            conn.execute(t.hosts.insert().values(id=host_id, registered_at=at, **values))
+        else:
+            if host.session != req.session:
+                end_live_ranks(conn, host_id, reason="agent restarted: its running work was lost", at=at)
+            conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(**values))
+            if host.state == "offline":
+                host_back(conn, host_id, at=at)
+        known = {r.id: r for r in conn.execute(sa.select(t.boards).where(t.boards.c.id.in_(serials)))}
+        for b in req.boards:
+            row = known.get(b.serial)
+            fields = {
+                "host_id": host_id,
+                "slot": b.slot,
+                "generation": b.generation,
+                "firmware": b.firmware,
+                "device": b.device,
+                "labels": b.labels,
+            }
+            if row is None:
+                # Until inventory and onboarding exist, a board an agent finds enters service.
+                conn.execute(
+                    t.boards.insert().values(
+                        id=b.serial,
+                        state=str(BoardState.AVAILABLE),
+                        state_reason=f"found by the agent of {host_id}",
+                        state_changed_at=at,
+                        telemetry={},
+                        **fields,
+                    )
+                )
+                record_arrival(
+                    conn,
+                    b.serial,
+                    BoardState.AVAILABLE,
+                    reason=f"found by the agent of {host_id}",
+                    actor=Actor.AGENT,
+                    at=at,
+                )
+                continue
+            conn.execute(t.boards.update().where(t.boards.c.id == b.serial).values(**fields))
+            if row.host_id != host_id:
+                conn.execute(
+                    t.board_events.insert().values(
+                        board_id=b.serial,
+                        at=at,
+                        from_state=row.state,
+                        to_state=row.state,
+                        reason=f"moved from host {row.host_id} to {host_id}",
+                        actor=str(Actor.AGENT),
+                    )
+                )
+            if row.state == BoardState.OFFLINE:
+                switch_board_state(
+                    conn,
+                    b.serial,
+                    BoardState.SUSPECT,
+                    current=BoardState.OFFLINE,
+                    reason=f"back on host {host_id}: must pass a check before service",
+                    actor=Actor.AGENT,
+                    at=at,
+                )
+        missing = conn.execute(
+            sa.select(t.boards.c.id, t.boards.c.state).where(
+                t.boards.c.host_id == host_id,
+                t.boards.c.id.notin_(serials),
+                t.boards.c.state.notin_([str(BoardState.OFFLINE), str(BoardState.RETIRED)]),
+            )
+        ).all()
+        for m in missing:
+            switch_board_state(
+                conn,
+                m.id,
+                BoardState.OFFLINE,
+                current=BoardState(m.state),
+                reason=f"the agent of {host_id} no longer finds it",
+                actor=Actor.AGENT,
+                at=at,
+            )
+
+
+def _check_session(conn: sa.Connection, host_id: str, session: str) -> sa.Row[Any]:
+    host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
+    if host is None or host.session != session:
+        raise StaleSession(
+            f"session {session} is not the current session of host {host_id}: register again",
+            detail={"host": host_id},
+        )
+    return host
+
+
+def heartbeat(store: Store, *, principal: Principal, req: HeartbeatRequest, at: float) -> HeartbeatResponse:
+    host_id = agent_host(principal)
+    with store.write() as conn:
+        host = _check_session(conn, host_id, req.session)
+        conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(last_heartbeat_at=at, state="online"))
+        if host.state == "offline":
+            host_back(conn, host_id, at=at)
+        if req.boards:
+            conn.execute(
+                t.boards.update()
+                .where(t.boards.c.id == sa.bindparam("b_id"), t.boards.c.host_id == host_id)
+                .values(
+                    telemetry=sa.bindparam("b_tel"),
+                    telemetry_at=at,
+                    probe_ok=sa.bindparam("b_ok"),
+                    probe_reason=sa.bindparam("b_reason"),
+                ),
+                [{"b_id": b.id, "b_tel": b.telemetry, "b_ok": b.ok, "b_reason": b.reason} for b in req.boards],
+            )
+        if req.fault_acks:
+            conn.execute(
+                t.fault_orders.update()
+                .where(t.fault_orders.c.id.in_(req.fault_acks), t.fault_orders.c.acked_at.is_(None))
+                .values(acked_at=at)
+            )
+        cancel = _to_cancel(conn, host_id, req.running)
+        orders = conn.execute(
+            sa.select(t.fault_orders)
+            .join(t.boards, t.boards.c.id == t.fault_orders.c.board_id)
+            .where(t.boards.c.host_id == host_id, t.fault_orders.c.acked_at.is_(None))
+            .order_by(t.fault_orders.c.id)
+        ).all()
+    return HeartbeatResponse(
+        cancel=cancel,
+        faults=[FaultOrder(id=o.id, board_id=o.board_id, kind=o.kind, action=o.action) for o in orders],
+    )
+
+
+def _to_cancel(conn: sa.Connection, host_id: str, running: Iterable[int]) -> list[int]:
+    """Ranks the agent runs that the server wants stopped, or no longer knows as live on this host."""
+    live = {
+        r.id: r.cancel_requested
+        for r in conn.execute(
+            sa.select(A.c.id, A.c.cancel_requested).where(A.c.host_id == host_id, A.c.state.in_(LIVE))
+        )
+    }
+    stop = {i for i, requested in live.items() if requested}
+    stop |= {i for i in running if i not in live}
+    return sorted(stop)
+
+
+def hosts_with_pending(store: Store) -> set[str]:
+    with store.read() as conn:
+        return set(
+            conn.execute(sa.select(A.c.host_id).where(A.c.state == str(AssignmentState.PENDING)).distinct()).scalars()
+        )
+
+
+def take_assignments(store: Store, *, principal: Principal, session: str, at: float) -> list[Assignment]:
+    """Hand this host its new assignments (and any delivered long ago but never started)."""
+    host_id = agent_host(principal)
+    with store.write() as conn:
+        _check_session(conn, host_id, session)
+        rows = conn.execute(
+            sa.select(A, t.jobs.c.kind, t.jobs.c.spec)
+            .join(t.jobs, t.jobs.c.id == A.c.job_id)
+            .where(
+                A.c.host_id == host_id,
+                sa.or_(
+                    A.c.state == str(AssignmentState.PENDING),
+                    sa.and_(
+                        A.c.state == str(AssignmentState.DELIVERED),
+                        A.c.delivered_at < at - REDELIVER_AFTER_S,
+                    ),
+                ),
+            )
+            .order_by(A.c.id)
+        ).all()
+        if not rows:
+            return []
+        conn.execute(
+            A.update()
+            .where(A.c.id.in_([r.id for r in rows]))
+            .values(state=str(AssignmentState.DELIVERED), delivered_at=at)
+        )
+        sizes: dict[int, int] = dict(
+            conn.execute(
+                sa.select(A.c.attempt_id, sa.func.count())
+                .where(A.c.attempt_id.in_({r.attempt_id for r in rows}))
+                .group_by(A.c.attempt_id)
+            ).all()
+        )
+    return [
+        Assignment(
+            id=r.id,
+            attempt_id=r.attempt_id,
+            job_id=r.job_id,
+            rank=r.rank,
+            world_size=sizes[r.attempt_id],
+            board_id=r.board_id,
+            kind=r.kind,
+            params=r.spec.get("params", {}),
+            time_limit_s=float(r.spec.get("time_limit_s", 3600.0)),
+        )
+        for r in rows
+    ]
+
+
+def apply_events(
+    store: Store, *, principal: Principal, session: str, events: list[Event], at: float
+) -> tuple[int, list[int]]:
+    """Apply a batch of rank events; returns how many changed something, and ranks to stop."""
+    host_id = agent_host(principal)
+    ids = sorted({e.assignment_id for e in events})
+    applied = 0
+    with store.write() as conn:
+        _check_session(conn, host_id, session)
+        rows = {r.id: r for r in conn.execute(sa.select(A).where(A.c.id.in_(ids)))}
+        foreign = [i for i in ids if i not in rows or rows[i].host_id != host_id]
+        if foreign:
+            raise Forbidden(f"assignments {foreign} do not belong to host {host_id}", detail={"ids": foreign})
+        logs: list[dict[str, Any]] = []
+        to_settle: set[int] = set()
+        stop: set[int] = set()
+        started_jobs: set[int] = set()
+        for e in sorted(events, key=lambda e: (e.assignment_id, e.seq)):
+            a = rows[e.assignment_id]
+            if e.type is EventType.STARTED:
+                if a.state in (AssignmentState.PENDING, AssignmentState.DELIVERED):
+                    conn.execute(
+                        A.update().where(A.c.id == a.id).values(state=str(AssignmentState.RUNNING), started_at=at)
+                    )
+                    started_jobs.add(a.job_id)
+                    applied += 1
+                elif a.state == AssignmentState.EXITED:
+                    stop.add(a.id)  # ended on our side (canceled, host lost): the agent must stop it
+            elif e.type is EventType.LOG:
+                logs.append(
+                    {
+                        "assignment_id": a.id,
+                        "seq": e.seq,
+                        "job_id": a.job_id,
+                        "attempt_id": a.attempt_id,
+                        "rank": a.rank,
+                        "at": e.at,
+                        "data": e.data or "",
+                    }
+                )
+            elif e.type is EventType.FINISHED:
+                if a.state == AssignmentState.EXITED:
+                    continue
+                # Siblings asked to stop here reach their agents through _to_cancel below.
+                end_rank(
+                    conn,
+                    a,
+                    outcome=e.outcome or Outcome.INFRA_ERROR,
+                    at=at,
+                    exit_code=e.exit_code,
+                    message=e.message,
+                    board_ok=e.board_ok,
+                    result=e.result,
+                    outputs=e.outputs,
+                )
+                to_settle.add(a.attempt_id)
+                applied += 1
+        applied += insert_ignore(conn, t.logs, logs)
+        if started_jobs:
+            conn.execute(
+                t.jobs.update()
+                .where(t.jobs.c.id.in_(started_jobs), t.jobs.c.started_at.is_(None))
+                .values(started_at=at)
+            )
+        for attempt_id in sorted(to_settle):
+            settle(conn, attempt_id, at=at)
+        stop |= set(_to_cancel(conn, host_id, ()))
+    return applied, sorted(stop)

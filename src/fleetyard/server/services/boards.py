@@ -1,0 +1,133 @@
+"""Hosts and boards: inventory views, drain and undrain, history, fault injection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.auth import Principal
+from fleetyard.domain.board import Actor, BoardState
+from fleetyard.errors import BadRequest, Conflict, NotFound
+from fleetyard.protocol.agent import FaultAction, FaultKind
+from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultOrderOut, HostOut
+from fleetyard.server.services.views import board_out, event_out, host_out
+from fleetyard.store import tables as t
+from fleetyard.store.boards import switch_board_state
+from fleetyard.store.db import Store
+
+
+def list_hosts(store: Store, *, state: str | None = None) -> list[HostOut]:
+    counts = sa.select(t.boards.c.host_id, sa.func.count().label("n")).group_by(t.boards.c.host_id).subquery()
+    q = (
+        sa.select(t.hosts, sa.func.coalesce(counts.c.n, 0).label("n"))
+        .outerjoin(counts, counts.c.host_id == t.hosts.c.id)
+        .order_by(t.hosts.c.id)
+    )
+    if state:
+        q = q.where(t.hosts.c.state == state)
+    with store.read() as conn:
+        return [host_out(r, r.n) for r in conn.execute(q)]
+
+
+def get_host(store: Store, *, host_id: str) -> HostOut:
+    with store.read() as conn:
+        row = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
+        if row is None:
+            raise NotFound(f"no host {host_id!r}")
+        n = conn.execute(sa.select(sa.func.count()).where(t.boards.c.host_id == host_id)).scalar_one()
+    return host_out(row, n)
+
+
+def list_boards(
+    store: Store,
+    *,
+    state: str | None = None,
+    host: str | None = None,
+    generation: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[BoardOut]:
+    q = sa.select(t.boards).order_by(t.boards.c.host_id, t.boards.c.slot)
+    if state:
+        q = q.where(t.boards.c.state == state)
+    if host:
+        q = q.where(t.boards.c.host_id == host)
+    if generation:
+        q = q.where(t.boards.c.generation == generation)
+    with store.read() as conn:
+        rows = conn.execute(q).all()
+    wanted = labels or {}
+    return [board_out(r) for r in rows if all(r.labels.get(k) == v for k, v in wanted.items())]
+
+
+def _board(conn: sa.Connection, board_id: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(t.boards).where(t.boards.c.id == board_id)).first()
+    if row is None:
+        raise NotFound(f"no board {board_id!r}")
+    return row
+
+
+def get_board(store: Store, *, board_id: str) -> BoardOut:
+    with store.read() as conn:
+        return board_out(_board(conn, board_id))
+
+
+def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
+    """Keep new work off a board. An allocated board finishes its attempt first."""
+    with store.write() as conn:
+        b = _board(conn, board_id)
+        why = f"drained by {principal.name}: {reason}"
+        conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(drain_reason=why))
+        state = BoardState(b.state)
+        if state in (BoardState.AVAILABLE, BoardState.SUSPECT):
+            switch_board_state(
+                conn, board_id, BoardState.DRAINED, current=state, reason=why, actor=Actor.OPERATOR, at=at
+            )
+        return board_out(_board(conn, board_id))
+
+
+def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
+    """Return a drained (or suspect) board to service."""
+    with store.write() as conn:
+        b = _board(conn, board_id)
+        state = BoardState(b.state)
+        why = f"undrained by {principal.name}: {reason}"
+        if state in (BoardState.DRAINED, BoardState.SUSPECT):
+            switch_board_state(
+                conn, board_id, BoardState.AVAILABLE, current=state, reason=why, actor=Actor.OPERATOR, at=at
+            )
+        elif b.drain_reason is None:
+            raise Conflict(
+                f"board {board_id} is {state}, not drained or suspect: nothing to undrain",
+                detail={"state": str(state)},
+            )
+        conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(drain_reason=None))
+        return board_out(_board(conn, board_id))
+
+
+def history(store: Store, *, board_id: str, limit: int = 100) -> list[BoardEventOut]:
+    with store.read() as conn:
+        _board(conn, board_id)
+        rows = conn.execute(
+            sa.select(t.board_events)
+            .where(t.board_events.c.board_id == board_id)
+            .order_by(t.board_events.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [event_out(r) for r in rows]
+
+
+def order_fault(
+    store: Store, *, board_id: str, kind: FaultKind | None, action: FaultAction, at: float
+) -> FaultOrderOut:
+    """Queue a fault order; the board's agent applies it on its next heartbeat."""
+    with store.write() as conn:
+        _board(conn, board_id)
+        if action is FaultAction.INJECT and kind is None:
+            raise BadRequest("injecting a fault needs its kind", detail={"field": "kind"})
+        order_id = conn.execute(
+            t.fault_orders.insert()
+            .values(board_id=board_id, kind=kind and str(kind), action=str(action), created_at=at)
+            .returning(t.fault_orders.c.id)
+        ).scalar_one()
+    return FaultOrderOut(id=order_id, board_id=board_id, kind=kind and str(kind), action=str(action))

@@ -1,0 +1,198 @@
+"""Jobs: submit, list, show, cancel, logs, results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.auth import Principal, Role
+from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
+from fleetyard.domain.job import AttemptState, JobState, Outcome
+from fleetyard.domain.spec import JobSpec
+from fleetyard.errors import Forbidden, NotFound, UnschedulableJob
+from fleetyard.policy.scheduling import FleetBoard, PendingJob, why_unschedulable
+from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
+from fleetyard.server.services.views import job_detail, job_out, rank_out
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import settle, stop_ranks
+from fleetyard.store.db import Store
+from fleetyard.workloads.base import validate_params
+
+
+def pending_view(job_id: int, spec: JobSpec, submitted_at: float) -> PendingJob:
+    return PendingJob(
+        id=job_id,
+        priority=spec.priority,
+        submitted_at=submitted_at,
+        boards=spec.boards,
+        generations=frozenset(spec.generations),
+        labels=spec.labels,
+        placement=spec.placement,
+    )
+
+
+def _fleet(conn: sa.Connection) -> list[FleetBoard]:
+    rows = conn.execute(
+        sa.select(t.boards.c.id, t.boards.c.host_id, t.boards.c.generation, t.boards.c.labels).where(
+            t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY])
+        )
+    ).all()
+    return [FleetBoard(r.id, r.host_id, r.generation, r.labels) for r in rows]
+
+
+def _team_for(principal: Principal, spec: JobSpec) -> str:
+    if principal.role is Role.USER:
+        if spec.team and spec.team != principal.team:
+            raise Forbidden(
+                f"token {principal.name!r} belongs to team {principal.team!r} and cannot submit for team {spec.team!r}",
+                detail={"field": "team"},
+            )
+        return principal.team or "default"
+    if principal.role is Role.AGENT:
+        raise Forbidden("agent tokens cannot submit jobs")
+    return spec.team or principal.team or "ops"
+
+
+def submit(store: Store, *, principal: Principal, specs: list[JobSpec], at: float) -> list[int]:
+    """Queue jobs, all or none. A spec that can never run on this fleet is refused, saying why."""
+    rows: list[dict[str, Any]] = []
+    for i, spec in enumerate(specs):
+        validate_params(spec.kind, spec.params)
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "state": str(JobState.QUEUED),
+                "team": _team_for(principal, spec),
+                "owner": principal.name,
+                "priority": spec.priority,
+                "spec": spec.model_dump(mode="json"),
+                "submitted_at": at,
+                "_index": i,
+            }
+        )
+    with store.write() as conn:
+        fleet = _fleet(conn)
+        checked: dict[str, str | None] = {}
+        for row, spec in zip(rows, specs, strict=True):
+            key = spec.model_dump_json(include={"boards", "generations", "labels", "placement"})
+            if key not in checked:
+                checked[key] = why_unschedulable(pending_view(0, spec, at), fleet)
+            if checked[key]:
+                where = f"jobs[{row['_index']}]: " if len(specs) > 1 else ""
+                raise UnschedulableJob(
+                    f"{where}job can never run: {checked[key]}",
+                    detail={"index": row["_index"], "reason": checked[key]},
+                )
+        for row in rows:
+            row.pop("_index")
+        ids = conn.execute(t.jobs.insert().returning(t.jobs.c.id, sort_by_parameter_order=True), rows)
+        return [r[0] for r in ids]
+
+
+def _job_row(conn: sa.Connection, job_id: int) -> sa.Row[Any]:
+    row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return row
+
+
+def get(store: Store, *, job_id: int) -> JobDetail:
+    with store.read() as conn:
+        return job_detail(conn, _job_row(conn, job_id))
+
+
+def get_brief(store: Store, *, job_id: int) -> JobOut:
+    with store.read() as conn:
+        return job_out(_job_row(conn, job_id))
+
+
+def list_jobs(
+    store: Store,
+    *,
+    state: str | None = None,
+    team: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> list[JobOut]:
+    q = sa.select(t.jobs).order_by(t.jobs.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(t.jobs.c.state == state)
+    if team:
+        q = q.where(t.jobs.c.team == team)
+    if kind:
+        q = q.where(t.jobs.c.kind == kind)
+    if before:
+        q = q.where(t.jobs.c.id < before)
+    with store.read() as conn:
+        return [job_out(r) for r in conn.execute(q)]
+
+
+def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> JobOut:
+    """Cancel a queued job at once; a running one stops when its agents have killed its ranks."""
+    with store.write() as conn:
+        job = _job_row(conn, job_id)
+        if principal.role is Role.AGENT or (principal.role is Role.USER and job.team != principal.team):
+            raise Forbidden(f"token {principal.name!r} may not cancel job {job_id} of team {job.team!r}")
+        if JobState(job.state).finished:
+            return job_out(job)
+        if job.state == JobState.QUEUED:
+            conn.execute(
+                t.jobs.update()
+                .where(t.jobs.c.id == job_id)
+                .values(
+                    state=str(JobState.CANCELED),
+                    outcome=str(Outcome.CANCELED),
+                    message=f"canceled by {principal.name}",
+                    finished_at=at,
+                    cancel_requested=True,
+                )
+            )
+        else:
+            conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True))
+            live = conn.execute(
+                sa.select(t.attempts.c.id).where(
+                    t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING)
+                )
+            ).scalars()
+            for attempt_id in list(live):
+                stop_ranks(conn, attempt_id, at=at, reason=f"canceled by {principal.name}")
+                settle(conn, attempt_id, at=at)
+        return job_out(_job_row(conn, job_id))
+
+
+def logs(store: Store, *, job_id: int, after: int = 0, limit: int = 5000) -> LogsOut:
+    with store.read() as conn:
+        job = _job_row(conn, job_id)
+        rows = conn.execute(
+            sa.select(t.logs).where(t.logs.c.job_id == job_id, t.logs.c.id > after).order_by(t.logs.c.id).limit(limit)
+        ).all()
+    chunks = [LogChunk(attempt_id=r.attempt_id, rank=r.rank, seq=r.seq, at=r.at, data=r.data) for r in rows]
+    return LogsOut(
+        job_id=job_id,
+        chunks=chunks,
+        cursor=rows[-1].id if rows else after,
+        finished=JobState(job.state).finished,
+    )
+
+
+def results(store: Store, *, job_id: int) -> ResultsOut:
+    with store.read() as conn:
+        job = _job_row(conn, job_id)
+        attempt_id = conn.execute(sa.select(sa.func.max(t.attempts.c.id)).where(t.attempts.c.job_id == job_id)).scalar()
+        ranks = (
+            conn.execute(
+                sa.select(t.assignments).where(t.assignments.c.attempt_id == attempt_id).order_by(t.assignments.c.rank)
+            ).all()
+            if attempt_id
+            else []
+        )
+    return ResultsOut(
+        job_id=job_id,
+        state=job.state,
+        outcome=job.outcome,
+        attempt_id=attempt_id,
+        ranks=[rank_out(r) for r in ranks],
+    )

@@ -1,0 +1,70 @@
+"""The one writer of a board's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.board import Actor, BoardState, check_transition
+from fleetyard.errors import Conflict, NotFound
+from fleetyard.store import tables as t
+
+
+def switch_board_state(
+    conn: sa.Connection,
+    board_id: str,
+    to: BoardState,
+    *,
+    reason: str,
+    actor: Actor,
+    at: float,
+    current: BoardState | None = None,
+    job_id: int | None = None,
+    attempt_id: int | None = None,
+    **values: Any,
+) -> BoardState:
+    """Move a board to ``to`` if the lifecycle allows it, and append the transition to board_events.
+
+    ``current`` is the state the caller read; the update only applies if the board is still in
+    it (a concurrent change raises :class:`Conflict`). Returns the state the board left.
+    """
+    if current is None:
+        found = conn.execute(sa.select(t.boards.c.state).where(t.boards.c.id == board_id)).scalar()
+        if found is None:
+            raise NotFound(f"no board {board_id!r}")
+        current = BoardState(found)
+    check_transition(current, to, board_id=board_id)
+    if to is BoardState.ALLOCATED:
+        values.update(attempt_id=attempt_id, job_id=job_id)
+    else:
+        values.update(attempt_id=None, job_id=None)
+    res = conn.execute(
+        t.boards.update()
+        .where(t.boards.c.id == board_id, t.boards.c.state == str(current))
+        .values(state=str(to), state_reason=reason, state_changed_at=at, **values)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"board {board_id} changed state concurrently; try again")
+    conn.execute(
+        t.board_events.insert().values(
+            board_id=board_id,
+            at=at,
+            from_state=str(current),
+            to_state=str(to),
+            reason=reason,
+            actor=str(actor),
+            job_id=job_id,
+            attempt_id=attempt_id,
+        )
+    )
+    return current
+
+
+def record_arrival(conn: sa.Connection, board_id: str, to: BoardState, *, reason: str, actor: Actor, at: float) -> None:
+    """The first event of a board's history: it came into the inventory in state ``to``."""
+    conn.execute(
+        t.board_events.insert().values(
+            board_id=board_id, at=at, from_state=None, to_state=str(to), reason=reason, actor=str(actor)
+        )
+    )

@@ -1,0 +1,64 @@
+"""Hosts coming and going: what happens to their boards and running work."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import end_rank, settle
+from fleetyard.store.boards import switch_board_state
+
+A = t.assignments
+LIVE = [str(AssignmentState.PENDING), str(AssignmentState.DELIVERED), str(AssignmentState.RUNNING)]
+
+
+def end_live_ranks(conn: sa.Connection, host_id: str, *, reason: str, at: float) -> None:
+    """End every live rank on a host as an infra error and settle their attempts."""
+    live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE))).all()
+    attempts = set()
+    for a in live:
+        end_rank(conn, a, outcome=Outcome.INFRA_ERROR, at=at, message=reason)
+        attempts.add(a.attempt_id)
+    for attempt_id in sorted(attempts):
+        settle(conn, attempt_id, at=at)
+
+
+def lose_host(conn: sa.Connection, host_id: str, *, reason: str, at: float) -> None:
+    """A host stopped answering: its boards go offline and its ranks end as infra errors."""
+    conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline"))
+    boards = conn.execute(
+        sa.select(t.boards.c.id, t.boards.c.state).where(
+            t.boards.c.host_id == host_id,
+            t.boards.c.state.notin_([str(BoardState.OFFLINE), str(BoardState.RETIRED)]),
+        )
+    ).all()
+    for b in boards:
+        switch_board_state(
+            conn,
+            b.id,
+            BoardState.OFFLINE,
+            current=BoardState(b.state),
+            reason=reason,
+            actor=Actor.POLICY,
+            at=at,
+        )
+    end_live_ranks(conn, host_id, reason=reason, at=at)
+
+
+def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:
+    """A lost host answers again: its offline boards become suspect until they pass a check."""
+    offline = conn.execute(
+        sa.select(t.boards.c.id).where(t.boards.c.host_id == host_id, t.boards.c.state == str(BoardState.OFFLINE))
+    ).scalars()
+    for board_id in list(offline):
+        switch_board_state(
+            conn,
+            board_id,
+            BoardState.SUSPECT,
+            current=BoardState.OFFLINE,
+            reason="host back: must pass a check before service",
+            actor=Actor.POLICY,
+            at=at,
+        )

@@ -1,0 +1,79 @@
+"""Alembic migrations, run from code: on start of the server and controller, or `fleetyard db upgrade`."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from fleetyard.store.db import make_engine, sqlite_path
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed 64-bit number: serialises concurrent upgrades on one PostgreSQL database.
+_PG_MIGRATION_LOCK = 0x466C656574_01
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@contextmanager
+def _migration_lock(url: str, engine: sa.Engine) -> Iterator[sa.Connection]:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.migrate.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with engine.connect() as conn:
+                yield conn
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.commit()
+
+
+def _run(url: str, fn: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        with _migration_lock(url, engine):
+            cfg = alembic_config(url)
+            with engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                getattr(command, fn)(cfg, revision)
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (creating it on first use)."""
+    _run(url, "upgrade", revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    _run(url, "downgrade", revision)
+
+
+def check(url: str) -> None:
+    """Raise if the tables in code differ from what the migrations build (alembic check)."""
+    engine = make_engine(url)
+    try:
+        cfg = alembic_config(url)
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.check(cfg)
+    finally:
+        engine.dispose()

@@ -1,0 +1,174 @@
+"""The tables. Times are seconds since the epoch (float), as the policy sees them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Time: sa.Double[float] = sa.Double()
+
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("driver", sa.String(200), nullable=False),
+    sa.Column("agent_version", sa.String(50)),
+    sa.Column("labels", Json, nullable=False),
+    sa.Column("session", sa.String(64)),
+    sa.Column("registered_at", Time, nullable=False),
+    sa.Column("last_heartbeat_at", Time),
+)
+
+boards = sa.Table(
+    "boards",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),  # the serial: a board's identity
+    sa.Column("host_id", sa.String(200), sa.ForeignKey("hosts.id"), nullable=False, index=True),
+    sa.Column("slot", sa.Integer, nullable=False),
+    sa.Column("generation", sa.String(100), nullable=False),
+    sa.Column("firmware", sa.String(100), nullable=False),
+    sa.Column("device", sa.String(100), nullable=False),
+    sa.Column("labels", Json, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("state_reason", sa.Text),
+    sa.Column("state_changed_at", Time, nullable=False),
+    sa.Column("drain_reason", sa.Text),
+    # Invariant: state == 'allocated' <=> attempt_id IS NOT NULL.
+    sa.Column("attempt_id", sa.Integer),
+    sa.Column("job_id", sa.Integer),
+    sa.Column("telemetry", Json, nullable=False),
+    sa.Column("telemetry_at", Time),
+    sa.Column("probe_ok", sa.Boolean),
+    sa.Column("probe_reason", sa.Text),
+)
+
+board_events = sa.Table(
+    "board_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.String(200), nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("from_state", sa.String(20)),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(20), nullable=False),
+    sa.Column("job_id", sa.Integer),
+    sa.Column("attempt_id", sa.Integer),
+    sa.Index("ix_board_events_board_id_id", "board_id", "id"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("team", sa.String(100), nullable=False, index=True),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("submitted_at", Time, nullable=False),
+    sa.Column("started_at", Time),
+    sa.Column("finished_at", Time),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("message", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("infra_retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_jobs_state_priority_id", "state", "priority", "id"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("message", sa.Text),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("attempts.id"), nullable=False, index=True),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("board_id", sa.String(200), nullable=False),
+    sa.Column("host_id", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("message", sa.Text),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("delivered_at", Time),
+    sa.Column("started_at", Time),
+    sa.Column("finished_at", Time),
+    sa.Column("result", Json, nullable=False),
+    sa.Column("outputs", Json, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_assignments_host_id_state", "host_id", "state"),
+    sa.Index("ix_assignments_state", "state"),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("assignment_id", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("attempt_id", sa.Integer, nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("assignment_id", "seq", name="uq_logs_assignment_id_seq"),
+    sa.Index("ix_logs_job_id_id", "job_id", "id"),
+)
+
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("secret_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("team", sa.String(100)),
+    sa.Column("host", sa.String(200)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time),
+)
+
+fault_orders = sa.Table(
+    "fault_orders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.String(200), nullable=False, index=True),
+    sa.Column("kind", sa.String(50)),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("acked_at", Time),
+)

@@ -1,0 +1,365 @@
+"""The API and the controller's reconcile steps in one process, over a real SQLite store.
+
+Integration tests (tests/integration) run the same flows with real processes; these are the
+fast, precise checks of each rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fleetyard.controller.reconcile import Reconciler
+from fleetyard.domain.auth import Role
+from fleetyard.server.app import create_app
+from fleetyard.store import migrate
+from fleetyard.store.db import Store
+from fleetyard.store.tokens import create_token
+
+
+class Fleet:
+    def __init__(self, tmp: Path) -> None:
+        url = f"sqlite:///{tmp / 'fy.db'}"
+        migrate.upgrade(url)
+        self.url = url
+        self.store = Store(url)
+        self.admin = create_token(url, name="admin", role=Role.ADMIN)
+        self.user = create_token(url, name="alice", role=Role.USER, team="compiler")
+        self.other = create_token(url, name="bob", role=Role.USER, team="robotics")
+        self.agents = {h: create_token(url, name=f"agent-{h}", role=Role.AGENT, host=h) for h in ("h1", "h2")}
+        self.app = create_app(self.store, blob_dir=tmp / "blobs", max_blob_bytes=1024)
+        self.client = TestClient(self.app)
+        self.rec = Reconciler(self.store, host_timeout_s=5.0, suspect_cooldown_s=0.0, watching_since=0.0)
+
+    def h(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def register(self, host: str, n: int = 2, gen: str = "sim-g1", session: str = "s1") -> None:
+        boards = [
+            {"serial": f"{host}-b{i}", "generation": gen, "slot": i, "firmware": "1.0", "device": f"sim:{i}"}
+            for i in range(n)
+        ]
+        r = self.client.post(
+            "/v1/agent/register",
+            json={"host": host, "session": session, "driver": f"sim:{n}", "agent_version": "t", "boards": boards},
+            headers=self.h(self.agents[host]),
+        )
+        assert r.status_code == 200, r.text
+
+    def take(self, host: str, session: str = "s1") -> list[dict]:
+        r = self.client.get(
+            "/v1/agent/assignments", params={"session": session, "wait": 0}, headers=self.h(self.agents[host])
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["assignments"]
+
+    def events(self, host: str, events: list[dict], session: str = "s1") -> dict:
+        r = self.client.post(
+            "/v1/agent/events", json={"session": session, "events": events}, headers=self.h(self.agents[host])
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def submit(self, token: str | None = None, **spec: object) -> dict:
+        r = self.client.post("/v1/jobs", json={"params": {"command": "true"}, **spec}, headers=self.h(token or self.user))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def job(self, job_id: int) -> dict:
+        return self.client.get(f"/v1/jobs/{job_id}", headers=self.h(self.admin)).json()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    with f.client:
+        yield f
+    f.store.dispose()
+
+
+def finish(a: dict, *, code: int = 0, outcome: str = "success", board_ok: bool = True) -> list[dict]:
+    now = time.time()
+    return [
+        {"assignment_id": a["id"], "seq": 0, "type": "started", "at": now},
+        {"assignment_id": a["id"], "seq": 1, "type": "log", "at": now, "data": f"rank {a['rank']}\n"},
+        {
+            "assignment_id": a["id"], "seq": 2, "type": "finished", "at": now,
+            "exit_code": code, "outcome": outcome, "board_ok": board_ok,
+        },
+    ]
+
+
+def test_job_runs_to_success_with_logs_and_board_history(fleet: Fleet) -> None:
+    fleet.register("h1")
+    job = fleet.submit(boards=2, placement="same-host", name="pair")
+    assert job["state"] == "queued" and job["team"] == "compiler" and job["owner"] == "alice"
+    assert fleet.rec.schedule(time.time()) == 1
+    got = fleet.take("h1")
+    assert sorted(a["rank"] for a in got) == [0, 1] and all(a["world_size"] == 2 for a in got)
+    assert fleet.take("h1") == []  # delivered once
+    for a in got:
+        fleet.events("h1", finish(a))
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "succeeded" and detail["outcome"] == "success"
+    assert detail["started_at"] is not None and detail["finished_at"] is not None
+    logs = fleet.client.get(f"/v1/jobs/{job['id']}/logs", headers=fleet.h(fleet.user)).json()
+    assert sorted(c["data"] for c in logs["chunks"]) == ["rank 0\n", "rank 1\n"] and logs["finished"]
+    hist = fleet.client.get("/v1/boards/h1-b0/history", headers=fleet.h(fleet.user)).json()
+    assert [(e["from_state"], e["to_state"]) for e in reversed(hist)] == [
+        (None, "available"), ("available", "allocated"), ("allocated", "available")
+    ]
+
+
+def test_replayed_events_change_nothing(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    job = fleet.submit()
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    evs = finish(a)
+    first = fleet.events("h1", evs)
+    again = fleet.events("h1", evs)
+    assert first["applied"] == 3 and again["applied"] == 0
+    logs = fleet.client.get(f"/v1/jobs/{job['id']}/logs", headers=fleet.h(fleet.user)).json()
+    assert len(logs["chunks"]) == 1
+    assert fleet.job(job["id"])["attempts"] == 1
+
+
+def test_user_error_fails_job_and_stops_gang_siblings(fleet: Fleet) -> None:
+    fleet.register("h1")
+    job = fleet.submit(boards=2)
+    fleet.rec.schedule(time.time())
+    a0, a1 = sorted(fleet.take("h1"), key=lambda a: a["rank"])
+    now = time.time()
+    fleet.events("h1", [{"assignment_id": a1["id"], "seq": 0, "type": "started", "at": now}])
+    ack = fleet.events("h1", finish(a0, code=3, outcome="user_error"))
+    assert ack["cancel"] == [a1["id"]]  # the other rank must stop
+    fleet.events("h1", [{"assignment_id": a1["id"], "seq": 1, "type": "finished", "at": now, "outcome": "canceled"}])
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "failed" and detail["outcome"] == "user_error"
+    ranks = detail["attempt_list"][0]["ranks"]
+    assert [r["exit_code"] for r in ranks] == [3, None]
+
+
+def test_infra_error_requeues_and_marks_board_suspect(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.register("h2", n=1)
+    job = fleet.submit(max_infra_retries=1)
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1") or fleet.take("h2")
+    host = a["board_id"].split("-")[0]
+    fleet.events(host, finish(a, code=None, outcome="infra_error"))  # type: ignore[arg-type]
+    assert fleet.job(job["id"])["state"] == "queued"
+    board = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
+    assert board["state"] == "suspect"
+    assert fleet.rec.schedule(time.time()) == 1
+    other = "h2" if host == "h1" else "h1"
+    [b] = fleet.take(other)  # re-run elsewhere: the suspect board is out of service
+    fleet.events(other, finish(b))
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "succeeded" and detail["attempts"] == 2 and detail["infra_retries"] == 1
+
+
+def test_infra_retry_cap(fleet: Fleet) -> None:
+    fleet.register("h1", n=2)
+    job = fleet.submit(max_infra_retries=0)
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    fleet.events("h1", finish(a, outcome="infra_error"))
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "failed" and "retry cap" in detail["message"]
+
+
+def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.register("h2", n=1)
+    job = fleet.submit()
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1") or fleet.take("h2")
+    host = a["board_id"].split("-")[0]
+    other = "h2" if host == "h1" else "h1"
+    # The other host keeps heartbeating; this one goes silent.
+    later = time.time() + 30
+    fleet.client.post(
+        "/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents[other])
+    )
+    from fleetyard.store import tables as t
+
+    with fleet.store.write() as conn:
+        conn.execute(t.hosts.update().where(t.hosts.c.id == other).values(last_heartbeat_at=later))
+    assert fleet.rec.liveness(later) == [host]
+    assert fleet.job(job["id"])["state"] == "queued"
+    b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "offline"
+    fleet.rec.schedule(later)
+    [again] = fleet.take(other)
+    assert again["job_id"] == job["id"]
+    # The lost host returns: it is told to kill the rank it still runs; its board becomes suspect.
+    r = fleet.client.post(
+        "/v1/agent/heartbeat", json={"session": "s1", "running": [a["id"]]}, headers=fleet.h(fleet.agents[host])
+    )
+    assert r.json()["cancel"] == [a["id"]]
+    b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "suspect"
+
+
+def test_agent_restart_ends_old_session_work(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    job = fleet.submit()
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    fleet.register("h1", n=1, session="s2")
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "queued" and detail["attempt_list"][0]["outcome"] == "infra_error"
+    r = fleet.client.post("/v1/agent/events", json={"session": "s1", "events": finish(a)}, headers=fleet.h(fleet.agents["h1"]))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
+
+
+def test_cancel(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    queued = fleet.submit(boards=1, generations=["sim-g1"])
+    running = fleet.submit(boards=1)
+    r = fleet.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=fleet.h(fleet.other))
+    assert r.status_code == 403
+    r = fleet.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=fleet.h(fleet.user))
+    assert r.json()["state"] == "canceled"
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    assert a["job_id"] == running["id"]
+    fleet.events("h1", finish(a)[:1])
+    r = fleet.client.post(f"/v1/jobs/{running['id']}/cancel", headers=fleet.h(fleet.admin))
+    assert r.json()["state"] == "running"
+    hb = fleet.client.post(
+        "/v1/agent/heartbeat", json={"session": "s1", "running": [a["id"]]}, headers=fleet.h(fleet.agents["h1"])
+    ).json()
+    assert hb["cancel"] == [a["id"]]
+    fleet.events("h1", [{"assignment_id": a["id"], "seq": 1, "type": "finished", "at": 0, "outcome": "canceled"}])
+    assert fleet.job(running["id"])["state"] == "canceled"
+
+
+def test_drain_and_undrain(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    r = fleet.client.post("/v1/boards/h1-b0/drain", json={"reason": "fan noise"}, headers=fleet.h(fleet.user))
+    assert r.status_code == 403
+    r = fleet.client.post("/v1/boards/h1-b0/drain", json={"reason": "fan noise"}, headers=fleet.h(fleet.admin))
+    assert r.json()["state"] == "drained" and "fan noise" in r.json()["drain_reason"]
+    job = fleet.submit()
+    assert fleet.rec.schedule(time.time()) == 0
+    r = fleet.client.post("/v1/boards/h1-b0/undrain", json={"reason": "fixed"}, headers=fleet.h(fleet.admin))
+    assert r.json()["state"] == "available" and r.json()["drain_reason"] is None
+    assert fleet.rec.schedule(time.time()) == 1
+    # Draining an allocated board lets its attempt finish, then holds the board.
+    r = fleet.client.post("/v1/boards/h1-b0/drain", json={"reason": "later"}, headers=fleet.h(fleet.admin))
+    assert r.json()["state"] == "allocated"
+    [a] = fleet.take("h1")
+    fleet.events("h1", finish(a))
+    assert fleet.job(job["id"])["state"] == "succeeded"
+    b = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "drained"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"boards": 0}, "boards"),
+        ({"boards": "two"}, "boards"),
+        ({"placement": "moon"}, "placement"),
+        ({"nonsense": 1}, "nonsense"),
+        ({"params": {}}, "params.command"),
+        ({"kind": "teleport"}, "kind"),
+    ],
+)
+def test_malformed_spec_names_the_field(fleet: Fleet, spec: dict, field: str) -> None:
+    fleet.register("h1")
+    body = {"params": {"command": "true"}, **spec}
+    r = fleet.client.post("/v1/jobs", json=body, headers=fleet.h(fleet.user))
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert field in err["message"], err
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ({"generations": ["sim-g9"]}, "unknown generation sim-g9"),
+        ({"boards": 5}, "only 4 such boards"),
+        ({"boards": 3, "placement": "same-host"}, "no host has more than 2"),
+        ({"labels": {"pool": "ci"}}, "only 0 such boards"),
+    ],
+)
+def test_job_that_can_never_run_is_rejected(fleet: Fleet, spec: dict, why: str) -> None:
+    fleet.register("h1")
+    fleet.register("h2")
+    r = fleet.client.post("/v1/jobs", json={"params": {"command": "true"}, **spec}, headers=fleet.h(fleet.user))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unschedulable"
+    assert why in r.json()["error"]["message"]
+
+
+def test_auth_errors(fleet: Fleet) -> None:
+    assert fleet.client.get("/v1/boards").status_code == 401
+    r = fleet.client.get("/v1/boards", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    assert fleet.client.post("/v1/tokens", json={"name": "x", "role": "user", "team": "a"}, headers=fleet.h(fleet.user)).status_code == 403
+    # An agent can only act for its own host.
+    r = fleet.client.post(
+        "/v1/agent/register",
+        json={"host": "h2", "session": "s", "driver": "sim:0", "agent_version": "t", "boards": []},
+        headers=fleet.h(fleet.agents["h1"]),
+    )
+    assert r.status_code == 403
+    r = fleet.client.post(
+        "/v1/jobs", json={"params": {"command": "true"}, "team": "robotics"}, headers=fleet.h(fleet.user)
+    )
+    assert r.status_code == 403
+
+
+def test_not_found(fleet: Fleet) -> None:
+    assert fleet.client.get("/v1/boards/nope", headers=fleet.h(fleet.user)).status_code == 404
+    r = fleet.client.get("/v1/jobs/999", headers=fleet.h(fleet.user))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_blobs(fleet: Fleet) -> None:
+    data = b"hello board"
+    sha = hashlib.sha256(data).hexdigest()
+    r = fleet.client.put(f"/v1/blobs/{sha}", content=data, headers=fleet.h(fleet.user))
+    assert r.status_code == 201 and r.json()["size"] == len(data)
+    assert fleet.client.get(f"/v1/blobs/{sha}", headers=fleet.h(fleet.user)).content == data
+    bad = fleet.client.put(f"/v1/blobs/{'0' * 64}", content=data, headers=fleet.h(fleet.user))
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "digest_mismatch"
+    big = b"x" * 2048
+    r = fleet.client.put(f"/v1/blobs/{hashlib.sha256(big).hexdigest()}", content=big, headers=fleet.h(fleet.user))
+    assert r.status_code == 413
+    assert fleet.client.get(f"/v1/blobs/{'1' * 64}", headers=fleet.h(fleet.user)).status_code == 404
+
+
+def test_fault_orders_reach_the_agent_until_acked(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    r = fleet.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=fleet.h(fleet.admin))
+    assert r.status_code == 201
+    order = r.json()["id"]
+    hb = lambda acks: fleet.client.post(  # noqa: E731
+        "/v1/agent/heartbeat", json={"session": "s1", "fault_acks": acks}, headers=fleet.h(fleet.agents["h1"])
+    ).json()
+    assert [f["id"] for f in hb([])["faults"]] == [order]
+    assert hb([order])["faults"] == []
+
+
+def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    def beat(ok: bool) -> None:
+        fleet.client.post(
+            "/v1/agent/heartbeat",
+            json={"session": "s1", "boards": [{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}]},
+            headers=fleet.h(fleet.agents["h1"]),
+        )
+    beat(False)
+    failing, _ = fleet.rec.health(time.time())
+    assert failing == ["h1-b0"]
+    beat(True)
+    _, released = fleet.rec.health(time.time() + 1)
+    assert released == ["h1-b0"]
