@@ -32,7 +32,8 @@ class Fleet:
         self.user = create_token(url, name="alice", role=Role.USER, team="compiler")
         self.other = create_token(url, name="bob", role=Role.USER, team="robotics")
         self.agents = {h: create_token(url, name=f"agent-{h}", role=Role.AGENT, host=h) for h in ("h1", "h2")}
-        self.app = create_app(self.store, blob_dir=tmp / "blobs", max_blob_bytes=1024)
+        # Heartbeats are written behind; tests flush them explicitly.
+        self.app = create_app(self.store, blob_dir=tmp / "blobs", max_blob_bytes=1024, heartbeat_flush_s=3600)
         self.client = TestClient(self.app)
         self.rec = Reconciler(self.store, host_timeout_s=5.0, suspect_cooldown_s=0.0, watching_since=0.0)
 
@@ -50,6 +51,17 @@ class Fleet:
             headers=self.h(self.agents[host]),
         )
         assert r.status_code == 200, r.text
+
+    def beat(self, host: str, session: str = "s1", **body: object) -> dict:
+        """A heartbeat, written through, answered from the state after it."""
+        payload = {"session": session, **body}
+        r = self.client.post("/v1/agent/heartbeat", json=payload, headers=self.h(self.agents[host]))
+        assert r.status_code == 200, r.text
+        self.app.state.heartbeats.flush()
+        payload.pop("fault_acks", None)
+        r = self.client.post("/v1/agent/heartbeat", json=payload, headers=self.h(self.agents[host]))
+        self.app.state.heartbeats.flush()
+        return r.json()
 
     def take(self, host: str, session: str = "s1") -> list[dict]:
         r = self.client.get(
@@ -184,9 +196,7 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
     other = "h2" if host == "h1" else "h1"
     # The other host keeps heartbeating; this one goes silent.
     later = time.time() + 30
-    fleet.client.post(
-        "/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents[other])
-    )
+    fleet.beat(other)
     from fleetyard.store import tables as t
 
     with fleet.store.write() as conn:
@@ -199,10 +209,7 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
     [again] = fleet.take(other)
     assert again["job_id"] == job["id"]
     # The lost host returns: it is told to kill the rank it still runs; its board becomes suspect.
-    r = fleet.client.post(
-        "/v1/agent/heartbeat", json={"session": "s1", "running": [a["id"]]}, headers=fleet.h(fleet.agents[host])
-    )
-    assert r.json()["cancel"] == [a["id"]]
+    assert fleet.beat(host, running=[a["id"]])["cancel"] == [a["id"]]
     b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
     assert b["state"] == "suspect"
 
@@ -233,10 +240,7 @@ def test_cancel(fleet: Fleet) -> None:
     fleet.events("h1", finish(a)[:1])
     r = fleet.client.post(f"/v1/jobs/{running['id']}/cancel", headers=fleet.h(fleet.admin))
     assert r.json()["state"] == "running"
-    hb = fleet.client.post(
-        "/v1/agent/heartbeat", json={"session": "s1", "running": [a["id"]]}, headers=fleet.h(fleet.agents["h1"])
-    ).json()
-    assert hb["cancel"] == [a["id"]]
+    assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
     fleet.events("h1", [{"assignment_id": a["id"], "seq": 1, "type": "finished", "at": 0, "outcome": "canceled"}])
     assert fleet.job(running["id"])["state"] == "canceled"
 
@@ -342,21 +346,15 @@ def test_fault_orders_reach_the_agent_until_acked(fleet: Fleet) -> None:
     r = fleet.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=fleet.h(fleet.admin))
     assert r.status_code == 201
     order = r.json()["id"]
-    hb = lambda acks: fleet.client.post(  # noqa: E731
-        "/v1/agent/heartbeat", json={"session": "s1", "fault_acks": acks}, headers=fleet.h(fleet.agents["h1"])
-    ).json()
-    assert [f["id"] for f in hb([])["faults"]] == [order]
-    assert hb([order])["faults"] == []
+    assert [f["id"] for f in fleet.beat("h1")["faults"]] == [order]
+    assert fleet.beat("h1", fault_acks=[order])["faults"] == []
 
 
 def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet) -> None:
     fleet.register("h1", n=1)
     def beat(ok: bool) -> None:
-        fleet.client.post(
-            "/v1/agent/heartbeat",
-            json={"session": "s1", "boards": [{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}]},
-            headers=fleet.h(fleet.agents["h1"]),
-        )
+        fleet.beat("h1", boards=[{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}])
+
     beat(False)
     failing, _ = fleet.rec.health(time.time())
     assert failing == ["h1-b0"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
 
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, sqlite_path
 
 _PG_LEADER_LOCK = 0x466C656574_02
 
@@ -17,17 +16,15 @@ _PG_LEADER_LOCK = 0x466C656574_02
 class Leadership:
     """Held while the process lives; the OS or PostgreSQL frees it when the process dies."""
 
-    def __init__(self, store: Store, lock_dir: Path | None) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.lock_dir = lock_dir
         self._file: IO[str] | None = None
         self._conn: sa.Connection | None = None
 
     def try_acquire(self) -> bool:
         if self.store.sqlite:
-            assert self.lock_dir is not None
-            self.lock_dir.mkdir(parents=True, exist_ok=True)
-            f = open(self.lock_dir / "controller.lock", "w")  # noqa: SIM115 - held for the process's life
+            # Beside the database file, so every controller of this database finds the same lock.
+            f = open(f"{sqlite_path(self.store.url)}.controller.lock", "w")  # noqa: SIM115 - held while leading
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

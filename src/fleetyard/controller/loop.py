@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from fleetyard.controller.leader import Leadership
 from fleetyard.controller.reconcile import Reconciler
 from fleetyard.store import migrate
-from fleetyard.store.db import Store, now, sqlite_path
+from fleetyard.store.db import Store, now
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ SLOW_EVERY_S = 1.0
 def run_controller(
     *,
     db_url: str,
-    lock_dir: Path | None = None,
     host_timeout_s: float = 10.0,
     tick_s: float = 0.02,
     suspect_cooldown_s: float = 2.0,
@@ -47,10 +45,7 @@ def run_controller(
 
     migrate.upgrade(db_url)
     store = Store(db_url)
-    if lock_dir is None:
-        path = sqlite_path(db_url)
-        lock_dir = path.parent if path else None
-    leadership = Leadership(store, lock_dir)
+    leadership = Leadership(store)
     while not leadership.try_acquire():
         log.info("another controller leads; standing by")
         if stop.wait(1.0):

@@ -24,6 +24,7 @@ from fleetyard import __version__
 from fleetyard.errors import FleetyardError
 from fleetyard.server.auth import TokenCache
 from fleetyard.server.feed import AssignmentFeed
+from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.routers import agent, blobs, fleet, jobs, tokens
 from fleetyard.store import migrate
 from fleetyard.store.blobs import BlobStore
@@ -55,19 +56,23 @@ def create_app(
     blob_dir: Path,
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
     heartbeat_interval_s: float = 2.0,
+    heartbeat_flush_s: float = 0.2,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed.start()
+        app.state.heartbeats.start()
         try:
             yield
         finally:
             await app.state.feed.stop()
+            app.state.heartbeats.stop()
 
     app = FastAPI(title="Fleetyard", version=__version__, lifespan=lifespan)
     app.state.store = store
     app.state.tokens = TokenCache(store)
     app.state.feed = AssignmentFeed(store)
+    app.state.heartbeats = HeartbeatSink(store, flush_s=heartbeat_flush_s)
     app.state.blobs = BlobStore(blob_dir)
     app.state.max_blob_bytes = max_blob_bytes
     app.state.heartbeat_interval_s = heartbeat_interval_s

@@ -19,6 +19,7 @@ from fleetyard.protocol.agent import (
 )
 from fleetyard.server.auth import AGENT
 from fleetyard.server.feed import AssignmentFeed
+from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.routers.deps import store
 from fleetyard.server.services import agents as svc
 from fleetyard.store.db import Store, now
@@ -31,12 +32,14 @@ def register(
     body: RegisterRequest, request: Request, p: Principal = Depends(AGENT), s: Store = Depends(store)
 ) -> RegisterResponse:
     svc.register(s, principal=p, req=body, at=now())
+    request.app.state.heartbeats.registered(body.host, body.session)
     return RegisterResponse(host=body.host, heartbeat_interval_s=request.app.state.heartbeat_interval_s)
 
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
-def heartbeat(body: HeartbeatRequest, p: Principal = Depends(AGENT), s: Store = Depends(store)) -> HeartbeatResponse:
-    return svc.heartbeat(s, principal=p, req=body, at=now())
+def heartbeat(body: HeartbeatRequest, request: Request, p: Principal = Depends(AGENT)) -> HeartbeatResponse:
+    sink: HeartbeatSink = request.app.state.heartbeats
+    return sink.accept(svc.agent_host(p), body, at=now())
 
 
 @router.get("/assignments", response_model=AssignmentBatch)

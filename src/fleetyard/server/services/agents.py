@@ -6,7 +6,6 @@ changes nothing the first delivery did not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,9 +18,6 @@ from fleetyard.protocol.agent import (
     Assignment,
     Event,
     EventType,
-    FaultOrder,
-    HeartbeatRequest,
-    HeartbeatResponse,
     RegisterRequest,
 )
 from fleetyard.store import tables as t
@@ -150,55 +146,13 @@ def _check_session(conn: sa.Connection, host_id: str, session: str) -> sa.Row[An
     return host
 
 
-def heartbeat(store: Store, *, principal: Principal, req: HeartbeatRequest, at: float) -> HeartbeatResponse:
-    host_id = agent_host(principal)
-    with store.write() as conn:
-        host = _check_session(conn, host_id, req.session)
-        conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(last_heartbeat_at=at, state="online"))
-        if host.state == "offline":
-            host_back(conn, host_id, at=at)
-        if req.boards:
-            conn.execute(
-                t.boards.update()
-                .where(t.boards.c.id == sa.bindparam("b_id"), t.boards.c.host_id == host_id)
-                .values(
-                    telemetry=sa.bindparam("b_tel"),
-                    telemetry_at=at,
-                    probe_ok=sa.bindparam("b_ok"),
-                    probe_reason=sa.bindparam("b_reason"),
-                ),
-                [{"b_id": b.id, "b_tel": b.telemetry, "b_ok": b.ok, "b_reason": b.reason} for b in req.boards],
-            )
-        if req.fault_acks:
-            conn.execute(
-                t.fault_orders.update()
-                .where(t.fault_orders.c.id.in_(req.fault_acks), t.fault_orders.c.acked_at.is_(None))
-                .values(acked_at=at)
-            )
-        cancel = _to_cancel(conn, host_id, req.running)
-        orders = conn.execute(
-            sa.select(t.fault_orders)
-            .join(t.boards, t.boards.c.id == t.fault_orders.c.board_id)
-            .where(t.boards.c.host_id == host_id, t.fault_orders.c.acked_at.is_(None))
-            .order_by(t.fault_orders.c.id)
-        ).all()
-    return HeartbeatResponse(
-        cancel=cancel,
-        faults=[FaultOrder(id=o.id, board_id=o.board_id, kind=o.kind, action=o.action) for o in orders],
+def _to_cancel(conn: sa.Connection, host_id: str) -> set[int]:
+    """Live ranks on this host that the server wants stopped."""
+    return set(
+        conn.execute(
+            sa.select(A.c.id).where(A.c.host_id == host_id, A.c.state.in_(LIVE), A.c.cancel_requested)
+        ).scalars()
     )
-
-
-def _to_cancel(conn: sa.Connection, host_id: str, running: Iterable[int]) -> list[int]:
-    """Ranks the agent runs that the server wants stopped, or no longer knows as live on this host."""
-    live = {
-        r.id: r.cancel_requested
-        for r in conn.execute(
-            sa.select(A.c.id, A.c.cancel_requested).where(A.c.host_id == host_id, A.c.state.in_(LIVE))
-        )
-    }
-    stop = {i for i, requested in live.items() if requested}
-    stop |= {i for i in running if i not in live}
-    return sorted(stop)
 
 
 def hosts_with_pending(store: Store) -> set[str]:
@@ -324,5 +278,5 @@ def apply_events(
             )
         for attempt_id in sorted(to_settle):
             settle(conn, attempt_id, at=at)
-        stop |= set(_to_cancel(conn, host_id, ()))
+        stop |= _to_cancel(conn, host_id)
     return applied, sorted(stop)

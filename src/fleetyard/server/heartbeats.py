@@ -1,0 +1,180 @@
+"""Heartbeats, absorbed in memory and written behind in batches.
+
+A fleet of thousands of hosts heartbeating every few seconds is the server's hottest path. One
+transaction per heartbeat would cap it at what the store commits per second; instead each
+heartbeat lands in a buffer, and a flusher thread writes all buffered reports every
+``flush_s`` in one transaction, then reads back, for all hosts at once, what agents must be
+told: ranks to cancel and fault orders. A heartbeat's answer is therefore up to one flush old.
+
+What a crash of the server loses: at most ``flush_s`` of telemetry, never a job or a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from fleetyard.domain.job import AssignmentState
+from fleetyard.errors import StaleSession
+from fleetyard.protocol.agent import FaultOrder, HeartbeatRequest, HeartbeatResponse
+from fleetyard.store import tables as t
+from fleetyard.store.db import Store, now
+from fleetyard.store.hosts import LIVE, host_back
+
+log = logging.getLogger(__name__)
+A = t.assignments
+
+
+@dataclass
+class _Pending:
+    at: float
+    req: HeartbeatRequest
+
+
+@dataclass
+class _Answers:
+    cancel: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    faults: dict[str, list[FaultOrder]] = field(default_factory=lambda: defaultdict(list))
+
+
+class HeartbeatSink:
+    def __init__(self, store: Store, flush_s: float = 0.2) -> None:
+        self.store = store
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._sessions: dict[str, str] = {}
+        self._answers = _Answers()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="heartbeat-flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def registered(self, host: str, session: str) -> None:
+        with self._lock:
+            self._sessions[host] = session
+            self._pending.pop(host, None)
+            self._answers.cancel.pop(host, None)
+
+    def _check_session(self, host: str, session: str) -> None:
+        if self._sessions.get(host) == session:
+            return
+        with self.store.read() as conn:
+            current = conn.execute(sa.select(t.hosts.c.session).where(t.hosts.c.id == host)).scalar()
+        if current != session:
+            raise StaleSession(
+                f"session {session} is not the current session of host {host}: register again",
+                detail={"host": host},
+            )
+        with self._lock:
+            self._sessions[host] = session
+
+    def accept(self, host: str, req: HeartbeatRequest, *, at: float) -> HeartbeatResponse:
+        """Buffer one heartbeat and answer from the last flush's view."""
+        self._check_session(host, req.session)
+        with self._lock:
+            prev = self._pending.get(host)
+            if prev is not None:  # two heartbeats in one flush: keep the newer reports, every ack
+                req = req.model_copy(update={"fault_acks": sorted({*prev.req.fault_acks, *req.fault_acks})})
+            self._pending[host] = _Pending(at, req)
+            cancel = sorted(self._answers.cancel.get(host, ()))
+            acked = set(req.fault_acks)
+            faults = [f for f in self._answers.faults.get(host, ()) if f.id not in acked]
+        return HeartbeatResponse(cancel=cancel, faults=faults)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # keep absorbing; the next flush retries with newer reports
+                log.exception("heartbeat flush failed")
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        at = now()
+        if batch:
+            self._write(batch)
+        self._answers = self._read(batch, at)
+
+    def _write(self, batch: dict[str, _Pending]) -> None:
+        hosts = list(batch)
+        with self.store.write() as conn:
+            back = conn.execute(
+                sa.select(t.hosts.c.id).where(t.hosts.c.id.in_(hosts), t.hosts.c.state == "offline")
+            ).scalars()
+            for host in list(back):
+                conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(state="online"))
+                host_back(conn, host, at=batch[host].at)
+            conn.execute(
+                t.hosts.update()
+                .where(t.hosts.c.id == sa.bindparam("h_id"))
+                .values(last_heartbeat_at=sa.bindparam("h_at")),
+                [{"h_id": h, "h_at": p.at} for h, p in batch.items()],
+            )
+            reports = [
+                {"b_id": b.id, "b_host": h, "b_tel": b.telemetry, "b_at": p.at, "b_ok": b.ok, "b_reason": b.reason}
+                for h, p in batch.items()
+                for b in p.req.boards
+            ]
+            if reports:
+                conn.execute(
+                    t.boards.update()
+                    .where(t.boards.c.id == sa.bindparam("b_id"), t.boards.c.host_id == sa.bindparam("b_host"))
+                    .values(
+                        telemetry=sa.bindparam("b_tel"),
+                        telemetry_at=sa.bindparam("b_at"),
+                        probe_ok=sa.bindparam("b_ok"),
+                        probe_reason=sa.bindparam("b_reason"),
+                    ),
+                    reports,
+                )
+            acks = sorted({a for p in batch.values() for a in p.req.fault_acks})
+            if acks:
+                conn.execute(
+                    t.fault_orders.update()
+                    .where(t.fault_orders.c.id.in_(acks), t.fault_orders.c.acked_at.is_(None))
+                    .values(acked_at=max(p.at for p in batch.values()))
+                )
+
+    def _read(self, batch: dict[str, _Pending], at: float) -> _Answers:
+        answers = _Answers()
+        with self.store.read() as conn:
+            for r in conn.execute(sa.select(A.c.id, A.c.host_id).where(A.c.cancel_requested, A.c.state.in_(LIVE))):
+                answers.cancel[r.host_id].add(r.id)
+            # Ranks an agent runs that the server already ended (host lost, session replaced).
+            running = {i: h for h, p in batch.items() for i in p.req.running}
+            if running:
+                live = set(
+                    conn.execute(
+                        sa.select(A.c.id).where(A.c.id.in_(list(running)), A.c.state != str(AssignmentState.EXITED))
+                    ).scalars()
+                )
+                for i, h in running.items():
+                    if i not in live:
+                        answers.cancel[h].add(i)
+            for o in conn.execute(
+                sa.select(t.fault_orders, t.boards.c.host_id)
+                .join(t.boards, t.boards.c.id == t.fault_orders.c.board_id)
+                .where(t.fault_orders.c.acked_at.is_(None))
+                .order_by(t.fault_orders.c.id)
+            ):
+                answers.faults[o.host_id].append(FaultOrder(id=o.id, board_id=o.board_id, kind=o.kind, action=o.action))
+        # Cancels for ranks seen running in an earlier flush carry over until the agent stops reporting them.
+        with self._lock:
+            for h, ids in self._answers.cancel.items():
+                if h not in batch:
+                    answers.cancel[h] |= ids
+        return answers

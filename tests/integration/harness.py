@@ -1,0 +1,230 @@
+"""Real processes on loopback: a throwaway PostgreSQL cluster, and fleets of server, controller, agents."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fleetyard.domain.auth import Role
+from fleetyard.store import migrate
+from fleetyard.store.tokens import create_token
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check} (last: {last!r})")
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not candidates:
+        raise RuntimeError(f"{name} not found: install PostgreSQL (make test does it with apt-get)")
+    return candidates[-1]
+
+
+class PostgresCluster:
+    """initdb + pg_ctl in a temp folder, on a free port, as the postgres user when run as root."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fy-pg-"))
+        self.port = free_port()
+        self.data = self.dir / "data"
+        self._n = 0
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def new_database(self) -> str:
+        import psycopg
+
+        self._n += 1
+        name = f"fy_test_{os.getpid()}_{self._n}"
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLEETYARD_SIM_TIME_SCALE": "0.05"}
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "fleetyard", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=ROOT, start_new_session=True,
+        )
+        out.close()
+
+    def kill9(self) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class Stack:
+    """A fleet as processes: server, controller and agents, over one store."""
+
+    db_url: str
+    dir: Path
+    host_timeout_s: float = 3.0
+    heartbeat_s: float = 0.5
+    port: int = field(default_factory=free_port)
+    procs: dict[str, Proc] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def setup(self) -> None:
+        migrate.upgrade(self.db_url)
+        for name, role, team in (("admin", Role.ADMIN, None), ("alice", Role.USER, "compiler"),
+                                 ("bob", Role.USER, "robotics"), ("ops", Role.OPERATOR, None)):
+            self.tokens[name] = create_token(self.db_url, name=name, role=role, team=team)
+
+    def _proc(self, name: str, args: list[str]) -> Proc:
+        p = Proc(name, args, self.dir / f"{name}.log")
+        self.procs[name] = p
+        p.start()
+        return p
+
+    def start_server(self) -> None:
+        self._proc("server", ["server", "--db", self.db_url, "--data-dir", str(self.dir), "--port", str(self.port),
+                              "--heartbeat-interval", str(self.heartbeat_s), "--max-blob-mb", "1"])
+        wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
+
+    def start_controller(self, name: str = "controller") -> None:
+        self._proc(name, ["controller", "--db", self.db_url, "--data-dir", str(self.dir),
+                          "--host-timeout", str(self.host_timeout_s)])
+
+    def start_agent(self, host: str, driver: str = "sim:4:sim-g1", wait: bool = True) -> None:
+        if host not in self.tokens:
+            self.tokens[host] = create_token(self.db_url, name=f"agent-{host}", role=Role.AGENT, host=host)
+        self._proc(f"agent-{host}", ["agent", "--server", self.url, "--token", self.tokens[host], "--driver", driver,
+                                     "--host", host, "--state-dir", str(self.dir / "agents" / host)])
+        if wait:
+            n = int(driver.split(":")[1]) if driver.startswith("sim:") else 1
+            wait_for(lambda: len(self.boards(host=host, state="available")) >= n, what=f"{host} registered")
+
+    def start(self, hosts: int = 2, driver: str = "sim:4:sim-g1") -> Stack:
+        self.setup()
+        self.start_server()
+        self.start_controller()
+        for i in range(hosts):
+            self.start_agent(f"h{i + 1}", driver)
+        return self
+
+    def stop(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            p.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log.read_text(errors='replace')[-4000:]}" for p in self.procs.values()
+                         if p.log.exists())
+
+    # HTTP helpers
+    def http(self, method: str, path: str, *, as_: str = "admin", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[as_]}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
+
+    def ok(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.http(method, path, **kw)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+    def submit(self, as_: str = "alice", **spec: Any) -> int:
+        return int(self.ok("POST", "/v1/jobs", as_=as_, json=spec)["id"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return dict(self.ok("GET", f"/v1/jobs/{job_id}"))
+
+    def wait_job(self, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
+        return dict(wait_for(lambda: (j := self.job(job_id))["state"] in ("succeeded", "failed", "canceled") and j,
+                             timeout=timeout, interval=0.1, what=f"job {job_id} to finish"))
+
+    def boards(self, **params: Any) -> list[dict[str, Any]]:
+        return list(self.ok("GET", "/v1/boards", params=params))
+
+    def logs_of(self, job_id: int) -> str:
+        return "".join(c["data"] for c in self.ok("GET", f"/v1/jobs/{job_id}/logs")["chunks"])
+
+
+@contextlib.contextmanager
+def running_stack(db_url: str, dir: Path, **kw: Any) -> Iterator[Stack]:
+    stack = Stack(db_url, dir, **kw)
+    try:
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()

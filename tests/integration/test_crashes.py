@@ -1,0 +1,65 @@
+"""kill -9 of each process while jobs run: nothing lost, duplicated, or done without a result."""
+
+from __future__ import annotations
+
+import time
+
+from tests.integration.harness import Stack, wait_for
+
+
+def _submit_batch(stack: Stack, n: int, seconds: float) -> list[int]:
+    ids = []
+    for i in range(n):
+        ids.append(stack.submit(params={"command": f"echo job-{i}-ran; sleep {seconds}"}))
+    return ids
+
+
+def _assert_each_ran_once(stack: Stack, ids: list[int]) -> None:
+    for i, job_id in enumerate(ids):
+        job = stack.wait_job(job_id, timeout=60)
+        assert job["state"] == "succeeded", job
+        assert job["attempts"] == 1, job
+        assert stack.logs_of(job_id).count(f"job-{i}-ran") == 1
+        ranks = stack.ok("GET", f"/v1/jobs/{job_id}/results")["ranks"]
+        assert [r["exit_code"] for r in ranks] == [0]
+
+
+def test_server_kill9_and_restart_loses_nothing(stack: Stack) -> None:
+    stack.start(hosts=2)
+    ids = _submit_batch(stack, 12, 1.5)
+    wait_for(lambda: any(stack.job(i)["state"] == "running" for i in ids), what="jobs running")
+    stack.procs["server"].kill9()
+    time.sleep(1.5)  # agents finish work meanwhile and must keep their results until the server is back
+    stack.start_server()
+    _assert_each_ran_once(stack, ids)
+
+
+def test_controller_kill9_standby_takes_over(stack: Stack) -> None:
+    stack.start(hosts=2)
+    stack.start_controller("standby")
+    ids = _submit_batch(stack, 12, 0.5)
+    wait_for(lambda: any(stack.job(i)["state"] == "running" for i in ids), what="jobs running")
+    stack.procs["controller"].kill9()
+    _assert_each_ran_once(stack, ids)
+    # And a restarted controller simply stands by.
+    stack.start_controller("controller")
+    assert stack.procs["standby"].alive
+
+
+def test_agent_kill9_reruns_its_work_elsewhere(stack: Stack) -> None:
+    stack.setup()
+    stack.start_server()
+    stack.start_controller()
+    stack.start_agent("h1", "sim:2:sim-g1")
+    job_id = stack.submit(params={"command": "echo attempt on $FLEETYARD_BOARD_ID; sleep 3"})
+    wait_for(lambda: stack.job(job_id)["state"] == "running" and "attempt" in stack.logs_of(job_id), what="start")
+    stack.start_agent("h2", "sim:2:sim-g1")
+    stack.procs["agent-h1"].kill9()
+    job = stack.wait_job(job_id, timeout=40)
+    assert job["state"] == "succeeded"
+    first, second = job["attempt_list"]
+    assert first["outcome"] == "infra_error" and "host lost" in (first["message"] or "")
+    assert second["ranks"][0]["host_id"] == "h2"
+    assert job["infra_retries"] == 1
+    assert all(b["state"] == "offline" for b in stack.boards(host="h1"))
+    assert stack.ok("GET", "/v1/hosts/h1")["state"] == "offline"

@@ -1,0 +1,74 @@
+"""Command jobs through the whole stack: server, controller and agents as processes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+
+from tests.integration.harness import Stack, wait_for
+
+
+def test_gang_job_runs_with_rank_environment_logs_and_outputs(stack: Stack) -> None:
+    stack.start(hosts=2)
+    script = (
+        'echo "rank=$FLEETYARD_RANK world=$FLEETYARD_WORLD_SIZE board=$FLEETYARD_BOARD_ID dev=$FLEETYARD_DEVICE"; '
+        'echo "out $FLEETYARD_RANK" > "$FLEETYARD_OUTPUT_DIR/rank.txt"'
+    )
+    job_id = stack.submit(boards=2, placement="same-host", params={"command": script})
+    job = stack.wait_job(job_id)
+    assert job["state"] == "succeeded", job
+    log = stack.logs_of(job_id)
+    ranks = job["attempt_list"][0]["ranks"]
+    assert len({r["host_id"] for r in ranks}) == 1
+    for r in ranks:
+        assert f"rank={r['rank']} world=2 board={r['board_id']} dev=sim:" in log
+        assert r["exit_code"] == 0 and r["outcome"] == "success"
+    results = stack.ok("GET", f"/v1/jobs/{job_id}/results")
+    for r in results["ranks"]:
+        sha = r["outputs"]["rank.txt"]
+        data = stack.http("GET", f"/v1/blobs/{sha}").content
+        assert data == f"out {r['rank']}\n".encode() and hashlib.sha256(data).hexdigest() == sha
+
+
+def test_failing_command_fails_the_job_with_its_exit_code(stack: Stack) -> None:
+    stack.start(hosts=1)
+    job = stack.wait_job(stack.submit(params={"command": "echo broken >&2; exit 7"}))
+    assert job["state"] == "failed" and job["outcome"] == "user_error"
+    assert job["attempt_list"][0]["ranks"][0]["exit_code"] == 7
+    assert "broken" in stack.logs_of(job["id"])
+    # The board is unaffected by a user's error.
+    board = job["attempt_list"][0]["ranks"][0]["board_id"]
+    assert stack.ok("GET", f"/v1/boards/{board}")["state"] == "available"
+
+
+def test_time_limit_and_cancel_kill_the_workload(stack: Stack) -> None:
+    stack.start(hosts=1)
+    slow = stack.wait_job(stack.submit(time_limit_s=1, params={"command": "sleep 60"}), timeout=30)
+    assert slow["state"] == "failed" and slow["outcome"] == "timeout"
+    job_id = stack.submit(params={"command": "echo started; sleep 60"})
+    wait_for(lambda: "started" in stack.logs_of(job_id), what="job to start")
+    r = stack.http("POST", f"/v1/jobs/{job_id}/cancel", as_="bob")
+    assert r.status_code == 403  # another team's job
+    stack.ok("POST", f"/v1/jobs/{job_id}/cancel", as_="alice")
+    job = stack.wait_job(job_id, timeout=20)
+    assert job["state"] == "canceled"
+    board = job["attempt_list"][0]["ranks"][0]["board_id"]
+    wait_for(lambda: stack.ok("GET", f"/v1/boards/{board}")["state"] == "available", what="board released")
+
+
+def test_bad_requests_over_http(stack: Stack) -> None:
+    stack.start(hosts=1)
+    assert httpx.get(f"{stack.url}/v1/jobs").status_code == 401
+    assert stack.http("GET", "/v1/jobs/424242").status_code == 404
+    r = stack.http("POST", "/v1/jobs", as_="alice", json={"boards": -1, "params": {"command": "true"}})
+    assert r.status_code == 422 and "boards" in r.json()["error"]["message"]
+    r = stack.http("POST", "/v1/jobs", as_="alice", json={"boards": 99, "params": {"command": "true"}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unschedulable"
+    r = stack.http("POST", "/v1/tokens", as_="alice", json={"name": "x", "role": "admin"})
+    assert r.status_code == 403
+    big = b"z" * (1024 * 1024 + 1)
+    r = stack.http("PUT", f"/v1/blobs/{hashlib.sha256(big).hexdigest()}", content=big)
+    assert r.status_code == 413
+    openapi = httpx.get(f"{stack.url}/openapi.json").json()
+    assert "/v1/jobs" in openapi["paths"] and "/v1/agent/events" in openapi["paths"]
