@@ -361,3 +361,20 @@ def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet)
     beat(True)
     _, released = fleet.rec.health(time.time() + 1)
     assert released == ["h1-b0"]
+
+
+def test_heartbeat_from_a_replaced_session_is_refused(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.register("h1", n=1, session="s2")
+    r = fleet.client.post("/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents["h1"]))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
+    assert fleet.beat("h1", session="s2") == {"cancel": [], "faults": []}
+
+
+def test_telemetry_is_written_behind_and_visible_after_a_flush(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.beat("h1", boards=[{"id": "h1-b0", "telemetry": {"temperature_c": 61.5}}])
+    b = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert b["telemetry"] == {"temperature_c": 61.5} and b["probe_ok"] is True
+    hosts = fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()
+    assert hosts[0]["id"] == "h1" and hosts[0]["boards"] == 1 and hosts[0]["last_heartbeat_at"] is not None

@@ -79,10 +79,13 @@ def end_rank(
     result: dict[str, Any] | None = None,
     outputs: dict[str, str] | None = None,
 ) -> list[int]:
-    """End one live rank and release its board. Returns sibling ranks that must now be stopped."""
-    conn.execute(
+    """End one live rank and release its board. Returns sibling ranks that must now be stopped.
+
+    A rank that already ended (a concurrent writer got there first) is left as it is.
+    """
+    res = conn.execute(
         A.update()
-        .where(A.c.id == a.id)
+        .where(A.c.id == a.id, A.c.state != str(AssignmentState.EXITED))
         .values(
             state=str(AssignmentState.EXITED),
             outcome=str(outcome),
@@ -93,6 +96,8 @@ def end_rank(
             outputs=outputs or {},
         )
     )
+    if res.rowcount != 1:
+        return []
     board = conn.execute(
         sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason).where(t.boards.c.id == a.board_id)
     ).first()
@@ -137,17 +142,18 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float) -> JobState | Non
     ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()
     if not ranks or any(r.state != AssignmentState.EXITED for r in ranks):
         return None
-    attempt = conn.execute(sa.select(t.attempts).where(t.attempts.c.id == attempt_id)).one()
-    if attempt.state == AttemptState.FINISHED:
-        return None
     outcome = attempt_outcome([Outcome(r.outcome) for r in ranks])
     message = next((r.message for r in ranks if r.outcome == outcome and r.message), None)
-    conn.execute(
+    res = conn.execute(
         t.attempts.update()
-        .where(t.attempts.c.id == attempt_id)
+        .where(t.attempts.c.id == attempt_id, t.attempts.c.state == str(AttemptState.RUNNING))
         .values(state=str(AttemptState.FINISHED), outcome=str(outcome), message=message, finished_at=at)
+        .returning(t.attempts.c.job_id)
     )
-    job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == attempt.job_id)).one()
+    job_id = res.scalar()
+    if job_id is None:  # settled already
+        return None
+    job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).one()
     nxt = job_after_attempt(
         outcome, infra_retries=job.infra_retries, max_infra_retries=int(job.spec.get("max_infra_retries", 3))
     )

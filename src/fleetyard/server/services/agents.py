@@ -181,6 +181,7 @@ def take_assignments(store: Store, *, principal: Principal, session: str, at: fl
                 ),
             )
             .order_by(A.c.id)
+            .with_for_update(of=A, skip_locked=True)
         ).all()
         if not rows:
             return []
