@@ -103,8 +103,12 @@ class Proc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLEETYARD_SIM_TIME_SCALE": "0.05"}
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "fleetyard", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env,
-            cwd=ROOT, start_new_session=True,
+            [sys.executable, "-m", "fleetyard", *self.args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
         )
         out.close()
 
@@ -147,8 +151,12 @@ class Stack:
 
     def setup(self) -> None:
         migrate.upgrade(self.db_url)
-        for name, role, team in (("admin", Role.ADMIN, None), ("alice", Role.USER, "compiler"),
-                                 ("bob", Role.USER, "robotics"), ("ops", Role.OPERATOR, None)):
+        for name, role, team in (
+            ("admin", Role.ADMIN, None),
+            ("alice", Role.USER, "compiler"),
+            ("bob", Role.USER, "robotics"),
+            ("ops", Role.OPERATOR, None),
+        ):
             self.tokens[name] = create_token(self.db_url, name=name, role=role, team=team)
 
     def _proc(self, name: str, args: list[str]) -> Proc:
@@ -158,19 +166,57 @@ class Stack:
         return p
 
     def start_server(self) -> None:
-        self._proc("server", ["server", "--db", self.db_url, "--data-dir", str(self.dir), "--port", str(self.port),
-                              "--heartbeat-interval", str(self.heartbeat_s), "--max-blob-mb", "1"])
+        self._proc(
+            "server",
+            [
+                "server",
+                "--db",
+                self.db_url,
+                "--data-dir",
+                str(self.dir),
+                "--port",
+                str(self.port),
+                "--heartbeat-interval",
+                str(self.heartbeat_s),
+                "--max-blob-mb",
+                "1",
+            ],
+        )
         wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
 
     def start_controller(self, name: str = "controller") -> None:
-        self._proc(name, ["controller", "--db", self.db_url, "--data-dir", str(self.dir),
-                          "--host-timeout", str(self.host_timeout_s)])
+        self._proc(
+            name,
+            [
+                "controller",
+                "--db",
+                self.db_url,
+                "--data-dir",
+                str(self.dir),
+                "--host-timeout",
+                str(self.host_timeout_s),
+            ],
+        )
 
     def start_agent(self, host: str, driver: str = "sim:4:sim-g1", wait: bool = True) -> None:
         if host not in self.tokens:
             self.tokens[host] = create_token(self.db_url, name=f"agent-{host}", role=Role.AGENT, host=host)
-        self._proc(f"agent-{host}", ["agent", "--server", self.url, "--token", self.tokens[host], "--driver", driver,
-                                     "--host", host, "--state-dir", str(self.dir / "agents" / host)])
+        self._proc(
+            f"agent-{host}",
+            [
+                "agent",
+                "--server",
+                self.url,
+                "--token",
+                self.tokens[host],
+                "--driver",
+                driver,
+                "--host",
+                host,
+                "--state-dir",
+                str(self.dir / "agents" / host),
+            ],
+        )
         if wait:
             n = int(driver.split(":")[1]) if driver.startswith("sim:") else 1
             wait_for(lambda: len(self.boards(host=host, state="available")) >= n, what=f"{host} registered")
@@ -188,8 +234,9 @@ class Stack:
             p.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log.read_text(errors='replace')[-4000:]}" for p in self.procs.values()
-                         if p.log.exists())
+        return "\n".join(
+            f"--- {p.name}\n{p.log.read_text(errors='replace')[-4000:]}" for p in self.procs.values() if p.log.exists()
+        )
 
     # HTTP helpers
     def http(self, method: str, path: str, *, as_: str = "admin", **kw: Any) -> httpx.Response:
@@ -208,8 +255,14 @@ class Stack:
         return dict(self.ok("GET", f"/v1/jobs/{job_id}"))
 
     def wait_job(self, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
-        return dict(wait_for(lambda: (j := self.job(job_id))["state"] in ("succeeded", "failed", "canceled") and j,
-                             timeout=timeout, interval=0.1, what=f"job {job_id} to finish"))
+        return dict(
+            wait_for(
+                lambda: (j := self.job(job_id))["state"] in ("succeeded", "failed", "canceled") and j,
+                timeout=timeout,
+                interval=0.1,
+                what=f"job {job_id} to finish",
+            )
+        )
 
     def boards(self, **params: Any) -> list[dict[str, Any]]:
         return list(self.ok("GET", "/v1/boards", params=params))

@@ -22,8 +22,10 @@ def test_crash_fault_is_an_infra_error_and_the_job_reruns_elsewhere(stack: Stack
 
     time.sleep(1.5)
     job_id = stack.submit(params={"command": "echo ran on $FLEETYARD_BOARD_ID"})
-    wait_for(lambda: stack.job(job_id)["attempts"] >= 1 and stack.job(job_id)["state"] == "queued",
-             what="first attempt to fail")
+    wait_for(
+        lambda: stack.job(job_id)["attempts"] >= 1 and stack.job(job_id)["state"] == "queued",
+        what="first attempt to fail",
+    )
     stack.ok("POST", f"/v1/boards/{other['id']}/undrain", as_="ops", json={"reason": "done"})
     job = stack.wait_job(job_id)
     assert job["state"] == "succeeded"
@@ -37,8 +39,10 @@ def test_hang_fault_takes_the_board_out_of_service(stack: Stack) -> None:
     stack.start(hosts=1)
     board = stack.boards(host="h1")[0]["id"]
     stack.ok("POST", f"/v1/admin/boards/{board}/faults", json={"kind": "hang"})
-    b = wait_for(lambda: (x := stack.ok("GET", f"/v1/boards/{board}"))["state"] == "suspect" and x,
-                 what="hung board to become suspect")
+    b = wait_for(
+        lambda: (x := stack.ok("GET", f"/v1/boards/{board}"))["state"] == "suspect" and x,
+        what="hung board to become suspect",
+    )
     assert "probe" in b["state_reason"]
     # Jobs keep running on the other boards.
     job = stack.wait_job(stack.submit(boards=3, params={"command": "true"}))

@@ -78,7 +78,9 @@ class Fleet:
         return r.json()
 
     def submit(self, token: str | None = None, **spec: object) -> dict:
-        r = self.client.post("/v1/jobs", json={"params": {"command": "true"}, **spec}, headers=self.h(token or self.user))
+        r = self.client.post(
+            "/v1/jobs", json={"params": {"command": "true"}, **spec}, headers=self.h(token or self.user)
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -100,8 +102,13 @@ def finish(a: dict, *, code: int = 0, outcome: str = "success", board_ok: bool =
         {"assignment_id": a["id"], "seq": 0, "type": "started", "at": now},
         {"assignment_id": a["id"], "seq": 1, "type": "log", "at": now, "data": f"rank {a['rank']}\n"},
         {
-            "assignment_id": a["id"], "seq": 2, "type": "finished", "at": now,
-            "exit_code": code, "outcome": outcome, "board_ok": board_ok,
+            "assignment_id": a["id"],
+            "seq": 2,
+            "type": "finished",
+            "at": now,
+            "exit_code": code,
+            "outcome": outcome,
+            "board_ok": board_ok,
         },
     ]
 
@@ -123,7 +130,9 @@ def test_job_runs_to_success_with_logs_and_board_history(fleet: Fleet) -> None:
     assert sorted(c["data"] for c in logs["chunks"]) == ["rank 0\n", "rank 1\n"] and logs["finished"]
     hist = fleet.client.get("/v1/boards/h1-b0/history", headers=fleet.h(fleet.user)).json()
     assert [(e["from_state"], e["to_state"]) for e in reversed(hist)] == [
-        (None, "available"), ("available", "allocated"), ("allocated", "available")
+        (None, "available"),
+        ("available", "allocated"),
+        ("allocated", "available"),
     ]
 
 
@@ -201,6 +210,7 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
 
     with fleet.store.write() as conn:
         conn.execute(t.hosts.update().where(t.hosts.c.id == other).values(last_heartbeat_at=later))
+        conn.execute(t.servers.update().values(seen_at=later))  # a server was listening all along
     assert fleet.rec.liveness(later) == [host]
     assert fleet.job(job["id"])["state"] == "queued"
     b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
@@ -222,7 +232,9 @@ def test_agent_restart_ends_old_session_work(fleet: Fleet) -> None:
     fleet.register("h1", n=1, session="s2")
     detail = fleet.job(job["id"])
     assert detail["state"] == "queued" and detail["attempt_list"][0]["outcome"] == "infra_error"
-    r = fleet.client.post("/v1/agent/events", json={"session": "s1", "events": finish(a)}, headers=fleet.h(fleet.agents["h1"]))
+    r = fleet.client.post(
+        "/v1/agent/events", json={"session": "s1", "events": finish(a)}, headers=fleet.h(fleet.agents["h1"])
+    )
     assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
 
 
@@ -307,7 +319,12 @@ def test_auth_errors(fleet: Fleet) -> None:
     assert fleet.client.get("/v1/boards").status_code == 401
     r = fleet.client.get("/v1/boards", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
-    assert fleet.client.post("/v1/tokens", json={"name": "x", "role": "user", "team": "a"}, headers=fleet.h(fleet.user)).status_code == 403
+    assert (
+        fleet.client.post(
+            "/v1/tokens", json={"name": "x", "role": "user", "team": "a"}, headers=fleet.h(fleet.user)
+        ).status_code
+        == 403
+    )
     # An agent can only act for its own host.
     r = fleet.client.post(
         "/v1/agent/register",
@@ -352,6 +369,7 @@ def test_fault_orders_reach_the_agent_until_acked(fleet: Fleet) -> None:
 
 def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet) -> None:
     fleet.register("h1", n=1)
+
     def beat(ok: bool) -> None:
         fleet.beat("h1", boards=[{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}])
 

@@ -8,12 +8,14 @@ from fleetyard.domain.board import BoardState, can_transition, check_transition
 from fleetyard.domain.job import JobState, Outcome, attempt_outcome
 from fleetyard.domain.spec import Placement
 from fleetyard.errors import Conflict
-from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release
+from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 from fleetyard.policy.scheduling import FleetBoard, FreeBoard, PendingJob, schedule, why_unschedulable
 
 
-def job(id: int, boards: int = 1, prio: int = 0, at: float = 0.0, gens: tuple[str, ...] = (), **kw: object) -> PendingJob:
+def job(
+    id: int, boards: int = 1, prio: int = 0, at: float = 0.0, gens: tuple[str, ...] = (), **kw: object
+) -> PendingJob:
     return PendingJob(
         id=id,
         priority=prio,
@@ -135,3 +137,11 @@ def test_lifecycle_allow_list() -> None:
     assert not can_transition(BoardState.RETIRED, BoardState.AVAILABLE)
     with pytest.raises(Conflict, match="cannot go from quarantined to allocated"):
         check_transition(BoardState.QUARANTINED, BoardState.ALLOCATED, board_id="b")
+
+
+def test_silence_while_no_server_listens_proves_nothing() -> None:
+    # Servers alive: the watch goes on.
+    assert watching_since(5.0, newest_server_seen=99.0, now=100.0, timeout_s=10) == 5.0
+    # No server for more than half a timeout: the watch restarts now.
+    assert watching_since(5.0, newest_server_seen=90.0, now=100.0, timeout_s=10) == 100.0
+    assert watching_since(5.0, newest_server_seen=None, now=100.0, timeout_s=10) == 100.0

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
-from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release
+from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
 from fleetyard.policy.scheduling import FreeBoard, PendingJob, schedule
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import bind
@@ -86,6 +86,10 @@ class Reconciler:
     def liveness(self, now: float) -> list[str]:
         """Declare hosts lost whose heartbeats stopped; their work is re-queued."""
         with self.store.write() as conn:
+            newest = conn.execute(sa.select(sa.func.max(t.servers.c.seen_at))).scalar()
+            self.watching_since = watching_since(
+                self.watching_since, newest_server_seen=newest, now=now, timeout_s=self.host_timeout_s
+            )
             hosts = [
                 HostView(r.id, r.state == "online", r.last_heartbeat_at, r.registered_at)
                 for r in conn.execute(sa.select(t.hosts))

@@ -31,6 +31,17 @@ def lost_hosts(hosts: Sequence[HostView], *, now: float, timeout_s: float, watch
     return sorted(stale)
 
 
+def watching_since(previous: float, *, newest_server_seen: float | None, now: float, timeout_s: float) -> float:
+    """Since when heartbeats could reach the store without interruption.
+
+    While no server has marked itself alive for half a timeout, silence proves nothing about
+    hosts; once servers are back, hosts get a whole timeout to be heard from again.
+    """
+    if newest_server_seen is None or now - newest_server_seen > timeout_s / 2:
+        return now
+    return previous
+
+
 @dataclass(frozen=True)
 class SuspectView:
     id: str

@@ -122,4 +122,5 @@ def serve(
     store = Store(db_url)
     app = create_app(store, blob_dir=blob_dir, max_blob_bytes=max_blob_bytes, heartbeat_interval_s=heartbeat_interval_s)
     log.info("fleetyard server on http://%s:%d (store %s)", host, port, store.engine.url.render_as_string())
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Long polls would hold a graceful shutdown for their whole wait; agents retry anyway.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=1)

@@ -12,7 +12,10 @@ What a crash of the server loses: at most ``flush_s`` of telemetry, never a job 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -22,7 +25,7 @@ from fleetyard.domain.job import AssignmentState
 from fleetyard.errors import StaleSession
 from fleetyard.protocol.agent import FaultOrder, HeartbeatRequest, HeartbeatResponse
 from fleetyard.store import tables as t
-from fleetyard.store.db import Store, now
+from fleetyard.store.db import Store, insert_ignore, now
 from fleetyard.store.hosts import LIVE, host_back
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class HeartbeatSink:
         self._answers = _Answers()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat-flusher", daemon=True)
@@ -105,13 +109,16 @@ class HeartbeatSink:
         with self._lock:
             batch, self._pending = self._pending, {}
         at = now()
-        if batch:
-            self._write(batch)
+        self._write(batch, at)
         self._answers = self._read(batch, at)
 
-    def _write(self, batch: dict[str, _Pending]) -> None:
+    def _write(self, batch: dict[str, _Pending], at: float) -> None:
         hosts = list(batch)
         with self.store.write() as conn:
+            insert_ignore(conn, t.servers, [{"id": self.server_id, "started_at": at, "seen_at": at}])
+            conn.execute(t.servers.update().where(t.servers.c.id == self.server_id).values(seen_at=at))
+            if not batch:
+                return
             back = conn.execute(
                 sa.select(t.hosts.c.id).where(t.hosts.c.id.in_(hosts), t.hosts.c.state == "offline")
             ).scalars()

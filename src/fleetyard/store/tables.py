@@ -162,6 +162,16 @@ tokens = sa.Table(
     sa.Column("revoked_at", Time),
 )
 
+# Each server process marks itself alive here while it absorbs heartbeats: the controller judges
+# hosts by their silence only while some server was listening.
+servers = sa.Table(
+    "servers",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("seen_at", Time, nullable=False),
+)
+
 fault_orders = sa.Table(
     "fault_orders",
     metadata,

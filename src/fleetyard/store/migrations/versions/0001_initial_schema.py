@@ -42,6 +42,13 @@ def upgrade() -> None:
         batch_op.create_index("ix_board_events_board_id_id", ["board_id", "id"], unique=False)
 
     op.create_table(
+        "servers",
+        sa.Column("id", sa.String(length=200), nullable=False),
+        sa.Column("started_at", sa.Double(), nullable=False),
+        sa.Column("seen_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_servers")),
+    )
+    op.create_table(
         "fault_orders",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("board_id", sa.String(length=200), nullable=False),
@@ -213,6 +220,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("servers")
     with op.batch_alter_table("assignments", schema=None) as batch_op:
         batch_op.drop_index("ix_assignments_state")
         batch_op.drop_index("ix_assignments_host_id_state")
