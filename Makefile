@@ -1,0 +1,65 @@
+# Fleetyard: `make demo` and `make test` work on a fresh machine; each bootstraps what it needs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Touched after a successful install: re-install only when pyproject.toml is newer than it.
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv postgres lint typecheck test demo bench-quick clean
+
+help:
+	@echo "make demo         start a local fleet, run the example jobs, keep serving until Ctrl-C"
+	@echo "make test         ruff, mypy and pytest (installs PostgreSQL through apt when missing)"
+	@echo "make lint         ruff check and ruff format --check"
+	@echo "make bench-quick  the benchmarks' short runs"
+	@echo "make clean        remove the venv, caches and the local fleet's data"
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "python3 -m venv failed: installing python3-venv"; \
+	      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && \
+	      rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	    else \
+	      echo "python3 -m venv failed: install python3-venv (Debian/Ubuntu) and try again" >&2; exit 1; \
+	    fi; }; \
+	fi
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The integration tests start throwaway PostgreSQL clusters with initdb/pg_ctl.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "initdb not found: installing PostgreSQL through apt-get"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	else \
+	  echo "warning: PostgreSQL (initdb) not found and not root: the PostgreSQL tests will be skipped;" \
+	       "install it with: sudo apt-get install postgresql" >&2; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv postgres lint typecheck
+	$(BIN)/pytest tests/
+
+demo: venv
+	$(BIN)/fleetyard up --demo
+
+bench-quick: venv
+	$(BIN)/python bench/dispatch.py --quick
+	$(BIN)/python bench/heartbeats.py --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fleetyard

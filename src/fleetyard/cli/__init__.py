@@ -1,0 +1,1 @@
+"""The ``fleetyard`` command line (Typer + Rich); the entry point is :data:`fleetyard.cli.main.app`."""

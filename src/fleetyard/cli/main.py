@@ -1,0 +1,88 @@
+"""The ``fleetyard`` command: ``fleetyard <noun> <verb>``.
+
+Errors of the :mod:`fleetyard.errors` tree end any command with their message in red on stderr
+and exit code 1, never a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from fleetyard import __version__
+from fleetyard.cli import boards, jobs, processes, run, tokens, up
+from fleetyard.cli._common import CliState
+from fleetyard.cli._output import print_error
+from fleetyard.errors import FleetyardError
+
+
+class _Group(TyperGroup):
+    """The root group: turns a FleetyardError from any command into a red message and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FleetyardError as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # `fleetyard jobs ls | head`: the reader left; end quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="fleetyard",
+    help="Run AI inference work on a fleet of accelerator boards.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals can hold tokens: never print them in a traceback.
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fleetyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Server URL (default: $FLEETYARD_SERVER, else the config file)"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="API token (default: $FLEETYARD_TOKEN, else the config file)"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Run AI inference work on a fleet of accelerator boards.
+
+    Start a local fleet with `fleetyard up`; it writes the config the other commands use.
+    """
+    ctx.obj = CliState(server=server, token=token)
+
+
+app.command("up")(up.up)
+app.command("run")(run.run)
+app.command("server", rich_help_panel="Programs")(processes.server)
+app.command("controller", rich_help_panel="Programs")(processes.controller)
+app.command("agent", rich_help_panel="Programs")(processes.agent)
+app.add_typer(processes.db_app, name="db", rich_help_panel="Programs")
+app.add_typer(boards.boards_app, name="boards")
+app.add_typer(boards.hosts_app, name="hosts")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="token")

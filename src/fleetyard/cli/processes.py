@@ -1,0 +1,145 @@
+"""The long-running programs: ``fleetyard server``, ``controller``, ``agent``, and ``db upgrade``.
+
+Each imports its implementation only when run, so that ``fleetyard --help`` stays fast and the
+client commands never load the server's dependencies.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import signal
+import socket
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from fleetyard.cli._common import DEFAULT_DATA_DIR, DataDirOpt, DbOpt, db_url, parse_labels
+from fleetyard.cli._output import note
+from fleetyard.errors import FleetyardError
+
+db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit to print: the password hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with the fix named when something already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As uvicorn does: a port in TIME_WAIT is free, one with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise FleetyardError(
+                    f"port {port} on {host} is already in use (another `fleetyard up` or server?); "
+                    f"stop it, or choose another port with --port, e.g. --port {port + 1}",
+                    detail={"host": host, "port": port},
+                ) from None
+            raise FleetyardError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM (from `fleetyard up`, systemd, Kubernetes) unwinds like Ctrl-C, so finally-blocks run.
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def server(
+    db: DbOpt = None,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8600,
+    max_blob_mb: Annotated[int, typer.Option("--max-blob-mb", min=1, help="Largest blob accepted, MiB.")] = 512,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between agent heartbeats.")
+    ] = 2.0,
+) -> None:
+    """Run the API server (FastAPI under /v1; OpenAPI at /openapi.json, browsable at /docs)."""
+    check_port_free(host, port)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = db_url(db, data_dir)
+    from fleetyard.server.app import serve
+
+    try:
+        serve(
+            db_url=url,
+            host=host,
+            port=port,
+            blob_dir=data_dir / "blobs",
+            max_blob_bytes=max_blob_mb * 1024 * 1024,
+            heartbeat_interval_s=heartbeat_interval,
+        )
+    except KeyboardInterrupt:
+        pass
+
+
+def controller(
+    db: DbOpt = None,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    host_timeout: Annotated[
+        float, typer.Option("--host-timeout", min=0.1, help="Seconds without heartbeat before a host is lost.")
+    ] = 10.0,
+    tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
+) -> None:
+    """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = db_url(db, data_dir)
+    from fleetyard.controller.loop import run_controller
+
+    note(f"fleetyard controller (store {redact_url(url)})")
+    _stop_on_sigterm()
+    try:
+        # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
+        run_controller(db_url=url, host_timeout_s=host_timeout, tick_s=tick)
+    except KeyboardInterrupt:
+        pass
+
+
+def agent(
+    server: Annotated[str, typer.Option("--server", envvar="FLEETYARD_SERVER", help="The server's URL.")],
+    token: Annotated[
+        str,
+        typer.Option("--token", envvar="FLEETYARD_AGENT_TOKEN", help="This host's agent token.", show_default=False),
+    ],
+    driver: Annotated[str, typer.Option("--driver", help="Driver spec, e.g. sim:8, sim:8:sim-g2, cpu.")] = "sim:8",
+    host: Annotated[str | None, typer.Option("--host", help="Host name (default: this machine's)")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Agent state (default: .fleetyard/agents/HOST)")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="Host label KEY=VALUE (repeat).")] = None,
+) -> None:
+    """Run the host agent: register, heartbeat, take assignments and run them on this host's boards."""
+    host = host or socket.gethostname()
+    state = state_dir or DEFAULT_DATA_DIR / "agents" / host
+    state.mkdir(parents=True, exist_ok=True)
+    labels = parse_labels(label)
+    from fleetyard.agent.daemon import run_agent
+
+    note(f"fleetyard agent {host} ({driver}) → {server}")
+    _stop_on_sigterm()
+    try:
+        run_agent(server=server, token=token, driver=driver, host=host, state_dir=state, labels=labels)
+    except KeyboardInterrupt:
+        pass
+
+
+@db_app.command("upgrade")
+def upgrade(db: DbOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Run the store's migrations up to the newest (servers also do this when they start)."""
+    if db is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    url = db_url(db, data_dir)
+    from fleetyard.store.migrate import upgrade as run_upgrade
+
+    run_upgrade(url)
+    note(f"store {redact_url(url)} is up to date", style="green")

@@ -1,0 +1,87 @@
+"""``fleetyard run``: a command job in one line, its logs on stdout, its result as the exit code."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fleetyard.cli._common import client, parse_labels
+from fleetyard.cli._follow import LogPrinter, run_exit_code
+from fleetyard.cli._output import emit_json, err, note
+from fleetyard.cli._specs import build_run_spec
+from fleetyard.errors import FleetyardError
+
+EXIT_INTERRUPTED = 130  # what shells answer for a job stopped by Ctrl-C
+
+
+def run(
+    ctx: typer.Context,
+    command: Annotated[
+        list[str], typer.Argument(help="The command and its arguments; put them after `--`.", show_default=False)
+    ],
+    boards: Annotated[int, typer.Option("--boards", "-k", min=1, help="How many boards, all at once.")] = 1,
+    gen: Annotated[
+        list[str] | None, typer.Option("--gen", help="Board generation (repeat for any of several).")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="Board label KEY=VALUE to match.")] = None,
+    same_host: Annotated[bool, typer.Option("--same-host", help="All boards on one host.")] = False,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds before it is stopped.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Job name (default: the command).")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first (-1000…1000).")] = 0,
+    team: Annotated[str | None, typer.Option("--team", help="Team to run as (default: your token's).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Print the job id and return at once.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --detach: print the job as JSON.")] = False,
+) -> None:
+    """Run a command on K boards, print its logs, and exit with its result.
+
+    Example: fleetyard run --boards 4 --gen sim-g2 --same-host -- sh -c 'echo $FLEETYARD_RANK'
+
+    Exit code: 0 on success, a failed rank's own exit code, else 1. Ctrl-C cancels the job.
+    """
+    spec = build_run_spec(
+        command,
+        boards=boards,
+        generations=gen or [],
+        labels=parse_labels(label),
+        same_host=same_host,
+        time_limit_s=time_limit,
+        name=name,
+        priority=priority,
+        team=team,
+    )
+    with client(ctx) as fy:
+        job = fy.submit(spec)
+        if detach:
+            if as_json:
+                emit_json(job)
+            else:
+                typer.echo(job.id)
+            return
+        note(f"job {job.id} submitted; logs follow (Ctrl-C cancels it)")
+        printer = LogPrinter(prefix_ranks=spec.boards > 1)
+        status = err().status(f"job {job.id}: waiting for {spec.boards} board(s)…")
+        status.start()
+        try:
+            for chunk in fy.follow_logs(job.id):
+                status.stop()
+                printer.write(chunk)
+        except KeyboardInterrupt:
+            status.stop()
+            printer.flush()
+            try:
+                fy.cancel(job.id)
+                note(f"canceled job {job.id}", style="yellow")
+            except FleetyardError as exc:
+                note(f"could not cancel job {job.id}: {exc.message}", style="red")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        finally:
+            status.stop()
+        printer.flush()
+        final = fy.wait(job.id, timeout=30)
+        results = fy.results(job.id) if final.state != "succeeded" else None
+    code = run_exit_code(final, results)
+    if code:
+        why = f"{final.outcome}" + (f": {final.message}" if final.message else "")
+        note(f"job {final.id} {final.state} ({why}); exit code {code}", style="red")
+    raise typer.Exit(code)

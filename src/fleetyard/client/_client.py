@@ -1,0 +1,307 @@
+"""The synchronous SDK over the ``/v1`` HTTP API (docs/api.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from fleetyard import __version__
+from fleetyard.client._http import raise_for_answer, unreachable
+from fleetyard.config import resolve_client_settings
+from fleetyard.domain.auth import Role
+from fleetyard.domain.job import JobState
+from fleetyard.domain.spec import JobSpec
+from fleetyard.errors import BadRequest, DigestMismatch
+from fleetyard.protocol.agent import FaultAction, FaultKind
+from fleetyard.protocol.api import (
+    BoardEventOut,
+    BoardOut,
+    FaultOrderOut,
+    HostOut,
+    JobDetail,
+    JobOut,
+    LogChunk,
+    LogsOut,
+    ResultsOut,
+    TokenOut,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+BATCH_SIZE = 1000  # the server's limit per POST /v1/jobs/batch
+MAX_SERVER_WAIT_S = 60.0  # the server's limit on ?timeout= and ?wait=
+_CHUNK = 1 << 20
+_FINISHED = frozenset(s.value for s in JobState if s.finished)
+
+
+def _q(segment: object) -> str:
+    """One URL path segment, escaped (ids are data, not path syntax)."""
+    return quote(str(segment), safe="")
+
+
+def parse_spec(data: JobSpec | Mapping[str, Any], *, where: str = "job spec") -> JobSpec:
+    """A :class:`JobSpec` from a mapping; a bad field is a :class:`BadRequest` naming it."""
+    if isinstance(data, JobSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise BadRequest(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return JobSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])) or "(spec)", "message": e["msg"]} for e in exc.errors()]
+        first = errors[0]
+        raise BadRequest(f"{where}: {first['field']}: {first['message']}", detail=errors) from None
+
+
+class Client:
+    """A connection to one Fleetyard server.
+
+    ``server`` and ``token`` come from the arguments, else ``FLEETYARD_SERVER`` /
+    ``FLEETYARD_TOKEN``, else the client config file (see :mod:`fleetyard.config`).
+    Every method raises the :mod:`fleetyard.errors` class the server answered with.
+    """
+
+    def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+        self.server, self.token = resolve_client_settings(server, token)
+        self.timeout = timeout
+        headers = {"User-Agent": f"fleetyard-sdk/{__version__}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(server={self.server!r})"
+
+    def _request(self, method: str, path: str, *, wait_s: float = 0.0, **kwargs: Any) -> httpx.Response:
+        if wait_s:
+            # A long poll may legitimately take wait_s before the first byte.
+            kwargs["timeout"] = self.timeout + wait_s
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable(self.server, exc) from None
+        raise_for_answer(response)
+        return response
+
+    def _one(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self._request(method, path, **kwargs).json())
+
+    def _many(self, model: type[M], path: str, **kwargs: Any) -> list[M]:
+        return [model.model_validate(x) for x in self._request("GET", path, **kwargs).json()]
+
+    @staticmethod
+    def _params(**values: Any) -> dict[str, Any]:
+        return {k: (str(v) if not isinstance(v, int | float) else v) for k, v in values.items() if v is not None}
+
+    # -- health -------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True when the server answers ``/readyz`` (its store answers); never raises for a dead server."""
+        try:
+            response = self._http.get("/readyz", timeout=min(self.timeout, 5.0))
+        except httpx.TransportError:
+            return False
+        return response.is_success
+
+    # -- hosts and boards ---------------------------------------------------------------------
+
+    def hosts(self, state: str | None = None) -> list[HostOut]:
+        return self._many(HostOut, "/v1/hosts", params=self._params(state=state))
+
+    def host(self, host_id: str) -> HostOut:
+        return self._one(HostOut, "GET", f"/v1/hosts/{_q(host_id)}")
+
+    def boards(
+        self,
+        state: str | None = None,
+        host: str | None = None,
+        generation: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[BoardOut]:
+        """Boards matching every filter given; ``labels`` must all match."""
+        params: list[tuple[str, str]] = list(self._params(state=state, host=host, generation=generation).items())
+        params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+        return self._many(BoardOut, "/v1/boards", params=params)
+
+    def board(self, board_id: str) -> BoardOut:
+        return self._one(BoardOut, "GET", f"/v1/boards/{_q(board_id)}")
+
+    def drain(self, board_id: str, reason: str) -> BoardOut:
+        """Take a board out of service (an allocated board drains when its attempt ends)."""
+        return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/drain", json={"reason": reason})
+
+    def undrain(self, board_id: str, reason: str) -> BoardOut:
+        """Return a drained or suspect board to service."""
+        return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/undrain", json={"reason": reason})
+
+    def board_history(self, board_id: str, limit: int = 100) -> list[BoardEventOut]:
+        """A board's state transitions, newest first."""
+        return self._many(BoardEventOut, f"/v1/boards/{_q(board_id)}/history", params={"limit": limit})
+
+    def inject_fault(
+        self,
+        board_id: str,
+        kind: FaultKind | str | None,
+        action: FaultAction | str = FaultAction.INJECT,
+    ) -> FaultOrderOut:
+        """Have the board's agent inject (or clear) a simulated fault; ``kind=None`` clears all."""
+        body = {"kind": None if kind is None else str(kind), "action": str(action)}
+        return self._one(FaultOrderOut, "POST", f"/v1/admin/boards/{_q(board_id)}/faults", json=body)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobOut:
+        """Submit one job; a spec that can never run is refused here, not queued."""
+        body = parse_spec(spec).model_dump(mode="json")
+        return self._one(JobOut, "POST", "/v1/jobs", json=body)
+
+    def submit_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
+        """Submit many jobs, in batches of 1000 (each batch all or nothing); their ids in order."""
+        parsed = [parse_spec(s, where=f"job spec #{i}") for i, s in enumerate(specs)]
+        ids: list[int] = []
+        for start in range(0, len(parsed), BATCH_SIZE):
+            batch = [s.model_dump(mode="json") for s in parsed[start : start + BATCH_SIZE]]
+            answer = self._request("POST", "/v1/jobs/batch", json={"jobs": batch}).json()
+            ids.extend(int(i) for i in answer["ids"])
+        return ids
+
+    def jobs(
+        self,
+        state: str | None = None,
+        team: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[JobOut]:
+        """Jobs, newest first; pass the last id as ``before`` for the next page."""
+        params = self._params(state=state, team=team, kind=kind, limit=limit, before=before)
+        return self._many(JobOut, "/v1/jobs", params=params)
+
+    def job(self, job_id: int) -> JobDetail:
+        """One job with its attempts and ranks."""
+        return self._one(JobDetail, "GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: int) -> JobOut:
+        return self._one(JobOut, "POST", f"/v1/jobs/{job_id}/cancel")
+
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 30.0) -> JobOut:
+        """Block until the job finished, or ``timeout`` seconds passed; the job as it is then.
+
+        The caller checks ``JobState(job.state).finished``: an unfinished job means time ran out.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = min(poll, MAX_SERVER_WAIT_S)
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            job = self._one(JobOut, "GET", f"/v1/jobs/{job_id}/wait", params={"timeout": step}, wait_s=step)
+            if job.state in _FINISHED or (deadline is not None and time.monotonic() >= deadline):
+                return job
+
+    def logs(self, job_id: int, after: int = 0, wait: float = 0) -> LogsOut:
+        """Log chunks after cursor ``after``; waits up to ``wait`` s for new ones."""
+        wait = min(wait, MAX_SERVER_WAIT_S)
+        params = {"after": after, "wait": wait}
+        return self._one(LogsOut, "GET", f"/v1/jobs/{job_id}/logs", params=params, wait_s=wait)
+
+    def follow_logs(self, job_id: int, after: int = 0, wait: float = 10.0) -> Iterator[LogChunk]:
+        """Every log chunk as it arrives, until the job finished and no new chunks come."""
+        cursor = after
+        finished = False
+        while True:
+            # Once the job finished, only drain what is left: never long-poll for more.
+            page = self.logs(job_id, after=cursor, wait=0 if finished else wait)
+            yield from page.chunks
+            cursor = max(cursor, page.cursor)
+            if page.finished and not page.chunks:
+                return
+            finished = page.finished
+
+    def results(self, job_id: int) -> ResultsOut:
+        """The last attempt's ranks: exit codes, results and output blobs."""
+        return self._one(ResultsOut, "GET", f"/v1/jobs/{job_id}/results")
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    def upload_blob(self, data: bytes | str | os.PathLike[str]) -> str:
+        """Store bytes or a file's contents as a blob; returns its sha256 (its address)."""
+        if isinstance(data, bytes):
+            digest = hashlib.sha256(data).hexdigest()
+            self._request("PUT", f"/v1/blobs/{digest}", content=data)
+            return digest
+        path = Path(data)
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digest = h.hexdigest()
+        with path.open("rb") as f:
+            self._request("PUT", f"/v1/blobs/{digest}", content=f)
+        return digest
+
+    def download_blob(self, sha256: str, dest: str | os.PathLike[str]) -> Path:
+        """Fetch a blob into ``dest`` (a file, or a folder to hold ``<sha256>``), checking its hash."""
+        target = Path(dest)
+        if target.is_dir():
+            target = target / sha256
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=target.parent)
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    with self._http.stream("GET", f"/v1/blobs/{_q(sha256)}") as response:
+                        if not response.is_success:
+                            response.read()
+                            raise_for_answer(response)
+                        for chunk in response.iter_bytes(_CHUNK):
+                            h.update(chunk)
+                            f.write(chunk)
+                except httpx.TransportError as exc:
+                    raise unreachable(self.server, exc) from None
+            if h.hexdigest() != sha256.lower():
+                raise DigestMismatch(
+                    f"blob {sha256} arrived with sha256 {h.hexdigest()}",
+                    detail={"expected": sha256, "got": h.hexdigest()},
+                )
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role | str, team: str | None = None, host: str | None = None) -> TokenOut:
+        """Create a token; the answer carries its secret, which is never shown again."""
+        body = {"name": name, "role": str(role), "team": team, "host": host}
+        return self._one(TokenOut, "POST", "/v1/tokens", json=body)
+
+    def tokens(self) -> list[TokenOut]:
+        return self._many(TokenOut, "/v1/tokens")
+
+    def revoke_token(self, name: str) -> None:
+        self._request("DELETE", f"/v1/tokens/{_q(name)}")

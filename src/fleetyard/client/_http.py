@@ -1,0 +1,56 @@
+"""The HTTP plumbing under :class:`~fleetyard.client.Client`: requests, and errors back into the tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from fleetyard.errors import (
+    BadRequest,
+    Conflict,
+    FleetyardError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    error_from_response,
+)
+
+# For answers that do not carry the ``{"error": …}`` shape (a proxy, an unknown route).
+_BY_STATUS: dict[int, type[FleetyardError]] = {
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: BadRequest,
+}
+
+
+def raise_for_answer(response: httpx.Response) -> None:
+    """Raise the error class the server meant, if the answer is not a success."""
+    if response.is_success:
+        return
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise error_from_response(response.status_code, body)
+    cls = _BY_STATUS.get(response.status_code, FleetyardError)
+    detail = body.get("detail") if isinstance(body, dict) else body
+    reason = response.reason_phrase or "error"
+    raise cls(f"HTTP {response.status_code} {reason} from {response.request.url}", detail=detail)
+
+
+def unreachable(server: str, exc: httpx.TransportError) -> FleetyardError:
+    """The error for a server that did not answer at all, saying how to point elsewhere."""
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"the Fleetyard server at {server} did not answer in time ({type(exc).__name__})"
+    else:
+        what = f"cannot reach the Fleetyard server at {server} ({exc or type(exc).__name__})"
+    return FleetyardError(
+        f"{what}. Point at another server with FLEETYARD_SERVER=URL (or --server URL), "
+        "or start a local fleet with `fleetyard up`."
+    )

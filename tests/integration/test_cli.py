@@ -1,0 +1,123 @@
+"""The CLI against real processes: `fleetyard run`, `jobs`, `boards`, and `fleetyard up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.harness import ROOT, Stack, free_port, running_stack, wait_for
+
+
+@pytest.fixture
+def sqlite_stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(f"sqlite:///{tmp_path / 'fleetyard.db'}", tmp_path) as s:
+        yield s.start(hosts=1, driver="sim:2:sim-g2")
+
+
+def cli(stack: Stack, *args: str, token: str = "alice") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens[token]}
+    return subprocess.run(
+        [sys.executable, "-m", "fleetyard", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+    )
+
+
+def test_run_prints_logs_and_exits_with_the_jobs_result(sqlite_stack: Stack) -> None:
+    ok = cli(sqlite_stack, "run", "--boards", "2", "--gen", "sim-g2", "--", "sh", "-c", "echo hi from $FLEETYARD_RANK")
+    assert ok.returncode == 0, ok.stderr
+    assert "hi from 0" in ok.stdout and "hi from 1" in ok.stdout
+    bad = cli(sqlite_stack, "run", "--", "sh", "-c", "exit 5")
+    assert bad.returncode == 5
+    never = cli(sqlite_stack, "run", "--gen", "sim-g9", "--", "true")
+    assert never.returncode == 1 and "unknown generation sim-g9" in never.stderr
+
+
+def test_jobs_and_boards_commands(sqlite_stack: Stack, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("kind: command\nname: yaml-job\nparams:\n  command: echo from-yaml\n")
+    sub = cli(sqlite_stack, "jobs", "submit", str(spec), "--wait")
+    assert sub.returncode == 0, sub.stderr
+    jobs = json.loads(cli(sqlite_stack, "jobs", "ls", "--json").stdout)
+    [job] = [j for j in jobs if j["name"] == "yaml-job"]
+    assert job["state"] == "succeeded"
+    assert "from-yaml" in cli(sqlite_stack, "jobs", "logs", str(job["id"])).stdout
+    boards = json.loads(cli(sqlite_stack, "boards", "ls", "--json").stdout)
+    board = boards[0]["id"]
+    assert cli(sqlite_stack, "boards", "drain", board, "--reason", "x").returncode == 1  # a user may not drain
+    assert cli(sqlite_stack, "boards", "drain", board, "--reason", "fan", token="ops").returncode == 0
+    hist = json.loads(cli(sqlite_stack, "boards", "history", board, "--json").stdout)
+    assert hist[0]["to_state"] == "drained" and "fan" in hist[0]["reason"]
+    missing = cli(sqlite_stack, "jobs", "show", "99999")
+    assert missing.returncode == 1 and "no job 99999" in missing.stderr
+
+
+def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "FLEETYARD_SIM_TIME_SCALE": "0.05"}
+    env.pop("FLEETYARD_SERVER", None)
+    env.pop("FLEETYARD_TOKEN", None)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleetyard",
+            "up",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--hosts",
+            "2",
+            "--boards-per-host",
+            "2",
+            "--port",
+            str(port),
+            "--exit-after",
+            "120",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        config = tmp_path / "cfg" / "fleetyard" / "config.json"
+        wait_for(lambda: config.exists(), timeout=60, what="client config")
+        token = json.loads(config.read_text())["token"]
+        wait_for(
+            lambda: (
+                len(
+                    httpx.get(
+                        f"http://127.0.0.1:{port}/v1/hosts", headers={"Authorization": f"Bearer {token}"}, timeout=2
+                    ).json()
+                )
+                == 2
+            ),
+            timeout=60,
+            what="hosts registered",
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "fleetyard", "run", "--", "echo", "via-config"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0 and "via-config" in run.stdout, run.stderr
+        os.killpg(up.pid, signal.SIGINT)
+        out, _ = up.communicate(timeout=30)
+        assert up.returncode == 0, out
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
