@@ -1,7 +1,8 @@
-"""The per-board worker process, driven over its pipe as the agent drives it."""
+"""The per-board worker process, driven over its pipe as the agent drives it, and the agent's runner."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from fleetyard.agent.daemon import IdSet
+from fleetyard.agent.outbox import Outbox
+from fleetyard.agent.runner import BoardRunner, RunnerConfig
 from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir
+from fleetyard.domain.job import Outcome
 from fleetyard.drivers.sim import SimDriver
-from fleetyard.protocol.agent import Assignment
+from fleetyard.protocol.agent import Assignment, Event, EventType
 
 SPEC = "sim:2"
 HOST = "test-host"
@@ -126,9 +131,11 @@ def test_cancel(worker: WorkerHandle) -> None:
     worker.run(a)
     assert worker.recv(timeout=10)[0] == "started"  # type: ignore[index]
     assert worker.recv(timeout=10) == ("log", a.id, "go\n")
+    t0 = time.monotonic()
     worker.stop(a.id, "cancel")
     result = collect(worker)[-1][2]
     assert result["outcome"] == "canceled"
+    assert time.monotonic() - t0 < 1.5  # SIGTERM works in commands (not ignored as in the worker)
 
 
 def test_stop_that_overtakes_its_order(worker: WorkerHandle) -> None:
@@ -192,6 +199,25 @@ def test_kill_takes_the_workload_with_it(worker: WorkerHandle, tmp_path: Path) -
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def test_a_new_worker_kills_what_an_earlier_one_left(tmp_path: Path, driver: SimDriver) -> None:
+    import os
+    import subprocess
+
+    serial = driver.discover()[1].serial
+    orphan = subprocess.Popen(["sleep", "30"], env={**os.environ, "FLEETYARD_BOARD_ID": serial})
+    other = subprocess.Popen(["sleep", "30"], env={**os.environ, "FLEETYARD_BOARD_ID": "someone-else"})
+    handle = WorkerHandle(driver=SPEC, host=HOST, serial=serial, state_dir=tmp_path)
+    handle.start()
+    try:
+        assert handle.recv(timeout=20)[0] == "ready"  # type: ignore[index]
+        assert orphan.wait(5) == -9
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+        handle.close()
+
+
 def test_noop_overhead(worker: WorkerHandle) -> None:
     """Per-assignment round trip through the worker for `true` (printed with -s)."""
     n = 100
@@ -206,3 +232,150 @@ def test_noop_overhead(worker: WorkerHandle) -> None:
     per = (time.perf_counter() - t0) / n
     print(f"worker round trip for `true`: {per * 1000:.2f} ms")
     assert per < 0.05
+
+
+# ---- the agent's side: a board runner driving a real worker ------------------------------------
+
+
+class Events:
+    """Collects what a runner emits, as the agent's outbox would."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Event, dict[str, Path] | None]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event: Event, uploads: dict[str, Path] | None, cleanup: Path | None) -> None:
+        with self.cond:
+            self.items.append((event, uploads))
+            self.cond.notify_all()
+
+    def finished(self, aid: int, timeout: float = 15) -> Event:
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: any(e.assignment_id == aid and e.type is EventType.FINISHED for e, _ in self.items),
+                timeout=timeout,
+            )
+            assert ok, f"no finished event for {aid}: {self.items}"
+            return next(e for e, _ in self.items if e.assignment_id == aid and e.type is EventType.FINISHED)
+
+    def of(self, aid: int) -> list[Event]:
+        with self.cond:
+            return [e for e, _ in self.items if e.assignment_id == aid]
+
+
+@pytest.fixture
+def runner(tmp_path: Path, driver: SimDriver) -> Iterator[tuple[BoardRunner, Events]]:
+    events = Events()
+    config = RunnerConfig(driver_spec=SPEC, host=HOST, state_dir=tmp_path, stop_grace_s=0.3)
+    r = BoardRunner(driver.discover()[0].serial, driver, config, events)
+    r.start()
+    yield r, events
+    r.close()
+    r.join(5)
+
+
+def test_runner_sequences_events(runner: tuple[BoardRunner, Events], tmp_path: Path) -> None:
+    r, events = runner
+    a = assignment(r.serial, {"command": 'echo one; echo data > "$FLEETYARD_OUTPUT_DIR/o.txt"'})
+    r.submit(a)
+    done = events.finished(a.id)
+    evs = events.of(a.id)
+    assert [(e.seq, e.type) for e in evs] == [(0, EventType.STARTED), (1, EventType.LOG), (2, EventType.FINISHED)]
+    assert evs[1].data == "one\n"
+    assert done.outcome is Outcome.SUCCESS and done.exit_code == 0 and done.board_ok
+    sha = done.outputs["o.txt"]
+    uploads = next(u for e, u in events.items if e is done)
+    assert uploads is not None and uploads[sha].read_text() == "data\n"
+
+
+def test_runner_kills_a_hung_worker_after_the_grace_period(
+    runner: tuple[BoardRunner, Events], driver: SimDriver
+) -> None:
+    r, events = runner
+    driver.inject(r.serial, "hang")
+    a = assignment(r.serial, {"command": "true"})
+    r.submit(a)
+    with events.cond:
+        events.cond.wait_for(lambda: bool(events.of(a.id)), timeout=10)
+    t0 = time.monotonic()
+    assert r.stop(a.id, "cancel")
+    done = events.finished(a.id)
+    assert 0.25 < time.monotonic() - t0 < 3
+    assert done.outcome is Outcome.CANCELED and "killed" in (done.message or "")
+    assert not done.board_ok  # still hung
+    driver.reset(r.serial)
+    b = assignment(r.serial, {"command": "true"})
+    r.submit(b)  # on a fresh worker
+    assert events.finished(b.id).outcome is Outcome.SUCCESS
+
+
+def test_runner_backstops_the_time_limit(runner: tuple[BoardRunner, Events], driver: SimDriver) -> None:
+    r, events = runner
+    driver.inject(r.serial, "hang")
+    a = assignment(r.serial, {"command": "true"}, time_limit_s=0.2)
+    r.submit(a)
+    done = events.finished(a.id)
+    assert done.outcome is Outcome.TIMEOUT
+
+
+def test_runner_crash_is_an_infra_error_once(runner: tuple[BoardRunner, Events], driver: SimDriver) -> None:
+    r, events = runner
+    driver.inject(r.serial, "crash")
+    a, b = assignment(r.serial, {"command": "true"}), assignment(r.serial, {"command": "true"})
+    r.submit(a)
+    r.submit(b)
+    first = events.finished(a.id)
+    assert first.outcome is Outcome.INFRA_ERROR and "crash" in (first.message or "")
+    assert events.finished(b.id).outcome is Outcome.SUCCESS
+    assert driver.active_faults(r.serial) == set()
+
+
+def test_runner_stop_of_a_queued_assignment(runner: tuple[BoardRunner, Events]) -> None:
+    r, events = runner
+    a = assignment(r.serial, {"command": "sleep 30"})
+    b = assignment(r.serial, {"command": "true"})
+    r.submit(a)
+    r.submit(b)
+    assert set(r.live_ids()) == {a.id, b.id}
+    assert r.stop(b.id, "cancel")
+    assert [(e.seq, e.type, e.outcome) for e in events.of(b.id)] == [(0, EventType.FINISHED, Outcome.CANCELED)]
+    assert r.stop(a.id, "cancel")
+    assert events.finished(a.id).outcome is Outcome.CANCELED
+    assert not r.stop(12345, "cancel")
+
+
+# ---- agent pieces: the seen-ids set and the outbox -----------------------------------------------
+
+
+def test_id_set_remembers_every_id() -> None:
+    import random
+
+    seen, ref = IdSet(), set()
+    rng = random.Random(1)
+    for i in [500, 499, 10, 501, 100_000, 7, *(rng.randrange(0, 200_000) for _ in range(3000))]:
+        seen.add(i)
+        ref.add(i)
+    assert all((i in seen) == (i in ref) for i in range(210_000))
+
+
+def test_outbox_keeps_events_until_done() -> None:
+    box, stop = Outbox(), threading.Event()
+
+    def ev(aid: int, seq: int, kind: EventType) -> Event:
+        return Event(assignment_id=aid, seq=seq, type=kind, at=0.0)
+
+    box.add(ev(1, 0, EventType.STARTED))
+    box.add(ev(1, 1, EventType.FINISHED))
+    box.add(ev(2, 0, EventType.FINISHED))
+    assert box.unacked_finished() == {1, 2}
+    first = box.take(stop)
+    assert [(i.event.assignment_id, i.event.seq) for i in first] == [(1, 0), (1, 1), (2, 0)]
+    # Not acknowledged: the same events come again, and new ones after them.
+    box.add(ev(3, 0, EventType.STARTED))
+    again = box.take(stop, linger=False)
+    assert again[:3] == first and len(again) == 4
+    box.done(first)
+    assert box.unacked_finished() == set() and len(box) == 1
+    box.done(box.take(stop, linger=False))
+    stop.set()
+    assert box.take(stop) == [] and box.wait_empty(0.1)

@@ -74,8 +74,6 @@ def validate_params(kind: str, params: dict[str, Any]) -> BaseModel:
     try:
         return cls.params_model.model_validate(params)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(["params", *map(str, e["loc"])]), "message": e["msg"]} for e in exc.errors()
-        ]
+        errors = [{"field": ".".join(["params", *map(str, e["loc"])]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0]
         raise BadRequest(f"invalid job spec: {first['field']}: {first['message']}", detail=errors)

@@ -1,0 +1,497 @@
+"""The host agent daemon: :func:`run_agent`.
+
+Threads, each with its own HTTP connection:
+
+    heartbeat   register (again, on 409 stale_session), then every interval report the boards'
+                probes and telemetry, the live assignment ids and applied fault orders; apply the
+                answer's cancels and fault orders
+    poller      long-poll GET /v1/agent/assignments; hand each new id to its board's runner
+    events      the outbox sender: batches of started/log/finished events, outputs uploaded first
+    board-*     one per board (see runner.py), driving that board's worker process
+
+When the server is unreachable every thread backs off (0.2 s doubling to 5 s, with jitter) while
+the workers keep running and events wait in the outbox; when it is back, the outbox drains.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from fleetyard import __version__
+from fleetyard.agent.link import Backoff, Revival, ServerLink, Unreachable, describe
+from fleetyard.agent.outbox import EventSender, Outbox
+from fleetyard.agent.runner import BoardRunner, RunnerConfig
+from fleetyard.agent.worker import stop_outcome
+from fleetyard.drivers.base import BoardDriver, FaultInjectable, load_driver
+from fleetyard.errors import FleetyardError, StaleSession
+from fleetyard.protocol.agent import (
+    Assignment,
+    AssignmentBatch,
+    BoardInfo,
+    BoardReport,
+    Event,
+    EventType,
+    FaultAction,
+    FaultKind,
+    FaultOrder,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
+
+__all__ = ["Agent", "IdSet", "run_agent"]
+
+log = logging.getLogger("fleetyard.agent")
+
+POLL_WAIT_S = 25.0
+DEFAULT_HEARTBEAT_S = 2.0
+SHUTDOWN_FLUSH_S = 5.0  # at exit, how long to keep trying to deliver the last events
+
+
+def run_agent(
+    server: str,
+    token: str,
+    driver: str,
+    host: str,
+    state_dir: Path,
+    labels: dict[str, str] | None = None,
+    heartbeat_interval_s: float | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run the agent until SIGTERM/SIGINT (or ``stop`` is set); then stop its workers cleanly.
+
+    Ranks still running at exit are stopped and end as ``preempted`` ("the agent stopped"): their
+    jobs go back to the queue and their boards stay in service.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: hundreds a second on a busy host.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stop = stop or threading.Event()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    agent = Agent(
+        server=server,
+        token=token,
+        driver=driver,
+        host=host,
+        state_dir=Path(state_dir),
+        labels=labels,
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
+    try:
+        agent.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        agent.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class IdSet:
+    """A set of non-negative ints kept as a bitmap from the first id seen: ids come from one
+    growing sequence, so a day at 500 jobs/s is ~5 MB here where a ``set`` would take ~300 MB."""
+
+    def __init__(self) -> None:
+        self._base: int | None = None
+        self._bits = bytearray()
+        self._below: set[int] = set()  # the rare id older than the first one seen
+
+    def add(self, i: int) -> None:
+        if self._base is None:
+            self._base = i
+        if i < self._base:
+            self._below.add(i)
+            return
+        off = i - self._base
+        need = off // 8 + 1
+        if need > len(self._bits):
+            self._bits.extend(bytes(max(need - len(self._bits), len(self._bits) // 2, 1024)))
+        self._bits[off // 8] |= 1 << (off % 8)
+
+    def __contains__(self, i: object) -> bool:
+        if not isinstance(i, int) or self._base is None:
+            return False
+        if i < self._base:
+            return i in self._below
+        off = i - self._base
+        return off // 8 < len(self._bits) and bool(self._bits[off // 8] & (1 << (off % 8)))
+
+
+class Agent:
+    """The agent's state and threads; :func:`run_agent` is the blocking front door."""
+
+    def __init__(
+        self,
+        *,
+        server: str,
+        token: str,
+        driver: str,
+        host: str,
+        state_dir: Path,
+        labels: dict[str, str] | None = None,
+        heartbeat_interval_s: float | None = None,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self.server = server
+        self.token = token
+        self.host = host
+        self.state_dir = state_dir
+        self.labels = dict(labels or {})
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.session = uuid.uuid4().hex  # one per process: a restarted agent is a new session
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.driver: BoardDriver = load_driver(driver, host=host, state_dir=state_dir)
+        self.driver_spec = driver
+        self.config = RunnerConfig(driver_spec=driver, host=host, state_dir=state_dir, stop_grace_s=stop_grace_s)
+        self.outbox = Outbox()
+        # Only added to (a board found at a later registration); readers iterate over a copy.
+        self.runners: dict[str, BoardRunner] = {}
+        self.serials: list[str] = []  # every board registered by this process, in slot order
+        self.stopping = threading.Event()  # no new work, threads wind down
+        self._sender_stop = threading.Event()
+        self._hb_wake = threading.Event()
+        self._revival = Revival()  # one thread reaching the server again wakes the others
+        self._lock = threading.Lock()
+        self._seen = IdSet()  # every assignment id this process ever received
+        self._reg_lock = threading.Lock()
+        self._registered = False
+        self._reg_gen = 0
+        self._server_interval = DEFAULT_HEARTBEAT_S
+        self._faults_applied: set[int] = set()
+        self._fault_acks: set[int] = set()
+        self._threads: list[threading.Thread] = []
+        self._poll_link: ServerLink | None = None
+        self._sender: EventSender | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        # What an earlier process of this agent left is useless to this session: the server ends
+        # the old session's ranks when we register.
+        for leftover in ("outbox", "work"):
+            shutil.rmtree(self.state_dir / leftover, ignore_errors=True)
+        self._add_boards(self.driver.discover())
+        self._sender = EventSender(
+            self.outbox,
+            ServerLink(self.server, self.token),
+            session=lambda: self.session,
+            reregister=self._on_stale,
+            on_cancel=self.cancel,
+            stop=self._sender_stop,
+            revival=self._revival,
+        )
+        self._sender.start()
+        for target, name in ((self._heartbeat_loop, "agent-heartbeat"), (self._poll_loop, "agent-poll")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info(
+            "agent %s (session %s) running %d boards with driver %s",
+            self.host,
+            self.session,
+            len(self.runners),
+            self.driver_spec,
+        )
+
+    def shutdown(self) -> None:
+        """Stop taking work, stop running ranks, deliver the last events, stop the workers."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._hb_wake.set()
+        self._revival.revived()
+        if self._poll_link is not None:
+            self._poll_link.close()  # abort the long poll
+        for r in list(self.runners.values()):
+            r.close()
+        deadline = time.monotonic() + self.config.stop_grace_s + 2.0
+        for r in list(self.runners.values()):
+            r.join(max(0.1, deadline - time.monotonic()))
+        if not self.outbox.wait_empty(SHUTDOWN_FLUSH_S):
+            log.warning("exiting with %d events the server never acknowledged", len(self.outbox))
+        self._sender_stop.set()
+        if self._sender is not None:
+            self._sender.join(1.0)
+        log.info("agent %s stopped", self.host)
+
+    def _add_boards(self, boards: list[Any]) -> None:
+        for b in sorted(boards, key=lambda b: b.slot):
+            if b.serial in self.runners:
+                continue
+            runner = BoardRunner(b.serial, self.driver, self.config, self._emit)
+            self.runners[b.serial] = runner
+            self.serials.append(b.serial)
+            if not self.stopping.is_set():
+                runner.start()
+
+    def _emit(self, event: Event, uploads: dict[str, Path] | None, cleanup: Path | None) -> None:
+        self.outbox.add(event, uploads, cleanup)
+
+    # ---- registration
+
+    def ensure_registered(self, link: ServerLink) -> bool:
+        """Register unless registered; retry until it works or the agent stops. False if stopping."""
+        backoff = Backoff(revival=self._revival)
+        while not self.stopping.is_set():
+            with self._reg_lock:
+                if self._registered:
+                    return True
+                try:
+                    self._register(link)
+                    backoff.succeeded()
+                    return True
+                except Unreachable as exc:
+                    if backoff.failures == 0:
+                        log.warning("cannot register with %s, will retry: %s", self.server, exc)
+                except FleetyardError as exc:
+                    log.error("the server refused registration: %s", describe(exc))
+                except Exception:
+                    log.exception("registration failed")
+            backoff.wait()
+        return False
+
+    def _register(self, link: ServerLink) -> None:
+        boards = self.driver.discover()
+        self._add_boards(boards)
+        req = RegisterRequest(
+            host=self.host,
+            session=self.session,
+            driver=self.driver_spec,
+            agent_version=__version__,
+            labels=self.labels,
+            boards=[
+                BoardInfo(
+                    serial=b.serial,
+                    generation=b.generation,
+                    slot=b.slot,
+                    firmware=b.firmware,
+                    device=b.device,
+                    labels=dict(b.labels),
+                )
+                for b in boards
+            ],
+        )
+        resp = RegisterResponse.model_validate(link.post_model("/v1/agent/register", req, timeout_s=30))
+        self._server_interval = resp.heartbeat_interval_s
+        self._registered = True
+        self._reg_gen += 1
+        log.info("registered host %s with %d boards (session %s)", self.host, len(boards), self.session)
+
+    def _invalidate(self, gen: int) -> None:
+        with self._reg_lock:
+            if gen == self._reg_gen:
+                self._registered = False
+
+    def _on_stale(self, link: ServerLink) -> None:
+        self._invalidate(self._reg_gen)
+        self.ensure_registered(link)
+
+    @property
+    def interval_s(self) -> float:
+        return self.heartbeat_interval_s or self._server_interval
+
+    # ---- heartbeat
+
+    def _heartbeat_loop(self) -> None:
+        link = ServerLink(self.server, self.token, timeout_s=15)
+        backoff = Backoff(revival=self._revival)
+        try:
+            while self.ensure_registered(link):
+                # A heartbeat is due every interval anyway: retrying at that pace adds no load,
+                # and a longer gap could get the host declared lost.
+                backoff.cap_s = min(5.0, self.interval_s)
+                gen = self._reg_gen
+                with self._lock:
+                    acks = sorted(self._fault_acks)
+                req = HeartbeatRequest(
+                    session=self.session, boards=self.reports(), running=self.live_ids(), fault_acks=acks
+                )
+                try:
+                    resp = HeartbeatResponse.model_validate(link.post_model("/v1/agent/heartbeat", req))
+                except Unreachable as exc:
+                    if backoff.failures == 0:
+                        log.warning("heartbeat failed, will retry: %s", exc)
+                    backoff.wait()
+                    continue
+                except StaleSession as exc:
+                    log.warning("heartbeat: %s; registering again", describe(exc))
+                    self._invalidate(gen)
+                    continue
+                except FleetyardError as exc:
+                    log.error("heartbeat refused: %s", describe(exc))
+                    backoff.wait()
+                    continue
+                except Exception:  # a bad answer: never let the heartbeat thread die
+                    log.exception("heartbeat failed")
+                    backoff.wait()
+                    continue
+                if backoff.succeeded():
+                    log.info("server %s answers again", self.server)
+                with self._lock:
+                    self._fault_acks.difference_update(acks)
+                if resp.cancel:
+                    self.cancel(resp.cancel)
+                if resp.faults:
+                    self.apply_faults(resp.faults)
+                if not self._fault_acks:  # new acks go out at once, not an interval later
+                    self._hb_wake.wait(self.interval_s)
+                self._hb_wake.clear()
+        finally:
+            link.close()
+
+    def reports(self) -> list[BoardReport]:
+        """Every registered board's probe and telemetry; one missing from discover() fell off the bus."""
+        try:
+            present = {b.serial for b in self.driver.discover()}
+        except Exception as exc:
+            log.error("discover failed: %s", exc)
+            present = set()
+        out = []
+        for serial in self.serials:
+            if serial not in present:
+                out.append(BoardReport(id=serial, ok=False, reason="fell off the bus"))
+                continue
+            try:
+                probe = self.driver.probe(serial)
+                telemetry = self.driver.telemetry(serial)
+            except Exception as exc:
+                out.append(BoardReport(id=serial, ok=False, reason=f"driver error: {exc}"))
+                continue
+            out.append(BoardReport(id=serial, ok=probe.ok, reason=probe.reason, telemetry=telemetry))
+        return out
+
+    def live_ids(self) -> list[int]:
+        """Assignments live on this agent: queued, running, or ended but not yet acknowledged."""
+        ids = set(self.outbox.unacked_finished())
+        for r in list(self.runners.values()):
+            ids.update(r.live_ids())
+        return sorted(ids)
+
+    def cancel(self, ids: list[int]) -> None:
+        """Kill these assignments (they end canceled); ids not live here are ignored."""
+        for aid in ids:
+            for r in list(self.runners.values()):
+                if r.stop(aid, "cancel"):
+                    log.info("assignment %d: canceled", aid)
+                    break
+
+    def apply_faults(self, orders: list[FaultOrder]) -> None:
+        """Apply fault orders through the driver; each is applied once and acked next heartbeat."""
+        for o in orders:
+            with self._lock:
+                if o.id in self._faults_applied:
+                    continue
+                self._faults_applied.add(o.id)
+            try:
+                self._apply_fault(o)
+            except Exception as exc:  # ack anyway: an order that fails now fails again
+                log.error("fault order %d (%s %s on %s) failed: %s", o.id, o.action, o.kind, o.board_id, exc)
+            with self._lock:
+                self._fault_acks.add(o.id)
+        self._hb_wake.set()
+
+    def _apply_fault(self, o: FaultOrder) -> None:
+        kind = o.kind.value if o.kind is not None else None
+        if not isinstance(self.driver, FaultInjectable):
+            log.warning("fault order %d ignored: driver %s cannot inject faults", o.id, self.driver_spec)
+            return
+        runner = self.runners.get(o.board_id)
+        if runner is None:
+            log.warning("fault order %d ignored: board %s is not on this host", o.id, o.board_id)
+            return
+        if o.action is FaultAction.CLEAR:
+            self.driver.clear(o.board_id, kind)
+        elif kind is None:
+            log.warning("fault order %d ignored: inject needs a kind", o.id)
+            return
+        else:
+            self.driver.inject(o.board_id, kind)
+            if o.kind is FaultKind.BUS_DROP:
+                # The board is gone: whatever ran on it dies with it.
+                for aid in runner.live_ids():
+                    runner.stop(aid, "infra:the board fell off the bus", hard=True)
+        log.info("fault order %d: %s %s on %s", o.id, o.action.value, kind or "all", o.board_id)
+
+    # ---- assignments
+
+    def _poll_loop(self) -> None:
+        link = self._poll_link = ServerLink(self.server, self.token, timeout_s=POLL_WAIT_S + 15)
+        backoff = Backoff(revival=self._revival)
+        try:
+            while self.ensure_registered(link):
+                gen = self._reg_gen
+                try:
+                    r = link.request(
+                        "GET", "/v1/agent/assignments", params={"session": self.session, "wait": POLL_WAIT_S}
+                    )
+                    batch = AssignmentBatch.model_validate_json(r.content)
+                except Unreachable as exc:
+                    if self.stopping.is_set():
+                        return
+                    if backoff.failures == 0:
+                        log.warning("assignment poll failed, will retry: %s", exc)
+                    backoff.wait()
+                    continue
+                except StaleSession:
+                    self._invalidate(gen)
+                    continue
+                except FleetyardError as exc:
+                    log.error("assignment poll refused: %s", describe(exc))
+                    backoff.wait()
+                    continue
+                except Exception:
+                    if self.stopping.is_set():
+                        return  # the link was closed under the long poll
+                    log.exception("assignment poll failed")
+                    backoff.wait()
+                    continue
+                backoff.succeeded()
+                for a in batch.assignments:
+                    self.dispatch(a)
+        finally:
+            link.close()
+
+    def dispatch(self, a: Assignment) -> None:
+        """Hand an assignment to its board's runner, once per id for the life of the process."""
+        with self._lock:
+            if a.id in self._seen:
+                return
+            self._seen.add(a.id)
+        runner = self.runners.get(a.board_id)
+        if self.stopping.is_set() or runner is None:
+            reason = "shutdown" if runner is not None else f"infra:board {a.board_id} is not on host {self.host}"
+            outcome, message = stop_outcome(reason, a.time_limit_s)
+            self._emit(
+                Event(
+                    assignment_id=a.id,
+                    seq=0,
+                    type=EventType.FINISHED,
+                    at=time.time(),
+                    outcome=outcome,
+                    message=message,
+                    board_ok=runner is not None,
+                ),
+                None,
+                None,
+            )
+            return
+        log.debug("assignment %d (job %d rank %d) -> %s", a.id, a.job_id, a.rank, a.board_id)
+        runner.submit(a)

@@ -1,0 +1,157 @@
+"""The agent's HTTP link to the server: auth, error mapping, and backoff.
+
+A server that cannot be reached, answers 5xx, or asks us to slow down (429) raises
+:class:`Unreachable`: try again later. Any other error answer raises the
+:class:`~fleetyard.errors.FleetyardError` it names (``StaleSession`` for a replaced session).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from fleetyard import __version__
+from fleetyard.errors import (
+    BadRequest,
+    Conflict,
+    FleetyardError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    error_from_response,
+)
+
+__all__ = ["Backoff", "Revival", "ServerLink", "Unreachable", "describe"]
+
+
+_BY_STATUS: dict[int, type[FleetyardError]] = {
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: BadRequest,
+}
+
+
+class Unreachable(Exception):
+    """The server did not answer usefully now; the same request may succeed later."""
+
+
+class Revival:
+    """Wakes every backing-off thread as soon as one of them reaches the server again."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._gen = 0
+
+    def revived(self) -> None:
+        with self._cond:
+            self._gen += 1
+            self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if :meth:`revived` is called meanwhile."""
+        with self._cond:
+            gen = self._gen
+            self._cond.wait_for(lambda: self._gen != gen, timeout=seconds)
+
+
+class Backoff:
+    """Exponential backoff with jitter: 0.2 s doubling up to 5 s, each delay drawn from [d/2, d]."""
+
+    def __init__(self, base_s: float = 0.2, cap_s: float = 5.0, revival: Revival | None = None) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.failures = 0
+        self.revival = revival
+        self._rng = random.Random()
+
+    def next(self) -> float:
+        d = min(self.cap_s, self.base_s * 2**self.failures)
+        self.failures = min(self.failures + 1, 30)
+        return self._rng.uniform(d / 2, d)
+
+    def wait(self) -> None:
+        """Sleep the next delay (cut short when another thread finds the server back)."""
+        delay = self.next()
+        if self.revival is not None:
+            self.revival.sleep(delay)
+        else:
+            time.sleep(delay)
+
+    def succeeded(self) -> bool:
+        """Record a success; True if it ends a run of failures (the others are woken then)."""
+        was_down = self.failures > 0
+        self.failures = 0
+        if was_down and self.revival is not None:
+            self.revival.revived()
+        return was_down
+
+
+class ServerLink:
+    """One HTTP connection pool to the server (use one per thread)."""
+
+    def __init__(self, server: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self.client = httpx.Client(
+            base_url=server.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": f"fleetyard-agent/{__version__}"},
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        kwargs: dict[str, Any] = {}
+        if timeout_s is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout_s, connect=5.0)
+        try:
+            r = self.client.request(method, path, json=json, content=content, params=params, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:  # transport errors, and a client closed under us at shutdown
+            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            raise Unreachable(f"{method} {path}: {exc}") from exc
+        if r.status_code >= 500 or r.status_code == 429:
+            raise Unreachable(f"{method} {path}: HTTP {r.status_code}: {r.text[:200]}")
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+            except ValueError:  # HEAD answers, proxies: no error body, go by the status alone
+                cls = _BY_STATUS.get(r.status_code, FleetyardError)
+                raise cls(f"{method} {path}: HTTP {r.status_code}") from None
+            raise error_from_response(r.status_code, body)
+        return r
+
+    def post_model(self, path: str, body: Any, *, timeout_s: float | None = None) -> Any:
+        """POST a pydantic model as JSON and return the decoded answer."""
+        r = self.request(
+            "POST",
+            path,
+            content=body.model_dump_json().encode(),
+            headers={"Content-Type": "application/json"},
+            timeout_s=timeout_s,
+        )
+        return r.json()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of an error for the agent's log."""
+    if isinstance(exc, FleetyardError):
+        return f"{exc.code}: {exc.message}"
+    return str(exc)

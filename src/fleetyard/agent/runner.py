@@ -1,0 +1,317 @@
+"""One board's runner in the agent: feeds its worker process, turns what it says into events.
+
+A thread per board owns the board's :class:`~fleetyard.agent.worker.WorkerHandle`: it sends run
+orders one at a time, reads the worker's messages, numbers them into events, and enforces the
+agent's side of stops: a worker that does not finish within the grace period after a stop (or
+after its time limit) is killed with everything it started, and started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir, stop_outcome
+from fleetyard.domain.job import Outcome
+from fleetyard.drivers.base import BoardDriver, FaultInjectable
+from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
+
+__all__ = ["BoardRunner", "RunnerConfig"]
+
+log = logging.getLogger("fleetyard.agent")
+
+# How often a runner looks at its clocks while a rank runs (stop grace, time-limit backstop).
+TICK_S = 0.25
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    driver_spec: str
+    host: str
+    state_dir: Path
+    stop_grace_s: float = 5.0  # after a stop (or the time limit), how long before the agent kills
+
+
+@dataclass
+class _Run:
+    assignment: Assignment
+    seq: int = 0
+    started: bool = False
+    stop_reason: str | None = None
+    kill_at: float | None = None  # monotonic; set by a stop
+    backstop_at: float = 0.0  # monotonic; the time limit plus grace
+
+    def next_seq(self) -> int:
+        s = self.seq
+        self.seq += 1
+        return s
+
+
+Emit = Callable[[Event, dict[str, Path] | None, Path | None], None]
+
+
+class BoardRunner:
+    """Runs one board's assignments, one at a time, in its worker process."""
+
+    def __init__(self, serial: str, driver: BoardDriver, config: RunnerConfig, emit: Emit) -> None:
+        self.serial = serial
+        self.driver = driver
+        self.config = config
+        self._emit = emit
+        self.handle = WorkerHandle(
+            driver=config.driver_spec, host=config.host, serial=serial, state_dir=config.state_dir
+        )
+        self._queue: deque[Assignment] = deque()
+        self._current: _Run | None = None
+        self._cond = threading.Condition()
+        self._closing = False
+        self._restarts = 0
+        self._thread = threading.Thread(target=self._loop, name=f"board-{serial}", daemon=True)
+
+    # -- called from other threads
+
+    def start(self) -> None:
+        self.handle.start()
+        self._thread.start()
+
+    def submit(self, a: Assignment) -> None:
+        with self._cond:
+            if self._closing:
+                self._end_unstarted(a, "shutdown")
+                return
+            if self._current is not None:
+                log.warning("board %s busy with %d; queueing %d", self.serial, self._current.assignment.id, a.id)
+            self._queue.append(a)
+            self._cond.notify()
+
+    def live_ids(self) -> list[int]:
+        with self._cond:
+            ids = [a.id for a in self._queue]
+            if self._current is not None:
+                ids.append(self._current.assignment.id)
+            return ids
+
+    def stop(self, assignment_id: int, reason: str, *, hard: bool = False) -> bool:
+        """Stop an assignment (queued or running) for ``reason``; False if it is not here."""
+        with self._cond:
+            for a in self._queue:
+                if a.id == assignment_id:
+                    self._queue.remove(a)
+                    self._end_unstarted(a, reason)
+                    return True
+            run = self._current
+            if run is None or run.assignment.id != assignment_id:
+                return False
+            if run.stop_reason is None:
+                run.stop_reason = reason
+            now = time.monotonic()
+            kill_at = now if hard else now + self.config.stop_grace_s
+            run.kill_at = kill_at if run.kill_at is None else min(run.kill_at, kill_at)
+        if not hard:
+            self.handle.stop(assignment_id, reason)
+        return True
+
+    def close(self) -> None:
+        """Stop taking work: queued ranks end now, a running one is asked to stop."""
+        with self._cond:
+            self._closing = True
+            while self._queue:
+                self._end_unstarted(self._queue.popleft(), "shutdown")
+            current = self._current
+            self._cond.notify_all()
+        if current is not None:
+            self.stop(current.assignment.id, "shutdown")
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        self.handle.close(timeout=2.0)
+
+    # -- the board's thread
+
+    def _end_unstarted(self, a: Assignment, reason: str) -> None:
+        outcome, message = stop_outcome(reason, a.time_limit_s)
+        self._emit(
+            Event(assignment_id=a.id, seq=0, type=EventType.FINISHED, at=time.time(), outcome=outcome, message=message),
+            None,
+            None,
+        )
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                a = self._queue.popleft()
+                run = self._current = _Run(a)
+            try:
+                self._execute(run)
+            except Exception:  # never lose a board's thread: end the rank, restart the worker
+                log.exception("board %s: running assignment %d failed", self.serial, a.id)
+                self._finish(run, Outcome.INFRA_ERROR, message="agent error while running the rank")
+                self._restart_worker()
+            finally:
+                with self._cond:
+                    self._current = None
+
+    def _faults_for_run(self) -> list[str]:
+        if not isinstance(self.driver, FaultInjectable):
+            return []
+        faults = self.driver.active_faults(self.serial)
+        if FaultKind.CRASH.value in faults:
+            # One-shot: this run triggers it, so it is consumed now.
+            self.driver.clear(self.serial, FaultKind.CRASH.value)
+        return sorted(faults)
+
+    def _set_busy(self, busy: bool) -> None:
+        set_busy: Any = getattr(self.driver, "set_busy", None)
+        if set_busy is not None:
+            set_busy(self.serial, busy)
+
+    def _execute(self, run: _Run) -> None:
+        a = run.assignment
+        run.backstop_at = time.monotonic() + a.time_limit_s + self.config.stop_grace_s
+        if not self.handle.alive:
+            self._restart_worker()
+        faults = self._faults_for_run()
+        self._set_busy(True)
+        try:
+            try:
+                self.handle.run(a, faults)
+            except WorkerDied as died:
+                self._worker_died(run, died)
+                return
+            while True:
+                try:
+                    msg = self.handle.recv(TICK_S)
+                except WorkerDied as died:
+                    self._worker_died(run, died)
+                    return
+                if msg is not None and self._on_message(run, msg):
+                    return
+                now = time.monotonic()
+                with self._cond:
+                    kill = run.kill_at is not None and now >= run.kill_at
+                    if not kill and now >= run.backstop_at:
+                        kill = True
+                        run.stop_reason = run.stop_reason or "timeout"
+                    reason = run.stop_reason
+                if kill:
+                    assert reason is not None
+                    log.warning("board %s: killing worker of assignment %d (%s)", self.serial, a.id, reason)
+                    self.handle.kill()
+                    outcome, message = stop_outcome(reason, a.time_limit_s)
+                    self._finish(run, outcome, message=f"{message} (worker killed)")
+                    self._restart_worker()
+                    return
+        finally:
+            self._set_busy(False)
+
+    def _on_message(self, run: _Run, msg: tuple[Any, ...]) -> bool:
+        """Handle one worker message; True once the run is over."""
+        kind = msg[0]
+        if kind == "ready":
+            self._restarts = 0
+            return False
+        if kind == "fatal":
+            self._finish(run, Outcome.INFRA_ERROR, message=str(msg[1]))
+            self.handle.kill()
+            return True
+        if msg[1] != run.assignment.id:
+            log.warning("board %s: message for %s while running %d", self.serial, msg[1], run.assignment.id)
+            return False
+        if kind == "started":
+            self._started(run, float(msg[2]))
+        elif kind == "log":
+            self._emit(
+                Event(assignment_id=msg[1], seq=run.next_seq(), type=EventType.LOG, at=time.time(), data=msg[2]),
+                None,
+                None,
+            )
+        elif kind == "done":
+            result: dict[str, Any] = msg[2]
+            outputs: dict[str, str] = msg[3]
+            self._finish(
+                run,
+                Outcome(result["outcome"]),
+                exit_code=result.get("exit_code"),
+                message=result.get("message"),
+                result=result.get("result") or {},
+                outputs=outputs,
+            )
+            return True
+        return False
+
+    def _started(self, run: _Run, at: float) -> None:
+        if not run.started:
+            run.started = True
+            self._emit(
+                Event(assignment_id=run.assignment.id, seq=run.next_seq(), type=EventType.STARTED, at=at), None, None
+            )
+
+    def _worker_died(self, run: _Run, died: WorkerDied) -> None:
+        code = died.exitcode
+        if run.stop_reason is not None:
+            outcome, message = stop_outcome(run.stop_reason, run.assignment.time_limit_s)
+        elif code == CRASH_EXIT_CODE:
+            outcome, message = Outcome.INFRA_ERROR, "the board crashed: its worker process died"
+        else:
+            outcome, message = Outcome.INFRA_ERROR, f"worker process died (exit code {code})"
+        log.warning("board %s: assignment %d: %s", self.serial, run.assignment.id, message)
+        self._finish(run, outcome, message=message)
+        self._restart_worker()
+
+    def _restart_worker(self) -> None:
+        self.handle.kill()
+        with self._cond:
+            if self._closing:
+                return
+        if self._restarts:
+            # A worker that keeps dying at start (the board will not open): do not spin.
+            time.sleep(min(5.0, 0.2 * 2 ** (self._restarts - 1)))
+        self._restarts += 1
+        self.handle.start()
+
+    def _finish(
+        self,
+        run: _Run,
+        outcome: Outcome,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+        result: dict[str, Any] | None = None,
+        outputs: dict[str, str] | None = None,
+    ) -> None:
+        a = run.assignment
+        board_ok = True
+        try:
+            board_ok = self.driver.probe(self.serial).ok
+        except Exception as exc:
+            log.warning("board %s: probe failed: %s", self.serial, exc)
+            board_ok = False
+        uploads: dict[str, Path] | None = None
+        cleanup: Path | None = None
+        if outputs:
+            cleanup = outbox_dir(self.config.state_dir, a.id)
+            uploads = {sha: cleanup / sha for sha in set(outputs.values())}
+        event = Event(
+            assignment_id=a.id,
+            seq=run.next_seq(),
+            type=EventType.FINISHED,
+            at=time.time(),
+            exit_code=exit_code,
+            outcome=outcome,
+            message=message,
+            board_ok=board_ok,
+            result=result or {},
+            outputs=outputs or {},
+        )
+        self._emit(event, uploads, cleanup)
+        log.debug("board %s: assignment %d %s", self.serial, a.id, outcome)

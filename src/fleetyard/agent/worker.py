@@ -1,0 +1,506 @@
+"""The per-board worker process, and the agent's handle on it.
+
+One long-lived worker per board builds the driver from its spec, opens a session on its board
+once, and then runs one assignment at a time as the agent orders. Messages over the pipe:
+
+    agent -> worker   ("run", RunOrder) | ("stop", assignment_id, reason) | ("exit",)
+    worker -> agent   ("ready", pid) | ("fatal", message)
+                      ("started", assignment_id, at) | ("log", assignment_id, text)
+                      ("done", assignment_id, result: dict, outputs: {name: sha256})
+
+Output files are moved to ``<state_dir>/outbox/<assignment_id>/<sha256>`` for the agent to
+upload; the rank's workdir is removed as soon as the run ends.
+
+Workers start from a *forkserver* with this module preloaded: the agent has HTTP threads, so a
+plain fork of it is unsafe; ``spawn`` would re-import pydantic and the plugins on every (re)start,
+which costs about half a second a worker, where a fork of the preloaded server costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fleetyard.domain.job import Outcome
+from fleetyard.drivers.base import BoardFault, BoardSession, load_driver
+from fleetyard.errors import FleetyardError
+from fleetyard.protocol.agent import Assignment, FaultKind
+from fleetyard.workloads.base import (
+    Workload,
+    WorkloadContext,
+    WorkloadResult,
+    validate_params,
+    workload_class,
+)
+
+__all__ = [
+    "CRASH_EXIT_CODE",
+    "RunOrder",
+    "WorkerDied",
+    "WorkerHandle",
+    "get_context",
+    "outbox_dir",
+    "stop_outcome",
+    "worker_main",
+]
+
+log = logging.getLogger("fleetyard.agent.worker")
+
+# Exit status of a worker whose (simulated) board crashed under it: the agent reads it as an infra
+# error of the board, not as a bug of the worker.
+CRASH_EXIT_CODE = 86
+# How long a worker whose agent went away may take to stop its workload before it exits anyway.
+ORPHAN_GRACE_S = 5.0
+
+
+@dataclass
+class RunOrder:
+    """What the agent sends for one rank: the assignment and the board's faults at dispatch."""
+
+    assignment: Assignment
+    faults: list[str] = field(default_factory=list)
+
+
+class WorkerDied(Exception):
+    """The worker process ended (its pipe closed)."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"worker process died (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+def outbox_dir(state_dir: Path, assignment_id: int) -> Path:
+    """Where a finished rank's output files wait, named by sha256, until the agent uploads them."""
+    return Path(state_dir) / "outbox" / str(assignment_id)
+
+
+def get_context() -> BaseContext:
+    """The multiprocessing context workers start from (a forkserver with this module preloaded)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["fleetyard.agent.worker", "fleetyard.workloads.command", "fleetyard.drivers.sim"])
+    return ctx
+
+
+# ---- agent side --------------------------------------------------------------------------------
+
+
+class WorkerHandle:
+    """The agent's end of one board's worker process."""
+
+    def __init__(self, *, driver: str, host: str, serial: str, state_dir: Path) -> None:
+        self.driver = driver
+        self.host = host
+        self.serial = serial
+        self.state_dir = Path(state_dir)
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._send_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the process; it answers ("ready", pid) once its board session is open."""
+        ctx = get_context()
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child, self.driver, self.host, self.serial, str(self.state_dir)),
+            name=f"fleetyard-worker-{self.serial}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        """Send a message; raises WorkerDied if the worker is gone."""
+        if self._conn is None:
+            raise WorkerDied(None)
+        try:
+            with self._send_lock:
+                self._conn.send(msg)
+        except (OSError, EOFError, ValueError):
+            raise WorkerDied(self._reap())
+
+    def run(self, assignment: Assignment, faults: Iterable[str] = ()) -> None:
+        """Order a run of ``assignment`` with the board's ``faults`` as of now."""
+        self.send(("run", RunOrder(assignment, sorted(faults))))
+
+    def stop(self, assignment_id: int, reason: str) -> None:
+        """Ask the running workload to stop: reason is 'cancel', 'timeout', 'shutdown' or 'infra:<why>'."""
+        with contextlib.suppress(WorkerDied):
+            self.send(("stop", assignment_id, reason))
+
+    def recv(self, timeout: float | None) -> tuple[Any, ...] | None:
+        """The next message, or None after ``timeout`` seconds; raises WorkerDied at EOF."""
+        if self._conn is None:
+            raise WorkerDied(None)
+        try:
+            if timeout is not None and not self._conn.poll(timeout):
+                return None
+            msg: tuple[Any, ...] = self._conn.recv()
+            return msg
+        except (EOFError, OSError):
+            raise WorkerDied(self._reap())
+
+    def _reap(self, timeout: float = 2.0) -> int | None:
+        if self._proc is None:
+            return None
+        self._proc.join(timeout)
+        return self._proc.exitcode
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started (a workload runs in its own session)."""
+        if self._proc is None:
+            return
+        pid = self._proc.pid
+        if pid is not None and self._proc.is_alive():
+            _kill_tree(pid)
+        self._proc.join(5)
+        self._close_conn()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Ask the worker to exit; kill it if it has not within ``timeout``."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(WorkerDied):
+            self.send(("exit",))
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self.kill()
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        procs = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    if not procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---- worker side -------------------------------------------------------------------------------
+
+
+def worker_main(conn: Connection, driver_spec: str, host: str, serial: str, state_dir: str) -> None:
+    """Entry point of a worker process: open the board, then run orders until told to exit."""
+    # Ctrl-C and a SIGTERM to the agent's process group reach the workers too; the agent decides
+    # when they end (they also end when its pipe closes). A no-op handler rather than SIG_IGN,
+    # because an ignored signal stays ignored in the commands a worker starts.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    try:
+        driver = load_driver(driver_spec, host=host, state_dir=Path(state_dir))
+        session = driver.open_session(serial)
+    except Exception as exc:  # anything: the agent must hear why, not just see an exit
+        with contextlib.suppress(OSError):
+            conn.send(("fatal", f"cannot open board {serial}: {exc}"))
+        return
+    killed = _kill_orphans(serial)
+    if killed:
+        log.warning("board %s: killed %d processes left by an earlier worker", serial, killed)
+    worker = _Worker(conn, session, serial, Path(state_dir))
+    conn.send(("ready", os.getpid()))
+    try:
+        worker.loop()
+    finally:
+        session.close()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+def _kill_orphans(serial: str) -> int:
+    """Kill processes a previous worker of this board started (e.g. before the agent was
+    SIGKILLed: commands run in their own sessions and outlive it). They carry the board's id."""
+    import psutil
+
+    killed = 0
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get("FLEETYARD_BOARD_ID") == serial:
+                p.kill()
+                killed += 1
+        except psutil.Error:
+            continue
+    return killed
+
+
+class _Worker:
+    def __init__(self, conn: Connection, session: BoardSession, serial: str, state_dir: Path) -> None:
+        self.conn = conn
+        self.session = session
+        self.serial = serial
+        self.state_dir = state_dir
+        root = state_dir / "work" / serial
+        # A killed predecessor may have left a rank's files behind.
+        shutil.rmtree(root, ignore_errors=True)
+        # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh
+        # ones per rank cost more than running `true` does.
+        self.workdir, self.output_dir = root / "work", root / "out"
+        self.workdir.mkdir(parents=True)
+        self.output_dir.mkdir()
+        self.orders: queue.SimpleQueue[RunOrder | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.current: int | None = None
+        self.stop_event = threading.Event()
+        self.stop_reason: str | None = None
+        self.early_stops: dict[int, str] = {}  # a stop that overtook its run order
+        self.send_lock = threading.Lock()
+        self.workloads: dict[str, tuple[type[Workload], Workload]] = {}
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send(msg)
+
+    def loop(self) -> None:
+        threading.Thread(target=self._reader, name="worker-reader", daemon=True).start()
+        while True:
+            order = self.orders.get()
+            if order is None:
+                return
+            a = order.assignment
+            result, outputs = self.run(order)
+            self.send(("done", a.id, asdict(result), outputs))
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                # The agent is gone: stop the workload and leave, forcibly if it hangs.
+                self._stop(None, "shutdown")
+                self.orders.put(None)
+                threading.Timer(ORPHAN_GRACE_S, os._exit, args=(0,)).start()
+                return
+            if msg[0] == "run":
+                self.orders.put(msg[1])
+            elif msg[0] == "stop":
+                self._stop(msg[1], msg[2])
+            elif msg[0] == "exit":
+                self.orders.put(None)
+                return
+
+    def _stop(self, assignment_id: int | None, reason: str) -> None:
+        with self.lock:
+            if assignment_id is None or assignment_id == self.current:
+                if self.stop_reason is None:
+                    self.stop_reason = reason
+                self.stop_event.set()
+            else:
+                if len(self.early_stops) > 1000:
+                    self.early_stops.clear()  # stops that raced their run's end; never used
+                self.early_stops[assignment_id] = reason
+
+    def _workload(self, kind: str) -> tuple[type[Workload], Workload]:
+        # entry_points() costs about a millisecond: look each kind up once per worker.
+        if kind not in self.workloads:
+            cls = workload_class(kind)
+            self.workloads[kind] = (cls, cls())
+        return self.workloads[kind]
+
+    def run(self, order: RunOrder) -> tuple[WorkloadResult, dict[str, str]]:
+        """Run one rank; never raises."""
+        a = order.assignment
+        with self.lock:
+            self.current = a.id
+            self.stop_reason = self.early_stops.pop(a.id, None)
+            if self.stop_reason is None:
+                self.stop_event.clear()
+            else:
+                self.stop_event.set()
+        self.send(("started", a.id, time.time()))
+        outputs: dict[str, str] = {}
+        try:
+            result = self._run(order)
+            if result.outcome is not Outcome.INFRA_ERROR:
+                outputs = self._collect_outputs(a.id, self.output_dir)
+        except Exception as exc:  # a bug in a workload plugin: say what, keep the worker
+            self._log(a.id, traceback.format_exc())
+            result = WorkloadResult(Outcome.INFRA_ERROR, message=f"workload {a.kind!r} raised {exc!r}")
+        finally:
+            _empty(self.workdir)
+            _empty(self.output_dir)
+            with self.lock:
+                self.current = None
+        return result, outputs
+
+    def _log(self, assignment_id: int, text: str) -> None:
+        self.send(("log", assignment_id, text))
+
+    def _run(self, order: RunOrder) -> WorkloadResult:
+        a = order.assignment
+        faults = set(order.faults)
+        try:
+            cls, workload = self._workload(a.kind)
+            try:
+                params: BaseModel = cls.params_model.model_validate(a.params)
+            except ValidationError:
+                params = validate_params(a.kind, a.params)  # raises with the field-naming message
+        except FleetyardError as exc:
+            return WorkloadResult(Outcome.CONFIG_ERROR, message=exc.message)
+
+        if FaultKind.BUS_DROP.value in faults:
+            return WorkloadResult(Outcome.INFRA_ERROR, message="board fell off the bus")
+        if FaultKind.CRASH.value in faults:
+            # The board took the process down with it: no result, no goodbye.
+            os._exit(CRASH_EXIT_CODE)
+        if FaultKind.HANG.value in faults:
+            while True:  # a hung board never answers; only the agent's kill ends this
+                time.sleep(3600)
+        try:
+            self.session.check()
+        except BoardFault as exc:
+            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+
+        workdir, output_dir = self.workdir, self.output_dir
+        device_env = self.session.env()
+        env = {
+            **a.env,
+            "FLEETYARD_BOARD_ID": a.board_id,
+            "FLEETYARD_RANK": str(a.rank),
+            "FLEETYARD_WORLD_SIZE": str(a.world_size),
+            "FLEETYARD_JOB_ID": str(a.job_id),
+            "FLEETYARD_ATTEMPT_ID": str(a.attempt_id),
+            "FLEETYARD_ASSIGNMENT_ID": str(a.id),
+            "FLEETYARD_OUTPUT_DIR": str(output_dir),
+            **device_env,
+        }
+        deadline = time.monotonic() + a.time_limit_s
+        timed_out = False
+
+        def should_stop() -> bool:
+            nonlocal timed_out
+            if self.stop_event.is_set():
+                return True
+            if time.monotonic() >= deadline:
+                timed_out = True
+                return True
+            return False
+
+        ctx = WorkloadContext(
+            assignment_id=a.id,
+            job_id=a.job_id,
+            rank=a.rank,
+            world_size=a.world_size,
+            board_id=a.board_id,
+            device=device_env.get("FLEETYARD_DEVICE", ""),
+            params=params,
+            time_limit_s=a.time_limit_s,
+            env=env,
+            workdir=workdir,
+            output_dir=output_dir,
+            log=lambda text: self._log(a.id, text),
+            should_stop=should_stop,
+        )
+        try:
+            result = workload.run(ctx)
+        except BoardFault as exc:
+            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+        if result.outcome is Outcome.SUCCESS:
+            return result
+        reason = self.stop_reason or ("timeout" if timed_out else None)
+        if reason is not None:
+            # A rank that ended because it was told to takes the class of why it was told.
+            outcome, message = stop_outcome(reason, a.time_limit_s)
+            return WorkloadResult(outcome, exit_code=result.exit_code, message=message, result=result.result)
+        return result
+
+    def _collect_outputs(self, assignment_id: int, output_dir: Path) -> dict[str, str]:
+        if not _has_entries(output_dir):
+            return {}
+        files = [p for p in output_dir.rglob("*") if p.is_file()]
+        dest = outbox_dir(self.state_dir, assignment_id)
+        dest.mkdir(parents=True, exist_ok=True)
+        outputs: dict[str, str] = {}
+        for path in sorted(files):
+            with open(path, "rb") as f:
+                sha = hashlib.file_digest(f, "sha256").hexdigest()
+            os.replace(path, dest / sha)
+            outputs[path.relative_to(output_dir).as_posix()] = sha
+        return outputs
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is not None
+    except FileNotFoundError:
+        return False
+
+
+def _empty(path: Path) -> None:
+    """Remove what is in a directory, keeping the directory (re-made if a workload removed it)."""
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def stop_outcome(reason: str, time_limit_s: float) -> tuple[Outcome, str]:
+    """The class and message of a rank stopped for ``reason``."""
+    if reason == "timeout":
+        return Outcome.TIMEOUT, f"over its time limit of {time_limit_s:g} s"
+    if reason == "cancel":
+        return Outcome.CANCELED, "canceled"
+    if reason == "shutdown":
+        # Not the board's fault, nor the job's: it goes back to the queue like a preempted one,
+        # and the board stays in service.
+        return Outcome.PREEMPTED, "the agent stopped"
+    if reason.startswith("infra:"):
+        return Outcome.INFRA_ERROR, reason.removeprefix("infra:").strip()
+    return Outcome.INFRA_ERROR, reason
