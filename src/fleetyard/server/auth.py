@@ -1,19 +1,26 @@
-"""Bearer-token authentication and role checks."""
+"""Bearer-token authentication and role checks.
+
+Both run in the event loop: a cached token costs a dict lookup, and only a miss goes to the
+store (in a thread). Handing every request's checks to the thread pool would cost more than the
+checks themselves.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from fleetyard.domain.auth import Principal, Role
 from fleetyard.errors import Forbidden, Unauthenticated
 from fleetyard.store import tokens
 from fleetyard.store.db import Store
 
-# Tokens are looked up at most this often: revocation takes effect within this many seconds.
-CACHE_TTL_S = 5.0
+# A token is looked up in the store at most this often. Revoking through this server takes
+# effect at once; other replicas notice within this many seconds.
+CACHE_TTL_S = 30.0
 
 
 class TokenCache:
@@ -21,36 +28,45 @@ class TokenCache:
         self.store = store
         self._cache: dict[str, tuple[Principal | None, float]] = {}
 
-    def principal(self, secret: str) -> Principal | None:
+    def cached(self, secret: str) -> tuple[bool, Principal | None]:
         hit = self._cache.get(secret)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None and hit[1] > time.monotonic():
+            return True, hit[0]
+        return False, None
+
+    def load(self, secret: str) -> Principal | None:
         with self.store.read() as conn:
             found = tokens.lookup(conn, secret)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[secret] = (found, now + CACHE_TTL_S)
+        self._cache[secret] = (found, time.monotonic() + CACHE_TTL_S)
         return found
 
+    def forget(self) -> None:
+        self._cache.clear()
 
-def authenticate(request: Request) -> Principal:
+
+async def authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise Unauthenticated(
             "missing bearer token: send 'Authorization: Bearer <token>' (fleetyard token create makes one)"
         )
-    principal: Principal | None = request.app.state.tokens.principal(secret.strip())
+    cache: TokenCache = request.app.state.tokens
+    hit, principal = cache.cached(secret)
+    if not hit:
+        principal = await run_in_threadpool(cache.load, secret)
     if principal is None:
         raise Unauthenticated("unknown or revoked token")
     return principal
 
 
-def allow(*roles: Role) -> Callable[..., Principal]:
+def allow(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only the given roles."""
 
-    def check(principal: Principal = Depends(authenticate)) -> Principal:
+    async def check(principal: Principal = Depends(authenticate)) -> Principal:
         if principal.role not in roles:
             need = " or ".join(str(r) for r in roles)
             raise Forbidden(f"this needs a token with role {need}; {principal.name!r} is {principal.role}")

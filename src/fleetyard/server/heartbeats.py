@@ -72,8 +72,13 @@ class HeartbeatSink:
             self._pending.pop(host, None)
             self._answers.cancel.pop(host, None)
 
-    def _check_session(self, host: str, session: str) -> None:
-        if self._sessions.get(host) == session:
+    def knows(self, host: str, session: str) -> bool:
+        """True if ``session`` is known to be the host's current one (no store access)."""
+        return self._sessions.get(host) == session
+
+    def check_session(self, host: str, session: str) -> None:
+        """Raise :class:`StaleSession` unless the store says ``session`` is the host's current one."""
+        if self.knows(host, session):
             return
         with self.store.read() as conn:
             current = conn.execute(sa.select(t.hosts.c.session).where(t.hosts.c.id == host)).scalar()
@@ -87,7 +92,7 @@ class HeartbeatSink:
 
     def accept(self, host: str, req: HeartbeatRequest, *, at: float) -> HeartbeatResponse:
         """Buffer one heartbeat and answer from the last flush's view."""
-        self._check_session(host, req.session)
+        self.check_session(host, req.session)
         with self._lock:
             prev = self._pending.get(host)
             if prev is not None:  # two heartbeats in one flush: keep the newer reports, every ack

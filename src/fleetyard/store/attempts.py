@@ -7,6 +7,7 @@ that both apply the same pure decisions from :mod:`fleetyard.policy.outcomes`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,56 +16,63 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcome, attempt_outcome
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 from fleetyard.store import tables as t
-from fleetyard.store.boards import switch_board_state
+from fleetyard.store.boards import Allocation, allocate_boards, switch_board_state
 
 A = t.assignments
 
 
-def bind(conn: sa.Connection, job: sa.Row[Any], boards: Sequence[sa.Row[Any]], *, at: float) -> int:
-    """Start a new attempt of a queued job on ``boards`` (rank = position). Returns the attempt id."""
-    number = job.attempts + 1
-    attempt_id: int = conn.execute(
-        t.attempts.insert()
-        .values(job_id=job.id, number=number, state=str(AttemptState.RUNNING), created_at=at)
-        .returning(t.attempts.c.id)
-    ).scalar_one()
-    conn.execute(
-        A.insert(),
-        [
-            {
-                "attempt_id": attempt_id,
-                "job_id": job.id,
-                "rank": rank,
-                "board_id": b.id,
-                "host_id": b.host_id,
-                "state": str(AssignmentState.PENDING),
-                "created_at": at,
-                "result": {},
-                "outputs": {},
-            }
-            for rank, b in enumerate(boards)
-        ],
-    )
-    for b in boards:
-        switch_board_state(
-            conn,
-            b.id,
-            BoardState.ALLOCATED,
-            current=BoardState.AVAILABLE,
-            reason=f"job {job.id} attempt {number}",
-            actor=Actor.POLICY,
-            at=at,
-            job_id=job.id,
-            attempt_id=attempt_id,
+@dataclass(frozen=True)
+class NewAttempt:
+    job_id: int
+    number: int  # 1 for a job's first attempt
+    boards: tuple[tuple[str, str], ...]  # (board id, host id); index = rank
+
+
+def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> list[int]:
+    """Start attempts of queued jobs on available boards, in a few statements for all of them.
+
+    The caller holds the rows: every job is queued and every board available (read in this
+    transaction with ``FOR UPDATE``). Returns the attempt ids, in order.
+    """
+    if not new:
+        return []
+    attempt_ids = [
+        r[0]
+        for r in conn.execute(
+            t.attempts.insert().returning(t.attempts.c.id, sort_by_parameter_order=True),
+            [
+                {"job_id": n.job_id, "number": n.number, "state": str(AttemptState.RUNNING), "created_at": at}
+                for n in new
+            ],
         )
-    res = conn.execute(
+    ]
+    ranks: list[dict[str, Any]] = []
+    allocations: list[Allocation] = []
+    for n, attempt_id in zip(new, attempt_ids, strict=True):
+        for rank, (board_id, host_id) in enumerate(n.boards):
+            ranks.append(
+                {
+                    "attempt_id": attempt_id,
+                    "job_id": n.job_id,
+                    "rank": rank,
+                    "board_id": board_id,
+                    "host_id": host_id,
+                    "state": str(AssignmentState.PENDING),
+                    "created_at": at,
+                    "result": {},
+                    "outputs": {},
+                }
+            )
+            allocations.append(Allocation(board_id, n.job_id, attempt_id, f"job {n.job_id} attempt {n.number}"))
+    conn.execute(A.insert(), ranks)
+    allocate_boards(conn, allocations, at=at)
+    conn.execute(
         t.jobs.update()
-        .where(t.jobs.c.id == job.id, t.jobs.c.state == str(JobState.QUEUED))
-        .values(state=str(JobState.RUNNING), attempts=number)
+        .where(t.jobs.c.id == sa.bindparam("j_id"))
+        .values(state=str(JobState.RUNNING), attempts=sa.bindparam("j_n")),
+        [{"j_id": n.job_id, "j_n": n.number} for n in new],
     )
-    if res.rowcount != 1:
-        raise sa.exc.InvalidRequestError(f"job {job.id} left the queue while being bound")
-    return attempt_id
+    return attempt_ids
 
 
 def end_rank(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,12 +62,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             # A deferred transaction that later writes can fail with SQLITE_BUSY at once when
-            # another process wrote in between; IMMEDIATE waits for the lock instead.
-            mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # another process wrote in between; IMMEDIATE takes the write lock up front.
+            if conn.get_execution_options().get("sqlite_write"):
+                _begin_immediate(conn.connection.dbapi_connection)
+            else:
+                conn.exec_driver_sql("BEGIN DEFERRED")
 
         return engine
     return sa.create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, **kwargs)
+
+
+# SQLite's own busy handler sleeps up to 100 ms between tries for a lock another process holds,
+# which is most of a job's dispatch latency under load; ours polls every millisecond or two.
+_LOCK_WAIT_S = 30.0
+
+
+def _begin_immediate(dbapi_conn: Any) -> None:
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    pause = 0.0005
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+    finally:
+        dbapi_conn.execute("PRAGMA busy_timeout=30000")
 
 
 class Store:
@@ -75,6 +104,9 @@ class Store:
         self.url = url
         self.engine = engine or make_engine(url)
         self.sqlite = is_sqlite(url)
+        # SQLite has one writer at a time: this process's threads queue here, where a waiter
+        # wakes the moment the lock is free, rather than polling SQLite's lock.
+        self._write_lock = threading.Lock() if self.sqlite else None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -83,9 +115,12 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            if self.sqlite:
-                conn.execution_options(sqlite_write=True)
+        if self._write_lock is None:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(sqlite_write=True)
             with conn.begin():
                 yield conn
 

@@ -7,9 +7,10 @@ per-board worker process calls :meth:`Workload.run` for each rank of an attempt.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -53,18 +54,24 @@ class Workload(Protocol):
     def run(self, ctx: WorkloadContext) -> WorkloadResult: ...
 
 
+@functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    # Read once per process: scanning the installed distributions costs about a millisecond.
+    return {ep.name: ep for ep in entry_points(group="fleetyard.workloads")}
+
+
 def workload_kinds() -> dict[str, type[Workload]]:
-    return {ep.name: ep.load() for ep in entry_points(group="fleetyard.workloads")}
+    return {name: workload_class(name) for name in _entry_points()}
 
 
 def workload_class(kind: str) -> type[Workload]:
-    kinds = {ep.name: ep for ep in entry_points(group="fleetyard.workloads")}
-    if kind not in kinds:
+    eps = _entry_points()
+    if kind not in eps:
         raise BadRequest(
-            f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(kinds)) or 'none'}",
+            f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(eps)) or 'none'}",
             detail={"field": "kind"},
         )
-    cls: type[Workload] = kinds[kind].load()
+    cls: type[Workload] = eps[kind].load()
     return cls
 
 

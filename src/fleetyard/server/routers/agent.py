@@ -37,9 +37,13 @@ def register(
 
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
-def heartbeat(body: HeartbeatRequest, request: Request, p: Principal = Depends(AGENT)) -> HeartbeatResponse:
+async def heartbeat(body: HeartbeatRequest, request: Request, p: Principal = Depends(AGENT)) -> HeartbeatResponse:
+    # The hottest endpoint: it stays in the event loop unless the session must be read from the store.
     sink: HeartbeatSink = request.app.state.heartbeats
-    return sink.accept(svc.agent_host(p), body, at=now())
+    host = svc.agent_host(p)
+    if not sink.knows(host, body.session):
+        await run_in_threadpool(sink.check_session, host, body.session)
+    return sink.accept(host, body, at=now())
 
 
 @router.get("/assignments", response_model=AssignmentBatch)

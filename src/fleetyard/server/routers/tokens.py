@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from fleetyard.domain.auth import Principal
 from fleetyard.protocol.api import TokenIn, TokenOut
@@ -25,6 +25,7 @@ def list_tokens(_: Principal = Depends(ADMIN), s: Store = Depends(store)) -> lis
 
 
 @router.delete("/{name}", status_code=204)
-def revoke(name: str, _: Principal = Depends(ADMIN), s: Store = Depends(store)) -> Response:
+def revoke(name: str, request: Request, _: Principal = Depends(ADMIN), s: Store = Depends(store)) -> Response:
     svc.revoke(s, name=name)
+    request.app.state.tokens.forget()
     return Response(status_code=204)
