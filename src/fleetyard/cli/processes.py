@@ -90,6 +90,12 @@ def controller(
         float, typer.Option("--host-timeout", min=0.1, help="Seconds without heartbeat before a host is lost.")
     ] = 10.0,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
+    suspect_cooldown: Annotated[
+        float,
+        typer.Option(
+            "--suspect-cooldown", min=0, help="Seconds a suspect board must wait before a passing probe returns it."
+        ),
+    ] = 2.0,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +106,7 @@ def controller(
     _stop_on_sigterm()
     try:
         # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
-        run_controller(db_url=url, host_timeout_s=host_timeout, tick_s=tick)
+        run_controller(db_url=url, host_timeout_s=host_timeout, tick_s=tick, suspect_cooldown_s=suspect_cooldown)
     except KeyboardInterrupt:
         pass
 
