@@ -92,11 +92,18 @@ _BY_CODE: dict[str, type[FleetyardError]] = {
 }
 
 
-def error_from_response(status: int, body: Any) -> FleetyardError:
-    """Rebuild the error a server answered with (used by the SDK)."""
+# For answers without the error shape (a proxy, a HEAD answer): go by the status alone.
+_BY_STATUS: dict[int, type[FleetyardError]] = {
+    cls.status: cls for cls in (Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge, BadRequest)
+}
+
+
+def error_from_response(status: int, body: Any, *, context: str = "") -> FleetyardError:
+    """Rebuild the error a server answered with (used by the SDK and the agent)."""
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
-        return FleetyardError(f"HTTP {status}: {body!r}")
+        cls = _BY_STATUS.get(status, FleetyardError)
+        detail = body.get("detail") if isinstance(body, dict) else (body or None)
+        return cls(f"{context}{': ' if context else ''}HTTP {status}", detail=detail)
     cls = _BY_CODE.get(str(err.get("code")), FleetyardError)
-    exc = cls(str(err.get("message", "")), detail=err.get("detail"))
-    return exc
+    return cls(str(err.get("message", "")), detail=err.get("detail"))

@@ -15,28 +15,9 @@ from typing import Any
 import httpx
 
 from fleetyard import __version__
-from fleetyard.errors import (
-    BadRequest,
-    Conflict,
-    FleetyardError,
-    Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    Unauthenticated,
-    error_from_response,
-)
+from fleetyard.errors import FleetyardError, error_from_response
 
 __all__ = ["Backoff", "Revival", "ServerLink", "Unreachable", "describe"]
-
-
-_BY_STATUS: dict[int, type[FleetyardError]] = {
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    422: BadRequest,
-}
 
 
 class Unreachable(Exception):
@@ -129,10 +110,9 @@ class ServerLink:
         if r.status_code >= 400:
             try:
                 body = r.json()
-            except ValueError:  # HEAD answers, proxies: no error body, go by the status alone
-                cls = _BY_STATUS.get(r.status_code, FleetyardError)
-                raise cls(f"{method} {path}: HTTP {r.status_code}") from None
-            raise error_from_response(r.status_code, body)
+            except ValueError:  # HEAD answers, proxies: no error body
+                body = None
+            raise error_from_response(r.status_code, body, context=f"{method} {path}")
         return r
 
     def post_model(self, path: str, body: Any, *, timeout_s: float | None = None) -> Any:

@@ -6,26 +6,7 @@ from typing import Any
 
 import httpx
 
-from fleetyard.errors import (
-    BadRequest,
-    Conflict,
-    FleetyardError,
-    Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    Unauthenticated,
-    error_from_response,
-)
-
-# For answers that do not carry the ``{"error": …}`` shape (a proxy, an unknown route).
-_BY_STATUS: dict[int, type[FleetyardError]] = {
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    422: BadRequest,
-}
+from fleetyard.errors import FleetyardError, error_from_response
 
 
 def raise_for_answer(response: httpx.Response) -> None:
@@ -36,12 +17,7 @@ def raise_for_answer(response: httpx.Response) -> None:
         body: Any = response.json()
     except ValueError:
         body = response.text[:500]
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        raise error_from_response(response.status_code, body)
-    cls = _BY_STATUS.get(response.status_code, FleetyardError)
-    detail = body.get("detail") if isinstance(body, dict) else body
-    reason = response.reason_phrase or "error"
-    raise cls(f"HTTP {response.status_code} {reason} from {response.request.url}", detail=detail)
+    raise error_from_response(response.status_code, body, context=f"{response.request.method} {response.request.url}")
 
 
 def unreachable(server: str, exc: httpx.TransportError) -> FleetyardError:
