@@ -26,7 +26,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return cluster.new_database()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def stack(db_url: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Stack]:
     with running_stack(db_url, tmp_path) as s:
         yield s
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(s.logs())  # the processes' own account, shown with the failure

@@ -63,3 +63,21 @@ def test_agent_kill9_reruns_its_work_elsewhere(stack: Stack) -> None:
     assert job["infra_retries"] == 1
     assert all(b["state"] == "offline" for b in stack.boards(host="h1"))
     assert stack.ok("GET", "/v1/hosts/h1")["state"] == "offline"
+
+
+def test_a_stopping_agent_takes_its_host_offline_at_once(stack: Stack) -> None:
+    stack.start(hosts=2, driver="sim:1:sim-g1")
+    job_id = stack.submit(params={"command": "echo running; sleep 30"})
+    wait_for(lambda: "running" in stack.logs_of(job_id), what="job to start")
+    [rank] = stack.job(job_id)["attempt_list"][0]["ranks"]
+    host = rank["host_id"]
+    stack.procs[f"agent-{host}"].stop()  # SIGTERM: a clean stop, not a crash
+    host_state = stack.ok("GET", f"/v1/hosts/{host}")["state"]
+    assert host_state == "offline"  # at once, not after the heartbeat timeout
+    job = stack.job(job_id)
+    first = job["attempt_list"][0]
+    assert first["outcome"] == "preempted", first  # neither the job's fault nor the board's
+    assert job["infra_retries"] == 0
+    # The job runs again on the other host.
+    wait_for(lambda: len(stack.job(job_id)["attempt_list"]) == 2, what="second attempt")
+    assert stack.job(job_id)["attempt_list"][1]["ranks"][0]["host_id"] != host

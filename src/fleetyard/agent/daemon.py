@@ -44,6 +44,7 @@ from fleetyard.protocol.agent import (
     FaultOrder,
     HeartbeatRequest,
     HeartbeatResponse,
+    LeaveRequest,
     RegisterRequest,
     RegisterResponse,
 )
@@ -216,6 +217,8 @@ class Agent:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        # First, so that no new work is bound to our boards while the running ranks stop.
+        self._leave()
         self._hb_wake.set()
         self._revival.revived()
         if self._poll_link is not None:
@@ -231,6 +234,20 @@ class Agent:
         if self._sender is not None:
             self._sender.join(1.0)
         log.info("agent %s stopped", self.host)
+
+    def _leave(self) -> None:
+        """Tell the server this host is leaving on purpose: it takes the boards out of service and
+        re-queues what runs here as preempted. Best effort: else the heartbeat timeout says it."""
+        if not self._registered:
+            return
+        link = ServerLink(self.server, self.token, timeout_s=2.0)
+        try:
+            body = LeaveRequest(session=self.session).model_dump_json().encode()
+            link.request("POST", "/v1/agent/leave", content=body, headers={"Content-Type": "application/json"})
+        except (Unreachable, FleetyardError) as exc:
+            log.warning("could not tell the server this agent is leaving: %s", describe(exc))
+        finally:
+            link.close()
 
     def _add_boards(self, boards: list[Any]) -> None:
         for b in sorted(boards, key=lambda b: b.slot):

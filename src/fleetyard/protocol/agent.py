@@ -4,6 +4,7 @@
     POST /v1/agent/heartbeat    HeartbeatRequest  -> HeartbeatResponse
     GET  /v1/agent/assignments  ?session=S&wait=SECONDS -> AssignmentBatch   (long poll)
     POST /v1/agent/events       EventBatch        -> EventAck
+    POST /v1/agent/leave        LeaveRequest      -> 204   (a clean stop)
 
 Every write is idempotent: an event is keyed by (assignment_id, seq), so an agent that lost the
 answer sends the same batch again and nothing changes twice. ``session`` names one run of an
@@ -48,6 +49,12 @@ class BoardReport(BaseModel):
     ok: bool = True
     reason: str | None = None
     telemetry: dict[str, float] = Field(default_factory=dict)
+
+
+class LeaveRequest(BaseModel):
+    """An agent stopping on purpose: its host goes offline now, not after the heartbeat timeout."""
+
+    session: str
 
 
 class HeartbeatRequest(BaseModel):

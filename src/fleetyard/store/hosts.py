@@ -14,19 +14,23 @@ A = t.assignments
 LIVE = [str(AssignmentState.PENDING), str(AssignmentState.DELIVERED), str(AssignmentState.RUNNING)]
 
 
-def end_live_ranks(conn: sa.Connection, host_id: str, *, reason: str, at: float) -> None:
-    """End every live rank on a host as an infra error and settle their attempts."""
+def end_live_ranks(
+    conn: sa.Connection, host_id: str, *, reason: str, at: float, outcome: Outcome = Outcome.INFRA_ERROR
+) -> None:
+    """End every live rank on a host (as an infra error unless told otherwise) and settle their attempts."""
     live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE))).all()
     attempts = set()
     for a in live:
-        end_rank(conn, a, outcome=Outcome.INFRA_ERROR, at=at, message=reason)
+        end_rank(conn, a, outcome=outcome, at=at, message=reason)
         attempts.add(a.attempt_id)
     for attempt_id in sorted(attempts):
         settle(conn, attempt_id, at=at)
 
 
-def lose_host(conn: sa.Connection, host_id: str, *, reason: str, at: float) -> None:
-    """A host stopped answering: its boards go offline and its ranks end as infra errors."""
+def lose_host(
+    conn: sa.Connection, host_id: str, *, reason: str, at: float, outcome: Outcome = Outcome.INFRA_ERROR
+) -> None:
+    """A host stopped answering (or its agent left): boards go offline, live ranks end with ``outcome``."""
     conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline"))
     boards = conn.execute(
         sa.select(t.boards.c.id, t.boards.c.state).where(
@@ -44,7 +48,7 @@ def lose_host(conn: sa.Connection, host_id: str, *, reason: str, at: float) -> N
             actor=Actor.POLICY,
             at=at,
         )
-    end_live_ranks(conn, host_id, reason=reason, at=at)
+    end_live_ranks(conn, host_id, reason=reason, at=at, outcome=outcome)
 
 
 def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from fleetyard.domain.auth import Principal
@@ -14,6 +14,7 @@ from fleetyard.protocol.agent import (
     EventBatch,
     HeartbeatRequest,
     HeartbeatResponse,
+    LeaveRequest,
     RegisterRequest,
     RegisterResponse,
 )
@@ -72,6 +73,12 @@ async def assignments(
                 pass
     finally:
         feed.unsubscribe(host)
+
+
+@router.post("/leave", status_code=204)
+def leave(body: LeaveRequest, p: Principal = Depends(AGENT), s: Store = Depends(store)) -> Response:
+    svc.leave(s, principal=p, session=body.session, at=now())
+    return Response(status_code=204)
 
 
 @router.post("/events", response_model=EventAck)

@@ -24,7 +24,7 @@ from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import record_arrival, switch_board_state
 from fleetyard.store.db import Store, insert_ignore
-from fleetyard.store.hosts import LIVE, end_live_ranks, host_back
+from fleetyard.store.hosts import LIVE, end_live_ranks, host_back, lose_host
 
 A = t.assignments
 # A delivered assignment whose agent never said it started is handed out again after this long
@@ -153,6 +153,15 @@ def _to_cancel(conn: sa.Connection, host_id: str) -> set[int]:
             sa.select(A.c.id).where(A.c.host_id == host_id, A.c.state.in_(LIVE), A.c.cancel_requested)
         ).scalars()
     )
+
+
+def leave(store: Store, *, principal: Principal, session: str, at: float) -> None:
+    """The agent stops on purpose: no more work goes to its boards; what still runs there is
+    re-queued as preempted (neither the job's nor the board's fault)."""
+    host_id = agent_host(principal)
+    with store.write() as conn:
+        _check_session(conn, host_id, session)
+        lose_host(conn, host_id, reason="its agent stopped", at=at, outcome=Outcome.PREEMPTED)
 
 
 def hosts_with_pending(store: Store) -> set[str]:
