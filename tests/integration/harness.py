@@ -165,11 +165,13 @@ class Stack:
         p.start()
         return p
 
-    def start_server(self) -> None:
+    def start_server(self, workers: int = 1) -> None:
         self._proc(
             "server",
             [
                 "server",
+                "--workers",
+                str(workers),
                 "--db",
                 self.db_url,
                 "--data-dir",

@@ -72,3 +72,17 @@ def test_bad_requests_over_http(stack: Stack) -> None:
     assert r.status_code == 413
     openapi = httpx.get(f"{stack.url}/openapi.json").json()
     assert "/v1/jobs" in openapi["paths"] and "/v1/agent/events" in openapi["paths"]
+
+
+def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.harness import running_stack
+
+    with running_stack(db_url, tmp_path) as stack:
+        stack.setup()
+        stack.start_server(workers=2)
+        stack.start_controller()
+        stack.start_agent("h1", "sim:2:sim-g1")
+        ids = [stack.submit(params={"command": f"echo job {i}"}) for i in range(6)]
+        for i, job_id in enumerate(ids):
+            job = stack.wait_job(job_id)
+            assert job["state"] == "succeeded" and f"job {i}" in stack.logs_of(job_id)

@@ -63,6 +63,12 @@ def server(
     heartbeat_interval: Annotated[
         float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between agent heartbeats.")
     ] = 2.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, max=64, envvar="FLEETYARD_SERVER_WORKERS", help="Server processes on this port."
+        ),
+    ] = 1,
 ) -> None:
     """Run the API server (FastAPI under /v1; OpenAPI at /openapi.json, browsable at /docs)."""
     check_port_free(host, port)
@@ -78,6 +84,7 @@ def server(
             blob_dir=data_dir / "blobs",
             max_blob_bytes=max_blob_mb * 1024 * 1024,
             heartbeat_interval_s=heartbeat_interval,
+            workers=workers,
         )
     except KeyboardInterrupt:
         pass

@@ -9,12 +9,15 @@ PostgreSQL database (with a shared blob dir).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -105,6 +108,20 @@ def create_app(
     return app
 
 
+_SETTINGS_ENV = "FLEETYARD_SERVER_SETTINGS"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``serve(workers=N)``, built from the settings it was given."""
+    settings = json.loads(os.environ[_SETTINGS_ENV])
+    return create_app(
+        Store(settings["db_url"]),
+        blob_dir=Path(settings["blob_dir"]),
+        max_blob_bytes=settings["max_blob_bytes"],
+        heartbeat_interval_s=settings["heartbeat_interval_s"],
+    )
+
+
 def serve(
     *,
     db_url: str,
@@ -113,14 +130,38 @@ def serve(
     blob_dir: Path,
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
     heartbeat_interval_s: float = 2.0,
+    workers: int = 1,
 ) -> None:
-    """Run migrations, then serve the API until SIGINT/SIGTERM."""
+    """Run migrations, then serve the API until SIGINT/SIGTERM.
+
+    ``workers`` > 1 runs that many server processes on one port: replicas, as on several
+    machines, for a server that is busier than one core.
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     migrate.upgrade(db_url)
+    shown = sa.engine.make_url(db_url).render_as_string()
+    log.info("fleetyard server on http://%s:%d, %d worker(s) (store %s)", host, port, workers, shown)
+    # Long polls would hold a graceful shutdown for their whole wait; agents retry anyway.
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 1,
+    }
+    if workers > 1:
+        os.environ[_SETTINGS_ENV] = json.dumps(
+            {
+                "db_url": db_url,
+                "blob_dir": str(blob_dir),
+                "max_blob_bytes": max_blob_bytes,
+                "heartbeat_interval_s": heartbeat_interval_s,
+            }
+        )
+        uvicorn.run("fleetyard.server.app:app_from_env", factory=True, workers=workers, **common)
+        return
     store = Store(db_url)
     app = create_app(store, blob_dir=blob_dir, max_blob_bytes=max_blob_bytes, heartbeat_interval_s=heartbeat_interval_s)
-    log.info("fleetyard server on http://%s:%d (store %s)", host, port, store.engine.url.render_as_string())
-    # Long polls would hold a graceful shutdown for their whole wait; agents retry anyway.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    uvicorn.run(app, **common)
