@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import httpx
 
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import Stack, running_stack, wait_for
 
 
 def test_gang_job_runs_with_rank_environment_logs_and_outputs(stack: Stack) -> None:
@@ -74,9 +75,7 @@ def test_bad_requests_over_http(stack: Stack) -> None:
     assert "/v1/jobs" in openapi["paths"] and "/v1/agent/events" in openapi["paths"]
 
 
-def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.integration.harness import running_stack
-
+def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path: Path) -> None:
     with running_stack(db_url, tmp_path) as stack:
         stack.setup()
         stack.start_server(workers=2)
