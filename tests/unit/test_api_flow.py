@@ -396,3 +396,10 @@ def test_telemetry_is_written_behind_and_visible_after_a_flush(fleet: Fleet) -> 
     assert b["telemetry"] == {"temperature_c": 61.5} and b["probe_ok"] is True
     hosts = fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()
     assert hosts[0]["id"] == "h1" and hosts[0]["boards"] == 1 and hosts[0]["last_heartbeat_at"] is not None
+
+
+def test_a_board_that_just_arrived_counts_at_submit(fleet: Fleet) -> None:
+    fleet.register("h1")
+    fleet.submit(boards=2)  # the server now holds a view of a 2-board fleet
+    fleet.register("h2")
+    assert fleet.submit(boards=4)["state"] == "queued"

@@ -29,6 +29,7 @@ from fleetyard.server.auth import TokenCache
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.routers import agent, blobs, fleet, jobs, tokens
+from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
 from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
@@ -74,6 +75,7 @@ def create_app(
     app = FastAPI(title="Fleetyard", version=__version__, lifespan=lifespan)
     app.state.store = store
     app.state.tokens = TokenCache(store)
+    app.state.fleet_view = FleetView()
     app.state.feed = AssignmentFeed(store)
     app.state.heartbeats = HeartbeatSink(store, flush_s=heartbeat_flush_s)
     app.state.blobs = BlobStore(blob_dir)

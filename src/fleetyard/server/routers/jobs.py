@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from fleetyard.domain.auth import Principal
@@ -21,14 +21,16 @@ POLL_S = 0.1
 
 
 @router.post("", response_model=JobOut, status_code=201)
-def submit(spec: JobSpec, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
-    [job_id] = svc.submit(s, principal=p, specs=[spec], at=now())
+def submit(spec: JobSpec, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
+    [job_id] = svc.submit(s, principal=p, specs=[spec], at=now(), fleet=request.app.state.fleet_view)
     return svc.get_brief(s, job_id=job_id)
 
 
 @router.post("/batch", response_model=JobBatchOut, status_code=201)
-def submit_batch(body: JobBatchIn, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobBatchOut:
-    return JobBatchOut(ids=svc.submit(s, principal=p, specs=body.jobs, at=now()))
+def submit_batch(
+    body: JobBatchIn, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)
+) -> JobBatchOut:
+    return JobBatchOut(ids=svc.submit(s, principal=p, specs=body.jobs, at=now(), fleet=request.app.state.fleet_view))
 
 
 @router.get("", response_model=list[JobOut])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,13 +34,44 @@ def pending_view(job_id: int, spec: JobSpec, submitted_at: float) -> PendingJob:
     )
 
 
-def _fleet(conn: sa.Connection) -> list[FleetBoard]:
-    rows = conn.execute(
-        sa.select(t.boards.c.id, t.boards.c.host_id, t.boards.c.generation, t.boards.c.labels).where(
-            t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY])
-        )
-    ).all()
-    return [FleetBoard(r.id, r.host_id, r.generation, r.labels) for r in rows]
+class FleetView:
+    """The boards a job could one day run on, for refusing jobs that never can.
+
+    Read at most every ``ttl_s``: a submit must not scan ten thousand boards. A refusal is
+    always confirmed against a fresh read, so a board that just arrived is never missed.
+    """
+
+    def __init__(self, ttl_s: float = 2.0) -> None:
+        self.ttl_s = ttl_s
+        self._boards: list[FleetBoard] = []
+        self._read_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def boards(self, store: Store, *, fresh: bool = False) -> list[FleetBoard]:
+        with self._lock:
+            if fresh or time.monotonic() - self._read_at > self.ttl_s:
+                with store.read() as conn:
+                    rows = conn.execute(
+                        sa.select(t.boards.c.id, t.boards.c.host_id, t.boards.c.generation, t.boards.c.labels).where(
+                            t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY])
+                        )
+                    ).all()
+                self._boards = [FleetBoard(r.id, r.host_id, r.generation, r.labels) for r in rows]
+                self._read_at = time.monotonic()
+            return self._boards
+
+
+def _refusal(specs: list[JobSpec], fleet: list[FleetBoard]) -> tuple[int, str] | None:
+    """The first spec that can never run on ``fleet``, and why."""
+    checked: dict[str, str | None] = {}
+    for i, spec in enumerate(specs):
+        key = spec.model_dump_json(include={"boards", "generations", "labels", "placement"})
+        if key not in checked:
+            checked[key] = why_unschedulable(pending_view(0, spec, 0.0), fleet)
+        reason = checked[key]
+        if reason:
+            return i, reason
+    return None
 
 
 def _team_for(principal: Principal, spec: JobSpec) -> str:
@@ -54,10 +87,12 @@ def _team_for(principal: Principal, spec: JobSpec) -> str:
     return spec.team or principal.team or "ops"
 
 
-def submit(store: Store, *, principal: Principal, specs: list[JobSpec], at: float) -> list[int]:
+def submit(
+    store: Store, *, principal: Principal, specs: list[JobSpec], at: float, fleet: FleetView | None = None
+) -> list[int]:
     """Queue jobs, all or none. A spec that can never run on this fleet is refused, saying why."""
     rows: list[dict[str, Any]] = []
-    for i, spec in enumerate(specs):
+    for spec in specs:
         validate_params(spec.kind, spec.params)
         rows.append(
             {
@@ -69,24 +104,14 @@ def submit(store: Store, *, principal: Principal, specs: list[JobSpec], at: floa
                 "priority": spec.priority,
                 "spec": spec.model_dump(mode="json"),
                 "submitted_at": at,
-                "_index": i,
             }
         )
+    view = fleet or FleetView()
+    if _refusal(specs, view.boards(store)) and (refused := _refusal(specs, view.boards(store, fresh=True))):
+        index, reason = refused
+        where = f"jobs[{index}]: " if len(specs) > 1 else ""
+        raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": index, "reason": reason})
     with store.write() as conn:
-        fleet = _fleet(conn)
-        checked: dict[str, str | None] = {}
-        for row, spec in zip(rows, specs, strict=True):
-            key = spec.model_dump_json(include={"boards", "generations", "labels", "placement"})
-            if key not in checked:
-                checked[key] = why_unschedulable(pending_view(0, spec, at), fleet)
-            if checked[key]:
-                where = f"jobs[{row['_index']}]: " if len(specs) > 1 else ""
-                raise UnschedulableJob(
-                    f"{where}job can never run: {checked[key]}",
-                    detail={"index": row["_index"], "reason": checked[key]},
-                )
-        for row in rows:
-            row.pop("_index")
         ids = conn.execute(t.jobs.insert().returning(t.jobs.c.id, sort_by_parameter_order=True), rows)
         return [r[0] for r in ids]
 
