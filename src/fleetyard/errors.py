@@ -105,5 +105,6 @@ def error_from_response(status: int, body: Any, *, context: str = "") -> Fleetya
         cls = _BY_STATUS.get(status, FleetyardError)
         detail = body.get("detail") if isinstance(body, dict) else (body or None)
         return cls(f"{context}{': ' if context else ''}HTTP {status}", detail=detail)
-    cls = _BY_CODE.get(str(err.get("code")), FleetyardError)
+    # A code this client does not know (a newer server, a plugin's error) still keeps its status's class.
+    cls = _BY_CODE.get(str(err.get("code"))) or _BY_STATUS.get(status, FleetyardError)
     return cls(str(err.get("message", "")), detail=err.get("detail"))

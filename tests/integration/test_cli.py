@@ -91,15 +91,10 @@ def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> 
         config = tmp_path / "cfg" / "fleetyard" / "config.json"
         wait_for(lambda: config.exists(), timeout=60, what="client config")
         token = json.loads(config.read_text())["token"]
+        hosts_url = f"http://127.0.0.1:{port}/v1/hosts"
+        auth = {"Authorization": f"Bearer {token}"}
         wait_for(
-            lambda: (
-                len(
-                    httpx.get(
-                        f"http://127.0.0.1:{port}/v1/hosts", headers={"Authorization": f"Bearer {token}"}, timeout=2
-                    ).json()
-                )
-                == 2
-            ),
+            lambda: {"host-01", "host-02"} <= {h["id"] for h in httpx.get(hosts_url, headers=auth, timeout=2).json()},
             timeout=60,
             what="hosts registered",
         )
