@@ -372,10 +372,10 @@ def test_outbox_keeps_events_until_done() -> None:
     assert [(i.event.assignment_id, i.event.seq) for i in first] == [(1, 0), (1, 1), (2, 0)]
     # Not acknowledged: the same events come again, and new ones after them.
     box.add(ev(3, 0, EventType.STARTED))
-    again = box.take(stop, linger=False)
+    again = box.take(stop, linger_s=0.0)
     assert again[:3] == first and len(again) == 4
     box.done(first)
     assert box.unacked_finished() == set() and len(box) == 1
-    box.done(box.take(stop, linger=False))
+    box.done(box.take(stop, linger_s=0.0))
     stop.set()
     assert box.take(stop) == [] and box.wait_empty(0.1)
