@@ -174,21 +174,23 @@ def hosts_with_pending(store: Store) -> set[str]:
 def take_assignments(store: Store, *, principal: Principal, session: str, at: float) -> list[Assignment]:
     """Hand this host its new assignments (and any delivered long ago but never started)."""
     host_id = agent_host(principal)
-    with store.write() as conn:
+    due = sa.and_(
+        A.c.host_id == host_id,
+        sa.or_(
+            A.c.state == str(AssignmentState.PENDING),
+            sa.and_(A.c.state == str(AssignmentState.DELIVERED), A.c.delivered_at < at - REDELIVER_AFTER_S),
+        ),
+    )
+    with store.read() as conn:
+        # Most polls find nothing: answer those without the write lock.
         _check_session(conn, host_id, session)
+        if conn.execute(sa.select(A.c.id).where(due).limit(1)).first() is None:
+            return []
+    with store.write() as conn:
         rows = conn.execute(
             sa.select(A, t.jobs.c.kind, t.jobs.c.spec)
             .join(t.jobs, t.jobs.c.id == A.c.job_id)
-            .where(
-                A.c.host_id == host_id,
-                sa.or_(
-                    A.c.state == str(AssignmentState.PENDING),
-                    sa.and_(
-                        A.c.state == str(AssignmentState.DELIVERED),
-                        A.c.delivered_at < at - REDELIVER_AFTER_S,
-                    ),
-                ),
-            )
+            .where(due)
             .order_by(A.c.id)
             .with_for_update(of=A, skip_locked=True)
         ).all()
