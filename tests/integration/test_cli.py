@@ -116,3 +116,21 @@ def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> 
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
+
+
+def test_artifacts_push_ls_inspect(sqlite_stack: Stack, tmp_path: Path) -> None:
+    from tests.unit.models import mlp, save
+
+    model = save(mlp(batch="N"), tmp_path / "mlp.onnx")
+    pushed = cli(sqlite_stack, "artifacts", "push", str(model), "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    sha = json.loads(pushed.stdout)["sha256"]
+    listed = json.loads(cli(sqlite_stack, "artifacts", "ls", "--json").stdout)
+    assert [a["name"] for a in listed] == ["mlp.onnx"]
+    shown = cli(sqlite_stack, "artifacts", "inspect", sha)
+    assert shown.returncode == 0 and "float32" in shown.stdout and "[N, 4]" in shown.stdout
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not a model")
+    refused = cli(sqlite_stack, "artifacts", "push", str(junk))
+    assert refused.returncode == 1 and "unknown artifact format" in refused.stderr
+    assert "blobs/" not in refused.stderr  # the server's own paths stay on the server

@@ -403,3 +403,36 @@ def test_a_board_that_just_arrived_counts_at_submit(fleet: Fleet) -> None:
     fleet.submit(boards=2)  # the server now holds a view of a 2-board fleet
     fleet.register("h2")
     assert fleet.submit(boards=4)["state"] == "queued"
+
+
+def _upload(fleet: Fleet, data: bytes) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    r = fleet.client.put(f"/v1/blobs/{sha}", content=data, headers=fleet.h(fleet.user))
+    assert r.status_code == 201, r.text
+    return sha
+
+
+def test_artifact_push_inspects_and_refuses_bad_ones(fleet: Fleet) -> None:
+    from tests.unit.models import mlp
+
+    fleet.app.state.max_blob_bytes = 1 << 20
+    sha = _upload(fleet, mlp(batch="N").SerializeToString())
+    r = fleet.client.post("/v1/artifacts", json={"sha256": sha, "name": "mlp"}, headers=fleet.h(fleet.user))
+    assert r.status_code == 201, r.text
+    art = r.json()
+    assert art["format"] == "onnx" and art["name"] == "mlp" and art["created_by"] == "alice"
+    [x] = art["info"]["signature"]["inputs"]
+    assert x["shape"][0] == "N" and x["dtype"] == "float32"
+    # The same bytes again: the same artifact.
+    again = fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).json()
+    assert again == art
+    listed = fleet.client.get("/v1/artifacts", headers=fleet.h(fleet.user)).json()
+    assert [a["sha256"] for a in listed] == [sha]
+    # Corrupt bytes are refused at push, naming the problem.
+    junk = _upload(fleet, b"\x08\x07not a model at all")
+    r = fleet.client.post("/v1/artifacts", json={"sha256": junk}, headers=fleet.h(fleet.user))
+    assert r.status_code == 422, r.text
+    assert fleet.client.get(f"/v1/artifacts/{junk}", headers=fleet.h(fleet.user)).status_code == 404
+    # A blob that was never uploaded.
+    r = fleet.client.post("/v1/artifacts", json={"sha256": "a" * 64}, headers=fleet.h(fleet.user))
+    assert r.status_code == 404 and "upload the artifact first" in r.json()["error"]["message"]

@@ -196,6 +196,7 @@ def paged(pages: list[dict[str, Any]]) -> Route:
 
 def test_the_public_surface_is_pinned() -> None:
     assert sorted(fleetyard.client.__all__) == [
+        "ArtifactOut",
         "AttemptOut",
         "BoardEventOut",
         "BoardOut",

@@ -19,6 +19,7 @@ from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec, Placement
 from fleetyard.protocol.agent import FaultAction, FaultKind
 from fleetyard.protocol.api import (
+    ArtifactOut,
     AttemptOut,
     BoardEventOut,
     BoardOut,
@@ -34,6 +35,7 @@ from fleetyard.protocol.api import (
 )
 
 __all__ = [
+    "ArtifactOut",
     "AttemptOut",
     "BoardEventOut",
     "BoardOut",

@@ -24,6 +24,7 @@ from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, DigestMismatch
 from fleetyard.protocol.agent import FaultAction, FaultKind
 from fleetyard.protocol.api import (
+    ArtifactOut,
     BoardEventOut,
     BoardOut,
     FaultOrderOut,
@@ -292,6 +293,20 @@ class Client:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def push_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> ArtifactOut:
+        """Upload an artifact file and register it; the server inspects it and refuses a bad one."""
+        sha = self.upload_blob(path)
+        body = {"sha256": sha, "name": name or Path(path).name}
+        return self._one(ArtifactOut, "POST", "/v1/artifacts", json=body)
+
+    def artifacts(self, name: str | None = None, limit: int = 100) -> list[ArtifactOut]:
+        return self._many(ArtifactOut, "/v1/artifacts", params=self._params(name=name, limit=limit))
+
+    def artifact(self, sha256: str) -> ArtifactOut:
+        return self._one(ArtifactOut, "GET", f"/v1/artifacts/{_q(sha256)}")
 
     # -- tokens -------------------------------------------------------------------------------
 

@@ -167,3 +167,19 @@ class FaultOrderOut(BaseModel):
     board_id: str
     kind: str | None
     action: str
+
+
+class ArtifactIn(BaseModel):
+    sha256: str = Field(description="an uploaded blob (PUT /v1/blobs/{sha256})")
+    name: str | None = Field(None, min_length=1, max_length=200, description="defaults to the sha256's prefix")
+
+
+class ArtifactOut(BaseModel):
+    sha256: str
+    name: str
+    format: str
+    runtime: str
+    size: int
+    info: dict[str, Any] = Field(description="inputs, outputs, functions, targets (fleetyard.runtimes.ArtifactInfo)")
+    created_at: float
+    created_by: str

@@ -162,6 +162,20 @@ tokens = sa.Table(
     sa.Column("revoked_at", Time),
 )
 
+# Artifacts: blobs a runtime can run, inspected once when pushed (format, signature, targets).
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, index=True),
+    sa.Column("format", sa.String(20), nullable=False),
+    sa.Column("runtime", sa.String(50), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("info", Json, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+)
+
 # Each server process marks itself alive here while it absorbs heartbeats: the controller judges
 # hosts by their silence only while some server was listening.
 servers = sa.Table(
