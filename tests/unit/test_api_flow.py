@@ -436,3 +436,16 @@ def test_artifact_push_inspects_and_refuses_bad_ones(fleet: Fleet) -> None:
     # A blob that was never uploaded.
     r = fleet.client.post("/v1/artifacts", json={"sha256": "a" * 64}, headers=fleet.h(fleet.user))
     assert r.status_code == 404 and "upload the artifact first" in r.json()["error"]["message"]
+
+
+def test_canceling_a_wide_gang_before_delivery_ends_every_rank(fleet: Fleet) -> None:
+    fleet.register("h1", n=8)
+    job = fleet.submit(boards=8)
+    fleet.rec.schedule(time.time())
+    r = fleet.client.post(f"/v1/jobs/{job['id']}/cancel", headers=fleet.h(fleet.user))
+    assert r.json()["state"] == "canceled"
+    ranks = fleet.job(job["id"])["attempt_list"][0]["ranks"]
+    assert [x["outcome"] for x in ranks] == ["canceled"] * 8
+    boards = fleet.client.get("/v1/boards", headers=fleet.h(fleet.user)).json()
+    assert {b["state"] for b in boards} == {"available"}
+    assert fleet.take("h1") == []

@@ -86,6 +86,7 @@ def end_rank(
     board_ok: bool = True,
     result: dict[str, Any] | None = None,
     outputs: dict[str, str] | None = None,
+    stop_siblings: bool = True,
 ) -> list[int]:
     """End one live rank and release its board. Returns sibling ranks that must now be stopped.
 
@@ -124,7 +125,7 @@ def end_rank(
             )
         else:  # e.g. offline: the board keeps its state, but no longer holds the attempt
             conn.execute(t.boards.update().where(t.boards.c.id == a.board_id).values(attempt_id=None, job_id=None))
-    if outcome is Outcome.SUCCESS:
+    if outcome is Outcome.SUCCESS or not stop_siblings:
         return []
     return stop_ranks(conn, a.attempt_id, at=at, reason=f"rank {a.rank} ended with {outcome}")
 
@@ -137,7 +138,7 @@ def stop_ranks(conn: sa.Connection, attempt_id: int, *, at: float, reason: str) 
     to_stop: list[int] = []
     for s in live:
         if s.state == AssignmentState.PENDING:
-            end_rank(conn, s, outcome=Outcome.CANCELED, at=at, message=reason)
+            end_rank(conn, s, outcome=Outcome.CANCELED, at=at, message=reason, stop_siblings=False)
         else:
             to_stop.append(s.id)
     if to_stop:
