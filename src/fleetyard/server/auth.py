@@ -21,6 +21,7 @@ from fleetyard.store.db import Store
 # A token is looked up in the store at most this often. Revoking through this server takes
 # effect at once; other replicas notice within this many seconds.
 CACHE_TTL_S = 30.0
+UNKNOWN_TTL_S = 2.0
 
 
 class TokenCache:
@@ -39,7 +40,8 @@ class TokenCache:
             found = tokens.lookup(conn, secret)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[secret] = (found, time.monotonic() + CACHE_TTL_S)
+        # An unknown token is remembered briefly only: it may have just been made in the store.
+        self._cache[secret] = (found, time.monotonic() + (CACHE_TTL_S if found else UNKNOWN_TTL_S))
         return found
 
     def forget(self) -> None:
