@@ -10,8 +10,9 @@ Fusion: a runtime cannot fuse a node away when its output is a graph output (ONN
 fusions skip such nodes), so exposing every tensor makes the comparison per original node, at
 the cost of running the unfused graph. The default reference also turns graph optimisation off.
 
-The pass/fail rule is a :data:`Check` (actual, reference -> within tolerance?). Until the
-comparison module's tolerances are wired in, :func:`allclose_check` is the fallback.
+The pass/fail rule is a :data:`Check` (actual, reference -> within tolerance?); by default
+:func:`policy_check`, the comparison semantics of :mod:`fleetyard.validation.compare` with the
+dtype-aware default tolerances.
 All intermediates of one run are held in memory at once.
 """
 
@@ -29,7 +30,9 @@ import onnx
 
 from fleetyard.runtimes.base import DeviceSettings
 from fleetyard.runtimes.errors import ExecutionFailed, InputMismatch
+from fleetyard.validation.compare import compare_arrays
 from fleetyard.validation.onnx_graph import expose_all, load_model, node_inputs, node_label, topological_nodes
+from fleetyard.validation.tolerances import TolerancePolicy
 
 __all__ = [
     "Check",
@@ -40,6 +43,7 @@ __all__ = [
     "allclose_check",
     "localize",
     "ort_runner",
+    "policy_check",
     "runtime_runner",
 ]
 
@@ -52,9 +56,22 @@ Runner = Callable[[onnx.ModelProto, Mapping[str, np.ndarray]], dict[str, np.ndar
 Optimization = Literal["disable", "basic", "extended", "all"]
 
 
+def policy_check(policy: TolerancePolicy | None = None) -> Check:
+    """Within tolerance as :func:`~fleetyard.validation.compare.compare_arrays` judges it, with the
+    tolerance ``policy`` resolves for the tensor's dtype (dtype-aware defaults when None)."""
+    pol = policy or TolerancePolicy()
+
+    def check(actual: np.ndarray, reference: np.ndarray) -> bool:
+        e = np.asarray(reference)
+        tol = pol.for_output("", e.dtype.name)
+        return compare_arrays("", np.asarray(actual), e, tol, topk=()).passed
+
+    return check
+
+
 def allclose_check(atol: float = 1e-5, rtol: float = 1e-5, *, equal_nan: bool = True) -> Check:
     """Fails an element when ``|a - e| > atol + rtol * |e|`` (shapes must match; non-float
-    tensors must be equal). The fallback rule until the validation comparison lands."""
+    tensors must be equal): numpy's ``allclose``, for callers that want exactly that."""
 
     def check(actual: np.ndarray, reference: np.ndarray) -> bool:
         a, e = np.asarray(actual), np.asarray(reference)
@@ -273,11 +290,11 @@ def localize(
     node by node in topological order, and report the first node whose output fails ``check``.
 
     Defaults: the candidate is ONNX Runtime on the CPU with full graph optimisation, the
-    reference ONNX Runtime on the CPU with none; ``check`` is :func:`allclose_check`.
+    reference ONNX Runtime on the CPU with none; ``check`` is :func:`policy_check`.
     """
     base = load_model(model)
     feeds = check_model_inputs(base, inputs)
-    check = check or allclose_check()
+    check = check or policy_check()
     run_candidate = run_candidate or ort_runner("all")
     run_reference = run_reference or ort_runner("disable")
     exposed_model, _exposed, notes = expose_all(base)

@@ -32,7 +32,7 @@ import onnx
 
 from fleetyard.errors import BadRequest
 from fleetyard.runtimes.errors import ExecutionFailed
-from fleetyard.validation.localize import Check, Runner, allclose_check, check_model_inputs, ort_runner
+from fleetyard.validation.localize import Check, Runner, check_model_inputs, ort_runner, policy_check
 from fleetyard.validation.onnx_graph import (
     expose_all,
     load_model,
@@ -73,7 +73,7 @@ def tolerance_check(
     the candidate cannot run the subgraph. Defaults as in :func:`~fleetyard.validation.localize.localize`."""
     candidate = run_candidate or ort_runner("all")
     reference = run_reference or ort_runner("disable")
-    within = check or allclose_check()
+    within = check or policy_check()
 
     def fails(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> bool:
         expected = reference(model, inputs)
