@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 from fleetyard import __version__
+from fleetyard.agent.blobs import BlobCache
 from fleetyard.agent.link import Backoff, Revival, ServerLink, Unreachable, describe
 from fleetyard.agent.outbox import EventSender, Outbox
 from fleetyard.agent.runner import BoardRunner, RunnerConfig
@@ -161,7 +162,11 @@ class Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.driver: BoardDriver = load_driver(driver, host=host, state_dir=state_dir)
         self.driver_spec = driver
-        self.config = RunnerConfig(driver_spec=driver, host=host, state_dir=state_dir, stop_grace_s=stop_grace_s)
+        # Kept across restarts, unlike outbox/ and work/: a blob is the same blob tomorrow.
+        self.blobs = BlobCache(state_dir / "blobs", lambda: ServerLink(server, token, timeout_s=60))
+        self.config = RunnerConfig(
+            driver_spec=driver, host=host, state_dir=state_dir, stop_grace_s=stop_grace_s, blobs=self.blobs
+        )
         self.outbox = Outbox()
         # Only added to (a board found at a later registration); readers iterate over a copy.
         self.runners: dict[str, BoardRunner] = {}

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetyard.agent.blobs import BlobCache, BlobError, BlobNotFound
 from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir, stop_outcome
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable
+from fleetyard.errors import FleetyardError
 from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
+from fleetyard.workloads.base import required_blobs
 
 __all__ = ["BoardRunner", "RunnerConfig"]
 
@@ -36,6 +39,7 @@ class RunnerConfig:
     host: str
     state_dir: Path
     stop_grace_s: float = 5.0  # after a stop (or the time limit), how long before the agent kills
+    blobs: BlobCache | None = None  # where the blobs a job's kind declares are fetched to
 
 
 @dataclass
@@ -176,6 +180,40 @@ class BoardRunner:
             set_busy(self.serial, busy)
 
     def _execute(self, run: _Run) -> None:
+        """Fetch the blobs the rank needs (on this board's thread: other boards go on), then run it."""
+        a = run.assignment
+        try:
+            needed = required_blobs(a.kind, a.params)
+        except FleetyardError:
+            needed = []  # an unknown kind or bad params: the worker reports it
+        if not needed:
+            self._dispatch(run, {})
+            return
+        cache = self.config.blobs
+        if cache is None:
+            self._finish(run, Outcome.INFRA_ERROR, message="the job needs blobs and this agent has no blob cache")
+            return
+        try:
+            with cache.held(needed, should_stop=lambda: run.stop_reason is not None) as paths:
+                if run.stop_reason is not None:
+                    self._finish_stopped(run)
+                    return
+                self._dispatch(run, {sha: str(p) for sha, p in paths.items()})
+        except BlobError as exc:
+            if run.stop_reason is not None:
+                self._finish_stopped(run)
+            elif isinstance(exc, BlobNotFound):
+                # The spec names a blob nobody uploaded: the job's fault, not the board's.
+                self._finish(run, Outcome.CONFIG_ERROR, message=exc.message)
+            else:
+                self._finish(run, Outcome.INFRA_ERROR, message=exc.message)
+
+    def _finish_stopped(self, run: _Run) -> None:
+        assert run.stop_reason is not None
+        outcome, message = stop_outcome(run.stop_reason, run.assignment.time_limit_s)
+        self._finish(run, outcome, message=message)
+
+    def _dispatch(self, run: _Run, blobs: dict[str, str]) -> None:
         a = run.assignment
         run.backstop_at = time.monotonic() + a.time_limit_s + self.config.stop_grace_s
         if not self.handle.alive:
@@ -184,7 +222,7 @@ class BoardRunner:
         self._set_busy(True)
         try:
             try:
-                self.handle.run(a, faults)
+                self.handle.run(a, faults, blobs)
             except WorkerDied as died:
                 self._worker_died(run, died)
                 return

@@ -74,10 +74,12 @@ ORPHAN_GRACE_S = 5.0
 
 @dataclass
 class RunOrder:
-    """What the agent sends for one rank: the assignment and the board's faults at dispatch."""
+    """What the agent sends for one rank: the assignment, the board's faults at dispatch, and
+    the blobs its kind declared, already in the agent's cache (sha256 -> local path)."""
 
     assignment: Assignment
     faults: list[str] = field(default_factory=list)
+    blobs: dict[str, str] = field(default_factory=dict)
 
 
 class WorkerDied(Exception):
@@ -151,9 +153,9 @@ class WorkerHandle:
         except (OSError, EOFError, ValueError):
             raise WorkerDied(self._reap())
 
-    def run(self, assignment: Assignment, faults: Iterable[str] = ()) -> None:
-        """Order a run of ``assignment`` with the board's ``faults`` as of now."""
-        self.send(("run", RunOrder(assignment, sorted(faults))))
+    def run(self, assignment: Assignment, faults: Iterable[str] = (), blobs: dict[str, str] | None = None) -> None:
+        """Order a run of ``assignment`` with the board's ``faults`` as of now and its fetched ``blobs``."""
+        self.send(("run", RunOrder(assignment, sorted(faults), dict(blobs or {}))))
 
     def stop(self, assignment_id: int, reason: str) -> None:
         """Ask the running workload to stop: reason is 'cancel', 'timeout', 'shutdown' or 'infra:<why>'."""
@@ -438,6 +440,7 @@ class _Worker:
             output_dir=output_dir,
             log=lambda text: self._log(a.id, text),
             should_stop=should_stop,
+            blobs={sha: Path(p) for sha, p in order.blobs.items()},
         )
         try:
             result = workload.run(ctx)

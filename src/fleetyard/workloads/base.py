@@ -3,6 +3,11 @@
 A kind is a class found through the ``fleetyard.workloads`` entry point group. The server calls
 :meth:`Workload.validate_params` at submit, so a bad spec is refused before it queues; a
 per-board worker process calls :meth:`Workload.run` for each rank of an attempt.
+
+A kind whose jobs need blobs (an artifact, an inputs file) declares them with an optional
+classmethod ``blobs(params) -> list[str]`` of sha256s; absent means none. The agent fetches them
+into its content-addressed cache before the rank starts (see :func:`required_blobs`), and the
+rank reaches each through :meth:`WorkloadContext.blob`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,17 @@ class WorkloadContext:
     output_dir: Path  # files left here are uploaded as the rank's outputs
     log: Callable[[str], None]  # streams text to the job's log
     should_stop: Callable[[], bool]  # true once canceled or over the time limit
+    blobs: dict[str, Path] = field(default_factory=dict)  # sha256 -> the file in the agent's cache
+
+    def blob(self, sha256: str) -> Path:
+        """The local file of a blob the kind declared in ``blobs(params)``."""
+        try:
+            return self.blobs[sha256]
+        except KeyError:
+            raise KeyError(
+                f"blob {sha256} was not fetched for this rank: a workload reaches only the blobs "
+                f"its kind declares in blobs(params) (declared: {', '.join(self.blobs) or 'none'})"
+            ) from None
 
 
 @dataclass
@@ -52,6 +68,10 @@ class Workload(Protocol):
     params_model: ClassVar[type[BaseModel]]
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult: ...
+
+    # Optional: ``@classmethod def blobs(cls, params: BaseModel) -> list[str]``, the sha256s of
+    # the blobs a job needs on its board (see the module's docstring). Not declared here, so that
+    # a kind without it still satisfies the protocol.
 
 
 @functools.cache
@@ -84,3 +104,16 @@ def validate_params(kind: str, params: dict[str, Any]) -> BaseModel:
         errors = [{"field": ".".join(["params", *map(str, e["loc"])]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0]
         raise BadRequest(f"invalid job spec: {first['field']}: {first['message']}", detail=errors)
+
+
+def required_blobs(kind: str, params: dict[str, Any]) -> list[str]:
+    """The sha256s of the blobs a job of ``kind`` with ``params`` needs on its board.
+
+    Raises :class:`BadRequest` for an unknown kind or invalid params (the worker reports those).
+    """
+    cls = workload_class(kind)
+    declare: Callable[[BaseModel], list[str]] | None = getattr(cls, "blobs", None)
+    if declare is None:
+        return []
+    parsed = validate_params(kind, params)
+    return list(dict.fromkeys(declare(parsed)))
