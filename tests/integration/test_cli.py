@@ -134,3 +134,27 @@ def test_artifacts_push_ls_inspect(sqlite_stack: Stack, tmp_path: Path) -> None:
     refused = cli(sqlite_stack, "artifacts", "push", str(junk))
     assert refused.returncode == 1 and "unknown artifact format" in refused.stderr
     assert "blobs/" not in refused.stderr  # the server's own paths stay on the server
+
+
+def test_run_an_artifact_locally_and_on_boards(sqlite_stack: Stack, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.unit.models import mlp, mlp_reference, save
+
+    model = save(mlp(batch="N"), tmp_path / "mlp.onnx")
+    here = cli(sqlite_stack, "run", str(model), "--local", "--dim", "N=3", "--out", str(tmp_path / "local"))
+    assert here.returncode == 0, here.stderr
+    with np.load(tmp_path / "local" / "inputs.npz") as i, np.load(tmp_path / "local" / "outputs.npz") as o:
+        np.testing.assert_allclose(o["y"], mlp_reference(i["x"]), rtol=1e-5, atol=1e-6)
+    remote = cli(
+        sqlite_stack, "run", str(model), "--boards", "2", "--dim", "N=3", "--out", str(tmp_path / "b"), "--json"
+    )
+    assert remote.returncode == 0, remote.stderr
+    ranks = json.loads(remote.stdout)["ranks"]
+    assert [r["outcome"] for r in ranks] == ["success", "success"]
+    for r in ranks:
+        with np.load(tmp_path / "b" / f"rank{r['rank']}-{r['board']}" / "outputs.npz") as o:
+            assert o["y"].shape == (3, 3)
+    # Artifact-only options make no sense for a command.
+    wrong = cli(sqlite_stack, "run", "--dim", "N=3", "--", "true")
+    assert wrong.returncode == 2

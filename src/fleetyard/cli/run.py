@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,14 +32,68 @@ def run(
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first (-1000…1000).")] = 0,
     team: Annotated[str | None, typer.Option("--team", help="Team to run as (default: your token's).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Print the job id and return at once.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --detach: print the job as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with --detach, or for an artifact).")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Artifact: run it here, on this machine's CPU, with no server.")
+    ] = False,
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", exists=True, dir_okay=False, help="Artifact: inputs (.npz/.npy/.json).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Artifact: seed of generated inputs.")] = 0,
+    dim: Annotated[list[str] | None, typer.Option("--dim", help="Artifact: symbolic dim SYMBOL=INT.")] = None,
+    value_range: Annotated[
+        list[str] | None, typer.Option("--range", help="Artifact: generated values of INPUT in LO:HI.")
+    ] = None,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Artifact: runs of the same inputs.")] = 1,
+    function: Annotated[str | None, typer.Option("--function", help="Artifact (IREE): the function.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Artifact: where outputs are written.")] = None,
 ) -> None:
-    """Run a command on K boards, print its logs, and exit with its result.
+    """Run a command, or a compiler artifact, on K boards, and exit with its result.
 
-    Example: fleetyard run --boards 4 --gen sim-g2 --same-host -- sh -c 'echo $FLEETYARD_RANK'
+    Examples:
+      fleetyard run --boards 4 --gen sim-g2 --same-host -- sh -c 'echo $FLEETYARD_RANK'
+      fleetyard run model.onnx --local --dim N=8        # here, on this machine's CPU
+      fleetyard run model.onnx --boards 2 --gen sim-g1 --out outs/
 
-    Exit code: 0 on success, a failed rank's own exit code, else 1. Ctrl-C cancels the job.
+    An artifact is one argument: an .onnx or .vmfb file (pushed first) or a pushed artifact's
+    sha256. Exit code: 0 on success, a failed rank's own exit code, else 1. Ctrl-C cancels the job.
     """
+    from fleetyard.cli.run_artifact import is_artifact_ref, parse_dims, parse_ranges, run_artifact
+
+    if local or is_artifact_ref(command):
+        if not is_artifact_ref(command):
+            raise typer.BadParameter("--local runs an artifact: give one .onnx or .vmfb file", param_hint="'--local'")
+        job_fields = {
+            "boards": boards,
+            "generations": gen or [],
+            "labels": parse_labels(label),
+            "placement": "same-host" if same_host else "any",
+            "priority": priority,
+            **({"name": name} if name else {}),
+            **({"team": team} if team else {}),
+            **({"time_limit_s": time_limit} if time_limit else {}),
+        }
+        params = {
+            "seed": seed,
+            "dims": parse_dims(dim or []),
+            "ranges": parse_ranges(value_range or []),
+            "repeat": repeat,
+            "function": function,
+        }
+        code = run_artifact(
+            lambda: client(ctx),
+            command[0],
+            local=local,
+            params=params,
+            inputs=inputs,
+            out_dir=out_dir,
+            job=job_fields,
+            as_json=as_json,
+        )
+        raise typer.Exit(code)
+    if inputs or dim or value_range or out_dir or function or repeat != 1:
+        raise typer.BadParameter("--inputs/--dim/--range/--repeat/--function/--out are for artifacts, not commands")
+
     spec = build_run_spec(
         command,
         boards=boards,
