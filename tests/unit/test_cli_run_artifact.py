@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from tests.unit.models import mlp, save
 
 from fleetyard.cli.run_artifact import is_artifact_ref, parse_dims, parse_ranges
-from tests.unit.models import mlp, save
 
 
 def test_an_artifact_is_one_model_file_or_a_sha256(tmp_path: Path) -> None:
