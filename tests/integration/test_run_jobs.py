@@ -14,7 +14,7 @@ import numpy as np
 from tests.integration.harness import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import models
+from tests.unit import models
 
 
 def _push_model(stack: Stack) -> str:

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from models import _model
 from onnx import TensorProto, helper, numpy_helper
+from tests.unit.models import _model
 
 
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:

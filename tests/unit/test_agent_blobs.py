@@ -10,10 +10,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
 from test_worker import HOST, SPEC, Events, assignment
+from tests.unit import models
 
 from fleetyard.agent.blobs import BlobCache, BlobNotFound, BlobUnavailable
 from fleetyard.agent.link import ServerLink

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
 import pytest
+from tests.unit import models
 
 from fleetyard.drivers import BoardDriver, Flashable, Resettable, load_driver
 from fleetyard.drivers.base import BoardFault

@@ -6,10 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from tests.unit import models
 
 from fleetyard.domain.job import Outcome
 from fleetyard.workloads.base import required_blobs, workload_class

@@ -7,9 +7,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
+from tests.unit import models
 
 from fleetyard import runtimes
 from fleetyard.errors import BadRequest

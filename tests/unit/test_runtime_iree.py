@@ -8,9 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import models
 import numpy as np
 import pytest
+from tests.unit import models
 
 from fleetyard import runtimes
 from fleetyard.runtimes import (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import models
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tests.unit import models
 
 from fleetyard import runtimes
 from fleetyard.errors import BadRequest
