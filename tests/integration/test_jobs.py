@@ -85,3 +85,15 @@ def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path: Path) -> 
         for i, job_id in enumerate(ids):
             job = stack.wait_job(job_id)
             assert job["state"] == "succeeded" and f"job {i}" in stack.logs_of(job_id)
+
+
+def test_an_output_over_the_servers_limit_is_dropped_with_a_note(stack: Stack) -> None:
+    stack.start(hosts=1)
+    script = (
+        'head -c 2000000 /dev/urandom > "$FLEETYARD_OUTPUT_DIR/big.bin"; echo small > "$FLEETYARD_OUTPUT_DIR/ok.txt"'
+    )
+    job = stack.wait_job(stack.submit(params={"command": script}))
+    assert job["state"] == "succeeded"  # the workload succeeded; one of its outputs could not be kept
+    [rank] = stack.ok("GET", f"/v1/jobs/{job['id']}/results")["ranks"]
+    assert set(rank["outputs"]) == {"ok.txt"}
+    assert "big.bin" in (rank["message"] or "") and "lost" in rank["message"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -91,7 +91,7 @@ class ServerLink:
         path: str,
         *,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | IO[bytes] | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,

@@ -32,7 +32,6 @@ FLUSH_INTERVAL_S = 0.02
 BUSY_S = 0.1
 FLUSH_COUNT = 200
 MAX_BATCH = 2000  # after an outage, catch up in requests of bounded size
-INLINE_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -222,16 +221,16 @@ class EventSender(threading.Thread):
             return  # the server has it already
         except NotFound:
             pass
-        size = path.stat().st_size
-        if size > INLINE_UPLOAD_BYTES:
-            raise OSError(f"{size} bytes is more than the agent uploads ({INLINE_UPLOAD_BYTES})")
-        self.link.request(
-            "PUT",
-            f"/v1/blobs/{sha}",
-            content=path.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-            timeout_s=300,
-        )
+        # Streamed from the file: an output is never all in the agent's memory. The server's
+        # size limit decides what is too large (413).
+        with path.open("rb") as f:
+            self.link.request(
+                "PUT",
+                f"/v1/blobs/{sha}",
+                content=f,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout_s=300,
+            )
 
 
 def _append(message: str | None, note: str) -> str:
