@@ -1,0 +1,388 @@
+"""The ``validate`` job kind: do a board's outputs match a reference, over many input sets?
+
+Each input set (a file, or generated with seeds ``seed .. seed + input_sets - 1``) runs on the
+board's runtime through the warm session cache, the same path as the ``run`` kind, so a sim
+board's fault model (silent corruption) applies. The reference is either golden outputs
+(``expected``, for one input set) or ONNX Runtime on the CPU with graph optimisation off, on the
+same inputs. Each set's :class:`~fleetyard.validation.ComparisonReport` is folded into a
+:class:`~fleetyard.validation.ComparisonAccumulator` and dropped: memory does not grow with sets.
+
+What a result keeps, so that it can be re-run exactly: the artifact's sha256, the runtime record,
+the seeds and tolerances, and as blobs ``report.json``, ``report.html`` and the inputs, candidate
+and reference outputs of one set (the first failing one, else set 0): ``inputs.npz``,
+``candidate.npz``, ``reference.npz``.
+
+A numerical mismatch is the user's error (DESIGN.md's outcome table): the rank ends USER_ERROR
+with a message naming the worst output. With ``layerwise`` (ONNX only), the first failing set is
+also localised node by node (:func:`~fleetyard.validation.localize.localize`).
+
+:func:`validate_local` runs the same code in this process on this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fleetyard.domain.job import Outcome
+from fleetyard.errors import BadRequest, FleetyardError
+from fleetyard.runtimes import (
+    ArtifactFormat,
+    DeviceSettings,
+    DeviceUnavailable,
+    ExecutionFailed,
+    InputMismatch,
+    RuntimeUnavailable,
+    Signature,
+    check_inputs,
+    default_cache,
+    detect_format,
+)
+from fleetyard.validation import ComparisonAccumulator, ComparisonReport, TolerancePolicy, compare_outputs, render_html
+from fleetyard.validation.compare import encode_float
+from fleetyard.validation.localize import Runner, localize, ort_runner, policy_check, runtime_runner
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult
+from fleetyard.workloads.run import SHA256, SIM_FAULTS_ENV, _corrupt
+from fleetyard.workloads.tensors import generate_inputs, load_arrays, load_inputs, save_arrays
+
+__all__ = ["ValidateParams", "ValidateWorkload", "execute", "validate_local"]
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+INPUTS_FILE = "inputs.npz"
+CANDIDATE_FILE = "candidate.npz"
+REFERENCE_FILE = "reference.npz"
+
+Arrays = dict[str, np.ndarray]
+Candidate = Callable[[Mapping[str, np.ndarray]], Arrays]
+"""Runs one input set on the candidate side: {input: array} -> {output: array}."""
+
+
+class ValidateParams(BaseModel):
+    """Parameters of a ``validate`` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str = Field(pattern=SHA256, description="sha256 of a pushed artifact (ONNX or IREE .vmfb)")
+    inputs: str | None = Field(
+        None, pattern=SHA256, description="sha256 of an .npz/.npy/JSON inputs blob (one set); none: generate"
+    )
+    input_sets: int = Field(1, ge=1, le=1_000_000, description="generated sets, seeds seed .. seed+n-1")
+    seed: int = Field(0, description="seed of the first generated set")
+    expected: str | None = Field(
+        None, pattern=SHA256, description="sha256 of an .npz of golden outputs for one input set"
+    )
+    reference: Literal["onnxruntime"] | None = Field(
+        None, description="reference runtime (default onnxruntime when no expected outputs are given)"
+    )
+    atol: list[str] = Field(default_factory=list, description='"1e-5" (every output) or "name:1e-3"')
+    rtol: list[str] = Field(default_factory=list, description='"1e-5" (every output) or "name:1e-3"')
+    nan_equal: bool = Field(False, description="NaN against NaN counts as equal")
+    layerwise: bool = Field(False, description="ONNX: localise the first failing set node by node")
+    function: str | None = Field(None, description="IREE: the exported function to call")
+    dims: dict[str, int] = Field(default_factory=dict, description="values of symbolic dimensions (default 1)")
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per input [lo, hi) of generated values"
+    )
+
+    @field_validator("atol", "rtol")
+    @classmethod
+    def _parses(cls, v: list[str]) -> list[str]:
+        try:
+            TolerancePolicy.from_strings(v)
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ValidateParams:
+        if self.expected is not None and self.reference is not None:
+            raise ValueError("give expected outputs or a reference runtime, not both")
+        if self.expected is not None and self.input_sets != 1:
+            raise ValueError("expected outputs are for one input set; input_sets must be 1")
+        if self.inputs is not None and self.input_sets != 1:
+            raise ValueError("an inputs file is one input set; input_sets applies to generated inputs")
+        return self
+
+    @property
+    def reference_kind(self) -> Literal["onnxruntime", "expected"]:
+        return "expected" if self.expected is not None else "onnxruntime"
+
+    def policy(self) -> TolerancePolicy:
+        return TolerancePolicy.from_strings(self.atol, self.rtol, nan_equal=self.nan_equal)
+
+
+class ValidateWorkload:
+    """Runs :class:`ValidateParams` in the board's worker process."""
+
+    kind: ClassVar[str] = "validate"
+    params_model: ClassVar[type[BaseModel]] = ValidateParams
+
+    @classmethod
+    def blobs(cls, params: BaseModel) -> list[str]:
+        p = params if isinstance(params, ValidateParams) else ValidateParams.model_validate(params.model_dump())
+        return [p.artifact] + [s for s in (p.inputs, p.expected) if s]
+
+    def run(self, ctx: WorkloadContext) -> WorkloadResult:
+        params = ctx.params
+        if not isinstance(params, ValidateParams):
+            params = ValidateParams.model_validate(params.model_dump())
+        return execute(
+            params,
+            artifact_path=ctx.blob(params.artifact),
+            inputs_path=ctx.blob(params.inputs) if params.inputs else None,
+            expected_path=ctx.blob(params.expected) if params.expected else None,
+            output_dir=ctx.output_dir,
+            env=ctx.env,
+            log=ctx.log,
+            should_stop=ctx.should_stop,
+            artifact_sha256=params.artifact,
+        )
+
+
+def validate_local(
+    params: ValidateParams,
+    *,
+    artifact_path: Path,
+    inputs_path: Path | None,
+    expected_path: Path | None,
+    output_dir: Path,
+) -> WorkloadResult:
+    """Validate here, on this machine's CPU, with no server: the desk loop."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return execute(
+        params,
+        artifact_path=artifact_path,
+        inputs_path=inputs_path,
+        expected_path=expected_path,
+        output_dir=output_dir,
+        env={},
+    )
+
+
+def execute(
+    params: ValidateParams,
+    *,
+    artifact_path: Path,
+    inputs_path: Path | None,
+    expected_path: Path | None,
+    output_dir: Path,
+    env: Mapping[str, str],
+    log: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    artifact_sha256: str | None = None,
+    candidate: Candidate | None = None,
+    layerwise_candidate: Runner | None = None,
+) -> WorkloadResult:
+    """Run every input set on the candidate and the reference, compare, report.
+
+    ``candidate`` and ``layerwise_candidate`` replace the board's runtime (tests plant bugs
+    with them); by default both are the board's runtime with its fault model applied.
+    """
+    corrupting = SIM_FAULTS_ENV in env and "silent_corruption" in env[SIM_FAULTS_ENV].split(",")
+    try:
+        fmt = detect_format(artifact_path)
+        if fmt is not ArtifactFormat.ONNX and params.expected is None:
+            return WorkloadResult(
+                Outcome.CONFIG_ERROR,
+                message=f"a {fmt.value} artifact has no reference runtime here (onnxruntime runs ONNX only); "
+                "pass expected outputs (--expected OUT.npz)",
+            )
+        if params.layerwise and fmt is not ArtifactFormat.ONNX:
+            return WorkloadResult(
+                Outcome.CONFIG_ERROR, message=f"layer-wise localisation is for ONNX artifacts, not {fmt.value}"
+            )
+        policy = params.policy()
+        settings = DeviceSettings.from_env(env)
+        model = default_cache().get(artifact_path, settings, sha256=artifact_sha256, function=params.function)
+        signature = model.signature
+        record = model.record().to_dict()
+        if candidate is None:
+
+            def candidate(inputs: Mapping[str, np.ndarray]) -> Arrays:
+                out = model.run(inputs, check=False)
+                return _corrupt(out) if corrupting else out  # the run kind's fault model
+
+        expected = _load_expected(expected_path, signature) if expected_path is not None else None
+        reference = _ort_reference(artifact_path) if expected is None else None
+        acc = ComparisonAccumulator()
+        first_fail: int | None = None
+        failing_sets = 0  # sets where any output failed or was missing
+        fail_report: ComparisonReport | None = None
+        saved_report: ComparisonReport | None = None
+        failed_inputs: Arrays | None = None
+        for i, inputs in enumerate(_input_sets(params, signature, inputs_path)):
+            if should_stop is not None and should_stop():
+                return WorkloadResult(Outcome.CANCELED, message=f"stopped after {i} of {params.input_sets} sets")
+            actual = candidate(inputs)
+            ref = expected if expected is not None else _run_reference(reference, inputs)
+            report = compare_outputs(actual, ref, policy)
+            acc.add(report)
+            failing_sets += not report.passed
+            # One set's arrays are kept as blobs: set 0, replaced by the first failing set.
+            if i == 0 or (first_fail is None and not report.passed):
+                save_arrays(output_dir / INPUTS_FILE, inputs)
+                save_arrays(output_dir / CANDIDATE_FILE, actual)
+                save_arrays(output_dir / REFERENCE_FILE, ref)
+                saved_report = report
+            if first_fail is None and not report.passed:
+                first_fail, fail_report, failed_inputs = i, report, inputs
+    except (RuntimeUnavailable, DeviceUnavailable) as exc:
+        return WorkloadResult(Outcome.CONFIG_ERROR, message=exc.message)
+    except FleetyardError as exc:  # bad artifact, wrong inputs or goldens, a failing kernel
+        return WorkloadResult(Outcome.USER_ERROR, message=exc.message)
+
+    layerwise: dict[str, Any] | None = None
+    if params.layerwise and failed_inputs is not None:
+        run_candidate = layerwise_candidate or _faulty(runtime_runner(settings), corrupting)
+        try:
+            loc = localize(
+                artifact_path,
+                failed_inputs,
+                run_candidate=run_candidate,
+                run_reference=ort_runner("disable"),
+                check=policy_check(policy),
+            )
+            layerwise = loc.to_dict()
+        except FleetyardError as exc:
+            layerwise = {"error": exc.message}
+
+    agg = acc.to_json()
+    worst = _worst(agg)
+    result: dict[str, Any] = {
+        "passed": failing_sets == 0,
+        "sets": acc.sets,
+        "failing_sets": failing_sets,
+        "first_failing_set": first_fail,
+        "saved_set": first_fail if first_fail is not None else 0,
+        "worst_output": worst[0],
+        "worst_max_abs": worst[1],
+        "comparison": agg,
+        "failing_report": None if fail_report is None else fail_report.to_json(),
+        "layerwise": layerwise,
+        "tolerances": {"atol": list(params.atol), "rtol": list(params.rtol), "nan_equal": params.nan_equal},
+        "reference": _reference_record(params),
+        "artifact": artifact_sha256,
+        "runtime": record,
+        "inputs_generated": inputs_path is None,
+        "seeds": None if inputs_path is not None else [params.seed, params.seed + params.input_sets - 1],
+    }
+    (output_dir / REPORT_JSON).write_text(json.dumps(result, indent=2, allow_nan=False))
+    shown = fail_report or saved_report
+    if shown is not None:
+        (output_dir / REPORT_HTML).write_text(render_html(shown))
+    if failing_sets == 0:
+        message = f"all {acc.sets} input set(s) within tolerance"
+        if log is not None:
+            log(message + "\n")
+        return WorkloadResult(Outcome.SUCCESS, exit_code=0, message=message, result=result)
+    message = f"numerical mismatch: {failing_sets} of {acc.sets} sets failed"
+    if worst[0] is not None:
+        message += f"; worst output {worst[0]} max abs err {worst[1]}"
+    if layerwise is not None and "summary" in layerwise:
+        message += f"; {layerwise['summary']}"
+    if log is not None:
+        log(message + "\n")
+    return WorkloadResult(Outcome.USER_ERROR, exit_code=1, message=message, result=result)
+
+
+def _input_sets(params: ValidateParams, signature: Signature, inputs_path: Path | None) -> Iterator[Arrays]:
+    """One set at a time, so memory stays that of one set."""
+    if inputs_path is not None:
+        yield load_inputs(inputs_path, signature)
+        return
+    for i in range(params.input_sets):
+        inputs = generate_inputs(signature, seed=params.seed + i, ranges=params.ranges, dims=params.dims)
+        yield check_inputs(signature, inputs)
+
+
+def _load_expected(path: Path, signature: Signature) -> Arrays:
+    """Golden outputs keyed by output name; one array for a one-output model needs no name."""
+    arrays = load_arrays(path)
+    names = list(signature.output_names)
+    if len(arrays) == 1 and len(names) == 1:
+        (value,) = arrays.values()
+        return {names[0]: value}
+    unknown = [n for n in arrays if n not in names]
+    if unknown:
+        raise InputMismatch(
+            f"expected outputs name unknown output(s) {', '.join(map(repr, unknown))}; "
+            f"the model returns {', '.join(names) or 'none'}",
+            detail={"unknown": unknown, "expected": names},
+        )
+    return arrays
+
+
+def _ort_reference(path: Path) -> Candidate:
+    """ONNX Runtime on the CPU with graph optimisation off: one session for every set."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExecutionFailed(f"the onnxruntime reference could not load the artifact: {exc}") from None
+    names = [o.name for o in session.get_outputs()]
+
+    def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
+        try:
+            outputs = session.run(names, dict(inputs))
+        except Exception as exc:
+            raise ExecutionFailed(f"the onnxruntime reference failed: {exc}") from None
+        return {n: np.asarray(v) for n, v in zip(names, outputs, strict=True)}
+
+    return run
+
+
+def _run_reference(reference: Candidate | None, inputs: Mapping[str, np.ndarray]) -> Arrays:
+    assert reference is not None  # Invariant: there is a reference runtime whenever no goldens were given.
+    return reference(inputs)
+
+
+def _faulty(runner: Runner, corrupting: bool) -> Runner:
+    """The board's runner for localisation, with the sim fault model on every exposed tensor."""
+    if not corrupting:
+        return runner
+
+    def run(model: Any, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        return _corrupt(runner(model, inputs))
+
+    return run
+
+
+def _reference_record(params: ValidateParams) -> dict[str, Any]:
+    if params.reference_kind == "expected":
+        return {"kind": "expected", "expected": params.expected}
+    import onnxruntime as ort
+
+    return {
+        "kind": "onnxruntime",
+        "version": ort.__version__,
+        "provider": "CPUExecutionProvider",
+        "graph_optimization": "disable",
+    }
+
+
+def _worst(agg: Mapping[str, Any]) -> tuple[str | None, float | str | None]:
+    """The failing output with the largest max abs error (else the largest overall), and that error."""
+    outputs = list(agg.get("outputs", []))
+    failing = [o for o in outputs if not o["passed"]] or outputs
+    if not failing:
+        missing = list(agg.get("missing", {}))
+        return (missing[0], None) if missing else (None, None)
+
+    def key(o: Mapping[str, Any]) -> float:
+        v = o.get("max_abs")
+        if v is None:
+            return float("inf") if not o["passed"] else -1.0
+        return float(v) if not isinstance(v, str) else float("inf")
+
+    o = max(failing, key=key)
+    return o["name"], encode_float(None if o.get("max_abs") is None else float(o["max_abs"]))

@@ -1,0 +1,65 @@
+"""`validate` jobs through the whole stack: healthy boards pass; a corrupting board fails, its peer passes."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from tests.integration.harness import Stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+import models
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fleetyard.cli.validate import validate
+
+
+def test_validate_job_passes_and_a_corrupting_board_stands_out(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack.start(hosts=1, driver="sim:2:sim-g1")
+    data = models.mlp(batch="batch").SerializeToString()
+    sha = hashlib.sha256(data).hexdigest()
+    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
+    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    params = {"artifact": sha, "input_sets": 3, "seed": 5, "dims": {"batch": 4}}
+
+    job = stack.wait_job(stack.submit(kind="validate", boards=2, params=params), timeout=60)
+    assert job["state"] == "succeeded", (job, stack.logs())
+    ranks = stack.ok("GET", f"/v1/jobs/{job['id']}/results")["ranks"]
+    assert len(ranks) == 2
+    for r in ranks:
+        assert r["outcome"] == "success" and r["result"]["passed"] and r["result"]["sets"] == 3
+        assert {"report.json", "report.html", "inputs.npz", "candidate.npz", "reference.npz"} <= set(r["outputs"])
+        assert r["result"]["artifact"] == sha and r["result"]["seeds"] == [5, 7]
+
+    bad_board, good_board = sorted(r["board_id"] for r in ranks)
+    stack.ok("POST", f"/v1/admin/boards/{bad_board}/faults", as_="ops", json={"kind": "silent_corruption"})
+    time.sleep(1.5)  # the next heartbeat delivers it to the agent
+    job = stack.wait_job(stack.submit(kind="validate", boards=2, params=params), timeout=60)
+    assert job["state"] == "failed" and job["outcome"] == "user_error", job
+    by_board = {r["board_id"]: r for r in stack.ok("GET", f"/v1/jobs/{job['id']}/results")["ranks"]}
+    assert by_board[good_board]["outcome"] == "success", by_board[good_board]
+    bad = by_board[bad_board]
+    assert bad["outcome"] == "user_error" and "numerical mismatch: 3 of 3 sets failed" in (bad["message"] or "")
+    assert bad["result"]["worst_output"] == "y" and "candidate.npz" in bad["outputs"]
+
+    # The CLI pushes the file, runs on both boards, and prints a per-board table; exit 1 on mismatch.
+    monkeypatch.setenv("FLEETYARD_SERVER", stack.url)
+    monkeypatch.setenv("FLEETYARD_TOKEN", stack.tokens["alice"])
+    app = typer.Typer()
+    app.command()(validate)
+    path = models.save(models.mlp(batch="batch"), tmp_path / "mlp.onnx")
+    junit = tmp_path / "v.xml"
+    args = [str(path), "--boards", "2", "--gen", "sim-g1", "--dim", "batch=4", "--sets", "2", "--junit", str(junit)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])}
+    assert "FAIL" in lines[bad_board] and "PASS" in lines[good_board] and "sim-g1" in lines[good_board]
+    cases = ET.parse(junit).getroot().findall("./testsuite/testcase")
+    assert len(cases) == 2 and sum(c.find("failure") is not None for c in cases) == 1
