@@ -7,7 +7,6 @@ exits 1 when any rank failed or was INVALID, so that CI can gate on it.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +30,6 @@ _FLAGS = {
     "batch": "--batch",
     "dims": "--dim",
 }
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _dims(items: list[str] | None) -> dict[str, int]:
@@ -180,12 +178,7 @@ def _remote(
     time_limit: float | None,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     with client(ctx) as fy:
-        if path.is_file():
-            sha = fy.push_artifact(path).sha256
-        elif _SHA256.match(str(path)):
-            sha = fy.artifact(str(path)).sha256  # a clear error when it was never pushed
-        else:
-            raise BadRequest(f"{str(path)!r} is neither a file nor the sha256 of a pushed artifact")
+        sha = fy.resolve_artifact(path).sha256
         params = {**raw, "artifact": sha}
         if inputs is not None:
             params["inputs"] = fy.upload_blob(inputs)

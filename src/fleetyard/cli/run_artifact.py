@@ -19,7 +19,7 @@ from fleetyard.cli._output import emit_json, note, out, table
 from fleetyard.errors import BadRequest
 
 if TYPE_CHECKING:
-    from fleetyard.client import Client
+    pass
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -111,7 +111,7 @@ def run_artifact(
         return 0 if result.outcome.value == "success" else 1
 
     with fy_factory() as fy:
-        sha = _artifact_sha(fy, ref)
+        sha = fy.resolve_artifact(ref).sha256
         inputs_sha = fy.upload_blob(inputs) if inputs else None
         spec = {**job, "kind": "run", "params": {**params, "artifact": sha, "inputs": inputs_sha}}
         submitted = fy.submit(spec)
@@ -133,12 +133,6 @@ def run_artifact(
         if out_dir:
             note(f"outputs in {out_dir}")
     return 0 if final.state == "succeeded" else 1
-
-
-def _artifact_sha(fy: Client, ref: str) -> str:
-    if _SHA256.match(ref) and not Path(ref).exists():
-        return fy.artifact(ref).sha256  # must be a pushed artifact
-    return fy.push_artifact(ref).sha256
 
 
 def _print_rank(title: str, r: Mapping[str, Any]) -> None:

@@ -31,8 +31,6 @@ from fleetyard.errors import BadRequest
 EXIT_MISMATCH = 1
 EXIT_JOB_FAILED = 3
 
-_SHA = "0123456789abcdef"
-
 
 def validate(
     ctx: typer.Context,
@@ -173,10 +171,8 @@ def _run_remote(
     from fleetyard.client import parse_spec
 
     is_file = Path(artifact).is_file()
-    if not is_file and not (len(artifact) == 64 and all(c in _SHA for c in artifact.lower())):
-        raise BadRequest(f"ARTIFACT is neither a file nor a sha256: {artifact!r}")
     with client(ctx) as fy:
-        sha = fy.push_artifact(artifact).sha256 if is_file else artifact.lower()
+        sha = fy.resolve_artifact(artifact).sha256
         params = _params(
             {
                 **fields,

@@ -302,6 +302,16 @@ class Client:
         body = {"sha256": sha, "name": name or Path(path).name}
         return self._one(ArtifactOut, "POST", "/v1/artifacts", json=body)
 
+    def resolve_artifact(self, ref: str | os.PathLike[str]) -> ArtifactOut:
+        """An artifact from a reference: a local file is pushed, a sha256 must name a pushed one."""
+        path = Path(ref)
+        if path.is_file():
+            return self.push_artifact(path)
+        text = str(ref).lower()
+        if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+            return self.artifact(text)
+        raise BadRequest(f"{str(ref)!r} is neither an artifact file nor the sha256 of a pushed artifact")
+
     def artifacts(self, name: str | None = None, limit: int = 100) -> list[ArtifactOut]:
         return self._many(ArtifactOut, "/v1/artifacts", params=self._params(name=name, limit=limit))
 
