@@ -31,7 +31,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +99,21 @@ def _sleep(seconds: float) -> None:
     scaled = seconds * time_scale()
     if scaled > 0:
         time.sleep(scaled)
+
+
+FAULTS_ENV = "FLEETYARD_SIM_FAULTS"
+
+
+def as_computed_by(env: Mapping[str, str], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The outputs as the board whose session environment is ``env`` returns them: a sim board with
+    silent corruption active perturbs every non-empty float output (workloads call this on what they
+    computed on the host CPU); any other board returns them as they are."""
+    if "silent_corruption" not in env.get(FAULTS_ENV, "").split(","):
+        return outputs
+    return {
+        n: corrupt(a) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" and a.size else a
+        for n, a in outputs.items()
+    }
 
 
 def corrupt(values: _T) -> _T:
@@ -507,7 +522,7 @@ class SimSession:
             "FLEETYARD_SIM_GENERATION": self.generation.name,
             "FLEETYARD_SIM_LATENCY_FACTOR": str(self.generation.latency_factor),
             # Lets a workload's own process see e.g. silent_corruption and perturb its outputs.
-            "FLEETYARD_SIM_FAULTS": ",".join(sorted(self.active_faults())),
+            FAULTS_ENV: ",".join(sorted(self.active_faults())),
         }
 
     def check(self) -> None:

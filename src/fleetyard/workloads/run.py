@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetyard.domain.job import Outcome
+from fleetyard.drivers.sim import as_computed_by
 from fleetyard.errors import FleetyardError
 from fleetyard.runtimes import (
     DeviceSettings,
@@ -41,7 +42,6 @@ __all__ = ["RunParams", "RunWorkload", "execute", "run_local"]
 SHA256 = r"^[0-9a-f]{64}$"
 OUTPUTS_FILE = "outputs.npz"
 INPUTS_FILE = "inputs.npz"
-SIM_FAULTS_ENV = "FLEETYARD_SIM_FAULTS"
 
 
 class RunParams(BaseModel):
@@ -134,8 +134,7 @@ def execute(
     except FleetyardError as exc:  # bad artifact, wrong inputs, a failing kernel
         return WorkloadResult(Outcome.USER_ERROR, message=exc.message)
 
-    if SIM_FAULTS_ENV in env and "silent_corruption" in env[SIM_FAULTS_ENV].split(","):
-        outputs = _corrupt(outputs)
+    outputs = as_computed_by(env, outputs)  # the sim board's fault model
     save_arrays(output_dir / OUTPUTS_FILE, outputs)
     if generated:
         save_arrays(output_dir / INPUTS_FILE, inputs)
@@ -153,9 +152,3 @@ def execute(
         shapes = ", ".join(f"{n}: {a.dtype.name}{list(a.shape)}" for n, a in outputs.items())
         log(f"ran {params.repeat}x, median {result['latency_ms_median']:.3f} ms; outputs {shapes}\n")
     return WorkloadResult(Outcome.SUCCESS, exit_code=0, result=result)
-
-
-def _corrupt(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from fleetyard.drivers.sim import corrupt
-
-    return {n: corrupt(a) if a.dtype.kind == "f" and a.size else a for n, a in outputs.items()}

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleetyard.domain.job import Outcome
+from fleetyard.drivers.sim import as_computed_by
 from fleetyard.errors import BadRequest, FleetyardError
 from fleetyard.runtimes import (
     ArtifactFormat,
@@ -47,7 +48,7 @@ from fleetyard.validation import ComparisonAccumulator, ComparisonReport, Tolera
 from fleetyard.validation.compare import encode_float
 from fleetyard.validation.localize import Runner, localize, ort_runner, policy_check, runtime_runner
 from fleetyard.workloads.base import WorkloadContext, WorkloadResult
-from fleetyard.workloads.run import SHA256, SIM_FAULTS_ENV, _corrupt
+from fleetyard.workloads.run import SHA256
 from fleetyard.workloads.tensors import generate_inputs, load_arrays, load_inputs, save_arrays
 
 __all__ = ["ValidateParams", "ValidateWorkload", "execute", "validate_local"]
@@ -184,7 +185,6 @@ def execute(
     ``candidate`` and ``layerwise_candidate`` replace the board's runtime (tests plant bugs
     with them); by default both are the board's runtime with its fault model applied.
     """
-    corrupting = SIM_FAULTS_ENV in env and "silent_corruption" in env[SIM_FAULTS_ENV].split(",")
     try:
         fmt = detect_format(artifact_path)
         if fmt is not ArtifactFormat.ONNX and params.expected is None:
@@ -205,8 +205,7 @@ def execute(
         if candidate is None:
 
             def candidate(inputs: Mapping[str, np.ndarray]) -> Arrays:
-                out = model.run(inputs, check=False)
-                return _corrupt(out) if corrupting else out  # the run kind's fault model
+                return as_computed_by(env, model.run(inputs, check=False))  # the sim board's fault model
 
         expected = _load_expected(expected_path, signature) if expected_path is not None else None
         reference = _ort_reference(artifact_path) if expected is None else None
@@ -239,7 +238,7 @@ def execute(
 
     layerwise: dict[str, Any] | None = None
     if params.layerwise and failed_inputs is not None:
-        run_candidate = layerwise_candidate or _faulty(runtime_runner(settings), corrupting)
+        run_candidate = layerwise_candidate or _faulty(runtime_runner(settings), env)
         try:
             loc = localize(
                 artifact_path,
@@ -346,13 +345,11 @@ def _run_reference(reference: Candidate | None, inputs: Mapping[str, np.ndarray]
     return reference(inputs)
 
 
-def _faulty(runner: Runner, corrupting: bool) -> Runner:
+def _faulty(runner: Runner, env: Mapping[str, str]) -> Runner:
     """The board's runner for localisation, with the sim fault model on every exposed tensor."""
-    if not corrupting:
-        return runner
 
     def run(model: Any, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        return _corrupt(runner(model, inputs))
+        return as_computed_by(env, runner(model, inputs))
 
     return run
 
