@@ -144,6 +144,9 @@ class Stack:
     port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    # One keep-alive connection pool for the test's own requests: a new connection per poll
+    # costs the test and the server a good share of a core on this 2-core machine.
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     @property
     def url(self) -> str:
@@ -234,6 +237,7 @@ class Stack:
     def stop(self) -> None:
         for p in reversed(list(self.procs.values())):
             p.stop()
+        self.client.close()
 
     def logs(self) -> str:
         return "\n".join(
@@ -243,7 +247,7 @@ class Stack:
     # HTTP helpers
     def http(self, method: str, path: str, *, as_: str = "admin", **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[as_]}"}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
+        return self.client.request(method, f"{self.url}{path}", headers=headers, **kw)
 
     def ok(self, method: str, path: str, **kw: Any) -> Any:
         r = self.http(method, path, **kw)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -80,10 +80,6 @@ def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group="fleetyard.workloads")}
 
 
-def workload_kinds() -> dict[str, type[Workload]]:
-    return {name: workload_class(name) for name in _entry_points()}
-
-
 def workload_class(kind: str) -> type[Workload]:
     eps = _entry_points()
     if kind not in eps:
@@ -93,6 +89,15 @@ def workload_class(kind: str) -> type[Workload]:
         )
     cls: type[Workload] = eps[kind].load()
     return cls
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def params_as(params: BaseModel, model: type[P]) -> P:
+    """A kind's params as its own model. The worker parsed them with that model already, so
+    this is the identity there; any other model is re-validated."""
+    return params if isinstance(params, model) else model.model_validate(params.model_dump())
 
 
 def validate_params(kind: str, params: dict[str, Any]) -> BaseModel:

@@ -71,7 +71,7 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
 from fleetyard.workloads.run import INPUTS_FILE, SHA256
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
@@ -131,19 +131,17 @@ class BenchWorkload:
 
     @classmethod
     def blobs(cls, params: BaseModel) -> list[str]:
-        p = params if isinstance(params, BenchParams) else BenchParams.model_validate(params.model_dump())
+        p = params_as(params, BenchParams)
         return [p.artifact] + ([p.inputs] if p.inputs else [])
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = ctx.params
-        if not isinstance(params, BenchParams):
-            params = BenchParams.model_validate(params.model_dump())
+        params = params_as(ctx.params, BenchParams)
         return execute(
             params,
             artifact_path=ctx.blob(params.artifact),
             inputs_path=ctx.blob(params.inputs) if params.inputs else None,
             output_dir=ctx.output_dir,
-            env={**ctx.env, "FLEETYARD_BOARD_ID": ctx.board_id},
+            env=ctx.env,  # the worker puts FLEETYARD_BOARD_ID there
             log=ctx.log,
             should_stop=ctx.should_stop,
             artifact_sha256=params.artifact,

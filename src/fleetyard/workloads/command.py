@@ -20,7 +20,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleetyard.domain.job import Outcome
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
 
 __all__ = ["CommandParams", "CommandWorkload"]
 
@@ -64,9 +64,7 @@ class CommandWorkload:
     params_model: ClassVar[type[BaseModel]] = CommandParams
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = ctx.params
-        if not isinstance(params, CommandParams):
-            params = CommandParams.model_validate(params.model_dump())
+        params = params_as(ctx.params, CommandParams)
         argv = params.argv()
         env = {**os.environ, **ctx.env, **params.env}
         cwd = ctx.workdir / params.cwd if params.cwd else ctx.workdir

@@ -34,7 +34,7 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
 __all__ = ["RunParams", "RunWorkload", "execute", "run_local"]
@@ -70,13 +70,11 @@ class RunWorkload:
 
     @classmethod
     def blobs(cls, params: BaseModel) -> list[str]:
-        p = params if isinstance(params, RunParams) else RunParams.model_validate(params.model_dump())
+        p = params_as(params, RunParams)
         return [p.artifact] + ([p.inputs] if p.inputs else [])
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = ctx.params
-        if not isinstance(params, RunParams):
-            params = RunParams.model_validate(params.model_dump())
+        params = params_as(ctx.params, RunParams)
         return execute(
             params,
             artifact_path=ctx.blob(params.artifact),

@@ -47,7 +47,7 @@ from fleetyard.runtimes import (
 from fleetyard.validation import ComparisonAccumulator, ComparisonReport, TolerancePolicy, compare_outputs, render_html
 from fleetyard.validation.compare import encode_float
 from fleetyard.validation.localize import Runner, localize, ort_runner, policy_check, runtime_runner
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
 from fleetyard.workloads.run import SHA256
 from fleetyard.workloads.tensors import generate_inputs, load_arrays, load_inputs, save_arrays
 
@@ -126,13 +126,11 @@ class ValidateWorkload:
 
     @classmethod
     def blobs(cls, params: BaseModel) -> list[str]:
-        p = params if isinstance(params, ValidateParams) else ValidateParams.model_validate(params.model_dump())
+        p = params_as(params, ValidateParams)
         return [p.artifact] + [s for s in (p.inputs, p.expected) if s]
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = ctx.params
-        if not isinstance(params, ValidateParams):
-            params = ValidateParams.model_validate(params.model_dump())
+        params = params_as(ctx.params, ValidateParams)
         return execute(
             params,
             artifact_path=ctx.blob(params.artifact),
