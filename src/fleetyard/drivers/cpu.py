@@ -347,6 +347,8 @@ class CpuSession:
         return {
             "FLEETYARD_DEVICE": self.identity.device,
             "FLEETYARD_BOARD_SERIAL": self.serial,
+            "FLEETYARD_BOARD_FIRMWARE": self.identity.firmware,
+            "FLEETYARD_BOARD_GENERATION": self.identity.generation,
             DeviceSettings.ENV_THREADS: n,
             **dict.fromkeys(_THREAD_ENV, n),
         }

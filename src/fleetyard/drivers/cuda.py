@@ -341,6 +341,8 @@ class CudaSession:
         return {
             "FLEETYARD_DEVICE": self.identity.device,
             "FLEETYARD_BOARD_SERIAL": self.serial,
+            "FLEETYARD_BOARD_FIRMWARE": self.identity.firmware,
+            "FLEETYARD_BOARD_GENERATION": self.identity.generation,
             DeviceSettings.ENV_GPU_UUID: self.uuid,
             "CUDA_VISIBLE_DEVICES": self.uuid,
         }

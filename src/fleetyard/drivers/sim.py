@@ -519,6 +519,9 @@ class SimSession:
         return {
             "FLEETYARD_DEVICE": self.identity.device,
             "FLEETYARD_BOARD_SERIAL": self.serial,
+            # Read now, not at open: a flash may have changed it since (results record it).
+            "FLEETYARD_BOARD_FIRMWARE": self.driver._identity(self.serial).firmware,
+            "FLEETYARD_BOARD_GENERATION": self.identity.generation,
             "FLEETYARD_SIM_GENERATION": self.generation.name,
             "FLEETYARD_SIM_LATENCY_FACTOR": str(self.generation.latency_factor),
             # Lets a workload's own process see e.g. silent_corruption and perturb its outputs.

@@ -36,7 +36,7 @@ On a sim board the model runs on this host's CPU, as every sim workload does. Th
 (faster than sim-g1) and a benchmark must not invent time it did not measure.
 
 The result (also written to ``bench.json`` in the output dir) records the board (id, serial,
-device; firmware when the environment names it), the runtime (providers, versions), python,
+device, firmware, generation), the runtime (providers, versions), python,
 numpy and fleetyard versions, the artifact's sha256, the inputs' shapes and digests, and the
 scenario's settings. Generated inputs are saved as ``inputs.npz`` so the run can be repeated.
 
@@ -327,7 +327,8 @@ def _board(env: Mapping[str, str]) -> dict[str, Any]:
         "id": env.get("FLEETYARD_BOARD_ID"),
         "serial": env.get("FLEETYARD_BOARD_SERIAL"),
         "device": env.get(DeviceSettings.ENV_DEVICE) or "local cpu",
-        "firmware": env.get("FLEETYARD_BOARD_FIRMWARE"),  # drivers do not export it yet
+        "firmware": env.get("FLEETYARD_BOARD_FIRMWARE"),
+        "generation": env.get("FLEETYARD_BOARD_GENERATION"),
         "gpu_uuid": env.get(DeviceSettings.ENV_GPU_UUID),
     }
     if "FLEETYARD_SIM_GENERATION" in env:
