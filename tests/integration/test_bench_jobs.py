@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import typer
@@ -43,10 +44,18 @@ def test_bench_job_reports_percentiles_and_the_cli_gates_on_the_verdict(stack: S
     ok = CliRunner().invoke(app, [*args, "--gen", "sim-g2"], env=env)
     assert ok.exit_code == 0, ok.output
     assert "VALID" in ok.stdout and "single-stream" in ok.stdout and "2.1.0" in ok.stdout  # sim-g2 firmware
-    capped = CliRunner().invoke(app, [*args, "--scenario", "offline", "--max-duration", "0.01", "--json"], env=env)
+    junit = tmp_path / "bench.xml"
+    capped = CliRunner().invoke(
+        app, [*args, "--scenario", "offline", "--max-duration", "0.01", "--json", "--junit", str(junit)], env=env
+    )
     assert capped.exit_code == 1, capped.output
     [row] = json.loads(capped.stdout)
     assert row["result"]["verdict"] == "INVALID" and row["result"]["samples_per_s"] > 0
+    assert row["result"]["board"]["firmware"] == "2.1.0"  # the board's session names it
+    [case] = ET.parse(junit).getroot().findall("./testsuite/testcase")
+    failure = case.find("failure")
+    assert case.get("classname") == "bench.offline" and failure is not None
+    assert failure.get("message", "").startswith("INVALID: ")
 
 
 def _put(stack: Stack, path: Path) -> str:

@@ -51,6 +51,7 @@ def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack
         assert x.shape == (5, 4)
         np.testing.assert_allclose(y, models.mlp_reference(x), rtol=1e-5, atol=1e-6)
         assert r["result"]["outputs"]["y"]["shape"] == [5, 3] and r["result"]["seed"] == 11
+        assert r["result"]["timing"]["session"] == "loaded"  # each board's worker loads it once
         healthy[r["board_id"]] = r["result"]["outputs"]["y"]["sha256"]
     assert len(set(healthy.values())) == 1  # same seed, same numbers on every healthy board
 
@@ -60,6 +61,12 @@ def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack
     job = stack.wait_job(stack.submit(kind="run", boards=2, params=params), timeout=60)
     assert job["state"] == "succeeded", job  # a corrupting board fails nothing: it is just wrong
     by_board = {r["board_id"]: r for r in _ranks(stack, job["id"])}
+    for r in by_board.values():
+        # The second job of the same artifact on the same boards finds it loaded in the worker.
+        timing = r["result"]["timing"]
+        assert timing["session"] == "cached", r
+        assert r["created_at"] <= r["delivered_at"] <= r["started_at"] <= r["finished_at"]
+        assert r["delivered_at"] <= timing["rank_started_at"] <= timing["compute_started_at"] <= r["finished_at"]
     assert by_board[good_board]["result"]["outputs"]["y"]["sha256"] == healthy[good_board]
     assert by_board[bad_board]["result"]["outputs"]["y"]["sha256"] != healthy[bad_board]
     y_bad = _arrays(stack, by_board[bad_board]["outputs"]["outputs.npz"])["y"]

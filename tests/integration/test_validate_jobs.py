@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -16,6 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from fleetyard.cli.repro import repro
 from fleetyard.cli.validate import validate
 
 
@@ -63,3 +65,24 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
     assert "FAIL" in lines[bad_board] and "PASS" in lines[good_board] and "sim-g1" in lines[good_board]
     cases = ET.parse(junit).getroot().findall("./testsuite/testcase")
     assert len(cases) == 2 and sum(c.find("failure") is not None for c in cases) == 1
+
+    # fleetyard repro: the failing rank again on its own board fails the same way, bit for bit;
+    # on its healthy peer it passes, so the result does not reproduce there.
+    app = typer.Typer()
+    app.command()(repro)
+    r = CliRunner().invoke(app, [str(job["id"]), "--json"])
+    assert r.exit_code == 0, r.output
+    same = json.loads(r.stdout)
+    assert same["reproduced"] and same["original"] == f"job {job['id']} rank {bad['rank']} on board {bad_board}"
+    checks = {c["name"]: c for c in same["checks"]}
+    assert checks["passed"]["original"] is False and checks["passed"]["same"]
+    assert checks["candidate outputs of set 0"]["same"] and checks["firmware"]["original"]
+    assert checks["board serial"]["again"] == bad["result"]["board"]["serial"]
+    again = stack.job(same["again_job"])
+    assert again["spec"]["board_ids"] == [bad_board] and again["spec"]["boards"] == 1
+    r = CliRunner().invoke(app, [f"{job['id']}/{bad['rank']}", "--board", good_board])
+    assert r.exit_code == 1, r.output
+    assert "not reproduced" in r.stdout and "DIFFERS" in r.stdout
+    # A board that is not in the fleet is refused at submit, naming it.
+    r = CliRunner().invoke(app, [str(job["id"]), "--board", "no-such-board"])
+    assert "no-such-board not in the fleet" in str(r.exception), r.output

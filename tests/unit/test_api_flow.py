@@ -449,3 +449,63 @@ def test_canceling_a_wide_gang_before_delivery_ends_every_rank(fleet: Fleet) -> 
     boards = fleet.client.get("/v1/boards", headers=fleet.h(fleet.user)).json()
     assert {b["state"] for b in boards} == {"available"}
     assert fleet.take("h1") == []
+
+
+def _npz(arrays: dict) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def test_artifact_jobs_are_refused_at_submit_when_their_artifact_or_inputs_are_wrong(fleet: Fleet) -> None:
+    import numpy as np
+    from tests.unit.models import mlp
+
+    fleet.register("h1")
+    fleet.app.state.max_blob_bytes = 1 << 20
+    sha = _upload(fleet, mlp(batch="N").SerializeToString())  # x: float32[N, 4]
+    x = np.zeros((2, 4), np.float32)
+
+    def submit(params: dict, kind: str = "validate") -> tuple[int, str]:
+        r = fleet.client.post("/v1/jobs", json={"kind": kind, "params": params}, headers=fleet.h(fleet.user))
+        return r.status_code, r.json().get("error", {}).get("message", "")
+
+    code, msg = submit({"artifact": sha})
+    assert code == 422 and f"artifact {sha} is not registered" in msg and "fleetyard artifacts push" in msg
+    assert fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).status_code == 201
+    code, msg = submit({"artifact": sha, "inputs": "b" * 64})
+    assert code == 422 and "params.inputs: blob" in msg and "never uploaded" in msg
+    # Wrong dtype and shape: both named, expected against given.
+    bad = _upload(fleet, _npz({"x": np.zeros((2, 5), np.float64)}))
+    code, msg = submit({"artifact": sha, "inputs": bad})
+    assert code == 422 and "params.inputs: input 'x': dtype: expected float32, got float64" in msg
+    assert "The model takes x: float32[N, 4]" in msg
+    # Several sets: the bad one is named; run takes one set only.
+    sets = _upload(fleet, _npz({"0/x": x, "1/x": np.zeros((2, 3), np.float32)}))
+    code, msg = submit({"artifact": sha, "inputs": sets})
+    assert code == 422 and "input set 1: input 'x': shape" in msg
+    good_sets = _upload(fleet, _npz({"0/x": x, "1/x": x}))
+    one_golden = _upload(fleet, _npz({"y": np.zeros((2, 3), np.float32)}))
+    code, msg = submit({"artifact": sha, "inputs": good_sets, "expected": one_golden})
+    assert code == 422 and "1 set(s) of golden outputs but there are 2 input set(s)" in msg
+    # IREE-only options on an ONNX artifact.
+    code, msg = submit({"artifact": sha, "function": "main"})
+    assert code == 422 and "params.function applies to IREE modules" in msg
+    # What fits is admitted; a batch names the refused job.
+    code, _ = submit({"artifact": sha, "inputs": good_sets})
+    assert code == 201
+    r = fleet.client.post(
+        "/v1/jobs/batch",
+        json={
+            "jobs": [
+                {"kind": "validate", "params": {"artifact": sha}},
+                {"kind": "validate", "params": {"artifact": sha, "inputs": bad}},
+            ]
+        },
+        headers=fleet.h(fleet.user),
+    )
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("jobs[1]: params.inputs")

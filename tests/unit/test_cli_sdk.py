@@ -161,6 +161,8 @@ def rank(r: int, exit_code: int | None, outcome: str = "user_error") -> dict[str
         "outcome": outcome,
         "exit_code": exit_code,
         "message": None,
+        "created_at": 1.5,
+        "delivered_at": 1.6,
         "started_at": 2.0,
         "finished_at": 3.0,
         "result": {},

@@ -24,6 +24,7 @@ def job(
         generations=frozenset(gens),
         labels=kw.get("labels", {}),  # type: ignore[arg-type]
         placement=kw.get("placement", Placement.ANY),  # type: ignore[arg-type]
+        board_ids=frozenset(kw.get("board_ids", ())),  # type: ignore[arg-type]
     )
 
 
@@ -70,6 +71,31 @@ def test_why_unschedulable() -> None:
     assert "on one host" in (why_unschedulable(job(1, boards=2, placement=Placement.SAME_HOST), fleet) or "")
     # One known generation among the asked ones is enough.
     assert why_unschedulable(job(1, gens=("g1", "g7")), fleet) is None
+
+
+def test_named_boards_only() -> None:
+    boards = [board("a", 0), board("a", 1), board("b", 0)]
+    assert schedule([job(1, board_ids=("a-1",))], boards)[0].board_ids == ("a-1",)
+    assert schedule([job(1, boards=2, board_ids=("a-0", "b-0", "zz"))], boards)[0].board_ids == ("a-0", "b-0")
+    # A named board that is busy now leaves the job waiting, not placed elsewhere.
+    assert schedule([job(1, board_ids=("a-1",))], [board("a", 0)]) == []
+    fleet = [FleetBoard("a-0", "a", "g1"), FleetBoard("b-0", "b", "g1", {"pool": "ci"})]
+    assert why_unschedulable(job(1, board_ids=("a-0",)), fleet) is None
+    assert "board(s) zz not in the fleet" in (why_unschedulable(job(1, board_ids=("zz",)), fleet) or "")
+    # Two named, one unknown, one board wanted: the known one will do.
+    assert why_unschedulable(job(1, board_ids=("a-0", "zz")), fleet) is None
+    reason = why_unschedulable(job(1, board_ids=("a-0",), labels={"pool": "ci"}), fleet) or ""
+    assert "board in {a-0}" in reason and "only 0 such boards" in reason
+
+
+def test_job_spec_board_ids() -> None:
+    from pydantic import ValidationError
+
+    from fleetyard.domain.spec import JobSpec
+
+    assert JobSpec(board_ids=["b", "a", "b"]).board_ids == ["a", "b"]
+    with pytest.raises(ValidationError, match="asks for 2 boards but board_ids names only 1"):
+        JobSpec(boards=2, board_ids=["a"])
 
 
 def hv(id: str, last: float | None, online: bool = True) -> HostView:

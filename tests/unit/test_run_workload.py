@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,10 @@ from pydantic import ValidationError
 from tests.unit import models
 
 from fleetyard.domain.job import Outcome
+from fleetyard.runtimes import SessionCache
+from fleetyard.workloads import bench, run
 from fleetyard.workloads.base import required_blobs, workload_class
+from fleetyard.workloads.bench import BenchParams
 from fleetyard.workloads.run import RunParams, RunWorkload, execute, run_local
 from fleetyard.workloads.tensors import array_sha256, save_arrays
 
@@ -81,6 +86,35 @@ def test_bad_artifact_and_inputs_are_user_errors(tmp_path: Path, mlp_path: Path)
         output_dir=tmp_path,
     )
     assert res.outcome is Outcome.USER_ERROR and "'nope'" in (res.message or "")
+
+
+def test_run_and_bench_report_a_loaded_then_a_cached_session(
+    tmp_path: Path, mlp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh cache each (other tests may have loaded this very model into the process's one).
+    for module in (run, bench):
+        cache = SessionCache()
+        monkeypatch.setattr(module, "default_cache", lambda cache=cache: cache)
+    sha = _sha(mlp_path)
+    fast = {"warmup_s": 0.0, "warmup_queries": 1, "min_duration_s": 0.0, "min_queries": 3}
+    kinds: dict[str, tuple[Any, Any]] = {
+        "run": (run.execute, RunParams(artifact=sha, dims={"batch": 2})),
+        "bench": (bench.execute, BenchParams.model_validate({"artifact": sha, "dims": {"batch": 2}, **fast})),
+    }
+    for kind, (execute_kind, params) in kinds.items():
+        sessions = []
+        for i in range(2):
+            t0 = time.time()
+            out = _mk(tmp_path / f"{kind}-{i}")
+            res = execute_kind(
+                params, artifact_path=mlp_path, inputs_path=None, output_dir=out, env={}, artifact_sha256=sha
+            )
+            assert res.outcome is Outcome.SUCCESS, res.message
+            timing = res.result["timing"]
+            sessions.append(timing["session"])
+            assert timing["load_s"] >= 0
+            assert t0 <= timing["rank_started_at"] <= timing["compute_started_at"] <= time.time()
+        assert sessions == ["loaded", "cached"], kind
 
 
 def test_params_and_declared_blobs() -> None:

@@ -83,6 +83,19 @@ def test_caller_known_sha256_is_the_key(onnx_models: dict[str, Path]) -> None:
     assert cache.keys() == [CacheKey("ab" * 32, DeviceSettings(), None)]
 
 
+def test_lookup_tells_a_hit_from_a_miss(onnx_models: dict[str, Path]) -> None:
+    cache = SessionCache(capacity=1)
+    model, hit = cache.lookup(onnx_models["a"])
+    assert hit is False and (cache.hits, cache.misses) == (0, 1)
+    again, hit = cache.lookup(onnx_models["a"])
+    assert again is model and hit is True and (cache.hits, cache.misses) == (1, 1)
+    assert cache.get(onnx_models["a"]) is model and cache.hits == 2  # get() is lookup()'s model
+    _, hit = cache.lookup(onnx_models["a"], DeviceSettings(threads=1))  # another key: a miss
+    assert hit is False
+    _, hit = cache.lookup(onnx_models["a"])  # evicted by the last (capacity 1): loaded again
+    assert hit is False and cache.evictions == 2
+
+
 def test_a_failed_load_caches_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07" + b"\xff" * 40)
@@ -128,13 +141,13 @@ def test_unknown_formats_say_what_is_supported(tmp_path: Path) -> None:
         runtimes.detect_format(tmp_path / "missing.onnx")
 
 
-def test_torch_archives_are_recognised_and_refused(tmp_path: Path) -> None:
+def test_a_corrupt_torch_archive_is_recognised_and_refused_naming_it(tmp_path: Path) -> None:
     ts = tmp_path / "model.pt"
     with zipfile.ZipFile(ts, "w") as z:
         z.writestr("model/data.pkl", b"\x80\x02")
         z.writestr("model/code/__torch__.py", "")
     assert runtimes.detect_format(ts) is ArtifactFormat.TORCHSCRIPT
-    with pytest.raises(RuntimeUnavailable, match="torchscript artifacts have no runtime in fleetyard yet"):
+    with pytest.raises(ArtifactError, match=r"model\.pt is not a loadable torchscript archive"):
         runtimes.load(ts)
 
 

@@ -12,8 +12,11 @@ from fleetyard.runtimes import InputMismatch, Signature, TensorSpec
 from fleetyard.workloads.tensors import (
     describe_arrays,
     generate_inputs,
+    input_set_count,
+    iter_input_sets,
     load_arrays,
     load_inputs,
+    peek_input_sets,
     save_arrays,
 )
 
@@ -122,3 +125,53 @@ def test_saved_outputs_round_trip_with_any_names(tmp_path: Path) -> None:
         for k, v in arrays.items():
             np.testing.assert_array_equal(npz[k], v)
             assert npz[k].dtype == v.dtype
+
+
+def test_a_file_of_several_input_sets_streams_set_by_set(tmp_path: Path) -> None:
+    sets = [{"x": np.full((2, 3), i, dtype=np.float32)} for i in range(3)]
+    save_arrays(tmp_path / "sets.npz", {f"{i}/x": s["x"] for i, s in enumerate(sets)})
+    (tmp_path / "sets.json").write_text(json.dumps([{"x": s["x"].tolist()} for s in sets]))
+    for name in ("sets.npz", "sets.json"):
+        path = tmp_path / name
+        assert input_set_count(path) == 3
+        got = list(iter_input_sets(path, ONE))
+        assert [g["x"][0, 0] for g in got] == [0, 1, 2] and all(g["x"].dtype == np.float32 for g in got)
+        with pytest.raises(InputMismatch, match=r"holds 3 sets.*validate streams several"):
+            load_inputs(path, ONE)
+    # A plain file is one set, through the same calls.
+    save_arrays(tmp_path / "one.npz", {"x": sets[0]["x"]})
+    assert input_set_count(tmp_path / "one.npz") == 1
+    assert len(list(iter_input_sets(tmp_path / "one.npz", ONE))) == 1
+
+
+def test_several_sets_errors_name_the_set_and_the_fix(tmp_path: Path) -> None:
+    x = np.zeros((2, 3), np.float32)
+    save_arrays(tmp_path / "gap.npz", {"0/x": x, "2/x": x})
+    with pytest.raises(InputMismatch, match=r"numbers its input sets \[0, 2\].*no gaps"):
+        input_set_count(tmp_path / "gap.npz")
+    save_arrays(tmp_path / "mixed.npz", {"0/x": x, "x": x})
+    with pytest.raises(InputMismatch, match=r"mixes keys.*'x'"):
+        list(iter_input_sets(tmp_path / "mixed.npz", ONE))
+    save_arrays(tmp_path / "bad.npz", {"0/x": x, "1/x": np.zeros((2, 4), np.float32)})
+    it = iter_input_sets(tmp_path / "bad.npz", ONE)
+    next(it)
+    with pytest.raises(InputMismatch, match=r"^input set 1: input 'x': shape: expected \[2, 3\], got \(2, 4\)"):
+        next(it)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InputMismatch, match=r"list of such objects"):
+        input_set_count(tmp_path / "list.json")
+
+
+def test_peek_reads_shapes_and_dtypes_without_the_data(tmp_path: Path) -> None:
+    big = np.ones((256, 1024), np.float32)  # 1 MiB
+    save_arrays(
+        tmp_path / "sets.npz", {"0/x": big, "0/k": np.zeros(3, np.int64), "1/x": big[:2], "1/k": np.zeros(3, np.int64)}
+    )
+    np.save(tmp_path / "one.npy", big)
+    peeked = peek_input_sets(tmp_path / "sets.npz")
+    assert [sorted(s) for s in peeked] == [["k", "x"], ["k", "x"]]
+    assert peeked[0]["x"].shape == (256, 1024) and peeked[0]["x"].dtype == np.float32
+    assert peeked[0]["x"].strides == (0, 0)  # a view of one element: no data was read
+    assert peeked[1]["x"].shape == (2, 1024) and peeked[1]["k"].dtype == np.int64
+    (npy,) = peek_input_sets(tmp_path / "one.npy")
+    assert npy[""].shape == (256, 1024) and npy[""].strides == (0, 0)

@@ -231,3 +231,38 @@ def test_cli_local_exit_codes_json_and_junit(tmp_path: Path, mlp_path: Path) -> 
     r = runner.invoke(app, [str(mlp_path), "--local", "--dim", "batch=3", "--expected", str(wrong), "--out",
                             str(tmp_path / "c")])  # fmt: skip
     assert r.exit_code == 1 and "FAIL" in r.stdout and "MAX ABS ERR" in r.stdout
+
+
+def test_an_inputs_file_of_several_sets_pairs_with_golden_sets(tmp_path: Path, mlp_path: Path) -> None:
+    from fleetyard.runtimes import inspect
+
+    sig = inspect(mlp_path).signature
+    xs = [generate_inputs(sig, seed=s, dims={"batch": 2})["x"] for s in range(4)]
+    inputs = save_arrays(tmp_path / "in.npz", {f"{i}/x": x for i, x in enumerate(xs)})
+    ys = [models.mlp_reference(x).astype(np.float32) for x in xs]
+    good = save_arrays(tmp_path / "good.npz", {f"{i}/y": y for i, y in enumerate(ys)})
+    ys[2] = ys[2] + np.float32(0.25)
+    bad = save_arrays(tmp_path / "bad.npz", {f"{i}/y": y for i, y in enumerate(ys)})
+
+    def run(expected: Path | None, out: str) -> tuple[Outcome, dict]:
+        params = ValidateParams(artifact=_sha(mlp_path), inputs=_sha(inputs), expected=expected and _sha(expected))
+        res = validate_local(
+            params, artifact_path=mlp_path, inputs_path=inputs, expected_path=expected, output_dir=tmp_path / out
+        )
+        return res.outcome, res.result
+
+    outcome, r = run(None, "ort")  # against onnxruntime: every set of the file
+    assert outcome is Outcome.SUCCESS and r["sets"] == 4 and r["seeds"] is None
+    outcome, r = run(good, "good")
+    assert outcome is Outcome.SUCCESS and r["sets"] == 4
+    outcome, r = run(bad, "bad")
+    assert outcome is Outcome.USER_ERROR and r["failing_sets"] == 1 and r["first_failing_set"] == 2
+    np.testing.assert_array_equal(load_arrays(tmp_path / "bad" / "inputs.npz")["x"], xs[2])
+    one = save_arrays(tmp_path / "one.npz", {"y": ys[0]})
+    params = ValidateParams(artifact=_sha(mlp_path), inputs=_sha(inputs), expected=_sha(one))
+    res = validate_local(
+        params, artifact_path=mlp_path, inputs_path=inputs, expected_path=one, output_dir=tmp_path / "x"
+    )
+    assert res.outcome is Outcome.USER_ERROR and "golden outputs file has 1 set(s) but there are 4 input set(s)" in (
+        res.message or ""
+    )

@@ -7,15 +7,19 @@ exits 1 when any rank failed or was INVALID, so that CI can gate on it.
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
 from rich.text import Text
 
+from fleetyard.cli import _junit
 from fleetyard.cli._common import client, parse_labels
+from fleetyard.cli._junit import Case
 from fleetyard.cli._output import emit_json, err, note, out, styled, table
 from fleetyard.errors import BadRequest, FleetyardError
 
@@ -83,7 +87,7 @@ COLUMNS = [
 
 def bench(
     ctx: typer.Context,
-    artifact: Annotated[str, typer.Argument(help="A local .onnx/.vmfb file, or the sha256 of a pushed artifact.")],
+    artifact: Annotated[str, typer.Argument(help="A local .onnx/.vmfb/.pt2 file, or the sha256 of a pushed artifact.")],
     inputs: Annotated[
         Path | None,
         typer.Option("--inputs", exists=True, dir_okay=False, help="Inputs (.npz/.npy/JSON); default: generated."),
@@ -117,6 +121,7 @@ def bench(
     label: Annotated[list[str] | None, typer.Option("--label", help="Board label KEY=VALUE to match.")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds before the job is stopped.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML, one testcase per board.")] = None,
 ) -> None:
     """Benchmark an artifact LoadGen-style: warm up, then run until both minimums are met.
 
@@ -150,14 +155,19 @@ def bench(
         if not path.is_file():
             raise BadRequest(f"--local needs an artifact file; {artifact!r} is not one")
         out_dir = output or Path(tempfile.mkdtemp(prefix="fleetyard-bench-"))
-        params = BenchParams.model_validate({**raw, "artifact": _file_sha256(path)})
+        from fleetyard.cli.repro import write_local_record
+
+        inputs_sha = _file_sha256(inputs) if inputs else None
+        params = BenchParams.model_validate({**raw, "artifact": _file_sha256(path), "inputs": inputs_sha})
         res = bench_local(params, artifact_path=path, inputs_path=inputs, output_dir=out_dir)
+        write_local_record(out_dir, "bench", params, [path, inputs], res)
         ranks = [{"board_id": "local", "outcome": res.outcome.value, "message": res.message, "result": res.result}]
-        firmware: dict[str, str] = {}
         note(f"bench.json in {out_dir}")
     else:
-        ranks, firmware = _remote(ctx, raw, path, inputs, boards, gen or [], parse_labels(label), time_limit)
-    failed = _report(ranks, firmware, as_json)
+        ranks = _remote(ctx, raw, path, inputs, boards, gen or [], parse_labels(label), time_limit)
+    if junit is not None:
+        junit.write_text(junit_xml(ranks, suite=f"fleetyard.bench {path.name}"))
+    failed = _report(ranks, as_json)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -176,7 +186,7 @@ def _remote(
     generations: list[str],
     labels: dict[str, str],
     time_limit: float | None,
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+) -> list[dict[str, Any]]:
     with client(ctx) as fy:
         sha = fy.resolve_artifact(path).sha256
         params = {**raw, "artifact": sha}
@@ -209,32 +219,58 @@ def _remote(
         finally:
             status.stop()
         results = fy.results(job.id)
-        firmware = {b.id: b.firmware for b in fy.boards()}
     ranks = [
         {"board_id": r.board_id, "outcome": r.outcome, "message": r.message, "result": r.result}
         for r in sorted(results.ranks, key=lambda r: r.rank)
     ]
     if not ranks:
         ranks = [{"board_id": "", "outcome": results.outcome or results.state, "message": "no ranks ran", "result": {}}]
-    return ranks, firmware
+    return ranks
 
 
-def _report(ranks: list[dict[str, Any]], firmware: dict[str, str], as_json: bool) -> bool:
+def _failure(rank: Mapping[str, Any]) -> str | None:
+    """Why a rank did not give a result (None when it did, VALID or not)."""
+    if rank["outcome"] == "success":
+        return None
+    return f"{rank['outcome']}" + (f": {rank['message']}" if rank["message"] else "")
+
+
+def junit_xml(ranks: Sequence[Mapping[str, Any]], *, suite: str) -> str:
+    """One testcase per board: VALID passes, INVALID is a failure (with its reasons), a rank that
+    gave no result an error."""
+    cases = []
+    for i, r in enumerate(ranks):
+        result = r["result"] or {}
+        failure = _failure(r)
+        verdict = result.get("verdict")
+        status: Literal["passed", "failure", "error"] = (
+            "error" if failure is not None else "passed" if verdict == "VALID" else "failure"
+        )
+        message = failure or f"{verdict}: {'; '.join(result.get('reasons') or [])}"
+        cases.append(
+            Case(
+                classname=f"bench.{result.get('scenario') or 'unknown'}",
+                name=f"rank {i} board {r['board_id']}",
+                status=status,
+                message=message,
+                text=json.dumps({k: result.get(k) for k in ("latency_ms", "samples_per_s", "queries", "reasons")}),
+                time_s=result.get("duration_s"),
+            )
+        )
+    return _junit.junit_xml(cases, suite=suite)
+
+
+def _report(ranks: list[dict[str, Any]], as_json: bool) -> bool:
     """Print the ranks; true when any failed or was INVALID."""
     failed = False
     rows = []
     for r in ranks:
         result = r["result"] or {}
-        board = r["board_id"]
-        if board in firmware and isinstance(result.get("board"), dict):
-            # The worker's environment does not carry firmware; the board record does.
-            result["board"]["firmware"] = result["board"].get("firmware") or firmware[board]
-        failure = None
-        if r["outcome"] != "success":
-            failure = f"{r['outcome']}" + (f": {r['message']}" if r["message"] else "")
+        failure = _failure(r)
         if failure is not None or result.get("verdict") != "VALID":
             failed = True
-        rows.append(_row(board, firmware.get(board, ""), result, failure))
+        firmware = (result.get("board") or {}).get("firmware") or ""
+        rows.append(_row(r["board_id"], firmware, result, failure))
     if as_json:
         emit_json(ranks)
     else:

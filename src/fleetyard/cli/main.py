@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from fleetyard import __version__
-from fleetyard.cli import artifacts, bench, boards, jobs, processes, reduce, run, tokens, up, validate
+from fleetyard.cli import artifacts, bench, boards, jobs, processes, reduce, repro, run, tokens, up, validate
 from fleetyard.cli._common import CliState
 from fleetyard.cli._output import print_error
 from fleetyard.errors import FleetyardError
@@ -90,3 +90,4 @@ app.add_typer(artifacts.app, name="artifacts")
 app.command("reduce")(reduce.reduce)
 app.command("bench")(bench.bench)
 app.command("validate")(validate.validate)
+app.command("repro")(repro.repro)

@@ -91,12 +91,16 @@ def run_artifact(
         path = Path(ref)
         if not path.is_file():
             raise BadRequest(f"--local runs a local artifact file; {ref!r} is not one")
+        from fleetyard.cli.repro import write_local_record
         from fleetyard.runtimes import file_sha256
         from fleetyard.workloads.run import run_local
 
         target = out_dir or Path("fleetyard-out") / path.stem
-        run_params = RunParams(artifact=file_sha256(path), inputs=None, **params)
+        sha = file_sha256(path)
+        inputs_sha = file_sha256(inputs) if inputs else None
+        run_params = RunParams(artifact=sha, inputs=inputs_sha, **params)
         result = run_local(run_params, artifact_path=path, inputs_path=inputs, output_dir=target)
+        write_local_record(target, "run", run_params, [path, inputs], result)
         summary = {
             "outcome": str(result.outcome),
             "message": result.message,
@@ -124,7 +128,7 @@ def run_artifact(
                 dest = out_dir / f"rank{r.rank}-{r.board_id}"
                 dest.mkdir(parents=True, exist_ok=True)
                 fy.download_blob(r.outputs["outputs.npz"], dest / "outputs.npz")
-            rows.append({"rank": r.rank, "board": r.board_id, "outcome": r.outcome, "message": r.message, **r.result})
+            rows.append({**r.result, "rank": r.rank, "board": r.board_id, "outcome": r.outcome, "message": r.message})
     if as_json:
         emit_json({"job": final.id, "state": final.state, "ranks": rows})
     else:

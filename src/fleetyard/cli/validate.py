@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,8 +22,10 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rich.text import Text
 
+from fleetyard.cli import _junit
 from fleetyard.cli._common import client, parse_labels
 from fleetyard.cli._follow import EXIT_WAIT_TIMED_OUT, FINISHED, wait_jobs
+from fleetyard.cli._junit import Case
 from fleetyard.cli._output import emit_json, note, out, styled, table
 from fleetyard.errors import BadRequest
 
@@ -34,15 +35,24 @@ EXIT_JOB_FAILED = 3
 
 def validate(
     ctx: typer.Context,
-    artifact: Annotated[str, typer.Argument(help="An .onnx/.vmfb file (pushed first), or a pushed artifact's sha256.")],
+    artifact: Annotated[
+        str, typer.Argument(help="An .onnx/.vmfb/.pt2 file (pushed first), or a pushed artifact's sha256.")
+    ],
     inputs: Annotated[
-        Path | None, typer.Option("--inputs", exists=True, dir_okay=False, help="Inputs (.npz/.npy/.json), one set.")
+        Path | None,
+        typer.Option(
+            "--inputs",
+            exists=True,
+            dir_okay=False,
+            help="Inputs (.npz/.npy/.json): one set, or several (an .npz keyed SET/name, a JSON list).",
+        ),
     ] = None,
     expected: Annotated[
-        Path | None, typer.Option("--expected", exists=True, dir_okay=False, help="Golden outputs (.npz).")
+        Path | None,
+        typer.Option("--expected", exists=True, dir_okay=False, help="Golden outputs (.npz), a set per input set."),
     ] = None,
     reference: Annotated[
-        str | None, typer.Option("--reference", help="Reference runtime: onnxruntime (default without --expected).")
+        str | None, typer.Option("--reference", help="Reference runtime: onnxruntime (ONNX) or torch (.pt, .pt2).")
     ] = None,
     sets: Annotated[int, typer.Option("--sets", min=1, help="Generated input sets, seeds SEED…SEED+N-1.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first generated input set.")] = 0,
@@ -126,6 +136,7 @@ def _file_sha(path: Path) -> str:
 def _run_local(
     artifact: str, inputs: Path | None, expected: Path | None, fields: dict[str, Any], out_dir: Path | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from fleetyard.cli.repro import write_local_record
     from fleetyard.workloads.validate import validate_local
 
     path = Path(artifact)
@@ -142,6 +153,7 @@ def _run_local(
     )
     folder = out_dir or Path(tempfile.mkdtemp(prefix="fleetyard-validate-"))
     res = validate_local(params, artifact_path=path, inputs_path=inputs, expected_path=expected, output_dir=folder)
+    write_local_record(folder, "validate", params, [path, inputs, expected], res)
     row = rank_row(
         rank=0,
         board_id="local",
@@ -254,25 +266,17 @@ def exit_code(rows: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> int:
 def junit_xml(rows: Sequence[Mapping[str, Any]], *, suite: str = "fleetyard.validate") -> str:
     """A JUnit XML report: one testcase per rank (board); a mismatch is a failure, anything else
     that did not pass an error."""
-    failures = sum(1 for r in rows if not r["passed"] and r["mismatch"])
-    errors = sum(1 for r in rows if not r["passed"] and not r["mismatch"])
-    root = ET.Element("testsuites")
-    ts = ET.SubElement(
-        root, "testsuite", name=suite.strip(), tests=str(len(rows)), failures=str(failures), errors=str(errors)
-    )
-    for r in rows:
-        case = ET.SubElement(
-            ts,
-            "testcase",
+    cases = [
+        Case(
             classname=f"validate.{r.get('generation') or 'board'}",
             name=f"rank {r['rank']} board {r['board_id']}",
+            status="passed" if r["passed"] else "failure" if r["mismatch"] else "error",
+            message=str(r.get("message") or r.get("outcome") or "failed"),
+            text=json.dumps(to_jsonable_python(r.get("result", {}).get("failing_report")), indent=1),
         )
-        if r["passed"]:
-            continue
-        tag = "failure" if r["mismatch"] else "error"
-        el = ET.SubElement(case, tag, message=str(r.get("message") or r.get("outcome") or "failed"))
-        el.text = json.dumps(to_jsonable_python(r.get("result", {}).get("failing_report")), indent=1)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+        for r in rows
+    ]
+    return _junit.junit_xml(cases, suite=suite)
 
 
 def _fmt(x: Any) -> str:

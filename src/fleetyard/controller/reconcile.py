@@ -11,7 +11,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
-from fleetyard.policy.scheduling import FreeBoard, PendingJob, schedule
+from fleetyard.policy.scheduling import FreeBoard, PendingJob, pending_job, schedule
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many
 from fleetyard.store.boards import switch_board_state
@@ -108,16 +108,7 @@ class Reconciler:
         self._spec_cache = keep
 
     def _pending(self, job_id: int, priority: int, submitted_at: float) -> PendingJob:
-        spec = self._spec_cache[job_id]
-        return PendingJob(
-            id=job_id,
-            priority=priority,
-            submitted_at=submitted_at,
-            boards=spec.boards,
-            generations=frozenset(spec.generations),
-            labels=spec.labels,
-            placement=spec.placement,
-        )
+        return pending_job(job_id, self._spec_cache[job_id], priority=priority, submitted_at=submitted_at)
 
     def liveness(self, now: float) -> list[str]:
         """Declare hosts lost whose heartbeats stopped; their work is re-queued."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 
@@ -25,6 +25,9 @@ class JobSpec(BaseModel):
     boards: int = Field(1, ge=1, le=4096, description="how many boards, all at once (a gang)")
     generations: list[str] = Field(default_factory=list, description="any of these; empty means any")
     labels: dict[str, str] = Field(default_factory=dict, description="board labels to match as a subset")
+    board_ids: list[str] = Field(
+        default_factory=list, max_length=4096, description="only these boards (any of them); empty means any"
+    )
     placement: Placement = Placement.ANY
     priority: int = Field(0, ge=-1000, le=1000)
     time_limit_s: float = Field(3600.0, gt=0, le=MAX_TIME_LIMIT_S)
@@ -32,7 +35,16 @@ class JobSpec(BaseModel):
     team: str | None = Field(None, max_length=100, description="defaults to the submitter's team")
     params: dict[str, Any] = Field(default_factory=dict, description="the workload's own parameters")
 
-    @field_validator("generations")
+    @field_validator("generations", "board_ids")
     @classmethod
-    def _unique_generations(cls, v: list[str]) -> list[str]:
+    def _unique(cls, v: list[str]) -> list[str]:
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _enough_boards_named(self) -> JobSpec:
+        if self.board_ids and len(self.board_ids) < self.boards:
+            raise ValueError(
+                f"asks for {self.boards} boards but board_ids names only {len(self.board_ids)}; "
+                "name at least as many boards, or drop board_ids"
+            )
+        return self

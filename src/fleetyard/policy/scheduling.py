@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fleetyard.domain.spec import Placement
+from fleetyard.domain.spec import JobSpec, Placement
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,21 @@ class PendingJob:
     generations: frozenset[str]
     labels: Mapping[str, str]
     placement: Placement
+    board_ids: frozenset[str] = frozenset()  # only these boards; empty means any
+
+
+def pending_job(job_id: int, spec: JobSpec, *, priority: int, submitted_at: float) -> PendingJob:
+    """The scheduler's view of a queued job."""
+    return PendingJob(
+        id=job_id,
+        priority=priority,
+        submitted_at=submitted_at,
+        boards=spec.boards,
+        generations=frozenset(spec.generations),
+        labels=spec.labels,
+        placement=spec.placement,
+        board_ids=frozenset(spec.board_ids),
+    )
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,8 @@ class Binding:
 
 
 def matches(job: PendingJob, board: FreeBoard) -> bool:
+    if job.board_ids and board.id not in job.board_ids:
+        return False
     if job.generations and board.generation not in job.generations:
         return False
     return all(board.labels.get(k) == v for k, v in job.labels.items())
@@ -104,6 +121,11 @@ class FleetBoard:
 
 def why_unschedulable(job: PendingJob, fleet: Sequence[FleetBoard]) -> str | None:
     """Why a job can never run on this fleet, or None if some set of boards could take it."""
+    if job.board_ids:
+        ids = {b.id for b in fleet}
+        absent = sorted(job.board_ids - ids)
+        if len(absent) > len(job.board_ids) - job.boards:
+            return f"board(s) {', '.join(absent)} not in the fleet (or retired or quarantined)"
     known = sorted({b.generation for b in fleet})
     unknown = sorted(job.generations - set(known))
     if job.generations and len(unknown) == len(job.generations):
@@ -126,4 +148,6 @@ def why_unschedulable(job: PendingJob, fleet: Sequence[FleetBoard]) -> str | Non
 def _describe(job: PendingJob) -> str:
     parts = [f"generation in {{{', '.join(sorted(job.generations))}}}" if job.generations else "any generation"]
     parts += [f"{k}={v}" for k, v in sorted(job.labels.items())]
+    if job.board_ids:
+        parts.append(f"board in {{{', '.join(sorted(job.board_ids))}}}")
     return ", ".join(parts)

@@ -70,6 +70,8 @@ class RankOut(BaseModel):
     outcome: str | None
     exit_code: int | None
     message: str | None
+    created_at: float  # the controller bound the rank to its board
+    delivered_at: float | None  # the board's agent took it (its assignments poll)
     started_at: float | None
     finished_at: float | None
     result: dict[str, Any]

@@ -6,9 +6,11 @@
     outputs = model.run({"x": x})                               # {name: ndarray} -> {name: ndarray}
     model.record()                                              # runtime, version, providers, nodes
 
-The format is detected from the content (ONNX protobuf, IREE .vmfb FlatBuffer); ONNX runs
-through ONNX Runtime (:mod:`.onnx_runtime`), .vmfb through iree-base-runtime
-(:mod:`.iree_runtime`). Errors are in :mod:`.errors`.
+The format is detected from the content (ONNX protobuf, IREE .vmfb FlatBuffer, torch ZIP
+archives); ONNX runs through ONNX Runtime (:mod:`.onnx_runtime`), .vmfb through
+iree-base-runtime (:mod:`.iree_runtime`), TorchScript (.pt) and ExportedProgram (.pt2) through
+torch (:mod:`.torch_runtime`, the optional ``fleetyard[torch]`` extra, imported only when a
+torch artifact is used). Errors are in :mod:`.errors`.
 """
 
 from fleetyard.runtimes.artifacts import inspect, load, runtime_for

@@ -9,12 +9,17 @@ from fleetyard.runtimes.errors import RuntimeUnavailable
 from fleetyard.runtimes.formats import detect_format
 from fleetyard.runtimes.iree_runtime import IreeRuntime
 from fleetyard.runtimes.onnx_runtime import OnnxRuntime
+from fleetyard.runtimes.torch_runtime import TorchRuntime
 
 __all__ = ["inspect", "load", "runtime_for"]
 
+_TORCH = TorchRuntime()
 _RUNTIMES: dict[ArtifactFormat, Runtime] = {
     ArtifactFormat.ONNX: OnnxRuntime(),
     ArtifactFormat.IREE_VMFB: IreeRuntime(),
+    # One TorchRuntime for both torch formats; torch itself is imported only when one is used.
+    ArtifactFormat.TORCHSCRIPT: _TORCH,
+    ArtifactFormat.TORCH_EXPORT: _TORCH,
 }
 
 
@@ -23,8 +28,8 @@ def runtime_for(fmt: ArtifactFormat) -> Runtime:
     runtime = _RUNTIMES.get(fmt)
     if runtime is None:
         raise RuntimeUnavailable(
-            f"{fmt.value} artifacts have no runtime in fleetyard yet; export the model to ONNX "
-            "(torch.onnx.export) or compile it with IREE (iree-turbine) to a .vmfb",
+            f"{fmt.value} artifacts have no runtime in fleetyard; export the model to ONNX (torch.onnx.export), "
+            "compile it with IREE to a .vmfb, or save it as TorchScript (.pt) or an ExportedProgram (.pt2)",
             detail={"format": fmt.value},
         )
     return runtime

@@ -1,4 +1,4 @@
-"""The runtime interface: what every artifact runtime (ONNX Runtime, IREE, …) offers.
+"""The runtime interface: what every artifact runtime (ONNX Runtime, IREE, torch) offers.
 
 A :class:`Runtime` knows one artifact format. It can :meth:`~Runtime.inspect` an artifact (no
 device needed: inputs and outputs with names, shapes and dtypes) and :meth:`~Runtime.load` it
@@ -44,8 +44,8 @@ DeviceKind = Literal["cpu", "cuda"]
 class ArtifactFormat(enum.StrEnum):
     ONNX = "onnx"
     IREE_VMFB = "iree-vmfb"
-    TORCHSCRIPT = "torchscript"  # detected so that the error says so; no runtime yet
-    TORCH_EXPORT = "torch-export"  # ExportedProgram (.pt2); no runtime yet
+    TORCHSCRIPT = "torchscript"  # torch.jit.save archive (.pt); runs through torch (optional extra)
+    TORCH_EXPORT = "torch-export"  # ExportedProgram (.pt2, torch.export.save); runs through torch
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class ArtifactInfo:
     """What :meth:`Runtime.inspect` learns about an artifact without running it."""
 
     format: ArtifactFormat
-    runtime: str  # the runtime that runs it: "onnxruntime", "iree"
+    runtime: str  # the runtime that runs it: "onnxruntime", "iree", "torch"
     sha256: str
     size: int
     signature: Signature

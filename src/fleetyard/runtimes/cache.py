@@ -84,13 +84,24 @@ class SessionCache:
         ``sha256`` is the artifact's digest when the caller knows it (a blob is named by it);
         otherwise the file is hashed once and remembered by its stat.
         """
+        return self.lookup(path, settings, sha256=sha256, function=function)[0]
+
+    def lookup(
+        self,
+        path: Path | str,
+        settings: DeviceSettings | None = None,
+        *,
+        sha256: str | None = None,
+        function: str | None = None,
+    ) -> tuple[LoadedModel, bool]:
+        """:meth:`get`, and whether this call was a hit (the model was already loaded)."""
         key = self.key(path, settings, sha256=sha256, function=function)
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
                 self.hits += 1
-                return model
+                return model, True
             self.misses += 1
             # Loading under the lock: a second caller of the same key waits and then hits.
             model = self._loader(Path(path), key.settings, sha256=key.sha256, function=function)
@@ -99,7 +110,7 @@ class SessionCache:
                 _, old = self._models.popitem(last=False)
                 self.evictions += 1
                 old.release()
-            return model
+            return model, False
 
     def evict(self, key: CacheKey) -> bool:
         """Release one model; whether it was there."""

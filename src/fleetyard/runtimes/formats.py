@@ -6,8 +6,9 @@
 - ONNX: a protobuf ``ModelProto``. Protobuf has no magic number, so the first top-level fields
   are walked: each must be a ModelProto field number with its wire type (ir_version, graph,
   opset_import, …). A ``.onnx`` name is trusted when the walk is inconclusive; parsing decides.
-- TorchScript (``.pt``) and ExportedProgram (``.pt2``) ZIP archives are recognised only to say
-  that they have no runtime yet.
+- TorchScript (``.pt``, ``torch.jit.save``) and ExportedProgram (``.pt2``, ``torch.export.save``)
+  ZIP archives: by their entries (``code/`` and ``data.pkl``; ``models/model.json`` or
+  ``serialized_exported_program.json``). They run through torch (:mod:`.torch_runtime`).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def detect_format(path: Path) -> ArtifactFormat:
         return ArtifactFormat.ONNX
     kind = "a ZIP archive" if head.startswith(_ZIP_LOCAL) else f"bytes {head[:8].hex(' ')}"
     raise UnknownFormat(
-        f"unknown artifact format for {path.name}: starts with {kind}. Supported: ONNX models (.onnx) and IREE "
-        "modules (.vmfb from iree-compile)",
+        f"unknown artifact format for {path.name}: starts with {kind}. Supported: ONNX models (.onnx), IREE "
+        "modules (.vmfb from iree-compile), TorchScript (.pt) and ExportedProgram (.pt2) archives",
         detail={"path": str(path), "head": head[:16].hex()},
     )
 

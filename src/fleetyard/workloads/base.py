@@ -8,12 +8,17 @@ A kind whose jobs need blobs (an artifact, an inputs file) declares them with an
 classmethod ``blobs(params) -> list[str]`` of sha256s; absent means none. The agent fetches them
 into its content-addressed cache before the rank starts (see :func:`required_blobs`), and the
 rank reaches each through :meth:`WorkloadContext.blob`.
+
+A kind may also declare ``admit(params, registry) -> None``, a classmethod the server calls at
+submit after the params parsed: it refuses (``BadRequest``) what the params name but the server
+can tell is wrong, e.g. an artifact never registered or inputs that do not fit it (see
+:mod:`fleetyard.workloads.admission`). A kind without it is admitted on its params alone.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -70,8 +75,9 @@ class Workload(Protocol):
     def run(self, ctx: WorkloadContext) -> WorkloadResult: ...
 
     # Optional: ``@classmethod def blobs(cls, params: BaseModel) -> list[str]``, the sha256s of
-    # the blobs a job needs on its board (see the module's docstring). Not declared here, so that
-    # a kind without it still satisfies the protocol.
+    # the blobs a job needs on its board, and ``@classmethod def admit(cls, params, registry)``
+    # (see the module's docstring). Not declared here, so that a kind without them still
+    # satisfies the protocol.
 
 
 @functools.cache
@@ -89,6 +95,26 @@ def workload_class(kind: str) -> type[Workload]:
         )
     cls: type[Workload] = eps[kind].load()
     return cls
+
+
+def board_record(env: Mapping[str, str]) -> dict[str, Any]:
+    """The board a rank ran on, as its session's environment names it, for results: id, serial,
+    firmware, generation, device (and the GPU's UUID, the sim generation's latency factor)."""
+    board: dict[str, Any] = {
+        "id": env.get("FLEETYARD_BOARD_ID"),
+        "serial": env.get("FLEETYARD_BOARD_SERIAL"),
+        "device": env.get("FLEETYARD_DEVICE") or "local cpu",
+        "firmware": env.get("FLEETYARD_BOARD_FIRMWARE"),
+        "generation": env.get("FLEETYARD_BOARD_GENERATION"),
+        "gpu_uuid": env.get("FLEETYARD_GPU_UUID"),
+    }
+    if "FLEETYARD_SIM_GENERATION" in env:
+        board["sim"] = {
+            "generation": env["FLEETYARD_SIM_GENERATION"],
+            "latency_factor": float(env.get("FLEETYARD_SIM_LATENCY_FACTOR", "1") or 1),
+            "note": "run on this host's CPU; the generation's latency factor is recorded, not applied",
+        }
+    return board
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -109,6 +135,13 @@ def validate_params(kind: str, params: dict[str, Any]) -> BaseModel:
         errors = [{"field": ".".join(["params", *map(str, e["loc"])]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0]
         raise BadRequest(f"invalid job spec: {first['field']}: {first['message']}", detail=errors)
+
+
+def admit(kind: str, params: BaseModel, registry: Any) -> None:
+    """Run the kind's submit-time checks on its parsed ``params``, if it declares any."""
+    check: Callable[[BaseModel, Any], None] | None = getattr(workload_class(kind), "admit", None)
+    if check is not None:
+        check(params, registry)
 
 
 def required_blobs(kind: str, params: dict[str, Any]) -> list[str]:

@@ -38,7 +38,9 @@ On a sim board the model runs on this host's CPU, as every sim workload does. Th
 The result (also written to ``bench.json`` in the output dir) records the board (id, serial,
 device, firmware, generation), the runtime (providers, versions), python,
 numpy and fleetyard versions, the artifact's sha256, the inputs' shapes and digests, and the
-scenario's settings. Generated inputs are saved as ``inputs.npz`` so the run can be repeated.
+scenario's settings, and the ``timing`` the ``run`` kind reports (session "cached" or "loaded",
+load time, when the first query began). Generated inputs are saved as ``inputs.npz`` so the run
+can be repeated.
 
 :func:`bench_local` runs the same code in this process on this machine's CPU (``--local``).
 """
@@ -71,8 +73,9 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
-from fleetyard.workloads.run import INPUTS_FILE, SHA256
+from fleetyard.workloads.admission import Registry, admit_artifact_job
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, board_record, params_as
+from fleetyard.workloads.run import INPUTS_FILE, SHA256, timing
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
 __all__ = ["BENCH_FILE", "PERCENTILES", "BenchParams", "BenchWorkload", "bench_local", "execute", "required_queries"]
@@ -134,6 +137,11 @@ class BenchWorkload:
         p = params_as(params, BenchParams)
         return [p.artifact] + ([p.inputs] if p.inputs else [])
 
+    @classmethod
+    def admit(cls, params: BaseModel, registry: Registry) -> None:
+        p = params_as(params, BenchParams)
+        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, one_input_set=True)
+
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, BenchParams)
         return execute(
@@ -168,10 +176,13 @@ def execute(
     artifact_sha256: str | None = None,
 ) -> WorkloadResult:
     """Load, warm up, measure, judge; a bad artifact or input is the user's error, never an exception."""
+    rank_started_at = time.time()
     stop = should_stop or (lambda: False)
     try:
         settings = DeviceSettings.from_env(env)
-        model = default_cache().get(artifact_path, settings, sha256=artifact_sha256, function=params.function)
+        t_load = time.perf_counter()
+        model, hit = default_cache().lookup(artifact_path, settings, sha256=artifact_sha256, function=params.function)
+        load_s = time.perf_counter() - t_load
         signature = model.signature
         generated = inputs_path is None
         if inputs_path is None:
@@ -183,6 +194,7 @@ def execute(
         samples = _samples_per_query(inputs, params.batch)
         if log is not None:
             log(f"bench {params.scenario}: warming up ({params.warmup_queries} queries, {params.warmup_s:g} s)\n")
+        compute_started_at = time.time()  # the first query (of warm-up, or of measurement) begins now
         stopped = _warm_up(model, inputs, params, stop)
         latencies, elapsed_ns, stopped = (array("q"), 0, True) if stopped else _measure(model, inputs, params, stop)
         record = model.record().to_dict()
@@ -200,8 +212,9 @@ def execute(
         inputs=describe_arrays(inputs),
         inputs_generated=generated,
         runtime=record,
-        board=_board(env),
+        board=board_record(env),
         versions=_versions(record),
+        timing=timing(hit=hit, load_s=load_s, compute_started_at=compute_started_at, rank_started_at=rank_started_at),
     )
     (output_dir / BENCH_FILE).write_text(json.dumps(result, indent=2) + "\n")
     if log is not None:
@@ -320,24 +333,6 @@ def _result(
         "unsupported_percentiles": [f"p{p:g}" for p in PERCENTILES if n < required_queries(p)],
         "settings": params.model_dump(mode="json"),
     }
-
-
-def _board(env: Mapping[str, str]) -> dict[str, Any]:
-    board: dict[str, Any] = {
-        "id": env.get("FLEETYARD_BOARD_ID"),
-        "serial": env.get("FLEETYARD_BOARD_SERIAL"),
-        "device": env.get(DeviceSettings.ENV_DEVICE) or "local cpu",
-        "firmware": env.get("FLEETYARD_BOARD_FIRMWARE"),
-        "generation": env.get("FLEETYARD_BOARD_GENERATION"),
-        "gpu_uuid": env.get(DeviceSettings.ENV_GPU_UUID),
-    }
-    if "FLEETYARD_SIM_GENERATION" in env:
-        board["sim"] = {
-            "generation": env["FLEETYARD_SIM_GENERATION"],
-            "latency_factor": float(env.get("FLEETYARD_SIM_LATENCY_FACTOR", "1") or 1),
-            "note": "run on this host's CPU; the generation's latency factor is recorded, not applied",
-        }
-    return board
 
 
 def _versions(record: Mapping[str, Any]) -> dict[str, str]:

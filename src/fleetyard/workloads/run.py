@@ -5,7 +5,8 @@ rank starts (:meth:`RunWorkload.blobs`). The model is loaded through the warm se
 ``repeat`` times on the same inputs, and its outputs are saved as ``outputs.npz`` (and generated
 inputs as ``inputs.npz``) in the rank's output dir, which the agent uploads as blobs. The result
 holds each output's shape, dtype and sha256 of its bytes, so ranks on different boards can be
-compared without downloading anything.
+compared without downloading anything. Its ``timing`` (see :func:`timing`) says whether the model
+came warm from the session cache and when the first run began (``bench/warm.py`` reads it).
 
 On a sim board with ``silent_corruption`` active the outputs are perturbed by the sim driver's
 fault model: the board returns wrong numbers and reports success, as a corrupting board does.
@@ -34,7 +35,8 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
+from fleetyard.workloads.admission import Registry, admit_artifact_job
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, board_record, params_as
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
 __all__ = ["RunParams", "RunWorkload", "execute", "run_local"]
@@ -73,6 +75,11 @@ class RunWorkload:
         p = params_as(params, RunParams)
         return [p.artifact] + ([p.inputs] if p.inputs else [])
 
+    @classmethod
+    def admit(cls, params: BaseModel, registry: Registry) -> None:
+        p = params_as(params, RunParams)
+        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, one_input_set=True)
+
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, RunParams)
         return execute(
@@ -85,6 +92,19 @@ class RunWorkload:
             should_stop=ctx.should_stop,
             artifact_sha256=params.artifact,
         )
+
+
+def timing(*, hit: bool, load_s: float, compute_started_at: float | None, rank_started_at: float) -> dict[str, Any]:
+    """A result's ``timing``: whether the model came warm from the session cache ("cached") or was
+    loaded, how long getting it took (s), and the epoch times (``time.time()``) the workload began
+    and its first ``model.run`` began (None if it never ran). Compared with the rank's
+    ``created_at``/``delivered_at`` they tell how long a rank took to start computing."""
+    return {
+        "session": "cached" if hit else "loaded",
+        "load_s": round(load_s, 6),
+        "compute_started_at": compute_started_at,
+        "rank_started_at": rank_started_at,
+    }
 
 
 def run_local(params: RunParams, *, artifact_path: Path, inputs_path: Path | None, output_dir: Path) -> WorkloadResult:
@@ -106,9 +126,13 @@ def execute(
     artifact_sha256: str | None = None,
 ) -> WorkloadResult:
     """Load, feed, run, save; a bad artifact or input is the user's error, never an exception."""
+    rank_started_at = time.time()
+    compute_started_at: float | None = None
     try:
         settings = DeviceSettings.from_env(env)
-        model = default_cache().get(artifact_path, settings, sha256=artifact_sha256, function=params.function)
+        t_load = time.perf_counter()
+        model, hit = default_cache().lookup(artifact_path, settings, sha256=artifact_sha256, function=params.function)
+        load_s = time.perf_counter() - t_load
         signature = model.signature
         generated = inputs_path is None
         if inputs_path is None:
@@ -121,6 +145,8 @@ def execute(
         for i in range(params.repeat):
             if should_stop is not None and should_stop():
                 return WorkloadResult(Outcome.CANCELED, message=f"stopped after {i} of {params.repeat} runs")
+            if compute_started_at is None:
+                compute_started_at = time.time()
             t0 = time.perf_counter()
             out = model.run(inputs, check=False)
             latencies.append((time.perf_counter() - t0) * 1000.0)
@@ -144,7 +170,12 @@ def execute(
         "repeat": params.repeat,
         "latency_ms": [round(x, 6) for x in latencies],
         "latency_ms_median": round(statistics.median(latencies), 6),
+        "artifact": artifact_sha256,
         "runtime": record,
+        "board": board_record(env),
+        "timing": timing(
+            hit=hit, load_s=load_s, compute_started_at=compute_started_at, rank_started_at=rank_started_at
+        ),
     }
     if log is not None:
         shapes = ", ".join(f"{n}: {a.dtype.name}{list(a.shape)}" for n, a in outputs.items())

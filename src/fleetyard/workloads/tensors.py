@@ -4,6 +4,11 @@ Files are ``.npz`` (keys are input names; one array in a file for a one-input mo
 name), ``.npy`` (one-input models) or JSON (``{name: nested lists}``). The format is read from
 the content, not the name, because a blob in the agent's cache has no suffix.
 
+A file may hold several input sets (``validate`` streams them): an ``.npz`` keyed
+``"SET/name"`` (``"0/x"``, ``"1/x"``, …; sets numbered from 0 with no gaps) or a JSON list of
+``{name: nested lists}`` objects (Polygraphy's ``--load-inputs`` layout). An ``.npz`` is read one
+set at a time, so memory is that of one set; a JSON file is parsed whole.
+
 Generated inputs are deterministic for a seed: input *i* (in signature order) draws from its own
 stream ``default_rng([seed, i])``, so changing one input's range leaves the others' values alone.
 Defaults: floats uniform in [-1, 1), integers in [0, 10), booleans fair coins. A symbolic
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,10 +33,15 @@ __all__ = [
     "DEFAULT_FLOAT_RANGE",
     "DEFAULT_INT_RANGE",
     "array_sha256",
+    "check_input_file",
     "describe_arrays",
     "generate_inputs",
+    "input_set_count",
+    "iter_array_sets",
+    "iter_input_sets",
     "load_arrays",
     "load_inputs",
+    "peek_input_sets",
     "resolve_shape",
     "save_arrays",
 ]
@@ -132,34 +143,174 @@ def _generate(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator
 
 
 def load_arrays(path: Path | str) -> dict[str, np.ndarray]:
-    """The arrays in an ``.npz``, ``.npy`` (keyed ``""``) or JSON file, whichever it is."""
+    """The arrays of a one-set ``.npz``, ``.npy`` (keyed ``""``) or JSON file, whichever it is."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    try:
-        if head.startswith(_ZIP_MAGIC):
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        if head.startswith(_NPY_MAGIC):
-            return {"": np.load(path, allow_pickle=False)}
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputMismatch(f"cannot read inputs file {path.name}: {exc}", detail={"file": str(path)}) from None
-    if not isinstance(data, dict):
+    count = _count_sets(path)
+    if count != 1:
         raise InputMismatch(
-            "a JSON inputs file is an object {input name: nested lists}", detail={"given": type(data).__name__}
+            f"{path.name} holds {count} sets of arrays; this takes one (validate streams several)",
+            detail={"file": str(path), "sets": count},
         )
-    return {str(k): np.asarray(v) for k, v in data.items()}
+    return next(iter_array_sets(path))
+
+
+def input_set_count(path: Path | str) -> int:
+    """How many input sets the file holds (1 for a plain one-set file)."""
+    return _count_sets(Path(path))
 
 
 def load_inputs(path: Path | str, signature: Signature) -> dict[str, np.ndarray]:
-    """Inputs for ``signature`` from a file, checked against it (names, dtypes, shapes).
+    """Inputs for ``signature`` from a one-set file, checked against it (names, dtypes, shapes).
 
     A file holding one array for a one-input model is that input, whatever its key. JSON has no
     dtypes, so its lists are cast to each input's dtype; arrays from ``.npz``/``.npy`` are not
     cast, as a silent cast would hide a wrong file.
     """
-    arrays = load_arrays(path)
+    return _as_inputs(load_arrays(path), signature, json_file=_is_json(path))
+
+
+def iter_input_sets(path: Path | str, signature: Signature) -> Iterator[dict[str, np.ndarray]]:
+    """Each input set of the file in order, checked against ``signature``, read one at a time.
+
+    A bad set raises :class:`InputMismatch` naming its number.
+    """
+    path = Path(path)
+    many = _count_sets(path) > 1
+    is_json = _is_json(path)
+    for i, arrays in enumerate(iter_array_sets(path)):
+        try:
+            yield _as_inputs(arrays, signature, json_file=is_json)
+        except InputMismatch as exc:
+            if not many:
+                raise
+            raise InputMismatch(f"input set {i}: {exc.message}", detail={"set": i, **(exc.detail or {})}) from None
+
+
+def peek_input_sets(path: Path | str) -> list[dict[str, np.ndarray]]:
+    """Every set of an inputs file as arrays of the right shape and dtype but no data.
+
+    For checking a file against a model where the data does not matter (a server admitting a
+    job): an ``.npz``/``.npy`` is read header by header, each array a zero-stride view, so a
+    large file costs no memory. JSON is parsed.
+    """
+    path = Path(path)
+    if _is_json(path):
+        return list(iter_array_sets(path))
+    if _head(path).startswith(_NPY_MAGIC):
+        with open(path, "rb") as f:
+            return [{"": _header_view(f)}]
+    with zipfile.ZipFile(path) as zf:
+        arrays: dict[str, np.ndarray] = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                arrays[info.filename[: -len(".npy")]] = _header_view(f)
+    return [dict(s) for s in _split_sets(path, arrays)]
+
+
+def check_input_file(path: Path | str, signature: Signature) -> int:
+    """Check every set of an inputs file against ``signature`` (names, dtypes, shapes) without
+    reading array data (:func:`peek_input_sets`); the number of sets. A bad set raises
+    :class:`InputMismatch` naming it."""
+    path = Path(path)
+    sets = peek_input_sets(path)
+    is_json = _is_json(path)
+    for i, arrays in enumerate(sets):
+        try:
+            _as_inputs(arrays, signature, json_file=is_json)
+        except InputMismatch as exc:
+            if len(sets) == 1:
+                raise
+            raise InputMismatch(f"input set {i}: {exc.message}", detail={"set": i, **(exc.detail or {})}) from None
+    return len(sets)
+
+
+def _header_view(f: Any) -> np.ndarray:
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def _head(path: Path | str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+_SET_KEY = re.compile(r"^(\d+)/(.+)$")
+T = TypeVar("T")
+
+
+def iter_array_sets(path: Path) -> Iterator[dict[str, np.ndarray]]:
+    """The file's input sets in order, each read when reached (an ``.npz`` stays open meanwhile)."""
+    head = _head(path)
+    try:
+        if head.startswith(_ZIP_MAGIC):
+            with np.load(path, allow_pickle=False) as npz:  # lazy: an array is read when its key is
+                for keys in _split_sets(path, {k: k for k in npz.files}):
+                    yield {name: npz[key] for name, key in keys.items()}
+            return
+        if head.startswith(_NPY_MAGIC):
+            yield {"": np.load(path, allow_pickle=False)}
+            return
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputMismatch(f"cannot read inputs file {path.name}: {exc}", detail={"file": str(path)}) from None
+    for d in _json_sets(data):
+        yield {str(k): np.asarray(v) for k, v in d.items()}
+
+
+def _json_sets(data: Any) -> list[dict[str, Any]]:
+    sets = data if isinstance(data, list) else [data]
+    if not sets or not all(isinstance(d, dict) for d in sets):
+        raise InputMismatch(
+            "a JSON inputs file is an object {input name: nested lists}, or a list of such objects (one per set)",
+            detail={"given": type(data).__name__},
+        )
+    return sets
+
+
+def _count_sets(path: Path) -> int:
+    head = _head(path)
+    try:
+        if head.startswith(_ZIP_MAGIC):
+            with zipfile.ZipFile(path) as zf:
+                names = {n[: -len(".npy")]: n for n in zf.namelist() if n.endswith(".npy")}
+            return len(_split_sets(path, names))
+        if head.startswith(_NPY_MAGIC):
+            return 1
+        return len(_json_sets(json.loads(path.read_text())))
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputMismatch(f"cannot read inputs file {path.name}: {exc}", detail={"file": str(path)}) from None
+
+
+def _split_sets(path: Path, entries: Mapping[str, T]) -> list[dict[str, T]]:
+    """``{"0/x": a, "1/x": b}`` -> ``[{"x": a}, {"x": b}]``; keys without a set number are one set."""
+    numbered = {k: _SET_KEY.match(k) for k in entries}
+    if not any(numbered.values()):
+        return [dict(entries)]
+    plain = [k for k, m in numbered.items() if m is None]
+    if plain:
+        raise InputMismatch(
+            f"{path.name} mixes keys with a set number (SET/name) and without ({', '.join(map(repr, plain[:3]))}); "
+            "key every array SET/name, or none",
+            detail={"file": str(path), "unnumbered": plain},
+        )
+    sets: dict[int, dict[str, T]] = {}
+    for key, m in numbered.items():
+        assert m is not None  # Invariant: checked above.
+        sets.setdefault(int(m.group(1)), {})[m.group(2)] = entries[key]
+    if sorted(sets) != list(range(len(sets))):
+        raise InputMismatch(
+            f"{path.name} numbers its input sets {sorted(sets)[:8]}; number them 0, 1, 2, … with no gaps",
+            detail={"file": str(path), "sets": sorted(sets)},
+        )
+    return [sets[i] for i in range(len(sets))]
+
+
+def _as_inputs(arrays: dict[str, np.ndarray], signature: Signature, *, json_file: bool) -> dict[str, np.ndarray]:
     specs = {t.name: t for t in signature.inputs}
     if len(arrays) == 1 and len(specs) == 1:
         (value,) = arrays.values()
@@ -170,14 +321,13 @@ def load_inputs(path: Path | str, signature: Signature) -> dict[str, np.ndarray]
             f"({', '.join(specs)}); use an .npz keyed by input name",
             detail={"expected": list(specs)},
         )
-    if _is_json(path):
+    if json_file:
         arrays = {n: _cast_json(specs[n], a) if n in specs else a for n, a in arrays.items()}
     return check_inputs(signature, arrays)
 
 
 def _is_json(path: Path | str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(8)
+    head = _head(path)
     return not (head.startswith(_ZIP_MAGIC) or head.startswith(_NPY_MAGIC))
 
 

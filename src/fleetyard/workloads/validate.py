@@ -1,16 +1,18 @@
 """The ``validate`` job kind: do a board's outputs match a reference, over many input sets?
 
-Each input set (a file, or generated with seeds ``seed .. seed + input_sets - 1``) runs on the
-board's runtime through the warm session cache, the same path as the ``run`` kind, so a sim
-board's fault model (silent corruption) applies. The reference is either golden outputs
-(``expected``, for one input set) or ONNX Runtime on the CPU with graph optimisation off, on the
-same inputs. Each set's :class:`~fleetyard.validation.ComparisonReport` is folded into a
+Each input set (the sets of an inputs file, or generated with seeds ``seed .. seed +
+input_sets - 1``) runs on the board's runtime through the warm session cache, the same path as
+the ``run`` kind, so a sim board's fault model (silent corruption) applies. The reference is
+either golden outputs (``expected``, paired with the inputs file set by set) or the format's own
+runtime on the CPU on the same inputs (:func:`choose_reference`): ONNX Runtime with graph
+optimisation off for ONNX, torch for TorchScript/ExportedProgram. Each set's
+:class:`~fleetyard.validation.ComparisonReport` is folded into a
 :class:`~fleetyard.validation.ComparisonAccumulator` and dropped: memory does not grow with sets.
 
-What a result keeps, so that it can be re-run exactly: the artifact's sha256, the runtime record,
-the seeds and tolerances, and as blobs ``report.json``, ``report.html`` and the inputs, candidate
-and reference outputs of one set (the first failing one, else set 0): ``inputs.npz``,
-``candidate.npz``, ``reference.npz``.
+What a result keeps, so that it can be re-run exactly (``fleetyard repro``): the artifact's
+sha256, the runtime record, the board (serial, firmware, generation), the seeds and tolerances,
+and as blobs ``report.json``, ``report.html`` and the inputs, candidate and reference outputs of
+one set (the first failing one, else set 0): ``inputs.npz``, ``candidate.npz``, ``reference.npz``.
 
 A numerical mismatch is the user's error (DESIGN.md's outcome table): the rank ends USER_ERROR
 with a message naming the worst output. With ``layerwise`` (ONNX only), the first failing set is
@@ -47,9 +49,10 @@ from fleetyard.runtimes import (
 from fleetyard.validation import ComparisonAccumulator, ComparisonReport, TolerancePolicy, compare_outputs, render_html
 from fleetyard.validation.compare import encode_float
 from fleetyard.validation.localize import Runner, localize, ort_runner, policy_check, runtime_runner
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
+from fleetyard.workloads.admission import Registry, admit_artifact_job
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, board_record, params_as
 from fleetyard.workloads.run import SHA256
-from fleetyard.workloads.tensors import generate_inputs, load_arrays, load_inputs, save_arrays
+from fleetyard.workloads.tensors import generate_inputs, input_set_count, iter_array_sets, iter_input_sets, save_arrays
 
 __all__ = ["ValidateParams", "ValidateWorkload", "execute", "validate_local"]
 
@@ -69,17 +72,19 @@ class ValidateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    artifact: str = Field(pattern=SHA256, description="sha256 of a pushed artifact (ONNX or IREE .vmfb)")
+    artifact: str = Field(pattern=SHA256, description="sha256 of a pushed artifact (ONNX, IREE .vmfb, torch .pt/.pt2)")
     inputs: str | None = Field(
-        None, pattern=SHA256, description="sha256 of an .npz/.npy/JSON inputs blob (one set); none: generate"
+        None, pattern=SHA256, description="sha256 of an .npz/.npy/JSON inputs blob (one or more sets); none: generate"
     )
     input_sets: int = Field(1, ge=1, le=1_000_000, description="generated sets, seeds seed .. seed+n-1")
     seed: int = Field(0, description="seed of the first generated set")
     expected: str | None = Field(
-        None, pattern=SHA256, description="sha256 of an .npz of golden outputs for one input set"
+        None, pattern=SHA256, description="sha256 of an .npz of golden outputs, as many sets as the inputs file"
     )
-    reference: Literal["onnxruntime"] | None = Field(
-        None, description="reference runtime (default onnxruntime when no expected outputs are given)"
+    reference: Literal["onnxruntime", "torch"] | None = Field(
+        None,
+        description="reference runtime on the CPU without expected outputs: onnxruntime (ONNX, the default) or "
+        "torch (TorchScript .pt / ExportedProgram .pt2, the default for them)",
     )
     atol: list[str] = Field(default_factory=list, description='"1e-5" (every output) or "name:1e-3"')
     rtol: list[str] = Field(default_factory=list, description='"1e-5" (every output) or "name:1e-3"')
@@ -105,14 +110,10 @@ class ValidateParams(BaseModel):
         if self.expected is not None and self.reference is not None:
             raise ValueError("give expected outputs or a reference runtime, not both")
         if self.expected is not None and self.input_sets != 1:
-            raise ValueError("expected outputs are for one input set; input_sets must be 1")
+            raise ValueError("golden outputs pair with an inputs file's sets; input_sets is for generated inputs")
         if self.inputs is not None and self.input_sets != 1:
-            raise ValueError("an inputs file is one input set; input_sets applies to generated inputs")
+            raise ValueError("an inputs file says how many sets it has; input_sets applies to generated inputs")
         return self
-
-    @property
-    def reference_kind(self) -> Literal["onnxruntime", "expected"]:
-        return "expected" if self.expected is not None else "onnxruntime"
 
     def policy(self) -> TolerancePolicy:
         return TolerancePolicy.from_strings(self.atol, self.rtol, nan_equal=self.nan_equal)
@@ -128,6 +129,11 @@ class ValidateWorkload:
     def blobs(cls, params: BaseModel) -> list[str]:
         p = params_as(params, ValidateParams)
         return [p.artifact] + [s for s in (p.inputs, p.expected) if s]
+
+    @classmethod
+    def admit(cls, params: BaseModel, registry: Registry) -> None:
+        p = params_as(params, ValidateParams)
+        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, expected=p.expected)
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, ValidateParams)
@@ -185,12 +191,9 @@ def execute(
     """
     try:
         fmt = detect_format(artifact_path)
-        if fmt is not ArtifactFormat.ONNX and params.expected is None:
-            return WorkloadResult(
-                Outcome.CONFIG_ERROR,
-                message=f"a {fmt.value} artifact has no reference runtime here (onnxruntime runs ONNX only); "
-                "pass expected outputs (--expected OUT.npz)",
-            )
+        reference_kind, refusal = choose_reference(fmt, params)
+        if refusal is not None:
+            return WorkloadResult(Outcome.CONFIG_ERROR, message=refusal)
         if params.layerwise and fmt is not ArtifactFormat.ONNX:
             return WorkloadResult(
                 Outcome.CONFIG_ERROR, message=f"layer-wise localisation is for ONNX artifacts, not {fmt.value}"
@@ -205,19 +208,20 @@ def execute(
             def candidate(inputs: Mapping[str, np.ndarray]) -> Arrays:
                 return as_computed_by(env, model.run(inputs, check=False))  # the sim board's fault model
 
-        expected = _load_expected(expected_path, signature) if expected_path is not None else None
-        reference = _ort_reference(artifact_path) if expected is None else None
+        expected = _expected_sets(expected_path, signature, inputs_path) if expected_path is not None else None
+        reference = _REFERENCES[reference_kind](artifact_path) if reference_kind != "expected" else None
         acc = ComparisonAccumulator()
         first_fail: int | None = None
         failing_sets = 0  # sets where any output failed or was missing
         fail_report: ComparisonReport | None = None
         saved_report: ComparisonReport | None = None
         failed_inputs: Arrays | None = None
+        total = input_set_count(inputs_path) if inputs_path is not None else params.input_sets
         for i, inputs in enumerate(_input_sets(params, signature, inputs_path)):
             if should_stop is not None and should_stop():
-                return WorkloadResult(Outcome.CANCELED, message=f"stopped after {i} of {params.input_sets} sets")
+                return WorkloadResult(Outcome.CANCELED, message=f"stopped after {i} of {total} sets")
             actual = candidate(inputs)
-            ref = expected if expected is not None else _run_reference(reference, inputs)
+            ref = next(expected) if expected is not None else _run_reference(reference, inputs)
             report = compare_outputs(actual, ref, policy)
             acc.add(report)
             failing_sets += not report.passed
@@ -263,9 +267,10 @@ def execute(
         "failing_report": None if fail_report is None else fail_report.to_json(),
         "layerwise": layerwise,
         "tolerances": {"atol": list(params.atol), "rtol": list(params.rtol), "nan_equal": params.nan_equal},
-        "reference": _reference_record(params),
+        "reference": _reference_record(params, reference_kind),
         "artifact": artifact_sha256,
         "runtime": record,
+        "board": board_record(env),
         "inputs_generated": inputs_path is None,
         "seeds": None if inputs_path is not None else [params.seed, params.seed + params.input_sets - 1],
     }
@@ -291,16 +296,29 @@ def execute(
 def _input_sets(params: ValidateParams, signature: Signature, inputs_path: Path | None) -> Iterator[Arrays]:
     """One set at a time, so memory stays that of one set."""
     if inputs_path is not None:
-        yield load_inputs(inputs_path, signature)
+        yield from iter_input_sets(inputs_path, signature)
         return
     for i in range(params.input_sets):
         inputs = generate_inputs(signature, seed=params.seed + i, ranges=params.ranges, dims=params.dims)
         yield check_inputs(signature, inputs)
 
 
-def _load_expected(path: Path, signature: Signature) -> Arrays:
+def _expected_sets(path: Path, signature: Signature, inputs_path: Path | None) -> Iterator[Arrays]:
+    """Golden outputs set by set, as many sets as the inputs file has (one for generated inputs)."""
+    want = input_set_count(inputs_path) if inputs_path is not None else 1
+    have = input_set_count(path)
+    if have != want:
+        raise InputMismatch(
+            f"the golden outputs file has {have} set(s) but there are {want} input set(s); give one golden set per "
+            "input set (an .npz keyed SET/name for several)",
+            detail={"expected_sets": have, "input_sets": want},
+        )
+    for arrays in iter_array_sets(path):
+        yield _named_outputs(arrays, signature)
+
+
+def _named_outputs(arrays: Arrays, signature: Signature) -> Arrays:
     """Golden outputs keyed by output name; one array for a one-output model needs no name."""
-    arrays = load_arrays(path)
     names = list(signature.output_names)
     if len(arrays) == 1 and len(names) == 1:
         (value,) = arrays.values()
@@ -313,6 +331,32 @@ def _load_expected(path: Path, signature: Signature) -> Arrays:
             detail={"unknown": unknown, "expected": names},
         )
     return arrays
+
+
+ReferenceKind = Literal["onnxruntime", "torch", "expected"]
+_TORCH_FORMATS = (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.TORCH_EXPORT)
+
+
+def choose_reference(fmt: ArtifactFormat, params: ValidateParams) -> tuple[ReferenceKind, str | None]:
+    """What the board's outputs are compared with, or why no reference fits (a config error):
+    golden outputs when given, else the asked runtime, else the format's own runtime on the CPU
+    (onnxruntime for ONNX, torch for .pt/.pt2; an IREE module has none and needs goldens)."""
+    if params.expected is not None:
+        return "expected", None
+    own: ReferenceKind | None = (
+        "onnxruntime" if fmt is ArtifactFormat.ONNX else "torch" if fmt in _TORCH_FORMATS else None
+    )
+    if own is None:
+        return "expected", (
+            f"a {fmt.value} artifact has no reference runtime here (onnxruntime runs ONNX, torch runs .pt/.pt2); "
+            "pass expected outputs (--expected OUT.npz)"
+        )
+    if params.reference is not None and params.reference != own:
+        return own, (
+            f"the {params.reference} reference does not run {fmt.value} artifacts; use --reference {own} "
+            "(the default for them) or pass expected outputs (--expected OUT.npz)"
+        )
+    return own, None
 
 
 def _ort_reference(path: Path) -> Candidate:
@@ -338,6 +382,29 @@ def _ort_reference(path: Path) -> Candidate:
     return run
 
 
+def _torch_reference(path: Path) -> Candidate:
+    """torch on the CPU: a fresh load of its own (not the board's cached session), one for every set."""
+    from fleetyard.runtimes.torch_runtime import TorchRuntime
+
+    try:
+        model = TorchRuntime().load(path, DeviceSettings(kind="cpu"))
+    except (RuntimeUnavailable, DeviceUnavailable):
+        raise
+    except FleetyardError as exc:
+        raise ExecutionFailed(f"the torch reference could not load the artifact: {exc.message}") from None
+
+    def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
+        try:
+            return model.run(inputs, check=False)
+        except FleetyardError as exc:
+            raise ExecutionFailed(f"the torch reference failed: {exc.message}") from None
+
+    return run
+
+
+_REFERENCES: dict[str, Callable[[Path], Candidate]] = {"onnxruntime": _ort_reference, "torch": _torch_reference}
+
+
 def _run_reference(reference: Candidate | None, inputs: Mapping[str, np.ndarray]) -> Arrays:
     assert reference is not None  # Invariant: there is a reference runtime whenever no goldens were given.
     return reference(inputs)
@@ -352,9 +419,13 @@ def _faulty(runner: Runner, env: Mapping[str, str]) -> Runner:
     return run
 
 
-def _reference_record(params: ValidateParams) -> dict[str, Any]:
-    if params.reference_kind == "expected":
+def _reference_record(params: ValidateParams, kind: ReferenceKind) -> dict[str, Any]:
+    if kind == "expected":
         return {"kind": "expected", "expected": params.expected}
+    if kind == "torch":
+        from fleetyard.runtimes.torch_runtime import TorchRuntime
+
+        return {"kind": "torch", "version": TorchRuntime().version(), "device": "cpu"}
     import onnxruntime as ort
 
     return {

@@ -22,7 +22,8 @@ POLL_S = 0.1
 
 @router.post("", response_model=JobOut, status_code=201)
 def submit(spec: JobSpec, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
-    [job_id] = svc.submit(s, principal=p, specs=[spec], at=now(), fleet=request.app.state.fleet_view)
+    state = request.app.state
+    [job_id] = svc.submit(s, principal=p, specs=[spec], at=now(), fleet=state.fleet_view, blobs=state.blobs)
     return svc.get_brief(s, job_id=job_id)
 
 
@@ -30,7 +31,10 @@ def submit(spec: JobSpec, request: Request, p: Principal = Depends(PEOPLE), s: S
 def submit_batch(
     body: JobBatchIn, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)
 ) -> JobBatchOut:
-    return JobBatchOut(ids=svc.submit(s, principal=p, specs=body.jobs, at=now(), fleet=request.app.state.fleet_view))
+    state = request.app.state
+    return JobBatchOut(
+        ids=svc.submit(s, principal=p, specs=body.jobs, at=now(), fleet=state.fleet_view, blobs=state.blobs)
+    )
 
 
 @router.get("", response_model=list[JobOut])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,26 +13,15 @@ from fleetyard.domain.auth import Principal, Role
 from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
-from fleetyard.errors import Forbidden, NotFound, UnschedulableJob
-from fleetyard.policy.scheduling import FleetBoard, PendingJob, why_unschedulable
+from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
+from fleetyard.policy.scheduling import FleetBoard, pending_job, why_unschedulable
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
 from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import settle, stop_ranks
+from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
-from fleetyard.workloads.base import validate_params
-
-
-def pending_view(job_id: int, spec: JobSpec, submitted_at: float) -> PendingJob:
-    return PendingJob(
-        id=job_id,
-        priority=spec.priority,
-        submitted_at=submitted_at,
-        boards=spec.boards,
-        generations=frozenset(spec.generations),
-        labels=spec.labels,
-        placement=spec.placement,
-    )
+from fleetyard.workloads.base import admit, validate_params
 
 
 class FleetView:
@@ -65,9 +55,9 @@ def _refusal(specs: list[JobSpec], fleet: list[FleetBoard]) -> tuple[int, str] |
     """The first spec that can never run on ``fleet``, and why."""
     checked: dict[str, str | None] = {}
     for i, spec in enumerate(specs):
-        key = spec.model_dump_json(include={"boards", "generations", "labels", "placement"})
+        key = spec.model_dump_json(include={"boards", "generations", "labels", "placement", "board_ids"})
         if key not in checked:
-            checked[key] = why_unschedulable(pending_view(0, spec, 0.0), fleet)
+            checked[key] = why_unschedulable(pending_job(0, spec, priority=spec.priority, submitted_at=0.0), fleet)
         reason = checked[key]
         if reason:
             return i, reason
@@ -87,13 +77,46 @@ def _team_for(principal: Principal, spec: JobSpec) -> str:
     return spec.team or principal.team or "ops"
 
 
+class SubmitRegistry:
+    """The artifacts and blobs a submit's checks look up (:class:`fleetyard.workloads.admission.Registry`)."""
+
+    def __init__(self, store: Store, blobs: BlobStore) -> None:
+        self.store, self.blobs = store, blobs
+        self._infos: dict[str, dict[str, Any] | None] = {}
+
+    def artifact_info(self, sha256: str) -> dict[str, Any] | None:
+        if sha256 not in self._infos:  # a batch of jobs of one artifact reads it once
+            with self.store.read() as conn:
+                info = conn.execute(sa.select(t.artifacts.c.info).where(t.artifacts.c.sha256 == sha256)).scalar()
+            self._infos[sha256] = info
+        return self._infos[sha256]
+
+    def blob_path(self, sha256: str) -> Path | None:
+        return self.blobs.path(sha256) if self.blobs.has(sha256) else None
+
+
 def submit(
-    store: Store, *, principal: Principal, specs: list[JobSpec], at: float, fleet: FleetView | None = None
+    store: Store,
+    *,
+    principal: Principal,
+    specs: list[JobSpec],
+    at: float,
+    fleet: FleetView | None = None,
+    blobs: BlobStore | None = None,
 ) -> list[int]:
-    """Queue jobs, all or none. A spec that can never run on this fleet is refused, saying why."""
+    """Queue jobs, all or none. A spec that can never run on this fleet is refused, saying why;
+    so is one whose kind's checks refuse it (an artifact never pushed, inputs that do not fit)."""
     rows: list[dict[str, Any]] = []
-    for spec in specs:
-        validate_params(spec.kind, spec.params)
+    registry = SubmitRegistry(store, blobs) if blobs is not None else None
+    for i, spec in enumerate(specs):
+        params = validate_params(spec.kind, spec.params)
+        if registry is not None:
+            try:
+                admit(spec.kind, params, registry)
+            except BadRequest as exc:
+                if len(specs) > 1:
+                    exc.message = f"jobs[{i}]: {exc.message}"
+                raise
         rows.append(
             {
                 "name": spec.name,

@@ -102,6 +102,8 @@ def rank_out(r: Row) -> RankOut:
         outcome=r.outcome,
         exit_code=r.exit_code,
         message=r.message,
+        created_at=r.created_at,
+        delivered_at=r.delivered_at,
         started_at=r.started_at,
         finished_at=r.finished_at,
         result=r.result,

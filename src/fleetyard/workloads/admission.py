@@ -1,0 +1,104 @@
+"""Checks at submit for jobs that run an artifact: refused before they queue, not on a board later.
+
+A kind declares them with an optional classmethod ``admit(params, registry)`` (see
+:mod:`fleetyard.workloads.base`); the server calls it with a :class:`Registry` over its artifact
+table and blob store. The checks read no array data: an inputs file is checked by its arrays'
+headers (:func:`~fleetyard.workloads.tensors.peek_input_sets`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from fleetyard.errors import BadRequest
+from fleetyard.runtimes import FunctionChoice, InputMismatch, Signature
+from fleetyard.workloads.tensors import check_input_file, input_set_count
+
+__all__ = ["Registry", "admit_artifact_job"]
+
+
+class Registry(Protocol):
+    """What a submit can look up: registered artifacts (their inspected info) and blobs."""
+
+    def artifact_info(self, sha256: str) -> dict[str, Any] | None:
+        """The artifact's ``ArtifactInfo.to_dict()``, or None when it was never registered."""
+        ...
+
+    def blob_path(self, sha256: str) -> Path | None:
+        """The blob's file, or None when it was never uploaded."""
+        ...
+
+
+def admit_artifact_job(
+    registry: Registry,
+    *,
+    artifact: str,
+    function: str | None = None,
+    inputs: str | None = None,
+    expected: str | None = None,
+    one_input_set: bool = False,
+) -> None:
+    """Refuse (:class:`BadRequest` and subclasses, HTTP 422) a job whose artifact was never
+    registered, whose IREE function does not exist or must be chosen, or whose inputs or golden
+    outputs do not fit the artifact's signature (every set of the file is checked)."""
+    info = registry.artifact_info(artifact)
+    if info is None:
+        raise BadRequest(
+            f"artifact {artifact} is not registered; push it first (fleetyard artifacts push FILE, "
+            "or PUT /v1/blobs/SHA then POST /v1/artifacts)",
+            detail={"field": "params.artifact", "sha256": artifact},
+        )
+    signature = _signature(info, function)
+    for field, sha in (("inputs", inputs), ("expected", expected)):
+        if sha is not None and registry.blob_path(sha) is None:
+            raise BadRequest(
+                f"params.{field}: blob {sha} was never uploaded; upload it first (PUT /v1/blobs/{sha})",
+                detail={"field": f"params.{field}", "sha256": sha},
+            )
+    input_sets = 1
+    if inputs is not None:
+        path = registry.blob_path(inputs)
+        assert path is not None  # Invariant: checked above.
+        try:
+            input_sets = check_input_file(path, signature)
+        except InputMismatch as exc:
+            raise InputMismatch(f"params.inputs: {exc.message}", detail=exc.detail) from None
+        if one_input_set and input_sets != 1:
+            raise InputMismatch(
+                f"params.inputs holds {input_sets} input sets; this kind runs one (validate streams several)",
+                detail={"field": "params.inputs", "sets": input_sets},
+            )
+    if expected is not None:
+        path = registry.blob_path(expected)
+        assert path is not None  # Invariant: checked above.
+        have = input_set_count(path)
+        if have != input_sets:
+            raise InputMismatch(
+                f"params.expected has {have} set(s) of golden outputs but there are {input_sets} input set(s); "
+                "give one golden set per input set",
+                detail={"field": "params.expected", "expected_sets": have, "input_sets": input_sets},
+            )
+
+
+def _signature(info: dict[str, Any], function: str | None) -> Signature:
+    functions = list(info.get("functions") or [])
+    if function is not None:
+        if functions and function not in functions:
+            raise FunctionChoice(
+                f"params.function: the artifact has no function {function!r}; it exports {', '.join(functions)}",
+                detail={"field": "params.function", "functions": functions},
+            )
+        if not functions:
+            raise BadRequest(
+                f"params.function applies to IREE modules; this artifact is {info.get('format')}",
+                detail={"field": "params.function"},
+            )
+        return Signature.from_dict(info.get("signatures", {}).get(function) or info["signature"])
+    if functions and info.get("function") is None:
+        raise FunctionChoice(
+            f"the module exports several functions ({', '.join(functions)}); choose one with params.function "
+            "(--function)",
+            detail={"field": "params.function", "functions": functions},
+        )
+    return Signature.from_dict(info["signature"])
