@@ -60,6 +60,9 @@ demo: venv
 bench-quick: venv
 	$(BIN)/python bench/dispatch.py --quick
 	$(BIN)/python bench/heartbeats.py --quick
+	$(BIN)/python bench/compare.py --quick
+	$(BIN)/python bench/overhead.py --quick
+	$(BIN)/python bench/warm.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fleetyard

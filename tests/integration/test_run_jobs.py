@@ -74,12 +74,20 @@ def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack
     assert not np.allclose(y_bad, models.mlp_reference(x), rtol=1e-5, atol=1e-6)
 
 
-def test_run_job_naming_a_missing_blob_is_a_config_error(stack: Stack) -> None:
+def test_a_missing_artifact_is_refused_at_submit_and_a_lost_blob_is_a_config_error(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g1")
     missing = "e" * 64
-    job = stack.wait_job(stack.submit(kind="run", params={"artifact": missing}), timeout=60)
-    assert job["state"] == "failed" and job["outcome"] == "config_error", job
-    rank = job["attempt_list"][0]["ranks"][0]
-    assert missing in (rank["message"] or "")
+    r = stack.http("POST", "/v1/jobs", as_="alice", json={"kind": "run", "params": {"artifact": missing}})
+    assert r.status_code == 422 and f"artifact {missing} is not registered" in r.json()["error"]["message"]
     r = stack.http("POST", "/v1/jobs", as_="alice", json={"kind": "run", "params": {"artifact": "nope"}})
     assert r.status_code == 422 and "params.artifact" in r.json()["error"]["message"]
+    # Registered, then its blob lost from the server's store: the board cannot fetch it.
+    data = models.mlp(batch="batch").SerializeToString()
+    sha = hashlib.sha256(data).hexdigest()
+    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
+    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    (stack.dir / "blobs" / sha[:2] / sha).unlink()
+    job = stack.wait_job(stack.submit(kind="run", params={"artifact": sha}), timeout=60)
+    assert job["state"] == "failed" and job["outcome"] == "config_error", job
+    rank = job["attempt_list"][0]["ranks"][0]
+    assert sha in (rank["message"] or "")

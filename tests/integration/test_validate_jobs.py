@@ -24,7 +24,7 @@ from fleetyard.cli.validate import validate
 def test_validate_job_passes_and_a_corrupting_board_stands_out(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack.start(hosts=1, driver="sim:2:sim-g1")
+    stack.start(hosts=1, driver="sim:3:sim-g1")
     data = models.mlp(batch="batch").SerializeToString()
     sha = hashlib.sha256(data).hexdigest()
     stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
@@ -54,12 +54,12 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
     # The CLI pushes the file, runs on both boards, and prints a per-board table; exit 1 on mismatch.
     monkeypatch.setenv("FLEETYARD_SERVER", stack.url)
     monkeypatch.setenv("FLEETYARD_TOKEN", stack.tokens["alice"])
-    app = typer.Typer()
-    app.command()(validate)
+    validate_app = typer.Typer()
+    validate_app.command()(validate)
     path = models.save(models.mlp(batch="batch"), tmp_path / "mlp.onnx")
     junit = tmp_path / "v.xml"
     args = [str(path), "--boards", "2", "--gen", "sim-g1", "--dim", "batch=4", "--sets", "2", "--junit", str(junit)]
-    r = CliRunner().invoke(app, args)
+    r = CliRunner().invoke(validate_app, args)
     assert r.exit_code == 1, r.output
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])}
     assert "FAIL" in lines[bad_board] and "PASS" in lines[good_board] and "sim-g1" in lines[good_board]
@@ -68,9 +68,9 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
 
     # fleetyard repro: the failing rank again on its own board fails the same way, bit for bit;
     # on its healthy peer it passes, so the result does not reproduce there.
-    app = typer.Typer()
-    app.command()(repro)
-    r = CliRunner().invoke(app, [str(job["id"]), "--json"])
+    repro_app = typer.Typer()
+    repro_app.command()(repro)
+    r = CliRunner().invoke(repro_app, [str(job["id"]), "--json"])
     assert r.exit_code == 0, r.output
     same = json.loads(r.stdout)
     assert same["reproduced"] and same["original"] == f"job {job['id']} rank {bad['rank']} on board {bad_board}"
@@ -80,9 +80,18 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
     assert checks["board serial"]["again"] == bad["result"]["board"]["serial"]
     again = stack.job(same["again_job"])
     assert again["spec"]["board_ids"] == [bad_board] and again["spec"]["boards"] == 1
-    r = CliRunner().invoke(app, [f"{job['id']}/{bad['rank']}", "--board", good_board])
+    r = CliRunner().invoke(repro_app, [f"{job['id']}/{bad['rank']}", "--board", good_board])
     assert r.exit_code == 1, r.output
     assert "not reproduced" in r.stdout and "DIFFERS" in r.stdout
+    # Fleet-wide: a job per board of the generation; the corrupting board fails and its outputs
+    # differ from its peers' bit for bit.
+    r = CliRunner().invoke(validate_app, [str(path), "--every-board", "--gen", "sim-g1", "--dim", "batch=4", "--json"])
+    assert r.exit_code == 1, r.output
+    rows = {row["board_id"]: row for row in json.loads(r.stdout)["ranks"]}
+    assert len(rows) == 3 and len({row["job_id"] for row in rows.values()}) == 3
+    assert not rows[bad_board]["passed"] and rows[bad_board]["peers"] == "differs"
+    assert all(row["passed"] and row["peers"] == "same" for b, row in rows.items() if b != bad_board)
+
     # A board that is not in the fleet is refused at submit, naming it.
-    r = CliRunner().invoke(app, [str(job["id"]), "--board", "no-such-board"])
+    r = CliRunner().invoke(repro_app, [str(job["id"]), "--board", "no-such-board"])
     assert "no-such-board not in the fleet" in str(r.exception), r.output

@@ -509,3 +509,23 @@ def test_artifact_jobs_are_refused_at_submit_when_their_artifact_or_inputs_are_w
         headers=fleet.h(fleet.user),
     )
     assert r.status_code == 422 and r.json()["error"]["message"].startswith("jobs[1]: params.inputs")
+
+
+def test_an_iree_module_no_matching_board_can_run_is_refused_at_submit(fleet: Fleet, tmp_path: Path) -> None:
+    from tests.unit import models
+
+    fleet.register("h1")  # sim boards: they run modules on the host CPU
+    fleet.app.state.max_blob_bytes = 1 << 20
+    path = models.compile_mlir(models.ADD_MLIR, tmp_path / "cuda.vmfb", target="cuda")
+    sha = _upload(fleet, path.read_bytes())
+    assert fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).status_code == 201
+    r = fleet.client.post("/v1/jobs", json={"kind": "run", "params": {"artifact": sha}}, headers=fleet.h(fleet.user))
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "compiled for cuda devices" in message and "another kind (cpu: h1-b0, h1-b1)" in message
+    # A CPU module on the same boards is admitted.
+    cpu = models.compile_mlir(models.ADD_MLIR, tmp_path / "cpu.vmfb")
+    sha = _upload(fleet, cpu.read_bytes())
+    assert fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).status_code == 201
+    r = fleet.client.post("/v1/jobs", json={"kind": "run", "params": {"artifact": sha}}, headers=fleet.h(fleet.user))
+    assert r.status_code == 201, r.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +68,12 @@ def validate(
         Path | None, typer.Option("--out", help="--local: folder for report.json and the arrays (default: a temp dir).")
     ] = None,
     boards: Annotated[int, typer.Option("--boards", "-k", min=1, help="How many boards, each validating.")] = 1,
+    every_board: Annotated[
+        bool,
+        typer.Option(
+            "--every-board", help="One job per board of --gen/--label (fleet-wide), each when its board is free."
+        ),
+    ] = False,
     gen: Annotated[list[str] | None, typer.Option("--gen", help="Board generation (repeat for several).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="Board label KEY=VALUE to match.")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds before it is stopped.")] = None,
@@ -77,6 +84,9 @@ def validate(
     """Compare an artifact's outputs with golden files or a reference runtime, on K boards or here.
 
     Example: fleetyard validate model.onnx --boards 8 --gen sim-g1 --sets 16 --atol 1e-4 --junit v.xml
+
+    Fleet-wide: fleetyard validate model.onnx --every-board --gen sim-g2 (a row per board; PEERS
+    marks a board whose outputs differ bit for bit from the most common ones).
     """
     dims = {k: _int(v, "--dim") for k, v in parse_labels(dim).items()}
     fields: dict[str, Any] = {
@@ -90,13 +100,16 @@ def validate(
         "dims": dims,
         "function": function,
     }
+    if local and every_board:
+        raise BadRequest("--local and --every-board exclude each other: validate here, or on the fleet's boards")
     if local:
         rows, job_info = _run_local(artifact, inputs, expected, fields, out_dir)
     else:
         rows, job_info = _run_remote(
             ctx, artifact, inputs, expected, fields, boards=boards, generations=gen or [], labels=parse_labels(label),
-            time_limit_s=time_limit, wait_timeout=wait_timeout,
+            time_limit_s=time_limit, wait_timeout=wait_timeout, every_board=every_board,
         )  # fmt: skip
+    mark_peers(rows)
     code = exit_code(rows, job_info)
     if junit is not None:
         junit.write_text(junit_xml(rows, suite=f"fleetyard.validate {job_info.get('artifact', '')[:12]}"))
@@ -179,6 +192,7 @@ def _run_remote(
     labels: Mapping[str, str],
     time_limit_s: float | None,
     wait_timeout: float | None,
+    every_board: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from fleetyard.client import parse_spec
 
@@ -203,14 +217,23 @@ def _run_remote(
         }
         if time_limit_s is not None:
             data["time_limit_s"] = time_limit_s
-        job = fy.submit(parse_spec(data, where="fleetyard validate"))
-        note(f"job {job.id} submitted: validate on {boards} board(s)")
-        (final,) = wait_jobs(fy, [job.id], wait_timeout)
-        results = fy.results(job.id)
-        gens = {b.id: b.generation for b in fy.boards()} if results.ranks else {}
+        gens = {b.id: b.generation for b in fy.boards()}
+        if every_board:
+            targets = _every_board(fy, generations, labels)
+            specs = [
+                parse_spec({**data, "boards": 1, "board_ids": [b], "name": f"{data['name']} on {b}"}, where="validate")
+                for b in targets
+            ]
+            ids = fy.submit_many(specs)
+            note(f"jobs {ids[0]}..{ids[-1]} submitted: validate on each of {len(ids)} board(s)")
+        else:
+            ids = [fy.submit(parse_spec(data, where="fleetyard validate")).id]
+            note(f"job {ids[0]} submitted: validate on {boards} board(s)")
+        finals = wait_jobs(fy, ids, wait_timeout)
+        ranks = [(r, i) for i in ids for r in sorted(fy.results(i).ranks, key=lambda r: r.rank)]
     rows = [
         rank_row(
-            rank=r.rank,
+            rank=n if every_board else r.rank,
             board_id=r.board_id,
             generation=gens.get(r.board_id),
             outcome=r.outcome,
@@ -218,10 +241,52 @@ def _run_remote(
             result=r.result,
             outputs=r.outputs,
         )
-        for r in sorted(results.ranks, key=lambda r: r.rank)
+        for n, (r, _job) in enumerate(ranks)
     ]
-    info = {"job_id": job.id, "state": final.state, "outcome": final.outcome, "message": final.message}
+    for row, (_r, job_id) in zip(rows, ranks, strict=True):
+        row["job_id"] = job_id
+    unfinished = [f for f in finals if f.state not in FINISHED]
+    failed = next((f for f in finals if f.state != "succeeded"), None)
+    worst = unfinished[0] if unfinished else failed or finals[0]
+    info = {"job_id": ids[0] if len(ids) == 1 else ids, "state": worst.state, "outcome": worst.outcome,
+            "message": worst.message}  # fmt: skip
     return rows, {**info, "artifact": sha}
+
+
+def _every_board(fy: Any, generations: Sequence[str], labels: Mapping[str, str]) -> list[str]:
+    """The boards a fleet-wide validation runs on: every one of the generations (all when none)
+    with the labels that is available or busy now; the others are named and left out."""
+    wanted: list[str | None] = list(generations) or [None]
+    boards = [b for g in wanted for b in fy.boards(generation=g, labels=labels)]
+    usable = sorted(b.id for b in boards if b.state in ("available", "allocated"))
+    skipped = sorted(f"{b.id} ({b.state})" for b in boards if b.state not in ("available", "allocated"))
+    if skipped:
+        note(f"left out {len(skipped)} board(s) that cannot run work now: {', '.join(skipped)}", style="yellow")
+    if not usable:
+        which = ", ".join(generations) or "any generation"
+        raise BadRequest(f"no board of {which} can run work now; see fleetyard boards ls")
+    return usable
+
+
+def mark_peers(rows: Sequence[dict[str, Any]]) -> None:
+    """Set each row's ``peers``: "same" when its saved candidate outputs are bit for bit those of
+    the majority of the boards that saved the same input set, "differs" when not, None when there
+    is nothing to compare (one board, no outputs, no majority)."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        digest = r["outputs"].get("candidate.npz")
+        r["peers"] = None
+        if digest is not None:
+            groups.setdefault(r["result"].get("saved_set"), []).append(r)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        counts = Counter(m["outputs"]["candidate.npz"] for m in members)
+        common, n = counts.most_common(1)[0]
+        if n * 2 <= len(members):
+            continue  # no majority: nothing says which board is the odd one
+        for m in members:
+            m["peers"] = "same" if m["outputs"]["candidate.npz"] == common else "differs"
 
 
 def rank_row(
@@ -287,6 +352,9 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+_PEERS = {"same": Text("same", style="green"), "differs": Text("DIFFERS", style="bold red")}
+
+
 def _show(rows: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> None:
     verdicts = [
         (
@@ -298,12 +366,12 @@ def _show(rows: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> None:
             "" if r.get("sets") is None else f"{(r['sets'] or 0) - (r['failing_sets'] or 0)}/{r['sets']}",
             r.get("worst_output") or "",
             _fmt(r.get("worst_max_abs")),
+            _PEERS.get(r.get("peers") or "", ""),
         )
         for r in rows
     ]
-    out().print(
-        table(["RANK", "BOARD", "GEN", "RESULT", "OUTCOME", "SETS PASSED", "WORST OUTPUT", "MAX ABS ERR"], verdicts)
-    )
+    columns = ["RANK", "BOARD", "GEN", "RESULT", "OUTCOME", "SETS PASSED", "WORST OUTPUT", "MAX ABS ERR", "PEERS"]
+    out().print(table(columns, verdicts))
     bad = next((r for r in rows if not r["passed"]), None)
     if bad is not None:
         report = bad["result"].get("failing_report")

@@ -117,6 +117,12 @@ class FleetBoard:
     host_id: str
     generation: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    device: str = ""  # what the board's driver calls it: "sim:3", "cpu:0-7", "cuda:1"
+
+
+def could_run_on(job: PendingJob, fleet: Sequence[FleetBoard]) -> list[FleetBoard]:
+    """The boards of ``fleet`` that match ``job``'s constraints."""
+    return [b for b in fleet if matches(job, FreeBoard(b.id, b.host_id, 0, b.generation, b.labels))]
 
 
 def why_unschedulable(job: PendingJob, fleet: Sequence[FleetBoard]) -> str | None:

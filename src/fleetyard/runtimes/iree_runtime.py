@@ -324,11 +324,18 @@ def _scan_targets(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], str | N
             data.close()
 
 
+def module_device_kinds(info: Mapping[str, Any]) -> set[str]:
+    """The device kinds ("cpu", "cuda") an IREE module's HAL targets run on, from its inspected
+    info (``ArtifactInfo.to_dict()``); empty when unknown or not an IREE module."""
+    devices = [d for d in (info.get("metadata") or {}).get("devices", "").split(",") if d]
+    return {k for d in devices if (k := _DEVICE_KINDS.get(d)) is not None}
+
+
 def _check_target(info: ArtifactInfo, settings: DeviceSettings) -> None:
     devices = [d for d in info.metadata.get("devices", "").split(",") if d]
     if not devices:
         return  # nothing found by the scan: the runtime will say
-    kinds = {_DEVICE_KINDS.get(d) for d in devices}
+    kinds = module_device_kinds(info.to_dict())
     if settings.kind not in kinds:
         driver, flag = (
             ("local-task", "local --iree-hal-local-target-device-backends=llvm-cpu")

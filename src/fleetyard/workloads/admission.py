@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fleetyard.errors import BadRequest
-from fleetyard.runtimes import FunctionChoice, InputMismatch, Signature
+from fleetyard.runtimes import DeviceSettings, DeviceUnavailable, FunctionChoice, InputMismatch, Signature
+from fleetyard.runtimes.iree_runtime import module_device_kinds
 from fleetyard.workloads.tensors import check_input_file, input_set_count
 
 __all__ = ["Registry", "admit_artifact_job"]
@@ -27,6 +28,10 @@ class Registry(Protocol):
 
     def blob_path(self, sha256: str) -> Path | None:
         """The blob's file, or None when it was never uploaded."""
+        ...
+
+    def board_devices(self) -> dict[str, str]:
+        """The boards the job could run on (by its generations, labels, board_ids): id -> device."""
         ...
 
 
@@ -50,6 +55,7 @@ def admit_artifact_job(
             detail={"field": "params.artifact", "sha256": artifact},
         )
     signature = _signature(info, function)
+    _check_devices(info, registry.board_devices())
     for field, sha in (("inputs", inputs), ("expected", expected)):
         if sha is not None and registry.blob_path(sha) is None:
             raise BadRequest(
@@ -79,6 +85,32 @@ def admit_artifact_job(
                 "give one golden set per input set",
                 detail={"field": "params.expected", "expected_sets": have, "input_sets": input_sets},
             )
+
+
+def _check_devices(info: dict[str, Any], boards: dict[str, str]) -> None:
+    """Refuse an IREE module that no board the job could run on can execute (compiled for cuda,
+    and every matching board is a CPU, or the other way round)."""
+    kinds = module_device_kinds(info)
+    if not kinds or not boards:
+        return  # nothing known of the module's devices, or no board yet: the board's load decides
+    board_kinds: dict[str, list[str]] = {}
+    for board_id, device in boards.items():
+        try:
+            kind = DeviceSettings.from_env({DeviceSettings.ENV_DEVICE: device}).kind
+        except DeviceUnavailable:
+            continue
+        board_kinds.setdefault(kind, []).append(board_id)
+    if not board_kinds or kinds & set(board_kinds):
+        return
+    seen = "; ".join(
+        f"{k}: {', '.join(sorted(ids)[:3])}{' …' if len(ids) > 3 else ''}" for k, ids in board_kinds.items()
+    )
+    raise DeviceUnavailable(
+        f"the module was compiled for {', '.join(sorted(kinds))} devices ({info.get('metadata', {}).get('devices')}), "
+        f"but every board this job could run on is another kind ({seen}); recompile it for those boards "
+        "(--iree-hal-target-device) or ask for boards of a generation that has such devices",
+        detail={"field": "params.artifact", "module_devices": sorted(kinds), "boards": board_kinds},
+    )
 
 
 def _signature(info: dict[str, Any], function: str | None) -> Signature:

@@ -14,7 +14,7 @@ from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
-from fleetyard.policy.scheduling import FleetBoard, pending_job, why_unschedulable
+from fleetyard.policy.scheduling import FleetBoard, could_run_on, pending_job, why_unschedulable
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
 from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
@@ -42,11 +42,15 @@ class FleetView:
             if fresh or time.monotonic() - self._read_at > self.ttl_s:
                 with store.read() as conn:
                     rows = conn.execute(
-                        sa.select(t.boards.c.id, t.boards.c.host_id, t.boards.c.generation, t.boards.c.labels).where(
-                            t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY])
-                        )
+                        sa.select(
+                            t.boards.c.id,
+                            t.boards.c.host_id,
+                            t.boards.c.generation,
+                            t.boards.c.labels,
+                            t.boards.c.device,
+                        ).where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
                     ).all()
-                self._boards = [FleetBoard(r.id, r.host_id, r.generation, r.labels) for r in rows]
+                self._boards = [FleetBoard(r.id, r.host_id, r.generation, r.labels, r.device) for r in rows]
                 self._read_at = time.monotonic()
             return self._boards
 
@@ -78,11 +82,19 @@ def _team_for(principal: Principal, spec: JobSpec) -> str:
 
 
 class SubmitRegistry:
-    """The artifacts and blobs a submit's checks look up (:class:`fleetyard.workloads.admission.Registry`)."""
+    """What a submit's checks look up (:class:`fleetyard.workloads.admission.Registry`): artifacts,
+    blobs, and the devices of the boards the job being checked could run on."""
 
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
-        self.store, self.blobs = store, blobs
+    def __init__(self, store: Store, blobs: BlobStore, fleet: FleetView) -> None:
+        self.store, self.blobs, self.fleet = store, blobs, fleet
         self._infos: dict[str, dict[str, Any] | None] = {}
+        self.spec: JobSpec | None = None  # the job being checked
+
+    def board_devices(self) -> dict[str, str]:
+        if self.spec is None:
+            return {}
+        job = pending_job(0, self.spec, priority=0, submitted_at=0.0)
+        return {b.id: b.device for b in could_run_on(job, self.fleet.boards(self.store))}
 
     def artifact_info(self, sha256: str) -> dict[str, Any] | None:
         if sha256 not in self._infos:  # a batch of jobs of one artifact reads it once
@@ -107,10 +119,12 @@ def submit(
     """Queue jobs, all or none. A spec that can never run on this fleet is refused, saying why;
     so is one whose kind's checks refuse it (an artifact never pushed, inputs that do not fit)."""
     rows: list[dict[str, Any]] = []
-    registry = SubmitRegistry(store, blobs) if blobs is not None else None
+    view = fleet or FleetView()
+    registry = SubmitRegistry(store, blobs, view) if blobs is not None else None
     for i, spec in enumerate(specs):
         params = validate_params(spec.kind, spec.params)
         if registry is not None:
+            registry.spec = spec
             try:
                 admit(spec.kind, params, registry)
             except BadRequest as exc:
@@ -129,7 +143,6 @@ def submit(
                 "submitted_at": at,
             }
         )
-    view = fleet or FleetView()
     if _refusal(specs, view.boards(store)) and (refused := _refusal(specs, view.boards(store, fresh=True))):
         index, reason = refused
         where = f"jobs[{index}]: " if len(specs) > 1 else ""
