@@ -51,6 +51,8 @@ boards = sa.Table(
     sa.Column("telemetry_at", Time),
     sa.Column("probe_ok", sa.Boolean),
     sa.Column("probe_reason", sa.Text),
+    # Artifacts (sha256) this board's worker has loaded lately, as its agent reports: warm affinity.
+    sa.Column("warm", Json, nullable=False, server_default="[]"),
 )
 
 board_events = sa.Table(
@@ -87,6 +89,10 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("infra_retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Why a queued job waits, as the scheduler last saw it (with the numbers).
+    sa.Column("pending_reason", sa.Text),
+    # A lease (kind "lease") ends then unless renewed.
+    sa.Column("lease_expires_at", Time),
     sa.Index("ix_jobs_state_priority_id", "state", "priority", "id"),
 )
 
@@ -101,6 +107,8 @@ attempts = sa.Table(
     sa.Column("message", sa.Text),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("finished_at", Time),
+    # Set when the scheduler preempts this attempt: the job its boards go to.
+    sa.Column("preempted_for", sa.Integer),
 )
 
 assignments = sa.Table(
@@ -195,4 +203,42 @@ fault_orders = sa.Table(
     sa.Column("action", sa.String(20), nullable=False),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("acked_at", Time),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),  # a team's name
+    sa.Column("cohort", sa.String(100)),
+    sa.Column("nominal", Json),  # generation -> boards; NULL: unlimited
+    sa.Column("borrowing_limit", Json, nullable=False),  # generation -> boards
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+)
+
+priority_classes = sa.Table(
+    "priority_classes",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
+    sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Decayed board-seconds per queue (fair share), advanced by the controller.
+queue_usage = sa.Table(
+    "queue_usage",
+    metadata,
+    sa.Column("queue", sa.String(100), primary_key=True),
+    sa.Column("usage", sa.Double, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# The head-of-line job's reservation (backfill): boards held for it and when it should start.
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("job_id", sa.Integer, primary_key=True),
+    sa.Column("boards", Json, nullable=False),
+    sa.Column("expected_start", Time, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
 )
