@@ -76,12 +76,12 @@ class QuotaLedger:
     def __init__(self, queues: Mapping[str, QueueSpec], used: Mapping[str, Mapping[str, int]]) -> None:
         self.queues = dict(queues)
         self.used: dict[str, dict[str, int]] = defaultdict(dict)
-        for q, by_gen in used.items():
-            self.used[q].update(by_gen)
+        for name, by_gen in used.items():
+            self.used[name].update(by_gen)
         self._cohorts: dict[str, list[str]] = defaultdict(list)
-        for q in self.queues.values():
-            if q.cohort:
-                self._cohorts[q.cohort].append(q.name)
+        for spec in self.queues.values():
+            if spec.cohort:
+                self._cohorts[spec.cohort].append(spec.name)
 
     def spec(self, queue: str) -> QueueSpec:
         """A queue not configured is an unlimited queue of its own (no cohort)."""
