@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.integration.harness import Stack
+from tests.integration.harness import Stack, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from tests.unit import models
@@ -54,6 +54,12 @@ def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack
         assert r["result"]["timing"]["session"] == "loaded"  # each board's worker loads it once
         healthy[r["board_id"]] = r["result"]["outputs"]["y"]["sha256"]
     assert len(set(healthy.values())) == 1  # same seed, same numbers on every healthy board
+    for board_id in healthy:  # each board's agent reports the model its worker now holds loaded
+        wait_for(
+            lambda b=board_id: artifact in stack.ok("GET", f"/v1/boards/{b}")["warm"],
+            timeout=5 * stack.heartbeat_s + 5,
+            what=f"{board_id} warm with {artifact[:12]}",
+        )
 
     bad_board, good_board = sorted(healthy)
     stack.ok("POST", f"/v1/admin/boards/{bad_board}/faults", as_="ops", json={"kind": "silent_corruption"})

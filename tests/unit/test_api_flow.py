@@ -398,6 +398,43 @@ def test_telemetry_is_written_behind_and_visible_after_a_flush(fleet: Fleet) -> 
     assert hosts[0]["id"] == "h1" and hosts[0]["boards"] == 1 and hosts[0]["last_heartbeat_at"] is not None
 
 
+def test_warm_lists_reach_the_board_and_an_unchanged_one_is_not_written_again(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetyard.server import heartbeats
+    from fleetyard.store import tables as t
+
+    def warm() -> list[str]:
+        return list(fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()["warm"])
+
+    def mark() -> None:  # what no heartbeat reports: it stays unless the sink writes the column
+        with fleet.store.write() as conn:
+            conn.execute(t.boards.update().where(t.boards.c.id == "h1-b0").values(warm=["mark"]))
+
+    a, b = "a" * 64, "b" * 64
+    fleet.register("h1", n=1)
+    assert warm() == []
+    fleet.beat("h1", boards=[{"id": "h1-b0", "warm": [a, b]}])
+    assert warm() == [a, b]
+    mark()
+    fleet.beat("h1", boards=[{"id": "h1-b0", "warm": [a, b], "telemetry": {"temperature_c": 50.0}}])
+    assert warm() == ["mark"]  # unchanged: not written again, while the telemetry is
+    board = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert board["telemetry"] == {"temperature_c": 50.0}
+    fleet.beat("h1", boards=[{"id": "h1-b0", "warm": [b, a]}])
+    assert warm() == [b, a]  # the order is the news: most recently used last
+    fleet.beat("h1", boards=[{"id": "h1-b0"}])
+    assert warm() == []  # an older agent, or a restarted worker: nothing warm
+    many = [f"{i:064x}" for i in range(12)]
+    fleet.beat("h1", boards=[{"id": "h1-b0", "warm": many}])
+    assert warm() == many[-heartbeats.WARM_MAX :]
+    # Written again now and then even unchanged: another server replica may have written since.
+    mark()
+    monkeypatch.setattr(heartbeats, "WARM_REFRESH_S", 0.0)
+    fleet.beat("h1", boards=[{"id": "h1-b0", "warm": many}])
+    assert warm() == many[-heartbeats.WARM_MAX :]
+
+
 def test_a_board_that_just_arrived_counts_at_submit(fleet: Fleet) -> None:
     fleet.register("h1")
     fleet.submit(boards=2)  # the server now holds a view of a 2-board fleet

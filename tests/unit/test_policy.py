@@ -1,4 +1,4 @@
-"""The pure policy: scheduling order and placement, liveness, outcomes."""
+"""The pure policy: liveness, outcomes, the board lifecycle (scheduling: test_scheduler_policy.py)."""
 
 from __future__ import annotations
 
@@ -6,96 +6,9 @@ import pytest
 
 from fleetyard.domain.board import BoardState, can_transition, check_transition
 from fleetyard.domain.job import JobState, Outcome, attempt_outcome
-from fleetyard.domain.spec import Placement
 from fleetyard.errors import Conflict
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
-from fleetyard.policy.scheduling import FleetBoard, FreeBoard, PendingJob, schedule, why_unschedulable
-
-
-def job(
-    id: int, boards: int = 1, prio: int = 0, at: float = 0.0, gens: tuple[str, ...] = (), **kw: object
-) -> PendingJob:
-    return PendingJob(
-        id=id,
-        priority=prio,
-        submitted_at=at,
-        boards=boards,
-        generations=frozenset(gens),
-        labels=kw.get("labels", {}),  # type: ignore[arg-type]
-        placement=kw.get("placement", Placement.ANY),  # type: ignore[arg-type]
-        board_ids=frozenset(kw.get("board_ids", ())),  # type: ignore[arg-type]
-    )
-
-
-def board(host: str, slot: int, gen: str = "g1", **labels: str) -> FreeBoard:
-    return FreeBoard(f"{host}-{slot}", host, slot, gen, labels)
-
-
-def test_priority_then_fifo() -> None:
-    boards = [board("a", 0)]
-    assert schedule([job(1, at=1), job(2, at=0)], boards)[0].job_id == 2
-    assert schedule([job(1, at=0), job(2, prio=5, at=9)], boards)[0].job_id == 2
-
-
-def test_a_big_job_that_does_not_fit_does_not_block_small_ones() -> None:
-    boards = [board("a", i) for i in range(2)]
-    got = schedule([job(1, boards=4), job(2, boards=1)], boards)
-    assert [b.job_id for b in got] == [2]
-
-
-def test_same_host_best_fit_keeps_big_holes() -> None:
-    boards = [board("a", i) for i in range(4)] + [board("b", i) for i in range(2)]
-    [b] = schedule([job(1, boards=2, placement=Placement.SAME_HOST)], boards)
-    assert b.board_ids == ("b-0", "b-1")
-
-
-def test_anywhere_gang_spans_hosts_and_ranks_follow_hosts() -> None:
-    boards = [board("a", 0), board("b", 0), board("b", 1)]
-    [b] = schedule([job(1, boards=3)], boards)
-    assert b.board_ids == ("b-0", "b-1", "a-0")
-
-
-def test_constraints() -> None:
-    boards = [board("a", 0, "g1"), board("b", 0, "g2", pool="ci")]
-    assert schedule([job(1, gens=("g2",))], boards)[0].board_ids == ("b-0",)
-    assert schedule([job(1, labels={"pool": "ci"})], boards)[0].board_ids == ("b-0",)
-    assert schedule([job(1, gens=("g3",))], boards) == []
-
-
-def test_why_unschedulable() -> None:
-    fleet = [FleetBoard("a-0", "a", "g1"), FleetBoard("b-0", "b", "g1")]
-    assert why_unschedulable(job(1, boards=2), fleet) is None
-    assert "unknown generation g7" in (why_unschedulable(job(1, gens=("g7",)), fleet) or "")
-    assert "only 2" in (why_unschedulable(job(1, boards=3), fleet) or "")
-    assert "on one host" in (why_unschedulable(job(1, boards=2, placement=Placement.SAME_HOST), fleet) or "")
-    # One known generation among the asked ones is enough.
-    assert why_unschedulable(job(1, gens=("g1", "g7")), fleet) is None
-
-
-def test_named_boards_only() -> None:
-    boards = [board("a", 0), board("a", 1), board("b", 0)]
-    assert schedule([job(1, board_ids=("a-1",))], boards)[0].board_ids == ("a-1",)
-    assert schedule([job(1, boards=2, board_ids=("a-0", "b-0", "zz"))], boards)[0].board_ids == ("a-0", "b-0")
-    # A named board that is busy now leaves the job waiting, not placed elsewhere.
-    assert schedule([job(1, board_ids=("a-1",))], [board("a", 0)]) == []
-    fleet = [FleetBoard("a-0", "a", "g1"), FleetBoard("b-0", "b", "g1", {"pool": "ci"})]
-    assert why_unschedulable(job(1, board_ids=("a-0",)), fleet) is None
-    assert "board(s) zz not in the fleet" in (why_unschedulable(job(1, board_ids=("zz",)), fleet) or "")
-    # Two named, one unknown, one board wanted: the known one will do.
-    assert why_unschedulable(job(1, board_ids=("a-0", "zz")), fleet) is None
-    reason = why_unschedulable(job(1, board_ids=("a-0",), labels={"pool": "ci"}), fleet) or ""
-    assert "board in {a-0}" in reason and "only 0 such boards" in reason
-
-
-def test_job_spec_board_ids() -> None:
-    from pydantic import ValidationError
-
-    from fleetyard.domain.spec import JobSpec
-
-    assert JobSpec(board_ids=["b", "a", "b"]).board_ids == ["a", "b"]
-    with pytest.raises(ValidationError, match="asks for 2 boards but board_ids names only 1"):
-        JobSpec(boards=2, board_ids=["a"])
 
 
 def hv(id: str, last: float | None, online: bool = True) -> HostView:

@@ -96,8 +96,8 @@ def test_runs_an_assignment_end_to_end(worker: WorkerHandle, tmp_path: Path) -> 
     worker.run(a, set())
     msgs = collect(worker)
     assert msgs[0][:2] == ("started", a.id)
-    kind, aid, result, outputs = msgs[-1]
-    assert (kind, aid) == ("done", a.id)
+    kind, aid, result, outputs, warm = msgs[-1]
+    assert (kind, aid, warm) == ("done", a.id, [])  # a command loads no model
     assert result["outcome"] == "success" and result["exit_code"] == 0
     first, cwd = logs(msgs).splitlines()
     assert first == f"{worker.serial} 1/2 sim:0 {a.job_id} {a.attempt_id} mine"

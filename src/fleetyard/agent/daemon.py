@@ -3,8 +3,9 @@
 Threads, each with its own HTTP connection:
 
     heartbeat   register (again, on 409 stale_session), then every interval report the boards'
-                probes and telemetry, the live assignment ids and applied fault orders; apply the
-                answer's cancels and fault orders
+                probes, telemetry and warm artifacts (what each worker holds loaded), the live
+                assignment ids and applied fault orders; apply the answer's cancels and fault
+                orders
     poller      long-poll GET /v1/agent/assignments; hand each new id to its board's runner
     events      the outbox sender: batches of started/log/finished events, outputs uploaded first
     board-*     one per board (see runner.py), driving that board's worker process
@@ -388,16 +389,20 @@ class Agent:
             present = set()
         out = []
         for serial in self.serials:
+            # Reported even for a failing board: a transient error should not make the server
+            # rewrite the list twice.
+            runner = self.runners.get(serial)
+            warm = runner.warm if runner is not None else []
             if serial not in present:
-                out.append(BoardReport(id=serial, ok=False, reason="fell off the bus"))
+                out.append(BoardReport(id=serial, ok=False, reason="fell off the bus", warm=warm))
                 continue
             try:
                 probe = self.driver.probe(serial)
                 telemetry = self.driver.telemetry(serial)
             except Exception as exc:
-                out.append(BoardReport(id=serial, ok=False, reason=f"driver error: {exc}"))
+                out.append(BoardReport(id=serial, ok=False, reason=f"driver error: {exc}", warm=warm))
                 continue
-            out.append(BoardReport(id=serial, ok=probe.ok, reason=probe.reason, telemetry=telemetry))
+            out.append(BoardReport(id=serial, ok=probe.ok, reason=probe.reason, telemetry=telemetry, warm=warm))
         return out
 
     def live_ids(self) -> list[int]:

@@ -76,6 +76,9 @@ class BoardRunner:
         self._cond = threading.Condition()
         self._closing = False
         self._restarts = 0
+        # What the worker said it holds loaded after its last rank; a new process holds nothing.
+        # Replaced whole, never mutated: the heartbeat thread reads it without the lock.
+        self._warm: list[str] = []
         self._thread = threading.Thread(target=self._loop, name=f"board-{serial}", daemon=True)
 
     # -- called from other threads
@@ -93,6 +96,11 @@ class BoardRunner:
                 log.warning("board %s busy with %d; queueing %d", self.serial, self._current.assignment.id, a.id)
             self._queue.append(a)
             self._cond.notify()
+
+    @property
+    def warm(self) -> list[str]:
+        """sha256 of the artifacts this board's worker holds loaded, most recently used last."""
+        return list(self._warm)
 
     def live_ids(self) -> list[int]:
         with self._cond:
@@ -245,6 +253,7 @@ class BoardRunner:
                     assert reason is not None
                     log.warning("board %s: killing worker of assignment %d (%s)", self.serial, a.id, reason)
                     self.handle.kill()
+                    self._warm = []
                     outcome, message = stop_outcome(reason, a.time_limit_s)
                     self._finish(run, outcome, message=f"{message} (worker killed)")
                     self._restart_worker()
@@ -259,6 +268,7 @@ class BoardRunner:
             self._restarts = 0
             return False
         if kind == "fatal":
+            self._warm = []
             self._finish(run, Outcome.INFRA_ERROR, message=str(msg[1]))
             self.handle.kill()
             return True
@@ -276,6 +286,8 @@ class BoardRunner:
         elif kind == "done":
             result: dict[str, Any] = msg[2]
             outputs: dict[str, str] = msg[3]
+            if len(msg) > 4:
+                self._warm = [str(sha) for sha in msg[4]]
             self._finish(
                 run,
                 Outcome(result["outcome"]),
@@ -295,6 +307,7 @@ class BoardRunner:
             )
 
     def _worker_died(self, run: _Run, died: WorkerDied) -> None:
+        self._warm = []  # before the rank's end is told: whoever hears it sees the list empty
         code = died.exitcode
         if run.stop_reason is not None:
             outcome, message = stop_outcome(run.stop_reason, run.assignment.time_limit_s)
@@ -308,6 +321,7 @@ class BoardRunner:
 
     def _restart_worker(self) -> None:
         self.handle.kill()
+        self._warm = []  # its models went with it
         with self._cond:
             if self._closing:
                 return

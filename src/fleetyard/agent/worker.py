@@ -6,7 +6,10 @@ once, and then runs one assignment at a time as the agent orders. Messages over 
     agent -> worker   ("run", RunOrder) | ("stop", assignment_id, reason) | ("exit",)
     worker -> agent   ("ready", pid) | ("fatal", message)
                       ("started", assignment_id, at) | ("log", assignment_id, text)
-                      ("done", assignment_id, result: dict, outputs: {name: sha256})
+                      ("done", assignment_id, result: dict, outputs: {name: sha256}, warm: [sha256])
+
+``warm`` lists the artifacts the worker's session cache holds loaded after the rank, most recently
+used last: the agent reports it per board in its heartbeats (warm affinity).
 
 Output files are moved to ``<state_dir>/outbox/<assignment_id>/<sha256>`` for the agent to
 upload; the rank's workdir is removed as soon as the run ends.
@@ -43,7 +46,7 @@ from pydantic import BaseModel, ValidationError
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardFault, BoardSession, load_driver
 from fleetyard.errors import FleetyardError
-from fleetyard.protocol.agent import Assignment, FaultKind
+from fleetyard.protocol.agent import WARM_MAX, Assignment, FaultKind
 from fleetyard.workloads.base import (
     Workload,
     WorkloadContext,
@@ -58,6 +61,7 @@ __all__ = [
     "WorkerDied",
     "WorkerHandle",
     "get_context",
+    "loaded_artifacts",
     "outbox_dir",
     "stop_outcome",
     "worker_main",
@@ -309,7 +313,7 @@ class _Worker:
                 return
             a = order.assignment
             result, outputs = self.run(order)
-            self.send(("done", a.id, asdict(result), outputs))
+            self.send(("done", a.id, asdict(result), outputs, loaded_artifacts()))
 
     def _reader(self) -> None:
         while True:
@@ -468,6 +472,19 @@ class _Worker:
             os.replace(path, dest / sha)
             outputs[path.relative_to(output_dir).as_posix()] = sha
         return outputs
+
+
+def loaded_artifacts() -> list[str]:
+    """sha256 of the artifacts this process's session cache holds, most recently used last, at
+    most ``WARM_MAX``; an artifact loaded with several settings counts once, where last used."""
+    if "fleetyard.runtimes.cache" not in sys.modules:
+        return []  # no workload of this worker ever loaded a model (and the import is not free)
+    from fleetyard.runtimes.cache import default_cache
+
+    latest: dict[str, None] = {}
+    for key in reversed(default_cache().keys()):
+        latest.setdefault(key.sha256)
+    return list(latest)[:WARM_MAX][::-1]
 
 
 def _has_entries(path: Path) -> bool:

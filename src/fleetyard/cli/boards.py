@@ -95,6 +95,7 @@ def show_board(board: BoardOut) -> None:
         ("job / attempt", "" if board.job_id is None else f"{board.job_id} / {board.attempt_id}"),
         ("labels", fmt_labels(board.labels)),
         ("probe", "" if board.probe_ok is None else ("ok" if board.probe_ok else f"FAIL {board.probe_reason}")),
+        ("warm", ", ".join(sha[:12] for sha in board.warm)),
         ("telemetry at", fmt_time(board.telemetry_at)),
     ]
     pairs += [(f"  {k}", f"{v:g}") for k, v in sorted(board.telemetry.items())]

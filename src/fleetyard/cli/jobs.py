@@ -98,7 +98,8 @@ def _job_summary(job: JobOut) -> list[tuple[str, object]]:
         ("outcome", styled(job.outcome)),
         ("message", job.message),
         ("team / owner", f"{job.team} / {job.owner}"),
-        ("priority", job.priority),
+        ("priority", f"{spec.priority_class or 'default class'}, {job.priority}"),
+        ("waiting", job.pending_reason),
         ("boards", f"{spec.boards} ({spec.placement}) of {', '.join(spec.generations) or 'any generation'}"),
         ("labels", fmt_labels(spec.labels)),
         ("time limit", fmt_duration(spec.time_limit_s)),
@@ -190,6 +191,35 @@ def show(ctx: typer.Context, job_id: Annotated[int, typer.Argument()], as_json: 
         emit_json(job)
     else:
         show_job(job)
+
+
+@app.command("why")
+def why(ctx: typer.Context, job_id: Annotated[int, typer.Argument()], as_json: JsonOpt = False) -> None:
+    """Why a job is pending, with the numbers: constraints, quota, gang, the line, reservations."""
+    with client(ctx) as fy:
+        w = fy.why(job_id)
+    if as_json:
+        emit_json(w)
+        return
+    out().print(f"[bold]job {w.job_id}[/] ({w.state}): {w.summary}", highlight=False)
+    d = w.details
+    if d:
+        turned = ", ".join(f"{n} by {k}" for k, n in d.get("excluded_by", {}).items()) or "none"
+        pairs: list[tuple[str, object]] = [
+            ("wants", f"{d['boards_wanted']} board(s): {d['constraints']}; {d['placement']}"),
+            ("fleet", f"{d['boards_in_fleet']} boards; {d['boards_matching']} match; excluded: {turned}"),
+            ("free now", d["boards_matching_free_now"]),
+            *(("quota", q) for q in d.get("quota", [])),
+        ]
+        if w.reservation:
+            boards = w.reservation["boards"]
+            pairs.append(
+                (
+                    "reservation",
+                    f"{len(boards)} board(s) held, expected start {fmt_time(w.reservation['expected_start'])}",
+                )
+            )
+        out().print(key_values(pairs))
 
 
 @app.command("logs")

@@ -20,6 +20,7 @@ from fleetyard.client._http import raise_for_answer, unreachable
 from fleetyard.config import resolve_client_settings
 from fleetyard.domain.auth import Role
 from fleetyard.domain.job import JobState
+from fleetyard.domain.queue_config import QueueConfig, QueueQuota, parse_queue_config
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, DigestMismatch
 from fleetyard.protocol.agent import FaultAction, FaultKind
@@ -31,10 +32,15 @@ from fleetyard.protocol.api import (
     HostOut,
     JobDetail,
     JobOut,
+    LeaseIn,
+    LeaseOut,
     LogChunk,
     LogsOut,
+    PriorityClassOut,
+    QueueOut,
     ResultsOut,
     TokenOut,
+    WhyOut,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -245,6 +251,10 @@ class Client:
         """The last attempt's ranks: exit codes, results and output blobs."""
         return self._one(ResultsOut, "GET", f"/v1/jobs/{job_id}/results")
 
+    def why(self, job_id: int) -> WhyOut:
+        """Why a job is pending: the scheduler's reason and a fresh look at the fleet and quotas."""
+        return self._one(WhyOut, "GET", f"/v1/jobs/{job_id}/why")
+
     # -- blobs --------------------------------------------------------------------------------
 
     def upload_blob(self, data: bytes | str | os.PathLike[str]) -> str:
@@ -330,3 +340,87 @@ class Client:
 
     def revoke_token(self, name: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_q(name)}")
+
+    # -- queues and priority classes ----------------------------------------------------------
+
+    def queues(self) -> list[QueueOut]:
+        """Every team's queue: quotas, boards in use and borrowed, pending work, fair-share usage."""
+        return self._many(QueueOut, "/v1/queues")
+
+    def queue(self, name: str) -> QueueOut:
+        return self._one(QueueOut, "GET", f"/v1/queues/{_q(name)}")
+
+    def apply_queues(self, config: QueueConfig | Mapping[str, Any]) -> list[QueueOut]:
+        """Replace every queue and priority class (admin, operator); validated here first."""
+        body = parse_queue_config(config).model_dump(mode="json", exclude_unset=True)
+        return [QueueOut.model_validate(x) for x in self._request("PUT", "/v1/queues", json=body).json()]
+
+    def put_queue(self, name: str, quota: QueueQuota | Mapping[str, Any]) -> QueueOut:
+        """Create or replace one queue (admin, operator)."""
+        body = quota.model_dump(mode="json", exclude_unset=True) if isinstance(quota, QueueQuota) else dict(quota)
+        return self._one(QueueOut, "PUT", f"/v1/queues/{_q(name)}", json=body)
+
+    def delete_queue(self, name: str) -> None:
+        """Remove a queue (admin, operator): its team is unlimited again."""
+        self._request("DELETE", f"/v1/queues/{_q(name)}")
+
+    def priority_classes(self) -> list[PriorityClassOut]:
+        return self._many(PriorityClassOut, "/v1/priority-classes")
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def take_lease(
+        self,
+        ttl_s: float,
+        boards: int = 1,
+        generations: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        board_ids: Iterable[str] = (),
+        note: str | None = None,
+        team: str | None = None,
+        priority_class: str | None = None,
+    ) -> LeaseOut:
+        """Take a lease of ``boards`` boards for ``ttl_s`` seconds from when they are granted; it
+        is queued like any job (see :meth:`wait_lease`)."""
+        try:
+            body = LeaseIn(
+                boards=boards,
+                generations=list(generations),
+                labels=dict(labels or {}),
+                board_ids=list(board_ids),
+                ttl_s=ttl_s,
+                note=note,
+                team=team,
+                priority_class=priority_class,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(map(str, first["loc"]))
+            raise BadRequest(f"lease: {field}: {first['msg']}", detail={"field": field}) from None
+        return self._one(LeaseOut, "POST", "/v1/leases", json=body.model_dump(mode="json"))
+
+    def lease(self, lease_id: int) -> LeaseOut:
+        """One lease, with how to reach each of its boards once it runs."""
+        return self._one(LeaseOut, "GET", f"/v1/leases/{lease_id}")
+
+    def leases(self, mine: bool = False, team: str | None = None) -> list[LeaseOut]:
+        """Active leases (queued or running); ``mine``: only this token's."""
+        return self._many(LeaseOut, "/v1/leases", params=self._params(mine=str(mine).lower(), team=team))
+
+    def renew_lease(self, lease_id: int, ttl_s: float | None = None) -> LeaseOut:
+        """Make the lease end ``ttl_s`` (default: its own TTL) from now."""
+        return self._one(LeaseOut, "POST", f"/v1/leases/{lease_id}/renew", json={"ttl_s": ttl_s})
+
+    def release_lease(self, lease_id: int) -> LeaseOut:
+        """Give the lease's boards back."""
+        return self._one(LeaseOut, "DELETE", f"/v1/leases/{lease_id}")
+
+    def wait_lease(self, lease_id: int, timeout: float | None = None, poll: float = 0.5) -> LeaseOut:
+        """Block until every board of the lease is reachable (or it ended, or ``timeout`` passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            lease = self.lease(lease_id)
+            ready = bool(lease.boards) and all(b.access is not None for b in lease.boards)
+            if ready or lease.ended or (deadline is not None and time.monotonic() >= deadline):
+                return lease
+            time.sleep(poll)

@@ -7,21 +7,16 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.job import JobState
-from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
-from fleetyard.policy.scheduling import FreeBoard, PendingJob, pending_job, schedule
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import NewAttempt, bind_many
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store
 from fleetyard.store.hosts import lose_host
+from fleetyard.store.leases import expire_leases
 
 log = logging.getLogger(__name__)
-
-# How many queued jobs one scheduling pass considers (highest priority, oldest first).
-SCHEDULE_WINDOW = 2000
 
 
 @dataclass
@@ -30,85 +25,21 @@ class Reconciler:
     host_timeout_s: float = 10.0
     suspect_cooldown_s: float = 2.0
     watching_since: float = 0.0
-    _spec_cache: dict[int, JobSpec] = field(default_factory=dict)
+    scheduler: SchedulerShell = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = SchedulerShell(self.store)
 
     def schedule(self, now: float) -> int:
-        """Bind queued jobs to free boards. Returns how many attempts started."""
-        with self.store.read() as conn:
-            # Most passes find nothing to do: answer that without the write lock.
-            queued_any = sa.select(t.jobs.c.id).where(t.jobs.c.state == str(JobState.QUEUED)).limit(1)
-            free_any = (
-                sa.select(t.boards.c.id)
-                .where(t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.drain_reason.is_(None))
-                .limit(1)
-            )
-            gate = conn.execute(sa.select(queued_any.exists(), free_any.exists())).one()
-            if not all(gate):
-                return 0
-            # The snapshot is read without the write lock; what it binds is checked again under it.
-            queued = conn.execute(
-                sa.select(t.jobs.c.id, t.jobs.c.priority, t.jobs.c.submitted_at, t.jobs.c.attempts)
-                .where(t.jobs.c.state == str(JobState.QUEUED))
-                .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)
-                .limit(SCHEDULE_WINDOW)
-            ).all()
-            self._load_specs(conn, [r.id for r in queued])
-            free_rows = conn.execute(
-                sa.select(t.boards.c.id, t.boards.c.host_id, t.boards.c.slot, t.boards.c.generation, t.boards.c.labels)
-                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
-                .where(
-                    t.boards.c.state == str(BoardState.AVAILABLE),
-                    t.boards.c.drain_reason.is_(None),
-                    t.hosts.c.state == "online",
-                )
-            ).all()
-            pending = [self._pending(r.id, r.priority, r.submitted_at) for r in queued]
-            free = [FreeBoard(r.id, r.host_id, r.slot, r.generation, r.labels) for r in free_rows]
-        bindings = schedule(pending, free)
-        if not bindings:
-            return 0
-        with self.store.write() as conn:
-            # Hold what we bind. A drain, cancel or another binding that got in first drops it for this pass.
-            chosen = [i for b in bindings for i in b.board_ids]
-            held_boards = set(
-                conn.execute(
-                    sa.select(t.boards.c.id)
-                    .where(
-                        t.boards.c.id.in_(chosen),
-                        t.boards.c.state == str(BoardState.AVAILABLE),
-                        t.boards.c.drain_reason.is_(None),
-                    )
-                    .with_for_update()
-                ).scalars()
-            )
-            held_jobs = set(
-                conn.execute(
-                    sa.select(t.jobs.c.id)
-                    .where(t.jobs.c.id.in_([b.job_id for b in bindings]), t.jobs.c.state == str(JobState.QUEUED))
-                    .with_for_update()
-                ).scalars()
-            )
-            host_of = {r.id: r.host_id for r in free_rows}
-            attempts = {r.id: r.attempts for r in queued}
-            new = [
-                NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, host_of[i]) for i in b.board_ids))
-                for b in bindings
-                if b.job_id in held_jobs and held_boards.issuperset(b.board_ids)
-            ]
-            bind_many(conn, new, at=now)
-            return len(new)
+        """One scheduling pass (:class:`~fleetyard.controller.scheduler.SchedulerShell`); how many attempts started."""
+        return self.scheduler.pass_(now)
 
-    def _load_specs(self, conn: sa.Connection, queued_ids: list[int]) -> None:
-        """Keep the parsed specs of exactly the queued jobs; parse only the newcomers'."""
-        keep = {i: self._spec_cache[i] for i in queued_ids if i in self._spec_cache}
-        missing = [i for i in queued_ids if i not in keep]
-        if missing:
-            for r in conn.execute(sa.select(t.jobs.c.id, t.jobs.c.spec).where(t.jobs.c.id.in_(missing))):
-                keep[r.id] = JobSpec.model_validate(r.spec)
-        self._spec_cache = keep
-
-    def _pending(self, job_id: int, priority: int, submitted_at: float) -> PendingJob:
-        return pending_job(job_id, self._spec_cache[job_id], priority=priority, submitted_at=submitted_at)
+    def leases(self, now: float) -> list[int]:
+        """End the leases whose time is up (their boards go back to the fleet)."""
+        ended = expire_leases(self.store, now)
+        if ended:
+            log.info("leases expired: %s", ", ".join(map(str, ended)))
+        return ended
 
     def liveness(self, now: float) -> list[str]:
         """Declare hosts lost whose heartbeats stopped; their work is re-queued."""

@@ -14,11 +14,14 @@ agent process; a new session for a host ends the old session's assignments as in
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from fleetyard.domain.job import Outcome
+
+# How many warm artifacts a board reports (and the server keeps), most recently used last.
+WARM_MAX = 8
 
 
 class BoardInfo(BaseModel):
@@ -49,6 +52,12 @@ class BoardReport(BaseModel):
     ok: bool = True
     reason: str | None = None
     telemetry: dict[str, float] = Field(default_factory=dict)
+    # Absent from older agents' reports: an empty list, which is "nothing known to be warm".
+    warm: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        description="sha256 of the artifacts the board's worker holds loaded, most recently used last"
+        f" (at most {WARM_MAX})",
+    )
 
 
 class LeaveRequest(BaseModel):

@@ -39,6 +39,10 @@ class BoardOut(BaseModel):
     telemetry_at: float | None
     probe_ok: bool | None
     probe_reason: str | None
+    warm: list[str] = Field(
+        default_factory=list,
+        description="sha256 of the artifacts its worker holds loaded, most recently used last, as its agent reports",
+    )
 
 
 class BoardEventOut(BaseModel):
@@ -105,6 +109,7 @@ class JobOut(BaseModel):
     message: str | None
     attempts: int
     infra_retries: int
+    pending_reason: str | None = Field(None, description="while queued: why, as the scheduler last saw it")
 
 
 class JobDetail(JobOut):
@@ -185,3 +190,102 @@ class ArtifactOut(BaseModel):
     info: dict[str, Any] = Field(description="inputs, outputs, functions, targets (fleetyard.runtimes.ArtifactInfo)")
     created_at: float
     created_by: str
+
+
+class QueueGenerationOut(BaseModel):
+    """One generation of a queue: its quota and what its team holds and waits for."""
+
+    generation: str
+    nominal: int | None = Field(description="boards guaranteed; null: unlimited")
+    borrowing_limit: int | None = Field(description="the most borrowed beyond nominal; null: no limit")
+    in_use: int = Field(description="boards of this generation held by the team's jobs")
+    borrowed: int = Field(description="in use beyond nominal")
+    headroom: int | None = Field(description="how many more the queue may take now; null: unlimited")
+    pending_jobs: int = Field(description="queued jobs that may run on this generation (naming it, or none)")
+    pending_boards: int = Field(description="the boards those queued jobs ask for")
+
+
+class QueueOut(BaseModel):
+    name: str = Field(description="the team")
+    configured: bool = Field(description="false: a team with jobs but no queue, so unlimited")
+    cohort: str | None
+    nominal: dict[str, int] | None = Field(description="generation -> boards guaranteed; null: unlimited")
+    borrowing_limit: dict[str, int]
+    usage: float = Field(description="fair-share usage: decayed board-seconds")
+    pending_jobs: int = Field(description="all the team's queued jobs")
+    pending_boards: int
+    generations: list[QueueGenerationOut]
+    updated_at: float | None
+    updated_by: str | None
+
+
+class PriorityClassOut(BaseModel):
+    name: str
+    value: int
+    default: bool
+
+
+# ---- leases: an engineer's reservation of boards (jobs of kind "lease") ------------------------
+
+MAX_LEASE_S = 7 * 24 * 3600.0  # domain.spec.MAX_TIME_LIMIT_S: a lease is a job, it lasts at most that
+
+
+class LeaseIn(BaseModel):
+    """Take a lease: K boards held for an engineer until released or ``ttl_s`` after granted."""
+
+    model_config = {"extra": "forbid"}
+
+    boards: int = Field(1, ge=1, le=4096, description="how many boards, all at once")
+    generations: list[str] = Field(default_factory=list, description="any of these; empty means any")
+    labels: dict[str, str] = Field(default_factory=dict, description="board labels to match as a subset")
+    board_ids: list[str] = Field(default_factory=list, max_length=4096, description="only these boards")
+    ttl_s: float = Field(gt=0, le=MAX_LEASE_S, description="how long it lasts from when its boards are granted")
+    note: str | None = Field(None, max_length=1000, description="what the boards are for")
+    team: str | None = Field(None, max_length=100, description="defaults to the taker's team")
+    priority_class: str | None = Field(None, max_length=100)
+
+
+class LeaseRenewIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    ttl_s: float | None = Field(None, gt=0, le=MAX_LEASE_S, description="from now; default: the lease's own TTL")
+
+
+class LeaseBoardOut(BaseModel):
+    rank: int
+    board_id: str
+    host_id: str
+    device: str | None
+    state: str = Field(description="the rank's state: pending, delivered, running, exited")
+    access: dict[str, Any] | None = Field(
+        None, description="how to reach the board (host, device, env, shell, ssh) once its rank runs"
+    )
+
+
+class LeaseOut(BaseModel):
+    id: int = Field(description="the lease's job id")
+    state: str = Field(description="the job's state: queued, running, or how it ended")
+    active: bool = Field(description="queued or running, and not being released")
+    ended: str | None = Field(None, description="released, expired or failed, once it ended")
+    team: str
+    owner: str
+    note: str | None
+    boards_wanted: int
+    ttl_s: float
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None = Field(description="when it ends unless renewed; none while it waits for boards")
+    pending_reason: str | None
+    message: str | None
+    boards: list[LeaseBoardOut]
+
+
+class WhyOut(BaseModel):
+    """Why a job is pending: the scheduler's last word and a fresh look at the fleet."""
+
+    job_id: int
+    state: str
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    reservation: dict[str, Any] | None = None

@@ -28,7 +28,7 @@ from fleetyard.errors import FleetyardError
 from fleetyard.server.auth import TokenCache
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
-from fleetyard.server.routers import agent, artifacts, blobs, fleet, jobs, tokens
+from fleetyard.server.routers import agent, artifacts, blobs, fleet, jobs, leases, queues, tokens
 from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
 from fleetyard.store.blobs import BlobStore
@@ -105,8 +105,9 @@ def create_app(
             return JSONResponse({"ok": True})
         return _error(503, "store_unavailable", "the store does not answer")
 
-    for r in (fleet.router, jobs.router, blobs.router, artifacts.router, tokens.router, agent.router):
+    for r in (fleet.router, jobs.router, queues.router, blobs.router, artifacts.router, tokens.router, agent.router):
         app.include_router(r)
+    app.include_router(leases.router)
     return app
 
 

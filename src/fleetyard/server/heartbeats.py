@@ -5,6 +5,8 @@ transaction per heartbeat would cap it at what the store commits per second; ins
 heartbeat lands in a buffer, and a flusher thread writes all buffered reports every
 ``flush_s`` in one transaction, then reads back, for all hosts at once, what agents must be
 told: ranks to cancel and fault orders. A heartbeat's answer is therefore up to one flush old.
+A board's warm list (the artifacts its worker holds loaded) is written only when it changed,
+or every ``WARM_REFRESH_S`` (see there).
 
 What a crash of the server loses: at most ``flush_s`` of telemetry, never a job or a result.
 """
@@ -18,18 +20,23 @@ import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
 from fleetyard.domain.job import AssignmentState
 from fleetyard.errors import StaleSession
-from fleetyard.protocol.agent import FaultOrder, HeartbeatRequest, HeartbeatResponse
+from fleetyard.protocol.agent import WARM_MAX, FaultOrder, HeartbeatRequest, HeartbeatResponse
 from fleetyard.store import tables as t
 from fleetyard.store.db import Store, insert_ignore, now
 from fleetyard.store.hosts import LIVE, host_back
 
 log = logging.getLogger(__name__)
 A = t.assignments
+
+# A board's warm list is written when it changes, and at least this often while it does not:
+# with several server replicas another one may have written an older list in between.
+WARM_REFRESH_S = 60.0
 
 
 @dataclass
@@ -54,6 +61,8 @@ class HeartbeatSink:
         self._answers = _Answers()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # board id -> (warm list, when) as this server last wrote it; touched by flushes only.
+        self._warm: dict[str, tuple[list[str], float]] = {}
         self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def start(self) -> None:
@@ -119,6 +128,7 @@ class HeartbeatSink:
 
     def _write(self, batch: dict[str, _Pending], at: float) -> None:
         hosts = list(batch)
+        warm_written: dict[str, tuple[list[str], float]] = {}
         with self.store.write() as conn:
             insert_ignore(conn, t.servers, [{"id": self.server_id, "started_at": at, "seen_at": at}])
             conn.execute(t.servers.update().where(t.servers.c.id == self.server_id).values(seen_at=at))
@@ -136,23 +146,38 @@ class HeartbeatSink:
                 .values(last_heartbeat_at=sa.bindparam("h_at")),
                 [{"h_id": h, "h_at": p.at} for h, p in batch.items()],
             )
-            reports = [
-                {"b_id": b.id, "b_host": h, "b_tel": b.telemetry, "b_at": p.at, "b_ok": b.ok, "b_reason": b.reason}
-                for h, p in batch.items()
-                for b in p.req.boards
-            ]
+            reports: list[dict[str, Any]] = []
+            warm_reports: list[dict[str, Any]] = []  # the same, and a warm list to write
+            for h, p in batch.items():
+                for b in p.req.boards:
+                    row = {
+                        "b_id": b.id,
+                        "b_host": h,
+                        "b_tel": b.telemetry,
+                        "b_at": p.at,
+                        "b_ok": b.ok,
+                        "b_reason": b.reason,
+                    }
+                    warm = b.warm[-WARM_MAX:]
+                    if self._warm_due(b.id, warm, at):
+                        row["b_warm"] = warm
+                        warm_reports.append(row)
+                        warm_written[b.id] = (warm, at)
+                    else:
+                        reports.append(row)
+            update = t.boards.update().where(
+                t.boards.c.id == sa.bindparam("b_id"), t.boards.c.host_id == sa.bindparam("b_host")
+            )
+            values: dict[str, Any] = {
+                "telemetry": sa.bindparam("b_tel"),
+                "telemetry_at": sa.bindparam("b_at"),
+                "probe_ok": sa.bindparam("b_ok"),
+                "probe_reason": sa.bindparam("b_reason"),
+            }
             if reports:
-                conn.execute(
-                    t.boards.update()
-                    .where(t.boards.c.id == sa.bindparam("b_id"), t.boards.c.host_id == sa.bindparam("b_host"))
-                    .values(
-                        telemetry=sa.bindparam("b_tel"),
-                        telemetry_at=sa.bindparam("b_at"),
-                        probe_ok=sa.bindparam("b_ok"),
-                        probe_reason=sa.bindparam("b_reason"),
-                    ),
-                    reports,
-                )
+                conn.execute(update.values(values), reports)
+            if warm_reports:
+                conn.execute(update.values({**values, "warm": sa.bindparam("b_warm")}), warm_reports)
             acks = sorted({a for p in batch.values() for a in p.req.fault_acks})
             if acks:
                 conn.execute(
@@ -160,6 +185,14 @@ class HeartbeatSink:
                     .where(t.fault_orders.c.id.in_(acks), t.fault_orders.c.acked_at.is_(None))
                     .values(acked_at=max(p.at for p in batch.values()))
                 )
+        # Only once committed: a failed flush writes the lists again next time.
+        self._warm.update(warm_written)
+
+    def _warm_due(self, board_id: str, warm: list[str], at: float) -> bool:
+        """Whether to write a board's warm list: it changed since this server last wrote it, or
+        that was long enough ago that another replica's write may have replaced it since."""
+        last = self._warm.get(board_id)
+        return last is None or last[0] != warm or at - last[1] >= WARM_REFRESH_S
 
     def _read(self, batch: dict[str, _Pending], at: float) -> _Answers:
         answers = _Answers()

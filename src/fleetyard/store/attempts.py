@@ -130,15 +130,17 @@ def end_rank(
     return stop_ranks(conn, a.attempt_id, at=at, reason=f"rank {a.rank} ended with {outcome}")
 
 
-def stop_ranks(conn: sa.Connection, attempt_id: int, *, at: float, reason: str) -> list[int]:
-    """Ask an attempt's live ranks to stop. Ranks no agent has seen yet end at once."""
+def stop_ranks(
+    conn: sa.Connection, attempt_id: int, *, at: float, reason: str, outcome: Outcome = Outcome.CANCELED
+) -> list[int]:
+    """Ask an attempt's live ranks to stop. Ranks no agent has seen yet end at once, as ``outcome``."""
     live = conn.execute(
         sa.select(A).where(A.c.attempt_id == attempt_id, A.c.state != str(AssignmentState.EXITED))
     ).all()
     to_stop: list[int] = []
     for s in live:
         if s.state == AssignmentState.PENDING:
-            end_rank(conn, s, outcome=Outcome.CANCELED, at=at, message=reason, stop_siblings=False)
+            end_rank(conn, s, outcome=outcome, at=at, message=reason, stop_siblings=False)
         else:
             to_stop.append(s.id)
     if to_stop:

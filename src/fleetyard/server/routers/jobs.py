@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
-from fleetyard.protocol.api import JobBatchIn, JobBatchOut, JobDetail, JobOut, LogsOut, ResultsOut
+from fleetyard.protocol.api import JobBatchIn, JobBatchOut, JobDetail, JobOut, LogsOut, ResultsOut, WhyOut
 from fleetyard.server.auth import ANY, PEOPLE
 from fleetyard.server.routers.deps import store
 from fleetyard.server.services import jobs as svc
+from fleetyard.server.services import why as why_svc
 from fleetyard.store.db import Store, now
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -48,6 +49,11 @@ def list_jobs(
     s: Store = Depends(store),
 ) -> list[JobOut]:
     return svc.list_jobs(s, state=state, team=team, kind=kind, limit=limit, before=before)
+
+
+@router.get("/{job_id}/why", response_model=WhyOut)
+def why(job_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> WhyOut:
+    return why_svc.why(s, job_id=job_id)
 
 
 @router.get("/{job_id}", response_model=JobDetail)

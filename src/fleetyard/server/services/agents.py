@@ -237,6 +237,14 @@ def apply_events(
         foreign = [i for i in ids if i not in rows or rows[i].host_id != host_id]
         if foreign:
             raise Forbidden(f"assignments {foreign} do not belong to host {host_id}", detail={"ids": foreign})
+        # A rank stopped because its attempt was preempted reports "canceled": it ends preempted.
+        preempted = dict(
+            conn.execute(
+                sa.select(t.attempts.c.id, t.attempts.c.message).where(
+                    t.attempts.c.id.in_({r.attempt_id for r in rows.values()}), t.attempts.c.preempted_for.isnot(None)
+                )
+            ).all()
+        )
         logs: list[dict[str, Any]] = []
         to_settle: set[int] = set()
         stop: set[int] = set()
@@ -268,13 +276,16 @@ def apply_events(
                 if a.state == AssignmentState.EXITED:
                     continue
                 # Siblings asked to stop here reach their agents through _to_cancel below.
+                outcome, message = e.outcome or Outcome.INFRA_ERROR, e.message
+                if a.attempt_id in preempted and outcome is Outcome.CANCELED:
+                    outcome, message = Outcome.PREEMPTED, preempted[a.attempt_id]
                 end_rank(
                     conn,
                     a,
-                    outcome=e.outcome or Outcome.INFRA_ERROR,
+                    outcome=outcome,
                     at=at,
                     exit_code=e.exit_code,
-                    message=e.message,
+                    message=message,
                     board_ok=e.board_ok,
                     result=e.result,
                     outputs=e.outputs,

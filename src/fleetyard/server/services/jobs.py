@@ -14,13 +14,15 @@ from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
-from fleetyard.policy.scheduling import FleetBoard, could_run_on, pending_job, why_unschedulable
+from fleetyard.policy.queues import QuotaLedger
+from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job, why_unschedulable
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
 from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import settle, stop_ranks
 from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
+from fleetyard.store.queues import read_priority_classes, read_queues
 from fleetyard.workloads.base import admit, validate_params
 
 
@@ -48,20 +50,31 @@ class FleetView:
                             t.boards.c.generation,
                             t.boards.c.labels,
                             t.boards.c.device,
+                            t.boards.c.firmware,
                         ).where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
                     ).all()
-                self._boards = [FleetBoard(r.id, r.host_id, r.generation, r.labels, r.device) for r in rows]
+                self._boards = [
+                    FleetBoard(
+                        r.id, r.host_id, r.generation, r.labels, r.device, r.firmware, str(r.labels.get("rack", ""))
+                    )
+                    for r in rows
+                ]
                 self._read_at = time.monotonic()
             return self._boards
+
+
+_PLACEMENT_FIELDS = {
+    "boards", "generations", "labels", "placement", "placement_required", "board_ids", "exclude_boards", "firmware"
+}  # fmt: skip
 
 
 def _refusal(specs: list[JobSpec], fleet: list[FleetBoard]) -> tuple[int, str] | None:
     """The first spec that can never run on ``fleet``, and why."""
     checked: dict[str, str | None] = {}
     for i, spec in enumerate(specs):
-        key = spec.model_dump_json(include={"boards", "generations", "labels", "placement", "board_ids"})
+        key = spec.model_dump_json(include=_PLACEMENT_FIELDS)
         if key not in checked:
-            checked[key] = why_unschedulable(pending_job(0, spec, priority=spec.priority, submitted_at=0.0), fleet)
+            checked[key] = why_unschedulable(pending_job(0, spec, queue=spec.team or ""), fleet)
         reason = checked[key]
         if reason:
             return i, reason
@@ -81,6 +94,34 @@ def _team_for(principal: Principal, spec: JobSpec) -> str:
     return spec.team or principal.team or "ops"
 
 
+def _check_queues(store: Store, specs: list[JobSpec], teams: list[str], view: FleetView) -> None:
+    """Refuse a spec naming an unknown priority class, or one its team's queue can never hold (no
+    generation it may use has a ceiling, nominal plus all it could borrow, of its boards). The
+    queues are read once for the whole batch."""
+    with store.read() as conn:
+        classes = read_priority_classes(conn)
+        queues = read_queues(conn)
+    known = [c.name for c in classes]
+    ledger = QuotaLedger(queues, {})
+    for i, (spec, team) in enumerate(zip(specs, teams, strict=True)):
+        where = f"jobs[{i}]: " if len(specs) > 1 else ""
+        if spec.priority_class is not None and spec.priority_class not in known:
+            raise BadRequest(
+                f"{where}unknown priority_class {spec.priority_class!r}; use one of {', '.join(known)} "
+                "(or none for the default)",
+                detail={"field": "priority_class", "index": i, "known": known},
+            )
+        if team not in queues:
+            continue  # a team without a queue is unlimited
+        gens = spec.generations or sorted({b.generation for b in view.boards(store)})
+        reason = ledger.refusal(team, gens, spec.boards) if gens else None
+        if reason and not spec.generations:  # confirm against a fresh read: a new generation may have come
+            gens = sorted({b.generation for b in view.boards(store, fresh=True)})
+            reason = ledger.refusal(team, gens, spec.boards) if gens else None
+        if reason:
+            raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": i, "reason": reason})
+
+
 class SubmitRegistry:
     """What a submit's checks look up (:class:`fleetyard.workloads.admission.Registry`): artifacts,
     blobs, and the devices of the boards the job being checked could run on."""
@@ -93,8 +134,8 @@ class SubmitRegistry:
     def board_devices(self) -> dict[str, str]:
         if self.spec is None:
             return {}
-        job = pending_job(0, self.spec, priority=0, submitted_at=0.0)
-        return {b.id: b.device for b in could_run_on(job, self.fleet.boards(self.store))}
+        admits = constraints_of(self.spec).admits
+        return {b.id: b.device for b in self.fleet.boards(self.store) if admits(b.view())}
 
     def artifact_info(self, sha256: str) -> dict[str, Any] | None:
         if sha256 not in self._infos:  # a batch of jobs of one artifact reads it once
@@ -147,6 +188,8 @@ def submit(
         index, reason = refused
         where = f"jobs[{index}]: " if len(specs) > 1 else ""
         raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": index, "reason": reason})
+    # After the fleet's check: a generation that does not exist is better said so than as a quota.
+    _check_queues(store, specs, [r["team"] for r in rows], view)
     with store.write() as conn:
         ids = conn.execute(t.jobs.insert().returning(t.jobs.c.id, sort_by_parameter_order=True), rows)
         return [r[0] for r in ids]

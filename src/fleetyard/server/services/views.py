@@ -52,6 +52,7 @@ def board_out(r: Row) -> BoardOut:
         telemetry_at=r.telemetry_at,
         probe_ok=r.probe_ok,
         probe_reason=r.probe_reason,
+        warm=r.warm,
     )
 
 
@@ -89,6 +90,7 @@ def _job_fields(r: Row) -> dict[str, Any]:
         "message": r.message,
         "attempts": r.attempts,
         "infra_retries": r.infra_retries,
+        "pending_reason": r.pending_reason if r.state == "queued" else None,
     }
 
 

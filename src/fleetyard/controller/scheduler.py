@@ -1,0 +1,356 @@
+"""The scheduler's shell: read a snapshot from the store, ask :func:`fleetyard.policy.scheduling.plan`,
+apply the plan in one transaction.
+
+What it writes: new attempts (bindings), preemptions (the victim attempt's ``preempted_for`` and
+its ranks asked to stop; they end ``preempted`` and their jobs go back to the queue), the
+reservation rows (only when they changed), each waiting job's ``pending_reason`` (only when it
+changed, and for at most :data:`REASONS_PER_PASS` jobs a pass), and the queues' fair-share usage
+(every :data:`USAGE_EVERY_S`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.board import SCHEDULABLE_SOMEDAY, BoardState
+from fleetyard.domain.job import AttemptState, JobState, Outcome
+from fleetyard.domain.spec import JobSpec
+from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
+from fleetyard.policy.placement import BoardView
+from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, PriorityClass, QueueSpec
+from fleetyard.policy.scheduling import Plan, RunningJob, Snapshot, pending_job, plan
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import NewAttempt, bind_many, stop_ranks
+from fleetyard.store.db import Store
+
+log = logging.getLogger(__name__)
+
+REASONS_PER_PASS = 2000
+USAGE_EVERY_S = 10.0
+IDLE_PASS_EVERY_S = 2.0  # with no free board and nothing new queued, look again this often
+
+
+@dataclass
+class SchedulerShell:
+    store: Store
+    half_life_s: float = DEFAULT_HALF_LIFE_S
+    _specs: dict[int, JobSpec] = field(default_factory=dict)
+    _reasons: dict[int, str] = field(default_factory=dict)  # as last written
+    _reservations: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    _last_full: float = 0.0
+    _last_queued_max: int = 0
+    _usage_at: float = 0.0
+    last_plan: Plan | None = None
+
+    def pass_(self, now: float) -> int:
+        """One scheduling pass; how many attempts started."""
+        snap, ctx = self._snapshot(now)
+        if snap is None:
+            return 0
+        result = plan(snap)
+        self.last_plan = result
+        return self._apply(result, snap, ctx, now)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _snapshot(self, now: float) -> tuple[Snapshot | None, dict[str, Any]]:
+        with self.store.read() as conn:
+            queued_max = conn.execute(
+                sa.select(sa.func.max(t.jobs.c.id)).where(t.jobs.c.state == str(JobState.QUEUED))
+            ).scalar()
+            if queued_max is None:
+                self._forget_reasons()
+                return None, {}
+            free_any = conn.execute(
+                sa.select(
+                    sa.select(t.boards.c.id)
+                    .where(t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.drain_reason.is_(None))
+                    .exists()
+                )
+            ).scalar()
+            # Nothing free and nothing new: only preemption could change anything; look now and then.
+            if not free_any and queued_max <= self._last_queued_max and now - self._last_full < IDLE_PASS_EVERY_S:
+                return None, {}
+            self._last_full, self._last_queued_max = now, queued_max
+            classes = _priority_classes(conn)
+            queues = _queues(conn)
+            usage = {r.queue: (r.usage, r.updated_at) for r in conn.execute(sa.select(t.queue_usage))}
+            queued = conn.execute(
+                sa.select(t.jobs.c.id, t.jobs.c.team, t.jobs.c.submitted_at, t.jobs.c.attempts).where(
+                    t.jobs.c.state == str(JobState.QUEUED)
+                )
+            ).all()
+            running = conn.execute(
+                sa.select(
+                    t.jobs.c.id,
+                    t.jobs.c.team,
+                    t.attempts.c.id.label("attempt_id"),
+                    t.attempts.c.created_at,
+                    t.attempts.c.preempted_for,
+                    t.jobs.c.lease_expires_at,
+                )
+                .join(
+                    t.attempts,
+                    sa.and_(t.attempts.c.job_id == t.jobs.c.id, t.attempts.c.state == str(AttemptState.RUNNING)),
+                )
+                .where(t.jobs.c.state == str(JobState.RUNNING))
+            ).all()
+            self._load_specs(conn, [r.id for r in queued] + [r.id for r in running])
+            boards_of: dict[int, list[str]] = defaultdict(list)
+            if running:
+                for a in conn.execute(
+                    sa.select(t.assignments.c.attempt_id, t.assignments.c.board_id, t.assignments.c.rank)
+                    .where(t.assignments.c.attempt_id.in_([r.attempt_id for r in running]))
+                    .order_by(t.assignments.c.attempt_id, t.assignments.c.rank)
+                ):
+                    boards_of[a.attempt_id].append(a.board_id)
+            board_rows = conn.execute(
+                sa.select(
+                    t.boards.c.id,
+                    t.boards.c.host_id,
+                    t.boards.c.slot,
+                    t.boards.c.generation,
+                    t.boards.c.firmware,
+                    t.boards.c.labels,
+                    t.boards.c.warm,
+                    t.boards.c.state,
+                    t.boards.c.drain_reason,
+                    t.hosts.c.state.label("host_state"),
+                )
+                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
+                .where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
+            ).all()
+        value = {c.name: c.value for c in classes}
+        default_value = next((c.value for c in classes if c.default), 0)
+        boards = [
+            BoardView(
+                r.id,
+                r.host_id,
+                r.generation,
+                slot=r.slot,
+                rack=str((r.labels or {}).get("rack", "")),
+                firmware=r.firmware,
+                labels=r.labels or {},
+                warm=frozenset(r.warm or ()),
+            )
+            for r in board_rows
+        ]
+        free = frozenset(
+            r.id
+            for r in board_rows
+            if r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online"
+        )
+        pending = []
+        for r in queued:
+            spec = self._specs[r.id]
+            pending.append(
+                pending_job(
+                    r.id,
+                    spec,
+                    queue=r.team,
+                    priority=value.get(spec.priority_class or "", default_value),
+                    submitted_at=r.submitted_at,
+                    artifact=_artifact(spec),
+                )
+            )
+        running_views = []
+        for run in running:
+            spec = self._specs[run.id]
+            running_views.append(
+                RunningJob(
+                    run.id,
+                    run.team,
+                    tuple(boards_of.get(run.attempt_id, ())),
+                    priority=value.get(spec.priority_class or "", default_value),
+                    rank=spec.priority,
+                    started_at=run.created_at,
+                    # A lease ends when it expires (renewals move it), not at its 7-day time limit.
+                    expected_end=run.lease_expires_at or run.created_at + spec.time_limit_s,
+                    preempted_for=run.preempted_for,
+                    preemptible=spec.kind != "lease",  # an engineer's lease is not taken away
+                )
+            )
+        held: dict[str, int] = defaultdict(int)
+        for rv in running_views:
+            held[rv.queue] += len(rv.boards)
+        decayed = self._usage(usage, held, now)
+        snap = Snapshot(
+            now=now,
+            boards=boards,
+            free=free,
+            pending=pending,
+            running=running_views,
+            queues=queues,
+            usage={q: u for q, (u, _) in decayed.items()},
+        )
+        ctx = {
+            "attempts": {r.id: r.attempts for r in queued},
+            "host_of": {b.id: b.host for b in boards},
+            "attempt_of": {r.id: r.attempt_id for r in running},
+            "usage": decayed,
+        }
+        return snap, ctx
+
+    def _load_specs(self, conn: sa.Connection, ids: list[int]) -> None:
+        """Keep the parsed specs of exactly these jobs; parse only the newcomers'."""
+        keep = {i: self._specs[i] for i in ids if i in self._specs}
+        missing = [i for i in ids if i not in keep]
+        for chunk in (missing[i : i + 5000] for i in range(0, len(missing), 5000)):
+            for r in conn.execute(sa.select(t.jobs.c.id, t.jobs.c.spec).where(t.jobs.c.id.in_(chunk))):
+                keep[r.id] = JobSpec.model_validate(r.spec)
+        self._specs = keep
+
+    def _usage(
+        self, stored: Mapping[str, tuple[float, float]], held: Mapping[str, int], now: float
+    ) -> dict[str, tuple[float, float]]:
+        """Each queue's decayed usage advanced to ``now`` (not written here)."""
+        out: dict[str, tuple[float, float]] = {}
+        for q in set(stored) | set(held):
+            u, at = stored.get(q, (0.0, now))
+            out[q] = (accrue(u, held.get(q, 0), now - at, self.half_life_s), now)
+        return out
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def _apply(self, p: Plan, snap: Snapshot, ctx: dict[str, Any], now: float) -> int:
+        started = 0
+        with self.store.write() as conn:
+            if p.bindings:
+                started = self._bind(conn, p, ctx, now)
+            for pre in p.preemptions:
+                attempt_id = ctx["attempt_of"].get(pre.victim)
+                if attempt_id is None:
+                    continue
+                res = conn.execute(
+                    t.attempts.update()
+                    .where(
+                        t.attempts.c.id == attempt_id,
+                        t.attempts.c.state == str(AttemptState.RUNNING),
+                        t.attempts.c.preempted_for.is_(None),
+                    )
+                    .values(preempted_for=pre.for_job, message=pre.reason)
+                )
+                if res.rowcount:
+                    log.info("job %s: %s", pre.victim, pre.reason)
+                    stop_ranks(conn, attempt_id, at=now, reason=pre.reason, outcome=Outcome.PREEMPTED)
+            reservations = [(r.job_id, r.board_ids) for r in p.reservations]
+            if reservations != self._reservations:
+                conn.execute(t.reservations.delete())
+                if p.reservations:
+                    conn.execute(
+                        t.reservations.insert(),
+                        [
+                            {
+                                "job_id": r.job_id,
+                                "boards": list(r.board_ids),
+                                "expected_start": r.expected_start,
+                                "created_at": now,
+                            }
+                            for r in p.reservations
+                        ],
+                    )
+                self._reservations = reservations
+            self._write_reasons(conn, p)
+            if now - self._usage_at >= USAGE_EVERY_S:
+                self._usage_at = now
+                self._write_usage(conn, ctx["usage"])
+        return started
+
+    def _bind(self, conn: sa.Connection, p: Plan, ctx: dict[str, Any], now: float) -> int:
+        # Hold what we bind. A drain, cancel or another binding that got in first drops it for this pass.
+        chosen = [i for b in p.bindings for i in b.board_ids]
+        held_boards: set[str] = set()
+        held_jobs: set[int] = set()
+        for part in (chosen[i : i + 5000] for i in range(0, len(chosen), 5000)):
+            held_boards |= set(
+                conn.execute(
+                    sa.select(t.boards.c.id)
+                    .where(
+                        t.boards.c.id.in_(part),
+                        t.boards.c.state == str(BoardState.AVAILABLE),
+                        t.boards.c.drain_reason.is_(None),
+                    )
+                    .with_for_update()
+                ).scalars()
+            )
+        ids = [b.job_id for b in p.bindings]
+        for part_ids in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
+            held_jobs |= set(
+                conn.execute(
+                    sa.select(t.jobs.c.id)
+                    .where(t.jobs.c.id.in_(part_ids), t.jobs.c.state == str(JobState.QUEUED))
+                    .with_for_update()
+                ).scalars()
+            )
+        host_of, attempts = ctx["host_of"], ctx["attempts"]
+        new = [
+            NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, host_of[i]) for i in b.board_ids))
+            for b in p.bindings
+            if b.job_id in held_jobs and held_boards.issuperset(b.board_ids)
+        ]
+        bind_many(conn, new, at=now)
+        bound = {n.job_id for n in new}
+        if bound & set(self._reasons):
+            conn.execute(
+                t.jobs.update().where(t.jobs.c.id.in_(sorted(bound & set(self._reasons)))).values(pending_reason=None)
+            )
+            for j in bound:
+                self._reasons.pop(j, None)
+        return len(new)
+
+    def _write_reasons(self, conn: sa.Connection, p: Plan) -> None:
+        changed = [(j, r) for j, r in p.reasons.items() if self._reasons.get(j) != r][:REASONS_PER_PASS]
+        if not changed:
+            return
+        conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == sa.bindparam("j_id"), t.jobs.c.state == str(JobState.QUEUED))
+            .values(pending_reason=sa.bindparam("j_reason")),
+            [{"j_id": j, "j_reason": r} for j, r in changed],
+        )
+        self._reasons.update(changed)
+
+    def _forget_reasons(self) -> None:
+        self._reasons.clear()
+
+    def _write_usage(self, conn: sa.Connection, usage: Mapping[str, tuple[float, float]]) -> None:
+        if not usage:
+            return
+        known = set(conn.execute(sa.select(t.queue_usage.c.queue)).scalars())
+        rows = [{"q": q, "u": u, "at": at} for q, (u, at) in usage.items()]
+        old = [r for r in rows if r["q"] in known]
+        new = [{"queue": r["q"], "usage": r["u"], "updated_at": r["at"]} for r in rows if r["q"] not in known]
+        if old:
+            conn.execute(
+                t.queue_usage.update()
+                .where(t.queue_usage.c.queue == sa.bindparam("q"))
+                .values(usage=sa.bindparam("u"), updated_at=sa.bindparam("at")),
+                old,
+            )
+        if new:
+            conn.execute(t.queue_usage.insert(), new)
+
+
+def _priority_classes(conn: sa.Connection) -> tuple[PriorityClass, ...]:
+    rows = conn.execute(sa.select(t.priority_classes)).all()
+    if not rows:
+        return DEFAULT_PRIORITY_CLASSES
+    return tuple(PriorityClass(r.name, r.value, bool(r.is_default)) for r in rows)
+
+
+def _queues(conn: sa.Connection) -> dict[str, QueueSpec]:
+    return {
+        r.name: QueueSpec(r.name, nominal=r.nominal, cohort=r.cohort, borrowing_limit=r.borrowing_limit or {})
+        for r in conn.execute(sa.select(t.queues))
+    }
+
+
+def _artifact(spec: JobSpec) -> str | None:
+    value = spec.params.get("artifact")
+    return value if isinstance(value, str) else None

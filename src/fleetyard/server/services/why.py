@@ -1,0 +1,93 @@
+"""Why a job is pending (``GET /v1/jobs/{id}/why``), with the numbers.
+
+Two sources: what the scheduler said at its last pass (``jobs.pending_reason``: quota, waiting
+for a gang, behind N jobs, preempting, boards reserved) and a fresh look at the fleet: how many
+boards match each of the job's constraints and are free now, its queue's quota per generation,
+and any reservation held for it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.board import SCHEDULABLE_SOMEDAY, BoardState
+from fleetyard.domain.job import JobState
+from fleetyard.domain.spec import JobSpec
+from fleetyard.errors import NotFound
+from fleetyard.policy.placement import BoardView
+from fleetyard.policy.queues import QueueSpec, QuotaLedger
+from fleetyard.policy.scheduling import constraints_of
+from fleetyard.protocol.api import WhyOut
+from fleetyard.store import tables as t
+from fleetyard.store.db import Store
+
+
+def why(store: Store, *, job_id: int) -> WhyOut:
+    with store.read() as conn:
+        job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        spec = JobSpec.model_validate(job.spec)
+        if job.state != JobState.QUEUED:
+            return WhyOut(job_id=job_id, state=job.state, summary=_not_pending(job))
+        boards = conn.execute(
+            sa.select(
+                t.boards.c.id,
+                t.boards.c.host_id,
+                t.boards.c.generation,
+                t.boards.c.firmware,
+                t.boards.c.labels,
+                t.boards.c.state,
+                t.boards.c.drain_reason,
+            ).where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
+        ).all()
+        queues = {
+            r.name: QueueSpec(r.name, nominal=r.nominal, cohort=r.cohort, borrowing_limit=r.borrowing_limit or {})
+            for r in conn.execute(sa.select(t.queues))
+        }
+        used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in conn.execute(
+            sa.select(t.jobs.c.team, t.boards.c.generation, sa.func.count())
+            .join(t.boards, t.boards.c.job_id == t.jobs.c.id)
+            .where(t.boards.c.state == str(BoardState.ALLOCATED))
+            .group_by(t.jobs.c.team, t.boards.c.generation)
+        ):
+            used[r[0]][r[1]] = int(r[2])
+        reservation = conn.execute(sa.select(t.reservations).where(t.reservations.c.job_id == job_id)).first()
+    c = constraints_of(spec)
+    views = [BoardView(b.id, b.host_id, b.generation, firmware=b.firmware, labels=b.labels or {}) for b in boards]
+    matching, turned_away = c.rejections(views)
+    free = {b.id for b in boards if b.state == BoardState.AVAILABLE and b.drain_reason is None}
+    free_matching = sum(1 for v in views if v.id in free and c.admits(v))
+    ledger = QuotaLedger(queues, used)
+    gens = sorted(spec.generations or {b.generation for b in boards})
+    quota = [ledger.describe(job.team, g) + f"; headroom {_n(ledger.headroom(job.team, g))}" for g in gens]
+    details: dict[str, Any] = {
+        "boards_wanted": spec.boards,
+        "constraints": c.describe(),
+        "boards_in_fleet": len(views),
+        "boards_matching": matching,
+        "excluded_by": turned_away,
+        "boards_matching_free_now": free_matching,
+        "placement": f"{spec.placement} ({'required' if spec.placement_required else 'preferred'}), {spec.packing}",
+        "quota": quota,
+    }
+    summary = job.pending_reason or "not looked at by the scheduler yet (it runs every fraction of a second)"
+    res = None
+    if reservation is not None:
+        res = {"boards": list(reservation.boards), "expected_start": reservation.expected_start}
+    return WhyOut(job_id=job_id, state=job.state, summary=summary, details=details, reservation=res)
+
+
+def _n(x: int) -> str:
+    return "unlimited" if x >= 1 << 40 else str(x)
+
+
+def _not_pending(job: Any) -> str:
+    if job.state == JobState.RUNNING:
+        return "it is running"
+    what = f"it {job.state}" + (f" ({job.outcome})" if job.outcome else "")
+    return what + (f": {job.message}" if job.message else "")

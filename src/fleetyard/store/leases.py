@@ -1,0 +1,88 @@
+"""Ending leases: the controller's expiry of leases whose TTL ran out, and the one way a lease
+is stopped (release and expiry alike), shared with the server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from fleetyard.domain.job import AttemptState, JobState, Outcome
+from fleetyard.policy.leases import LeaseView, expired, expires_at
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import settle, stop_ranks
+from fleetyard.store.db import Store
+
+LEASE_KIND = "lease"
+ACTIVE = (str(JobState.QUEUED), str(JobState.RUNNING))
+
+
+def lease_view(row: Any) -> LeaseView:
+    """A jobs row (any select with id, spec, lease_expires_at, started_at) of a lease as the expiry policy sees it."""
+    params = (row.spec or {}).get("params") or {}
+    return LeaseView(
+        job_id=row.id,
+        lease_expires_at=row.lease_expires_at,
+        started_at=row.started_at,
+        ttl_s=float(params.get("ttl_s", 0.0)),
+    )
+
+
+def end_lease(conn: sa.Connection, job_id: int, *, at: float, message: str) -> None:
+    """Stop a lease as a cancel does: a queued one ends now; a running one ends when its agents
+    have stopped its ranks (each then ends as the workload says: success, "lease released")."""
+    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id)).first()
+    if job is None or JobState(job.state).finished:
+        return
+    if job.state == JobState.QUEUED:
+        conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == job_id)
+            .values(
+                state=str(JobState.CANCELED),
+                outcome=str(Outcome.CANCELED),
+                message=message,
+                finished_at=at,
+                cancel_requested=True,
+            )
+        )
+        return
+    conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True, message=message))
+    live = conn.execute(
+        sa.select(t.attempts.c.id).where(t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING))
+    ).scalars()
+    for attempt_id in list(live):
+        stop_ranks(conn, attempt_id, at=at, reason=message)
+        settle(conn, attempt_id, at=at)
+
+
+def expiry_message(at: float) -> str:
+    return f"lease expired at {datetime.fromtimestamp(at, UTC).isoformat(timespec='seconds')}"
+
+
+def expire_leases(store: Store, now: float) -> list[int]:
+    """End the leases whose time ran out by ``now``; their job ids.
+
+    A lease still waiting for its boards never expires (its clock starts when they are
+    granted). Rows are locked, so a renew racing this either lands first or finds the lease
+    ending (and answers 409).
+    """
+    with store.write() as conn:
+        rows = conn.execute(
+            sa.select(t.jobs.c.id, t.jobs.c.spec, t.jobs.c.lease_expires_at, t.jobs.c.started_at)
+            .where(
+                t.jobs.c.kind == LEASE_KIND,
+                t.jobs.c.state.in_(ACTIVE),
+                t.jobs.c.started_at.is_not(None),
+                sa.not_(t.jobs.c.cancel_requested),
+                # The end is never before lease_expires_at: lock only the leases that may be due.
+                sa.or_(t.jobs.c.lease_expires_at.is_(None), t.jobs.c.lease_expires_at <= now),
+            )
+            .with_for_update()
+        ).all()
+        views = {r.id: lease_view(r) for r in rows}
+        ids = expired(list(views.values()), now)
+        for job_id in ids:
+            end_lease(conn, job_id, at=now, message=expiry_message(expires_at(views[job_id]) or now))
+    return ids

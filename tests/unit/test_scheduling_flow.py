@@ -1,0 +1,76 @@
+"""The scheduler through the API and the controller's shell, in one process over SQLite:
+preemption end to end, reservations and reasons, `why`, priority classes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from tests.unit.test_api_flow import Fleet
+
+from fleetyard.store import tables as t
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    with f.client:
+        yield f
+    f.store.dispose()
+
+
+def test_a_higher_class_preempts_a_lower_one_which_is_requeued_with_its_history(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    low = fleet.submit(boards=1, priority_class="scavenger")
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    fleet.events("h1", [{"assignment_id": a["id"], "seq": 0, "type": "started", "at": time.time()}])
+    high = fleet.submit(boards=1, priority_class="ci-gate")
+    fleet.rec.schedule(time.time())
+    job = fleet.job(low["id"])
+    assert job["state"] == "running"
+    attempt = job["attempt_list"][0]
+    assert "preempted for job" in (attempt["message"] or "")
+    assert fleet.job(high["id"])["pending_reason"] == f"preempting job(s) {low['id']} for their boards"
+    # The agent is told to stop the rank; it reports "canceled", which ends as preempted.
+    assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
+    fleet.events("h1", [{"assignment_id": a["id"], "seq": 1, "type": "finished", "at": 0, "outcome": "canceled"}])
+    job = fleet.job(low["id"])
+    assert job["state"] == "queued" and job["attempt_list"][0]["outcome"] == "preempted"
+    fleet.rec.schedule(time.time())
+    [b] = fleet.take("h1")
+    assert b["job_id"] == high["id"]
+    # The preempted job waits with a reason and keeps its first attempt.
+    job = fleet.job(low["id"])
+    assert job["state"] == "queued" and len(job["attempt_list"]) == 1 and job["pending_reason"]
+
+
+def test_why_explains_a_waiting_gang_and_its_reservation(fleet: Fleet) -> None:
+    fleet.register("h1", n=2)
+    first = fleet.submit(boards=1, time_limit_s=600)
+    fleet.rec.schedule(time.time())
+    gang = fleet.submit(boards=2, time_limit_s=60)
+    fleet.rec.schedule(time.time())
+    r = fleet.client.get(f"/v1/jobs/{gang['id']}/why", headers=fleet.h(fleet.user))
+    assert r.status_code == 200, r.text
+    w = r.json()
+    assert w["state"] == "queued" and "waiting for 2 board(s)" in w["summary"] and "1 free match now" in w["summary"]
+    assert "boards reserved for it" in w["summary"]
+    assert w["details"]["boards_matching"] == 2 and w["details"]["boards_matching_free_now"] == 1
+    assert w["reservation"] is not None and len(w["reservation"]["boards"]) == 2
+    with fleet.store.read() as conn:
+        assert conn.execute(sa.select(t.reservations.c.job_id)).scalars().all() == [gang["id"]]
+    # A short job may not take the held board if it would overrun the reservation's start.
+    long = fleet.submit(boards=1, time_limit_s=3000)
+    fleet.rec.schedule(time.time())
+    assert fleet.job(long["id"])["state"] == "queued"
+    assert "held for job" in (fleet.job(long["id"])["pending_reason"] or "")
+    short = fleet.submit(boards=1, time_limit_s=30)
+    fleet.rec.schedule(time.time())
+    assert fleet.job(short["id"])["state"] == "running"
+    w = fleet.client.get(f"/v1/jobs/{first['id']}/why", headers=fleet.h(fleet.user)).json()
+    assert w["summary"] == "it is running"
+    assert fleet.client.get("/v1/jobs/999/why", headers=fleet.h(fleet.user)).status_code == 404
