@@ -566,3 +566,17 @@ def test_an_iree_module_no_matching_board_can_run_is_refused_at_submit(fleet: Fl
     assert fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).status_code == 201
     r = fleet.client.post("/v1/jobs", json={"kind": "run", "params": {"artifact": sha}}, headers=fleet.h(fleet.user))
     assert r.status_code == 201, r.text
+
+
+def test_a_heartbeat_written_behind_does_not_bring_back_a_host_whose_agent_left(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    r = fleet.client.post("/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents["h1"]))
+    assert r.status_code == 200  # buffered: written at the next flush
+    r = fleet.client.post("/v1/agent/leave", json={"session": "s1"}, headers=fleet.h(fleet.agents["h1"]))
+    assert r.status_code == 204
+    fleet.app.state.heartbeats.flush()
+    host = fleet.client.get("/v1/hosts/h1", headers=fleet.h(fleet.user)).json()
+    assert host["state"] == "offline"
+    # A beat that arrives after it went offline brings it back (a lost host that answers again).
+    fleet.beat("h1")
+    assert fleet.client.get("/v1/hosts/h1", headers=fleet.h(fleet.user)).json()["state"] == "online"

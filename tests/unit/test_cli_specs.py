@@ -133,3 +133,28 @@ def test_the_demo_finds_the_examples_and_starts_with_hello(tmp_path: Path) -> No
 def test_the_demo_has_a_fallback_without_examples() -> None:
     [(source, spec)] = demo_specs(None)
     assert source == "built-in" and spec.kind == "command"
+
+
+def test_run_passes_topology_firmware_class_and_board_choices() -> None:
+    spec = build_run_spec(
+        ["x"],
+        boards=2,
+        extra={
+            "placement": "same-rack",
+            "placement_required": False,
+            "packing": "spread",
+            "firmware": ">= 2.1",
+            "priority_class": "ci-gate",
+            "board_ids": ["b", "a", "c"],
+            "exclude_boards": ["c"],
+        },
+    )
+    assert (spec.placement, spec.placement_required, spec.packing) == (Placement.SAME_RACK, False, "spread")
+    assert (spec.firmware, spec.priority_class, spec.board_ids, spec.exclude_boards) == (
+        ">=2.1",
+        "ci-gate",
+        ["a", "b", "c"],
+        ["c"],
+    )
+    with pytest.raises(BadRequest, match="bad firmware selector"):
+        build_run_spec(["x"], extra={"firmware": "~2"})

@@ -62,6 +62,7 @@ def build_run_spec(
     name: str | None = None,
     priority: int = 0,
     team: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """The ``command`` job that ``fleetyard run … -- CMD ARGS…`` submits."""
     if not command:
@@ -76,6 +77,7 @@ def build_run_spec(
         "priority": priority,
         "team": team,
         "params": {"command": list(command)},
+        **(extra or {}),
     }
     if time_limit_s is not None:
         data["time_limit_s"] = time_limit_s

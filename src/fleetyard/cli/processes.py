@@ -103,6 +103,10 @@ def controller(
             "--suspect-cooldown", min=0, help="Seconds a suspect board must wait before a passing probe returns it."
         ),
     ] = 2.0,
+    half_life: Annotated[
+        float,
+        typer.Option("--fair-share-half-life", min=1.0, help="Seconds for a queue's past usage to count half."),
+    ] = 7 * 24 * 3600.0,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,13 @@ def controller(
     _stop_on_sigterm()
     try:
         # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
-        run_controller(db_url=url, host_timeout_s=host_timeout, tick_s=tick, suspect_cooldown_s=suspect_cooldown)
+        run_controller(
+            db_url=url,
+            host_timeout_s=host_timeout,
+            tick_s=tick,
+            suspect_cooldown_s=suspect_cooldown,
+            half_life_s=half_life,
+        )
     except KeyboardInterrupt:
         pass
 

@@ -27,6 +27,19 @@ def run(
     ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="Board label KEY=VALUE to match.")] = None,
     same_host: Annotated[bool, typer.Option("--same-host", help="All boards on one host.")] = False,
+    same_rack: Annotated[bool, typer.Option("--same-rack", help="All boards in one rack (board label rack=).")] = False,
+    prefer: Annotated[
+        bool, typer.Option("--prefer", help="--same-host/--same-rack is a preference, not a requirement.")
+    ] = False,
+    spread: Annotated[bool, typer.Option("--spread", help="Spread over hosts instead of packing them.")] = False,
+    firmware: Annotated[
+        str | None, typer.Option("--firmware", help="Firmware selector: ==V, >=V, <V, 'in V1,V2', …")
+    ] = None,
+    board: Annotated[list[str] | None, typer.Option("--board", help="Only this board (repeat: any of these).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Never this board (repeat).")] = None,
+    priority_class: Annotated[
+        str | None, typer.Option("--class", help="Priority class, e.g. ci-gate, interactive, batch, scavenger.")
+    ] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds before it is stopped.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job name (default: the command).")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first (-1000…1000).")] = 0,
@@ -52,6 +65,7 @@ def run(
 
     Examples:
       fleetyard run --boards 4 --gen sim-g2 --same-host -- sh -c 'echo $FLEETYARD_RANK'
+      fleetyard run --boards 32 --same-rack --firmware '>=2.1' --class ci-gate -- ./gate.sh
       fleetyard run model.onnx --local --dim N=8        # here, on this machine's CPU
       fleetyard run model.onnx --boards 2 --gen sim-g1 --out outs/
 
@@ -60,6 +74,17 @@ def run(
     """
     from fleetyard.cli.run_artifact import is_artifact_ref, parse_dims, parse_ranges, run_artifact
 
+    if same_host and same_rack:
+        raise typer.BadParameter("give --same-host or --same-rack, not both", param_hint="'--same-rack'")
+    placement = {
+        "placement": "same-host" if same_host else "same-rack" if same_rack else "any",
+        "placement_required": not prefer,
+        "packing": "spread" if spread else "pack",
+        "board_ids": board or [],
+        "exclude_boards": exclude or [],
+        **({"firmware": firmware} if firmware else {}),
+        **({"priority_class": priority_class} if priority_class else {}),
+    }
     if local or is_artifact_ref(command):
         if not is_artifact_ref(command):
             raise typer.BadParameter("--local runs an artifact: give one .onnx or .vmfb file", param_hint="'--local'")
@@ -67,7 +92,7 @@ def run(
             "boards": boards,
             "generations": gen or [],
             "labels": parse_labels(label),
-            "placement": "same-host" if same_host else "any",
+            **placement,
             "priority": priority,
             **({"name": name} if name else {}),
             **({"team": team} if team else {}),
@@ -99,11 +124,11 @@ def run(
         boards=boards,
         generations=gen or [],
         labels=parse_labels(label),
-        same_host=same_host,
         time_limit_s=time_limit,
         name=name,
         priority=priority,
         team=team,
+        extra=placement,
     )
     with client(ctx) as fy:
         job = fy.submit(spec)

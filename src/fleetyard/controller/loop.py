@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from fleetyard.controller.leader import Leadership
 from fleetyard.controller.reconcile import Reconciler
+from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
 from fleetyard.store import migrate
 from fleetyard.store.db import Store, now
 
@@ -30,6 +31,7 @@ def run_controller(
     host_timeout_s: float = 10.0,
     tick_s: float = 0.02,
     suspect_cooldown_s: float = 2.0,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
     stop: threading.Event | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``). Stands by while another controller leads."""
@@ -52,6 +54,7 @@ def run_controller(
             return
     log.info("controller leads (store %s)", store.engine.url.render_as_string())
     rec = Reconciler(store, host_timeout_s=host_timeout_s, suspect_cooldown_s=suspect_cooldown_s, watching_since=now())
+    rec.scheduler.half_life_s = half_life_s
     last_slow = 0.0
     try:
         while not stop.is_set():

@@ -134,10 +134,15 @@ class HeartbeatSink:
             conn.execute(t.servers.update().where(t.servers.c.id == self.server_id).values(seen_at=at))
             if not batch:
                 return
-            back = conn.execute(
-                sa.select(t.hosts.c.id).where(t.hosts.c.id.in_(hosts), t.hosts.c.state == "offline")
-            ).scalars()
-            for host in list(back):
+            offline = conn.execute(
+                sa.select(t.hosts.c.id, t.hosts.c.offline_since).where(
+                    t.hosts.c.id.in_(hosts), t.hosts.c.state == "offline"
+                )
+            ).all()
+            # A beat that arrived before the host was declared lost (or left) is old news: written
+            # behind, it must not bring back a host that an agent's clean stop just took offline.
+            back = [h for h, since in offline if since is None or batch[h].at > since]
+            for host in back:
                 conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(state="online"))
                 host_back(conn, host, at=batch[host].at)
             conn.execute(

@@ -31,7 +31,7 @@ def lose_host(
     conn: sa.Connection, host_id: str, *, reason: str, at: float, outcome: Outcome = Outcome.INFRA_ERROR
 ) -> None:
     """A host stopped answering (or its agent left): boards go offline, live ranks end with ``outcome``."""
-    conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline"))
+    conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline", offline_since=at))
     boards = conn.execute(
         sa.select(t.boards.c.id, t.boards.c.state).where(
             t.boards.c.host_id == host_id,

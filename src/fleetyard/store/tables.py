@@ -28,6 +28,8 @@ hosts = sa.Table(
     sa.Column("session", sa.String(64)),
     sa.Column("registered_at", Time, nullable=False),
     sa.Column("last_heartbeat_at", Time),
+    # When it was last declared lost or left: a heartbeat received before then does not bring it back.
+    sa.Column("offline_since", Time),
 )
 
 boards = sa.Table(

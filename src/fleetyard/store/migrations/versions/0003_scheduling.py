@@ -1,4 +1,5 @@
-"""scheduling: queues, priority classes, fair-share usage, reservations; leases, warm boards, reasons
+"""scheduling: queues, priority classes, fair-share usage, reservations; leases, warm boards, reasons;
+hosts.offline_since
 
 Revision ID: 0003
 Revises: 0002
@@ -54,6 +55,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("boards", schema=None) as batch_op:
         batch_op.add_column(sa.Column("warm", Json, server_default="[]", nullable=False))
+    with op.batch_alter_table("hosts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("offline_since", sa.Double(), nullable=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pending_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("lease_expires_at", sa.Double(), nullable=True))
@@ -67,6 +70,8 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("lease_expires_at")
         batch_op.drop_column("pending_reason")
+    with op.batch_alter_table("hosts", schema=None) as batch_op:
+        batch_op.drop_column("offline_since")
     with op.batch_alter_table("boards", schema=None) as batch_op:
         batch_op.drop_column("warm")
     op.drop_table("reservations")
