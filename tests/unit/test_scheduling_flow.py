@@ -74,3 +74,25 @@ def test_why_explains_a_waiting_gang_and_its_reservation(fleet: Fleet) -> None:
     w = fleet.client.get(f"/v1/jobs/{first['id']}/why", headers=fleet.h(fleet.user)).json()
     assert w["summary"] == "it is running"
     assert fleet.client.get("/v1/jobs/999/why", headers=fleet.h(fleet.user)).status_code == 404
+
+
+def test_runtime_estimates_come_from_the_history_of_the_kind_and_artifact(fleet: Fleet) -> None:
+    from tests.unit.test_api_flow import finish
+
+    from fleetyard.controller.scheduler import _runtime_estimates
+    from fleetyard.domain.spec import JobSpec
+
+    fleet.register("h1", n=1)
+    for _ in range(3):
+        fleet.submit(boards=1, time_limit_s=3600)
+        fleet.rec.schedule(time.time())
+        [a] = fleet.take("h1")
+        fleet.events("h1", finish(a))
+    with fleet.store.read() as conn:
+        estimates = _runtime_estimates(conn)
+    assert set(estimates) == {("command", None)} and 60.0 <= estimates[("command", None)] < 120.0
+    shell = fleet.rec.scheduler
+    shell._estimates = estimates
+    assert shell._runtime(JobSpec(time_limit_s=3600)) == estimates[("command", None)]
+    assert shell._runtime(JobSpec(time_limit_s=30)) == 30  # never beyond the time limit
+    assert shell._runtime(JobSpec(kind="run", params={"artifact": "a" * 64})) == 3600  # no history

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REASONS_PER_PASS = 2000
 USAGE_EVERY_S = 10.0
+ESTIMATES_EVERY_S = 60.0
+HISTORY_RUNS = 1000  # the newest successful attempts read for runtime estimates
 IDLE_PASS_EVERY_S = 2.0  # with no free board and nothing new queued, look again this often
 
 
@@ -46,6 +48,8 @@ class SchedulerShell:
     _last_full: float = 0.0
     _last_queued_max: int = 0
     _usage_at: float = 0.0
+    _estimates: dict[tuple[str, str | None], float] = field(default_factory=dict)
+    _estimates_at: float = -ESTIMATES_EVERY_S
     last_plan: Plan | None = None
 
     def pass_(self, now: float) -> int:
@@ -102,6 +106,9 @@ class SchedulerShell:
                 .where(t.jobs.c.state == str(JobState.RUNNING))
             ).all()
             self._load_specs(conn, [r.id for r in queued] + [r.id for r in running])
+            if now - self._estimates_at >= ESTIMATES_EVERY_S:
+                self._estimates_at = now
+                self._estimates = _runtime_estimates(conn)
             boards_of: dict[int, list[str]] = defaultdict(list)
             if running:
                 for a in conn.execute(
@@ -171,7 +178,7 @@ class SchedulerShell:
                     rank=spec.priority,
                     started_at=run.created_at,
                     # A lease ends when it expires (renewals move it), not at its 7-day time limit.
-                    expected_end=run.lease_expires_at or run.created_at + spec.time_limit_s,
+                    expected_end=run.lease_expires_at or run.created_at + self._runtime(spec),
                     preempted_for=run.preempted_for,
                     preemptible=spec.kind != "lease",  # an engineer's lease is not taken away
                 )
@@ -196,6 +203,13 @@ class SchedulerShell:
             "usage": decayed,
         }
         return snap, ctx
+
+    def _runtime(self, spec: JobSpec) -> float:
+        """How long a running job is expected to hold its boards: its time limit, or less when
+        the history of its kind and artifact says it usually ends sooner (reservations only;
+        backfill always goes by a job's time limit, so an estimate that is wrong delays, never breaks)."""
+        estimate = self._estimates.get((spec.kind, _artifact(spec)))
+        return spec.time_limit_s if estimate is None else min(spec.time_limit_s, estimate)
 
     def _load_specs(self, conn: sa.Connection, ids: list[int]) -> None:
         """Keep the parsed specs of exactly these jobs; parse only the newcomers'."""
@@ -349,6 +363,29 @@ def _queues(conn: sa.Connection) -> dict[str, QueueSpec]:
         r.name: QueueSpec(r.name, nominal=r.nominal, cohort=r.cohort, borrowing_limit=r.borrowing_limit or {})
         for r in conn.execute(sa.select(t.queues))
     }
+
+
+def _runtime_estimates(conn: sa.Connection) -> dict[tuple[str, str | None], float]:
+    """(kind, artifact) -> a generous runtime estimate from recent successful attempts: the p90
+    duration x 1.5 plus a minute, where there are at least 3 of them."""
+    rows = conn.execute(
+        sa.select(t.jobs.c.kind, t.jobs.c.spec, t.attempts.c.created_at, t.attempts.c.finished_at)
+        .join(t.jobs, t.jobs.c.id == t.attempts.c.job_id)
+        .where(t.attempts.c.outcome == str(Outcome.SUCCESS), t.attempts.c.finished_at.isnot(None))
+        .order_by(t.attempts.c.id.desc())
+        .limit(HISTORY_RUNS)
+    ).all()
+    durations: dict[tuple[str, str | None], list[float]] = defaultdict(list)
+    for r in rows:
+        artifact = (r.spec.get("params") or {}).get("artifact")
+        durations[(r.kind, artifact if isinstance(artifact, str) else None)].append(r.finished_at - r.created_at)
+    out = {}
+    for key, ds in durations.items():
+        if len(ds) >= 3:
+            ds.sort()
+            p90 = ds[min(len(ds) - 1, int(0.9 * len(ds)))]
+            out[key] = p90 * 1.5 + 60.0
+    return out
 
 
 def _artifact(spec: JobSpec) -> str | None:
