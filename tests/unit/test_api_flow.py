@@ -203,13 +203,14 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
     [a] = fleet.take("h1") or fleet.take("h2")
     host = a["board_id"].split("-")[0]
     other = "h2" if host == "h1" else "h1"
-    # The other host keeps heartbeating; this one goes silent.
-    later = time.time() + 30
+    # The other host keeps heartbeating; this one went silent 30 s ago.
     fleet.beat(other)
     from fleetyard.store import tables as t
 
+    later = time.time()
+    fleet.rec.watching_since = later - 60
     with fleet.store.write() as conn:
-        conn.execute(t.hosts.update().where(t.hosts.c.id == other).values(last_heartbeat_at=later))
+        conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(last_heartbeat_at=later - 30))
         conn.execute(t.servers.update().values(seen_at=later))  # a server was listening all along
     assert fleet.rec.liveness(later) == [host]
     assert fleet.job(job["id"])["state"] == "queued"

@@ -148,6 +148,34 @@ def stop_ranks(
     return to_stop
 
 
+def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> None:
+    """Cancel a job: a queued one ends now; a running one ends when its agents have stopped its
+    ranks (ranks no agent has seen yet end at once). A finished job is left as it is."""
+    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id)).first()
+    if job is None or JobState(job.state).finished:
+        return
+    if job.state == JobState.QUEUED:
+        conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == job_id)
+            .values(
+                state=str(JobState.CANCELED),
+                outcome=str(Outcome.CANCELED),
+                message=message,
+                finished_at=at,
+                cancel_requested=True,
+            )
+        )
+        return
+    conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True, message=message))
+    live = conn.execute(
+        sa.select(t.attempts.c.id).where(t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING))
+    ).scalars()
+    for attempt_id in list(live):
+        stop_ranks(conn, attempt_id, at=at, reason=message)
+        settle(conn, attempt_id, at=at)
+
+
 def settle(conn: sa.Connection, attempt_id: int, *, at: float) -> JobState | None:
     """If every rank of the attempt has ended, end the attempt and decide its job's next state."""
     ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()

@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.job import AttemptState, JobState, Outcome
+from fleetyard.domain.job import JobState
 from fleetyard.policy.leases import LeaseView, expired, expires_at
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import settle, stop_ranks
+from fleetyard.store.attempts import stop_job
 from fleetyard.store.db import Store
 
 LEASE_KIND = "lease"
@@ -30,31 +30,8 @@ def lease_view(row: Any) -> LeaseView:
 
 
 def end_lease(conn: sa.Connection, job_id: int, *, at: float, message: str) -> None:
-    """Stop a lease as a cancel does: a queued one ends now; a running one ends when its agents
-    have stopped its ranks (each then ends as the workload says: success, "lease released")."""
-    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id)).first()
-    if job is None or JobState(job.state).finished:
-        return
-    if job.state == JobState.QUEUED:
-        conn.execute(
-            t.jobs.update()
-            .where(t.jobs.c.id == job_id)
-            .values(
-                state=str(JobState.CANCELED),
-                outcome=str(Outcome.CANCELED),
-                message=message,
-                finished_at=at,
-                cancel_requested=True,
-            )
-        )
-        return
-    conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True, message=message))
-    live = conn.execute(
-        sa.select(t.attempts.c.id).where(t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING))
-    ).scalars()
-    for attempt_id in list(live):
-        stop_ranks(conn, attempt_id, at=at, reason=message)
-        settle(conn, attempt_id, at=at)
+    """Stop a lease as a cancel does (each rank then ends as the workload says: success, "lease released")."""
+    stop_job(conn, job_id, at=at, message=message)
 
 
 def expiry_message(at: float) -> str:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal, Role
 from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
-from fleetyard.domain.job import AttemptState, JobState, Outcome
+from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
 from fleetyard.policy.queues import QuotaLedger
@@ -19,7 +19,7 @@ from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job,
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
 from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import settle, stop_ranks
+from fleetyard.store.attempts import stop_job
 from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
 from fleetyard.store.queues import read_priority_classes, read_queues
@@ -242,28 +242,7 @@ def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> Job
             raise Forbidden(f"token {principal.name!r} may not cancel job {job_id} of team {job.team!r}")
         if JobState(job.state).finished:
             return job_out(job)
-        if job.state == JobState.QUEUED:
-            conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.id == job_id)
-                .values(
-                    state=str(JobState.CANCELED),
-                    outcome=str(Outcome.CANCELED),
-                    message=f"canceled by {principal.name}",
-                    finished_at=at,
-                    cancel_requested=True,
-                )
-            )
-        else:
-            conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True))
-            live = conn.execute(
-                sa.select(t.attempts.c.id).where(
-                    t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING)
-                )
-            ).scalars()
-            for attempt_id in list(live):
-                stop_ranks(conn, attempt_id, at=at, reason=f"canceled by {principal.name}")
-                settle(conn, attempt_id, at=at)
+        stop_job(conn, job_id, at=at, message=f"canceled by {principal.name}")
         return job_out(_job_row(conn, job_id))
 
 
