@@ -18,16 +18,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.board import SCHEDULABLE_SOMEDAY, BoardState
+from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
-from fleetyard.policy.placement import BoardView
-from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, PriorityClass, QueueSpec
 from fleetyard.policy.scheduling import Plan, RunningJob, Snapshot, pending_job, plan
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many, stop_ranks
+from fleetyard.store.boards import board_view, is_free, schedulable_boards
 from fleetyard.store.db import Store
+from fleetyard.store.queues import read_priority_classes, read_queues
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ class SchedulerShell:
             if not free_any and queued_max <= self._last_queued_max and now - self._last_full < IDLE_PASS_EVERY_S:
                 return None, {}
             self._last_full, self._last_queued_max = now, queued_max
-            classes = _priority_classes(conn)
-            queues = _queues(conn)
+            classes = read_priority_classes(conn)
+            queues = read_queues(conn)
             usage = {r.queue: (r.usage, r.updated_at) for r in conn.execute(sa.select(t.queue_usage))}
             queued = conn.execute(
                 sa.select(t.jobs.c.id, t.jobs.c.team, t.jobs.c.submitted_at, t.jobs.c.attempts).where(
@@ -117,42 +117,11 @@ class SchedulerShell:
                     .order_by(t.assignments.c.attempt_id, t.assignments.c.rank)
                 ):
                     boards_of[a.attempt_id].append(a.board_id)
-            board_rows = conn.execute(
-                sa.select(
-                    t.boards.c.id,
-                    t.boards.c.host_id,
-                    t.boards.c.slot,
-                    t.boards.c.generation,
-                    t.boards.c.firmware,
-                    t.boards.c.labels,
-                    t.boards.c.warm,
-                    t.boards.c.state,
-                    t.boards.c.drain_reason,
-                    t.hosts.c.state.label("host_state"),
-                )
-                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
-                .where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
-            ).all()
+            board_rows = schedulable_boards(conn)
         value = {c.name: c.value for c in classes}
         default_value = next((c.value for c in classes if c.default), 0)
-        boards = [
-            BoardView(
-                r.id,
-                r.host_id,
-                r.generation,
-                slot=r.slot,
-                rack=str((r.labels or {}).get("rack", "")),
-                firmware=r.firmware,
-                labels=r.labels or {},
-                warm=frozenset(r.warm or ()),
-            )
-            for r in board_rows
-        ]
-        free = frozenset(
-            r.id
-            for r in board_rows
-            if r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online"
-        )
+        boards = [board_view(r) for r in board_rows]
+        free = frozenset(r.id for r in board_rows if is_free(r))
         pending = []
         for r in queued:
             spec = self._specs[r.id]
@@ -349,20 +318,6 @@ class SchedulerShell:
             )
         if new:
             conn.execute(t.queue_usage.insert(), new)
-
-
-def _priority_classes(conn: sa.Connection) -> tuple[PriorityClass, ...]:
-    rows = conn.execute(sa.select(t.priority_classes)).all()
-    if not rows:
-        return DEFAULT_PRIORITY_CLASSES
-    return tuple(PriorityClass(r.name, r.value, bool(r.is_default)) for r in rows)
-
-
-def _queues(conn: sa.Connection) -> dict[str, QueueSpec]:
-    return {
-        r.name: QueueSpec(r.name, nominal=r.nominal, cohort=r.cohort, borrowing_limit=r.borrowing_limit or {})
-        for r in conn.execute(sa.select(t.queues))
-    }
 
 
 def _runtime_estimates(conn: sa.Connection) -> dict[tuple[str, str | None], float]:

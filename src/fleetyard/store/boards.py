@@ -8,8 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.board import Actor, BoardState, check_transition
+from fleetyard.domain.board import SCHEDULABLE_SOMEDAY, Actor, BoardState, check_transition
 from fleetyard.errors import Conflict, NotFound
+from fleetyard.policy.placement import BoardView
 from fleetyard.store import tables as t
 
 
@@ -120,3 +121,45 @@ def record_arrival(conn: sa.Connection, board_id: str, to: BoardState, *, reason
             board_id=board_id, at=at, from_state=None, to_state=str(to), reason=reason, actor=str(actor)
         )
     )
+
+
+def schedulable_boards(conn: sa.Connection) -> Sequence[Any]:
+    """Every board that could run work someday (not retired or quarantined), with what the
+    scheduler and the submit checks look at, and its host's state (``host_state``)."""
+    return conn.execute(
+        sa.select(
+            t.boards.c.id,
+            t.boards.c.host_id,
+            t.boards.c.slot,
+            t.boards.c.generation,
+            t.boards.c.firmware,
+            t.boards.c.device,
+            t.boards.c.labels,
+            t.boards.c.warm,
+            t.boards.c.state,
+            t.boards.c.drain_reason,
+            t.hosts.c.state.label("host_state"),
+        )
+        .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
+        .where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
+    ).all()
+
+
+def board_view(r: sa.Row[Any]) -> BoardView:
+    """The scheduler's view of a row of :func:`schedulable_boards` (its rack is the ``rack`` label)."""
+    labels = r.labels or {}
+    return BoardView(
+        r.id,
+        r.host_id,
+        r.generation,
+        slot=r.slot,
+        rack=str(labels.get("rack", "")),
+        firmware=r.firmware,
+        labels=labels,
+        warm=frozenset(r.warm or ()),
+    )
+
+
+def is_free(r: sa.Row[Any]) -> bool:
+    """Whether a row of :func:`schedulable_boards` can take work now."""
+    return r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online"

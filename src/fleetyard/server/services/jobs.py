@@ -10,7 +10,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal, Role
-from fleetyard.domain.board import SCHEDULABLE_SOMEDAY
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
@@ -21,6 +20,7 @@ from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import stop_job
 from fleetyard.store.blobs import BlobStore
+from fleetyard.store.boards import schedulable_boards
 from fleetyard.store.db import Store
 from fleetyard.store.queues import read_priority_classes, read_queues
 from fleetyard.workloads.base import admit, validate_params
@@ -43,16 +43,7 @@ class FleetView:
         with self._lock:
             if fresh or time.monotonic() - self._read_at > self.ttl_s:
                 with store.read() as conn:
-                    rows = conn.execute(
-                        sa.select(
-                            t.boards.c.id,
-                            t.boards.c.host_id,
-                            t.boards.c.generation,
-                            t.boards.c.labels,
-                            t.boards.c.device,
-                            t.boards.c.firmware,
-                        ).where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
-                    ).all()
+                    rows = schedulable_boards(conn)
                 self._boards = [
                     FleetBoard(
                         r.id, r.host_id, r.generation, r.labels, r.device, r.firmware, str(r.labels.get("rack", ""))

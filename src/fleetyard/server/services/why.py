@@ -13,16 +13,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.board import SCHEDULABLE_SOMEDAY, BoardState
+from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import NotFound
-from fleetyard.policy.placement import BoardView
-from fleetyard.policy.queues import QueueSpec, QuotaLedger
+from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.scheduling import constraints_of
 from fleetyard.protocol.api import WhyOut
 from fleetyard.store import tables as t
+from fleetyard.store.boards import board_view, is_free, schedulable_boards
 from fleetyard.store.db import Store
+from fleetyard.store.queues import read_queues
 
 
 def why(store: Store, *, job_id: int) -> WhyOut:
@@ -33,21 +34,8 @@ def why(store: Store, *, job_id: int) -> WhyOut:
         spec = JobSpec.model_validate(job.spec)
         if job.state != JobState.QUEUED:
             return WhyOut(job_id=job_id, state=job.state, summary=_not_pending(job))
-        boards = conn.execute(
-            sa.select(
-                t.boards.c.id,
-                t.boards.c.host_id,
-                t.boards.c.generation,
-                t.boards.c.firmware,
-                t.boards.c.labels,
-                t.boards.c.state,
-                t.boards.c.drain_reason,
-            ).where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
-        ).all()
-        queues = {
-            r.name: QueueSpec(r.name, nominal=r.nominal, cohort=r.cohort, borrowing_limit=r.borrowing_limit or {})
-            for r in conn.execute(sa.select(t.queues))
-        }
+        boards = schedulable_boards(conn)
+        queues = read_queues(conn)
         used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in conn.execute(
             sa.select(t.jobs.c.team, t.boards.c.generation, sa.func.count())
@@ -58,9 +46,9 @@ def why(store: Store, *, job_id: int) -> WhyOut:
             used[r[0]][r[1]] = int(r[2])
         reservation = conn.execute(sa.select(t.reservations).where(t.reservations.c.job_id == job_id)).first()
     c = constraints_of(spec)
-    views = [BoardView(b.id, b.host_id, b.generation, firmware=b.firmware, labels=b.labels or {}) for b in boards]
+    views = [board_view(b) for b in boards]
     matching, turned_away = c.rejections(views)
-    free = {b.id for b in boards if b.state == BoardState.AVAILABLE and b.drain_reason is None}
+    free = {b.id for b in boards if is_free(b)}
     free_matching = sum(1 for v in views if v.id in free and c.admits(v))
     ledger = QuotaLedger(queues, used)
     gens = sorted(spec.generations or {b.generation for b in boards})
