@@ -3,9 +3,9 @@ apply the plan in one transaction.
 
 What it writes: new attempts (bindings), preemptions (the victim attempt's ``preempted_for`` and
 its ranks asked to stop; they end ``preempted`` and their jobs go back to the queue), the
-reservation rows (only when they changed), each waiting job's ``pending_reason`` (only when it
-changed, and for at most :data:`REASONS_PER_PASS` jobs a pass), and the queues' fair-share usage
-(every :data:`USAGE_EVERY_S`).
+reservation rows (only when they changed), each waiting job's ``pending_reason`` (a new job's at
+once, a changed one at most every :data:`REASONS_REFRESH_S`; at most :data:`REASONS_PER_PASS` a
+pass), and the queues' fair-share usage (every :data:`USAGE_EVERY_S`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from fleetyard.store.queues import read_priority_classes, read_queues
 log = logging.getLogger(__name__)
 
 REASONS_PER_PASS = 2000
+REASONS_REFRESH_S = 5.0
 USAGE_EVERY_S = 10.0
 ESTIMATES_EVERY_S = 60.0
 HISTORY_RUNS = 1000  # the newest successful attempts read for runtime estimates
@@ -45,6 +46,7 @@ class SchedulerShell:
     _specs: dict[int, JobSpec] = field(default_factory=dict)
     _reasons: dict[int, str] = field(default_factory=dict)  # as last written
     _reservations: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    _reasons_at: float = 0.0
     _last_full: float = 0.0
     _last_queued_max: int = 0
     _usage_at: float = 0.0
@@ -239,7 +241,7 @@ class SchedulerShell:
                         ],
                     )
                 self._reservations = reservations
-            self._write_reasons(conn, p)
+            self._write_reasons(conn, p, now)
             if now - self._usage_at >= USAGE_EVERY_S:
                 self._usage_at = now
                 self._write_usage(conn, ctx["usage"])
@@ -287,8 +289,15 @@ class SchedulerShell:
                 self._reasons.pop(j, None)
         return len(new)
 
-    def _write_reasons(self, conn: sa.Connection, p: Plan) -> None:
-        changed = [(j, r) for j, r in p.reasons.items() if self._reasons.get(j) != r][:REASONS_PER_PASS]
+    def _write_reasons(self, conn: sa.Connection, p: Plan, now: float) -> None:
+        # A new job's reason is written at once; a changed one (most change as the line moves:
+        # "behind N jobs") at most every REASONS_REFRESH_S, so a long queue is not rewritten each pass.
+        refresh = now - self._reasons_at >= REASONS_REFRESH_S
+        if refresh:
+            self._reasons_at = now
+        changed = [
+            (j, r) for j, r in p.reasons.items() if (j not in self._reasons or refresh) and self._reasons.get(j) != r
+        ][:REASONS_PER_PASS]
         if not changed:
             return
         conn.execute(
