@@ -254,3 +254,12 @@ def test_pending_job_from_a_spec() -> None:
     pj = pending_job(7, spec, queue="ai", priority=100)
     assert pj.shape.constraints.generations == {"g1", "g2"} and str(pj.shape.constraints.firmware) == ">=1.2"
     assert pj.shape.placement is Placement.SAME_RACK and pj.queue == "ai" and pj.priority == 100
+
+
+def test_a_window_stops_the_pass_once_the_fleet_is_full() -> None:
+    boards = fleet(1, 2)
+    pending = [job(i, at=i) for i in range(1, 7)]
+    full = plan(snap(boards, pending, reservations=0))
+    assert sorted(bound(full)) == [1, 2] and sorted(full.reasons) == [3, 4, 5, 6]
+    windowed = plan(snap(boards, pending, reservations=0, window=2))
+    assert windowed.bindings == full.bindings and sorted(windowed.reasons) == [3, 4]  # 5, 6: a later pass

@@ -32,6 +32,9 @@ from fleetyard.store.queues import read_priority_classes, read_queues
 log = logging.getLogger(__name__)
 
 REASONS_PER_PASS = 2000
+# Once the fleet is full, how many more queued jobs a pass considers (to preempt, reserve and
+# explain); those further back wait for a later pass, behind them in the same order anyway.
+WINDOW = REASONS_PER_PASS
 REASONS_REFRESH_S = 5.0
 USAGE_EVERY_S = 10.0
 ESTIMATES_EVERY_S = 60.0
@@ -166,6 +169,7 @@ class SchedulerShell:
             running=running_views,
             queues=queues,
             usage={q: u for q, (u, _) in decayed.items()},
+            window=WINDOW,
         )
         ctx = {
             "attempts": {r.id: r.attempts for r in queued},

@@ -36,7 +36,7 @@ class BoardView:
     warm: frozenset[str] = frozenset()  # artifacts its worker has loaded lately
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Constraints:
     """What a job asks of each of its boards. Hashable: jobs alike share one index."""
 
@@ -45,6 +45,15 @@ class Constraints:
     firmware: FirmwareSelector | None = None
     exclude: frozenset[str] = frozenset()
     only: frozenset[str] = frozenset()  # board_ids: only these; empty: any
+    # A pass looks constraints up in dicts tens of thousands of times: hash once.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        h = hash((self.generations, self.labels, self.firmware, self.exclude, self.only))
+        object.__setattr__(self, "_hash", h)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def admits(self, b: BoardView) -> bool:
         if self.only and b.id not in self.only:
@@ -89,14 +98,21 @@ class Constraints:
         return ", ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Shape:
     """Constraints and topology: everything but the size that decides where a job can go."""
 
-    constraints: Constraints = Constraints()
+    constraints: Constraints = field(default_factory=Constraints)
     placement: Placement = Placement.ANY
     required: bool = True
     packing: Packing = Packing.PACK
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.constraints, self.placement, self.required, self.packing)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class _Index:

@@ -95,15 +95,16 @@ class QuotaLedger:
         cohort = self.spec(queue).cohort
         if not cohort:
             return 0
-        total = 0
+        unused = borrowed = 0
         for other in self._cohorts[cohort]:
-            if other == queue:
-                continue
             spec = self.queues[other]
             if spec.nominal is None:
                 continue  # an unlimited queue lends nothing: its quota is not a number of boards
-            total += max(0, spec.nominal_of(generation) - self.usage(other, generation))
-        return total
+            left = spec.nominal_of(generation) - self.usage(other, generation)
+            if other != queue:
+                unused += max(0, left)
+            borrowed += max(0, -left)  # every borrower, this queue too, holds some of that already
+        return max(0, unused - borrowed)
 
     def headroom(self, queue: str, generation: str) -> int:
         """How many more boards of ``generation`` the queue may take now (nominal, then borrowing)."""

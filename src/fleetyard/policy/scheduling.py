@@ -17,14 +17,16 @@ One pass (:func:`plan`) over the pending jobs in order:
    boards that free soonest (by running jobs' expected ends), held for it. A later job may use
    held boards only if its time limit ends before the reservation's expected start.
 
-Every job left pending gets a reason with the numbers (:class:`Plan.reasons`). Same snapshot,
-same plan: nothing here reads a clock or iterates an unordered collection.
+Every job left pending gets a reason with the numbers (:class:`Plan.reasons`), unless the snapshot
+sets a ``window``: then, once no board is free, only that many more jobs are looked at. Same
+snapshot, same plan: nothing here reads a clock or iterates an unordered collection.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetyard.domain.spec import JobSpec, Placement
@@ -87,6 +89,9 @@ class Snapshot:
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
     reservations: int = 1  # how many blocked jobs get a backfill reservation
+    # Once no board is free, look at this many more jobs (to backfill, preempt, reserve, explain)
+    # and stop; None: every job. The rest keep the reason they had (the shell writes only so many).
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +173,25 @@ def queue_order(
     jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
 ) -> list[PendingJob]:
     """Class, then fair share, then the job's own priority, then first come first served."""
-    shares = {q: share_key(usage.get(q, 0.0), _weight(queues.get(q) or QueueSpec(q))) for q in {j.queue for j in jobs}}
+    shares = _shares(jobs, queues, usage)
     return sorted(jobs, key=lambda j: (-j.priority, shares[j.queue], -j.rank, j.submitted_at, j.id))
+
+
+def _shares(
+    jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
+) -> dict[str, float]:
+    return {q: share_key(usage.get(q, 0.0), _weight(queues.get(q) or QueueSpec(q))) for q in {j.queue for j in jobs}}
+
+
+def _in_order(
+    jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
+) -> Iterator[PendingJob]:
+    """:func:`queue_order`, lazily: a heap, so a pass that stops early pays for what it looked at."""
+    shares = _shares(jobs, queues, usage)
+    heap = [(-j.priority, shares[j.queue], -j.rank, j.submitted_at, j.id, j) for j in jobs]
+    heapq.heapify(heap)
+    while heap:
+        yield heapq.heappop(heap)[-1]
 
 
 def plan(snap: Snapshot) -> Plan:
@@ -190,35 +212,71 @@ def plan(snap: Snapshot) -> Plan:
             waiting_on[r.preempted_for].append(r.id)
     victims_taken: set[int] = {r.id for r in snap.running if r.preempted_for is not None}
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
-    # A shape that failed at size k fails at any size >= k for the rest of the pass (the free set
-    # only shrinks): the reason, kept per (shape, caps, may-use-held).
-    failed: dict[tuple[object, ...], tuple[int, str]] = {}
+    held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
+    # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
+    # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
+    # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape).
+    fit_failed: dict[tuple[object, ...], tuple[int, str]] = {}
+    preempt_failed: dict[tuple[object, ...], int] = {}
     blocked_ahead = 0
+    # Headroom changes only when the ledger does (a binding): caps per (queue, generations) until then.
+    caps_of: dict[tuple[str, frozenset[str]], tuple[dict[str, int] | None, object]] = {}
+    quota_states: dict[tuple[str, frozenset[str]], str] = {}  # as caps_of: until the next binding
+    any_match: dict[Constraints, bool] = {}
+    victims_of = _Victims(snap.running, gen_of)
+    # Who could be preempted at all: the lowest (priority, rank) running per queue (a cheap filter).
+    lowest: dict[str, tuple[int, int]] = {}
+    for r in snap.running:
+        if r.preemptible and r.preempted_for is None:
+            lowest[r.queue] = min(lowest.get(r.queue, (r.priority, r.rank)), (r.priority, r.rank))
 
-    for job in queue_order(snap.pending, snap.queues, snap.usage):
+    def may_preempt(job: PendingJob, gens: frozenset[str]) -> bool:
+        if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
+            return False  # only a job within its nominal quota may preempt
+        mine = lowest.get(job.queue)
+        if mine is not None and mine < (job.priority, job.rank):
+            return True
+        return any(q != job.queue and any(n > 0 for n in _borrowed(ledger, q)) for q in lowest)
+
+    after_full = 0
+    ordered = queue_order if snap.window is None else _in_order  # all of them: one sort is cheaper
+    for job in ordered(snap.pending, snap.queues, snap.usage):
+        if snap.window is not None and not pool.free:
+            after_full += 1
+            if after_full > snap.window:
+                break
         gens = job.shape.constraints.generations or all_gens
-        caps = _caps(ledger, job.queue, gens)
+        key = (job.queue, gens)
+        if key not in caps_of:
+            caps = _caps(ledger, job.queue, gens)
+            caps_of[key] = (caps, None if caps is None else tuple(sorted(caps.items())))
+        caps, caps_key = caps_of[key]
         if caps is not None and sum(caps.values()) < job.boards:
-            out.reasons[job.id] = _quota_reason(ledger, job, gens)
+            if key not in quota_states:
+                quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
+            out.reasons[job.id] = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
             continue
-        short = bool(held) and min(r.expected_start for r in held.values()) >= snap.now + job.time_limit_s
-        memo = (job.shape, None if caps is None else tuple(sorted(caps.items())), short)
-        seen = failed.get(memo)
-        if seen is not None and job.boards >= seen[0]:
-            out.reasons[job.id] = seen[1] + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
-            blocked_ahead += 1
-            continue
-        usable_held = [b for b in held if short]
-        pool.give(usable_held)
-        got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
-        pool.take(usable_held)
-        if got is not None:
-            for b in got:
-                held.pop(b, None)
-            pool.take(got)
-            ledger.take(job.queue, _by_gen(got, gen_of))
-            out.bindings.append(Binding(job.id, got))
-            continue
+        short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
+        fit_key = (job.shape, caps_key, short)
+        seen = fit_failed.get(fit_key)
+        if seen is None or job.boards < seen[0]:
+            usable_held = list(held) if short else []
+            pool.give(usable_held)
+            got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
+            pool.take(usable_held)
+            if got is not None:
+                for b in got:
+                    holder = held.pop(b, None)
+                    if holder is not None:
+                        held_by[holder] -= 1
+                        if not held_by[holder]:
+                            del held_by[holder]
+                pool.take(got)
+                ledger.take(job.queue, _by_gen(got, gen_of))
+                caps_of.clear()
+                quota_states.clear()
+                out.bindings.append(Binding(job.id, got))
+                continue
         # It does not fit now.
         if job.id in waiting_on:
             out.reasons[job.id] = (
@@ -226,16 +284,23 @@ def plan(snap: Snapshot) -> Plan:
             )
             blocked_ahead += 1
             continue
-        victims = _victims(snap, pool, ledger, job, gens, gen_of, victims_taken)
-        if victims:
-            names = ", ".join(str(v.id) for v in victims)
-            for v in victims:
-                victims_taken.add(v.id)
-                out.preemptions.append(Preemption(v.id, job.id, _preempt_reason(ledger, v, job, gen_of)))
-            out.reasons[job.id] = f"preempting job(s) {names} for their boards"
+        preempt_key = (job.queue, job.priority, job.rank, job.shape)
+        if job.boards < preempt_failed.get(preempt_key, job.boards + 1) and may_preempt(job, gens):
+            victims = _victims(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
+            if victims:
+                names = ", ".join(str(v.id) for v in victims)
+                for v in victims:
+                    victims_taken.add(v.id)
+                    out.preemptions.append(Preemption(v.id, job.id, _preempt_reason(ledger, v, job, gen_of)))
+                out.reasons[job.id] = f"preempting job(s) {names} for their boards"
+                blocked_ahead += 1
+                continue
+            preempt_failed[preempt_key] = min(preempt_failed.get(preempt_key, job.boards), job.boards)
+        if seen is not None and job.boards >= seen[0]:
+            out.reasons[job.id] = seen[1] + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
             blocked_ahead += 1
             continue
-        reason = _fit_reason(pool, job, held, short)
+        reason = _fit_reason(pool, job, held, short, any_match)
         if len(out.reservations) < snap.reservations:
             res = _reserve(snap, pool, job, caps)
             if res is not None:
@@ -243,14 +308,17 @@ def plan(snap: Snapshot) -> Plan:
                 for b in res.board_ids:
                     if b in pool.free:
                         held[b] = res
+                        held_by[res] = held_by.get(res, 0) + 1
                 pool.take(res.board_ids)
                 reason += f"; boards reserved for it, expected start in {res.expected_start - snap.now:.0f} s"
-        if blocked_ahead:
-            reason += f"; behind {blocked_ahead} waiting job(s) ahead"
-        failed.setdefault(memo, (job.boards, reason))
-        out.reasons[job.id] = reason
+        fit_failed.setdefault(fit_key, (job.boards, reason))
+        out.reasons[job.id] = reason + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
         blocked_ahead += 1
     return out
+
+
+def _borrowed(ledger: QuotaLedger, queue: str) -> list[int]:
+    return [ledger.borrowing(queue, g) for g in ledger.used[queue]]
 
 
 def _by_gen(boards: Sequence[str], gen_of: Mapping[str, str]) -> dict[str, int]:
@@ -265,16 +333,16 @@ def _caps(ledger: QuotaLedger, queue: str, gens: frozenset[str]) -> dict[str, in
     return None if all(c >= UNLIMITED for c in caps.values()) else caps
 
 
-def _quota_reason(ledger: QuotaLedger, job: PendingJob, gens: frozenset[str]) -> str:
-    states = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
-    return f"quota: needs {job.boards} board(s) but {states}"
-
-
-def _fit_reason(pool: Pool, job: PendingJob, held: Mapping[str, Reservation], short: bool) -> str:
+def _fit_reason(
+    pool: Pool, job: PendingJob, held: Mapping[str, Reservation], short: bool, any_match: dict[Constraints, bool]
+) -> str:
     idx = pool.index(job.shape.constraints)
     free = idx.total
     want = f"{job.boards} board(s) ({job.shape.constraints.describe()})"
-    if not any(job.shape.constraints.admits(b) for b in pool.boards.values()):
+    c = job.shape.constraints
+    if c not in any_match:
+        any_match[c] = any(c.admits(b) for b in pool.boards.values())
+    if not any_match[c]:
         return f"no board matches: wants {want}"
     where = ""
     if job.shape.placement is Placement.SAME_HOST:
@@ -293,14 +361,63 @@ def _fit_reason(pool: Pool, job: PendingJob, held: Mapping[str, Reservation], sh
     return reason
 
 
+class _Victims:
+    """Who a job may preempt, in order: running jobs of queues that borrow beyond their nominal
+    quota (reclaimed by another queue), then lower (priority, rank) jobs of the job's own queue;
+    within each, the lowest priority and then the newest first. Built once per pass."""
+
+    def __init__(self, running: Sequence[RunningJob], gen_of: Mapping[str, str]) -> None:
+        # (queue, generation) -> preemptible running jobs holding boards of it, in victim order.
+        self.by_queue_gen: dict[tuple[str, str], list[RunningJob]] = defaultdict(list)
+        self.queues: set[str] = set()
+        for r in sorted(running, key=_victim_order):
+            if r.preemptible and r.preempted_for is None:
+                self.queues.add(r.queue)
+                for g in sorted({gen_of[b] for b in r.boards if b in gen_of}):
+                    self.by_queue_gen[r.queue, g].append(r)
+        self.matching: dict[tuple[int, Constraints], list[str]] = {}  # boards do not change in a pass
+
+    def candidates(self, ledger: QuotaLedger, job: PendingJob, gens: Sequence[str]) -> Iterator[RunningJob]:
+        """Those holding boards of ``gens``: borrowers of another queue (in a generation it
+        borrows), then lower-priority jobs of the job's own queue; each once."""
+        seen: set[int] = set()
+        lenders = [
+            self.by_queue_gen[q, g]
+            for q in sorted(self.queues - {job.queue})
+            for g in gens
+            if (q, g) in self.by_queue_gen and ledger.borrowing(q, g) > 0
+        ]
+        own = [self.by_queue_gen[job.queue, g] for g in gens if (job.queue, g) in self.by_queue_gen]
+        for r in heapq.merge(*lenders, key=_victim_order):
+            if r.id not in seen:
+                seen.add(r.id)
+                yield r
+        for r in heapq.merge(*own, key=_victim_order):
+            if (r.priority, r.rank) >= (job.priority, job.rank):
+                break
+            if r.id not in seen:
+                seen.add(r.id)
+                yield r
+
+    def boards(self, pool: Pool, r: RunningJob, c: Constraints) -> list[str]:
+        key = (r.id, c)
+        if key not in self.matching:
+            self.matching[key] = pool.matching(c, r.boards)
+        return self.matching[key]
+
+
+def _victim_order(r: RunningJob) -> tuple[int, int, float, int]:
+    return (r.priority, r.rank, -r.started_at, r.id)
+
+
 def _victims(
-    snap: Snapshot,
     pool: Pool,
     ledger: QuotaLedger,
     job: PendingJob,
     gens: frozenset[str],
     gen_of: Mapping[str, str],
     taken: set[int],
+    victims: _Victims,
 ) -> list[RunningJob]:
     """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough)."""
     nominal_gens = [g for g in sorted(gens) if ledger.within_nominal(job.queue, g, job.boards)]
@@ -308,33 +425,25 @@ def _victims(
         return []  # only a job within its nominal quota may preempt
     caps = {g: job.boards for g in nominal_gens}
     c = job.shape.constraints
-    candidates: list[tuple[tuple[object, ...], RunningJob, list[str]]] = []
-    for r in snap.running:
-        if not r.preemptible or r.id in taken or r.id == job.id:
-            continue
-        mine = [b for b in pool.matching(c, r.boards) if gen_of[b] in caps]
-        if not mine:
-            continue
-        borrower = r.queue != job.queue and any(ledger.borrowing(r.queue, gen_of[b]) > 0 for b in r.boards)
-        lower = r.queue == job.queue and (r.priority, r.rank) < (job.priority, job.rank)
-        if not (borrower or lower):
-            continue
-        candidates.append(((not borrower, r.priority, r.rank, -r.started_at, r.id), r, mine))
-    candidates.sort(key=lambda t: t[0])
+    base = pool.index(c).total
     chosen: list[tuple[RunningJob, list[str]]] = []
     freed: list[str] = []
-    for _, r, mine in candidates:
+    for r in victims.candidates(ledger, job, nominal_gens):
+        if r.id in taken or r.id == job.id:
+            continue
+        mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in caps]
+        if not mine:
+            continue
         chosen.append((r, mine))
         freed += mine
-        if pool.index(c).total + len(freed) < job.boards:
-            continue
-        if _fits_with(pool, job, caps, freed):
+        if base + len(freed) >= job.boards and _fits_with(pool, job, caps, freed):
             break
     else:
         return []
     # Keep only those needed: drop the last-chosen first while it still fits.
     for r, mine in list(reversed(chosen)):
-        rest = [b for b in freed if b not in set(mine)]
+        drop = set(mine)
+        rest = [b for b in freed if b not in drop]
         if _fits_with(pool, job, caps, rest):
             chosen.remove((r, mine))
             freed = rest
