@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import random
@@ -266,6 +267,8 @@ def latency(w: Workload, reps: int, budget_s: float, free_hosts: int = 2) -> dic
             start += n
     urgent = JobSpec.model_validate({"kind": "command", "boards": 1, "priority_class": "ci-gate", "priority": 1000})
     times, placed, preempted = [], 0, 0
+    gc.collect()
+    gc.freeze()  # as the controller's shell does before it plans (controller/scheduler.py)
     t_start = time.perf_counter()
     for i in range(reps):
         if i >= 5 and time.perf_counter() - t_start > budget_s:
