@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import models
@@ -95,8 +96,12 @@ def test_repro_of_a_local_validate_run(tmp_path: Path, mlp_path: Path) -> None:
 def test_repro_of_a_local_run_with_an_inputs_file(tmp_path: Path, mlp_path: Path) -> None:
     inputs = save_arrays(tmp_path / "in.npz", {"x": np.ones((2, 4), np.float32)})
     out = tmp_path / "r"
-    r = CliRunner().invoke(app, ["run", str(mlp_path), "--local", "--inputs", str(inputs), "--out", str(out)])
+    junit = tmp_path / "run.xml"
+    args = ["run", str(mlp_path), "--local", "--inputs", str(inputs), "--out", str(out), "--junit", str(junit)]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
+    [case] = ET.parse(junit).getroot().findall("./testsuite/testcase")
+    assert case.get("name") == "rank 0 board local" and not list(case)  # passed: no failure element
     assert json.loads((out / "job.json").read_text())["params"]["inputs"] is not None
     r = CliRunner().invoke(app, ["repro", str(out), "--json"])
     assert r.exit_code == 0, r.output

@@ -108,6 +108,9 @@ def test_session_env_and_check() -> None:
     env = session.env()
     assert env["FLEETYARD_DEVICE"] == "sim:1"
     assert env["FLEETYARD_BOARD_SERIAL"] == b.serial
+    # What results record of the board: its firmware now (a flash changes it), generation, driver.
+    assert (env["FLEETYARD_BOARD_FIRMWARE"], env["FLEETYARD_BOARD_GENERATION"]) == (b.firmware, b.generation)
+    assert env["FLEETYARD_DRIVER"].startswith("sim (fleetyard ")
     session.check()
     assert session.active_faults() == set()
 

@@ -60,6 +60,9 @@ def run(
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Artifact: runs of the same inputs.")] = 1,
     function: Annotated[str | None, typer.Option("--function", help="Artifact (IREE): the function.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Artifact: where outputs are written.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Artifact: write a JUnit XML, one testcase per board.")
+    ] = None,
 ) -> None:
     """Run a command, or a compiler artifact, on K boards, and exit with its result.
 
@@ -114,10 +117,13 @@ def run(
             out_dir=out_dir,
             job=job_fields,
             as_json=as_json,
+            junit=junit,
         )
         raise typer.Exit(code)
-    if inputs or dim or value_range or out_dir or function or repeat != 1:
-        raise typer.BadParameter("--inputs/--dim/--range/--repeat/--function/--out are for artifacts, not commands")
+    if inputs or dim or value_range or out_dir or function or junit or repeat != 1:
+        raise typer.BadParameter(
+            "--inputs/--dim/--range/--repeat/--function/--out/--junit are for artifacts, not commands"
+        )
 
     spec = build_run_spec(
         command,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from fleetyard.cli import _junit
+from fleetyard.cli._junit import Case
 from fleetyard.cli._output import emit_json, note, out, table
 from fleetyard.errors import BadRequest
 
@@ -83,6 +85,7 @@ def run_artifact(
     out_dir: Path | None,
     job: Mapping[str, Any],
     as_json: bool,
+    junit: Path | None = None,
 ) -> int:
     """Run an artifact; return the exit code (0 when every rank succeeded)."""
     from fleetyard.workloads.run import RunParams
@@ -107,6 +110,8 @@ def run_artifact(
             "output_dir": str(target),
             **result.result,
         }
+        if junit is not None:
+            junit.write_text(junit_xml([{**summary, "rank": 0, "board": "local"}], suite=f"fleetyard.run {path.name}"))
         if as_json:
             emit_json(summary)
         else:
@@ -129,6 +134,8 @@ def run_artifact(
                 dest.mkdir(parents=True, exist_ok=True)
                 fy.download_blob(r.outputs["outputs.npz"], dest / "outputs.npz")
             rows.append({**r.result, "rank": r.rank, "board": r.board_id, "outcome": r.outcome, "message": r.message})
+    if junit is not None:
+        junit.write_text(junit_xml(rows, suite=f"fleetyard.run {Path(ref).name if Path(ref).is_file() else ref[:12]}"))
     if as_json:
         emit_json({"job": final.id, "state": final.state, "ranks": rows})
     else:
@@ -137,6 +144,21 @@ def run_artifact(
         if out_dir:
             note(f"outputs in {out_dir}")
     return 0 if final.state == "succeeded" else 1
+
+
+def junit_xml(rows: Sequence[Mapping[str, Any]], *, suite: str) -> str:
+    """One testcase per rank: success passes, the artifact's own failure (user_error) is a
+    failure, anything else (a board fault, a config error) an error."""
+    cases = [
+        Case(
+            classname="run",
+            name=f"rank {r['rank']} board {r['board']}",
+            status="passed" if r["outcome"] == "success" else "failure" if r["outcome"] == "user_error" else "error",
+            message=str(r.get("message") or r.get("outcome")),
+        )
+        for r in rows
+    ]
+    return _junit.junit_xml(cases, suite=suite)
 
 
 def _print_rank(title: str, r: Mapping[str, Any]) -> None:

@@ -349,6 +349,7 @@ class CpuSession:
             "FLEETYARD_BOARD_SERIAL": self.serial,
             "FLEETYARD_BOARD_FIRMWARE": self.identity.firmware,
             "FLEETYARD_BOARD_GENERATION": self.identity.generation,
+            "FLEETYARD_DRIVER": f"cpu (Linux {platform.release()})",
             DeviceSettings.ENV_THREADS: n,
             **dict.fromkeys(_THREAD_ENV, n),
         }

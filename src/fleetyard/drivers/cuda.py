@@ -343,6 +343,7 @@ class CudaSession:
             "FLEETYARD_BOARD_SERIAL": self.serial,
             "FLEETYARD_BOARD_FIRMWARE": self.identity.firmware,
             "FLEETYARD_BOARD_GENERATION": self.identity.generation,
+            "FLEETYARD_DRIVER": f"cuda (NVIDIA driver {self.driver.driver_version})",
             DeviceSettings.ENV_GPU_UUID: self.uuid,
             "CUDA_VISIBLE_DEVICES": self.uuid,
         }

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleetyard import __version__
 from fleetyard.drivers.base import BoardFault, BoardIdentity, DriverSpec, Probe
 from fleetyard.errors import BadRequest
 from fleetyard.protocol.agent import FaultKind
@@ -522,6 +523,7 @@ class SimSession:
             # Read now, not at open: a flash may have changed it since (results record it).
             "FLEETYARD_BOARD_FIRMWARE": self.driver._identity(self.serial).firmware,
             "FLEETYARD_BOARD_GENERATION": self.identity.generation,
+            "FLEETYARD_DRIVER": f"sim (fleetyard {__version__})",
             "FLEETYARD_SIM_GENERATION": self.generation.name,
             "FLEETYARD_SIM_LATENCY_FACTOR": str(self.generation.latency_factor),
             # Lets a workload's own process see e.g. silent_corruption and perturb its outputs.

@@ -99,13 +99,15 @@ def workload_class(kind: str) -> type[Workload]:
 
 def board_record(env: Mapping[str, str]) -> dict[str, Any]:
     """The board a rank ran on, as its session's environment names it, for results: id, serial,
-    firmware, generation, device (and the GPU's UUID, the sim generation's latency factor)."""
+    firmware, generation, device, driver and its version (and the GPU's UUID, the sim
+    generation's latency factor)."""
     board: dict[str, Any] = {
         "id": env.get("FLEETYARD_BOARD_ID"),
         "serial": env.get("FLEETYARD_BOARD_SERIAL"),
         "device": env.get("FLEETYARD_DEVICE") or "local cpu",
         "firmware": env.get("FLEETYARD_BOARD_FIRMWARE"),
         "generation": env.get("FLEETYARD_BOARD_GENERATION"),
+        "driver": env.get("FLEETYARD_DRIVER"),  # which driver, and its version
         "gpu_uuid": env.get("FLEETYARD_GPU_UUID"),
     }
     if "FLEETYARD_SIM_GENERATION" in env:

@@ -109,6 +109,7 @@ def _context(o: Mapping[str, Any], a: Mapping[str, Any]) -> list[Check]:
         ("board serial", _get(o, "board", "serial"), _get(a, "board", "serial")),
         ("firmware", _get(o, "board", "firmware"), _get(a, "board", "firmware")),
         ("device", _get(o, "board", "device"), _get(a, "board", "device")),
+        ("driver", _get(o, "board", "driver"), _get(a, "board", "driver")),
     ]
     return [_check(n, x, y, decisive=False) for n, x, y in pairs if x is not None or y is not None]
 
