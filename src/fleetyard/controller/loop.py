@@ -55,6 +55,7 @@ def run_controller(
     log.info("controller leads (store %s)", store.engine.url.render_as_string())
     rec = Reconciler(store, host_timeout_s=host_timeout_s, suspect_cooldown_s=suspect_cooldown_s, watching_since=now())
     rec.scheduler.half_life_s = half_life_s
+    rec.scheduler.freeze_gc = True
     last_slow = 0.0
     try:
         while not stop.is_set():

@@ -48,6 +48,7 @@ GC_EVERY_S = 600.0  # with no free board and nothing new queued, look again this
 class SchedulerShell:
     store: Store
     half_life_s: float = DEFAULT_HALF_LIFE_S
+    freeze_gc: bool = False  # the controller program sets it: see pass_
     _specs: dict[int, JobSpec] = field(default_factory=dict)
     _views: dict[int, PendingJob] = field(default_factory=dict)  # the queued jobs' scheduler views
     _reasons: dict[int, str] = field(default_factory=dict)  # as last written
@@ -66,15 +67,17 @@ class SchedulerShell:
         snap, ctx = self._snapshot(now)
         if snap is None:
             return 0
-        # A snapshot of a big queue is millions of long-lived objects; a full cyclic collection
-        # over them in the middle of a pass costs ~0.6 s (measured: bench/scheduler.py). They are
-        # frozen out of the collector (refcounting still frees them); what cyclic garbage froze
-        # with them is collected every GC_EVERY_S, between passes.
-        if now - self._gc_at >= GC_EVERY_S:
-            self._gc_at = now
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
+        if self.freeze_gc:
+            # A snapshot of a big queue is millions of long-lived objects; a full cyclic collection
+            # over them in the middle of a pass costs ~0.6 s (measured: bench/scheduler.py). They
+            # are frozen out of the collector (refcounting still frees them); what cyclic garbage
+            # froze with them is collected every GC_EVERY_S, between passes. Only in the controller
+            # program: it freezes everything the process holds.
+            if now - self._gc_at >= GC_EVERY_S:
+                self._gc_at = now
+                gc.unfreeze()
+                gc.collect()
+            gc.freeze()
         result = plan(snap)
         self.last_plan = result
         return self._apply(result, snap, ctx, now)
