@@ -263,3 +263,15 @@ def test_a_window_stops_the_pass_once_the_fleet_is_full() -> None:
     assert sorted(bound(full)) == [1, 2] and sorted(full.reasons) == [3, 4, 5, 6]
     windowed = plan(snap(boards, pending, reservations=0, window=2))
     assert windowed.bindings == full.bindings and sorted(windowed.reasons) == [3, 4]  # 5, 6: a later pass
+
+
+def test_a_lender_reclaims_before_a_borrower_takes_the_board_again() -> None:
+    # Once a storm: b's preempted borrower, first in line, took back the freed board; a's job
+    # preempted it again, and so on. Jobs within their queue's nominal quota now go first.
+    queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 1}, cohort="c")}
+    boards = fleet(1, 2)
+    running = [RunningJob(10, "b", ("h0-0",))]
+    pending = [job(2, queue="b", at=0), job(3, queue="a", at=5)]
+    p = plan(snap(boards, pending, running=running, queues=queues))
+    assert bound(p) == {3: ("h0-1",)} and not p.preemptions
+    assert p.reasons[2].startswith("quota: needs 1 board(s) but queue b holds 1 of g1 (nominal 1, cohort lends 0")

@@ -96,3 +96,15 @@ def test_runtime_estimates_come_from_the_history_of_the_kind_and_artifact(fleet:
     assert shell._runtime(JobSpec(time_limit_s=3600)) == estimates[("command", None)]
     assert shell._runtime(JobSpec(time_limit_s=30)) == 30  # never beyond the time limit
     assert shell._runtime(JobSpec(kind="run", params={"artifact": "a" * 64})) == 3600  # no history
+
+
+def test_fair_share_usage_accrues_between_writes() -> None:
+    from fleetyard.controller.scheduler import SchedulerShell
+
+    shell = SchedulerShell(store=None)  # type: ignore[arg-type]  # _usage touches no store
+    first = shell._usage({}, {"a": 4}, 100.0)
+    assert first["a"] == (0.0, 100.0)
+    later = shell._usage({}, {"a": 4}, 110.0)  # nothing written yet: it goes on from what it saw
+    assert later["a"][0] == pytest.approx(40.0, rel=1e-3) and later["a"][1] == 110.0
+    # A stored value newer than what it saw wins (another controller led meanwhile).
+    assert shell._usage({"a": (7.0, 120.0)}, {}, 120.0)["a"] == (7.0, 120.0)

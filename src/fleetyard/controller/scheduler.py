@@ -58,6 +58,7 @@ class SchedulerShell:
     _last_full: float = 0.0
     _last_queued_max: int = 0
     _usage_at: float = 0.0
+    _usage_seen: dict[str, tuple[float, float]] = field(default_factory=dict)
     _estimates: dict[tuple[str, str | None], float] = field(default_factory=dict)
     _estimates_at: float = -ESTIMATES_EVERY_S
     last_plan: Plan | None = None
@@ -219,11 +220,14 @@ class SchedulerShell:
     def _usage(
         self, stored: Mapping[str, tuple[float, float]], held: Mapping[str, int], now: float
     ) -> dict[str, tuple[float, float]]:
-        """Each queue's decayed usage advanced to ``now`` (not written here)."""
+        """Each queue's decayed usage advanced to ``now`` from the newer of what is stored and what
+        this controller computed last (written only every USAGE_EVERY_S)."""
         out: dict[str, tuple[float, float]] = {}
-        for q in set(stored) | set(held):
-            u, at = stored.get(q, (0.0, now))
+        for q in set(stored) | set(held) | set(self._usage_seen):
+            known = [ua for ua in (stored.get(q), self._usage_seen.get(q)) if ua is not None]
+            u, at = max(known, key=lambda ua: ua[1]) if known else (0.0, now)
             out[q] = (accrue(u, held.get(q, 0), now - at, self.half_life_s), now)
+        self._usage_seen = out
         return out
 
     # ---- writing ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetyard.domain.spec import JobSpec, Placement
@@ -238,9 +238,29 @@ def plan(snap: Snapshot) -> Plan:
             return True
         return any(q != job.queue and any(n > 0 for n in _borrowed(ledger, q)) for q in lowest)
 
+    def bind(job: PendingJob, got: tuple[str, ...]) -> None:
+        for b in got:
+            holder = held.pop(b, None)
+            if holder is not None:
+                held_by[holder] -= 1
+                if not held_by[holder]:
+                    del held_by[holder]
+        pool.take(got)
+        ledger.take(job.queue, _by_gen(got, gen_of))
+        caps_of.clear()
+        quota_states.clear()
+        out.bindings.append(Binding(job.id, got))
+
+    order = _Order(snap.pending, snap.queues, snap.usage)
+    # Within nominal quotas first (as Kueue admits): a job that fits its queue's own quota takes
+    # a free board before another queue may borrow it. Else a borrower ahead in the line takes
+    # the board a lender's job is about to reclaim, and the two preempt each other in turn.
+    first = _within_nominal_first(order, pool, ledger, all_gens, bind) if snap.queues else set()
+
     after_full = 0
-    ordered = queue_order if snap.window is None else _in_order  # all of them: one sort is cheaper
-    for job in ordered(snap.pending, snap.queues, snap.usage):
+    for job in order:
+        if job.id in first:
+            continue
         if snap.window is not None and not pool.free:
             after_full += 1
             if after_full > snap.window:
@@ -265,17 +285,7 @@ def plan(snap: Snapshot) -> Plan:
             got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
             pool.take(usable_held)
             if got is not None:
-                for b in got:
-                    holder = held.pop(b, None)
-                    if holder is not None:
-                        held_by[holder] -= 1
-                        if not held_by[holder]:
-                            del held_by[holder]
-                pool.take(got)
-                ledger.take(job.queue, _by_gen(got, gen_of))
-                caps_of.clear()
-                quota_states.clear()
-                out.bindings.append(Binding(job.id, got))
+                bind(job, got)
                 continue
         # It does not fit now.
         if job.id in waiting_on:
@@ -315,6 +325,61 @@ def plan(snap: Snapshot) -> Plan:
         out.reasons[job.id] = reason + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
         blocked_ahead += 1
     return out
+
+
+class _Order:
+    """The pending jobs in :func:`queue_order`, popped from a heap as they are asked for and kept,
+    so that a second walk replays the first and a pass that stops early pays only for what it saw."""
+
+    def __init__(self, jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]) -> None:
+        self._seen: list[PendingJob] = []
+        self._rest = _in_order(jobs, queues, usage)
+
+    def __iter__(self) -> Iterator[PendingJob]:
+        i = 0
+        while True:
+            if i < len(self._seen):
+                yield self._seen[i]
+            else:
+                job = next(self._rest, None)
+                if job is None:
+                    return
+                self._seen.append(job)
+                yield job
+            i += 1
+
+
+def _within_nominal_first(
+    order: Iterable[PendingJob],
+    pool: Pool,
+    ledger: QuotaLedger,
+    all_gens: frozenset[str],
+    bind: Callable[[PendingJob, tuple[str, ...]], None],
+) -> set[int]:
+    """Bind, in order, the jobs of queues with a nominal quota that fit within it on free boards;
+    their ids. Only placement: preemption, reservations and reasons are the main walk's."""
+    bound: set[int] = set()
+    failed: dict[tuple[object, ...], int] = {}
+    for job in order:
+        if not pool.free:
+            break
+        spec = ledger.spec(job.queue)
+        if spec.nominal is None:
+            continue  # an unlimited queue never borrows: the main walk places it
+        gens = sorted(job.shape.constraints.generations or all_gens)
+        caps = {g: max(0, spec.nominal_of(g) - ledger.usage(job.queue, g)) for g in gens}
+        if sum(caps.values()) < job.boards:
+            continue
+        key = (job.shape, tuple(caps.items()))
+        if job.boards >= failed.get(key, job.boards + 1):
+            continue
+        got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
+        if got is None:
+            failed[key] = min(failed.get(key, job.boards), job.boards)
+            continue
+        bind(job, got)
+        bound.add(job.id)
+    return bound
 
 
 def _borrowed(ledger: QuotaLedger, queue: str) -> list[int]:
