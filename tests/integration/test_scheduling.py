@@ -38,6 +38,9 @@ def test_a_queue_reclaims_its_quota_from_a_borrower(stack: Stack) -> None:
     assert "queue robotics borrows beyond its nominal quota" in (first_attempt["message"] or "")
     assert "got SIGTERM" in stack.logs_of(second)  # it was asked to stop before it was killed
     assert stack.job(first)["state"] == "running"  # within its queue's nominal: left alone
+    # No storm: the borrower does not take the board back from the lender, so nothing more is preempted.
+    assert len(stack.job(first)["attempt_list"]) == 1
+    assert all(a["outcome"] != "preempted" for a in stack.job(second)["attempt_list"][1:])
 
     # robotics asks for more than its queue can hold now: pending, and `why` says it with numbers.
     third = stack.submit(as_="bob", params={"command": "true"})
