@@ -10,12 +10,18 @@ One pass (:func:`plan`) over the pending jobs in order:
    labels, firmware, exclusions, named boards), topology (same host / same rack, required or
    preferred) and packing (pack or spread); boards with the job's artifact loaded come first
    (:mod:`fleetyard.policy.placement`). A job that does not fit does not block smaller ones.
-4. **Preemption.** A job within its queue's nominal quota that does not fit may take boards from
-   running jobs: borrowers (queues beyond their nominal) first, then lower priority of its own
-   queue, then the newest. Only as many as it needs; they are told to stop (``preempted``).
-5. **Backfill.** The first job that still does not fit (quota allowing) gets a reservation: the
-   boards that free soonest (by running jobs' expected ends), held for it. A later job may use
-   held boards only if its time limit ends before the reservation's expected start.
+4. **Preemption** (:mod:`fleetyard.policy.preemption`). A job within its queue's nominal quota
+   that does not fit may take boards from running jobs: borrowers (queues beyond their nominal)
+   first, then lower priority of its own queue, then the newest. Only as many as it needs; they
+   are told to stop (``preempted``).
+5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job that still does not fit (quota
+   allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
+   held for it. A later job may use held boards only if its time limit ends before the
+   reservation's expected start.
+
+Jobs that fit within their queue's nominal quota are placed on free boards before any queue
+borrows (as Kueue admits). The data types are in :mod:`fleetyard.policy.snapshot`; refusal at
+submit in :mod:`fleetyard.policy.refusal`.
 
 Every job left pending gets a reason with the numbers (:class:`Plan.reasons`), unless the snapshot
 sets a ``window``: then, once no board is free, only that many more jobs are looked at. Same
@@ -27,12 +33,15 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from fleetyard.domain.spec import JobSpec, Placement
+from fleetyard.policy.backfill import reserve
 from fleetyard.policy.fairshare import share_key
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
+from fleetyard.policy.preemption import Victims, preempt_reason, victims_for
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
+from fleetyard.policy.refusal import FleetBoard, why_unschedulable
+from fleetyard.policy.snapshot import Binding, PendingJob, Plan, Preemption, Reservation, RunningJob, Snapshot
 
 __all__ = [
     "Binding",
@@ -51,75 +60,6 @@ __all__ = [
     "shape_of",
     "why_unschedulable",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingJob:
-    id: int
-    queue: str
-    boards: int
-    shape: Shape
-    priority: int = 0  # the priority class's value
-    rank: int = 0  # the job's own priority within its class
-    submitted_at: float = 0.0
-    time_limit_s: float = 3600.0
-    artifact: str | None = None  # for warm affinity
-
-
-@dataclass(frozen=True, slots=True)
-class RunningJob:
-    id: int
-    queue: str
-    boards: tuple[str, ...]
-    priority: int = 0
-    rank: int = 0
-    started_at: float = 0.0
-    expected_end: float = float("inf")
-    preempted_for: int | None = None  # already told to stop, for this job
-    preemptible: bool = True
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    now: float
-    boards: Sequence[BoardView]  # every board that could run work someday
-    free: frozenset[str]  # those available now
-    pending: Sequence[PendingJob]
-    running: Sequence[RunningJob] = ()
-    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
-    usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
-    reservations: int = 1  # how many blocked jobs get a backfill reservation
-    # Once no board is free, look at this many more jobs (to backfill, preempt, reserve, explain)
-    # and stop; None: every job. The rest keep the reason they had (the shell writes only so many).
-    window: int | None = None
-
-
-@dataclass(frozen=True)
-class Binding:
-    job_id: int
-    board_ids: tuple[str, ...]  # index = rank
-
-
-@dataclass(frozen=True)
-class Preemption:
-    victim: int  # a running job
-    for_job: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Reservation:
-    job_id: int
-    board_ids: tuple[str, ...]
-    expected_start: float
-
-
-@dataclass
-class Plan:
-    bindings: list[Binding] = field(default_factory=list)
-    preemptions: list[Preemption] = field(default_factory=list)
-    reservations: list[Reservation] = field(default_factory=list)
-    reasons: dict[int, str] = field(default_factory=dict)  # every pending job not bound
 
 
 # ---- from specs ---------------------------------------------------------------------------------
@@ -223,7 +163,7 @@ def plan(snap: Snapshot) -> Plan:
     caps_of: dict[tuple[str, frozenset[str]], tuple[dict[str, int] | None, object]] = {}
     quota_states: dict[tuple[str, frozenset[str]], str] = {}  # as caps_of: until the next binding
     any_match: dict[Constraints, bool] = {}
-    victims_of = _Victims(snap.running, gen_of)
+    victims_of = Victims(snap.running, gen_of)
     # Who could be preempted at all: the lowest (priority, rank) running per queue (a cheap filter).
     lowest: dict[str, tuple[int, int]] = {}
     for r in snap.running:
@@ -296,12 +236,12 @@ def plan(snap: Snapshot) -> Plan:
             continue
         preempt_key = (job.queue, job.priority, job.rank, job.shape)
         if job.boards < preempt_failed.get(preempt_key, job.boards + 1) and may_preempt(job, gens):
-            victims = _victims(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
+            victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
             if victims:
                 names = ", ".join(str(v.id) for v in victims)
                 for v in victims:
                     victims_taken.add(v.id)
-                    out.preemptions.append(Preemption(v.id, job.id, _preempt_reason(ledger, v, job, gen_of)))
+                    out.preemptions.append(Preemption(v.id, job.id, preempt_reason(ledger, v, job, gen_of)))
                 out.reasons[job.id] = f"preempting job(s) {names} for their boards"
                 blocked_ahead += 1
                 continue
@@ -312,7 +252,7 @@ def plan(snap: Snapshot) -> Plan:
             continue
         reason = _fit_reason(pool, job, held, short, any_match)
         if len(out.reservations) < snap.reservations:
-            res = _reserve(snap, pool, job, caps)
+            res = reserve(snap, pool, job, caps)
             if res is not None:
                 out.reservations.append(res)
                 for b in res.board_ids:
@@ -424,189 +364,3 @@ def _fit_reason(
             f"({job.time_limit_s:.0f} s) would overrun"
         )
     return reason
-
-
-class _Victims:
-    """Who a job may preempt, in order: running jobs of queues that borrow beyond their nominal
-    quota (reclaimed by another queue), then lower (priority, rank) jobs of the job's own queue;
-    within each, the lowest priority and then the newest first. Built once per pass."""
-
-    def __init__(self, running: Sequence[RunningJob], gen_of: Mapping[str, str]) -> None:
-        # (queue, generation) -> preemptible running jobs holding boards of it, in victim order.
-        self.by_queue_gen: dict[tuple[str, str], list[RunningJob]] = defaultdict(list)
-        self.queues: set[str] = set()
-        for r in sorted(running, key=_victim_order):
-            if r.preemptible and r.preempted_for is None:
-                self.queues.add(r.queue)
-                for g in sorted({gen_of[b] for b in r.boards if b in gen_of}):
-                    self.by_queue_gen[r.queue, g].append(r)
-        self.matching: dict[tuple[int, Constraints], list[str]] = {}  # boards do not change in a pass
-
-    def candidates(self, ledger: QuotaLedger, job: PendingJob, gens: Sequence[str]) -> Iterator[RunningJob]:
-        """Those holding boards of ``gens``: borrowers of another queue (in a generation it
-        borrows), then lower-priority jobs of the job's own queue; each once."""
-        seen: set[int] = set()
-        lenders = [
-            self.by_queue_gen[q, g]
-            for q in sorted(self.queues - {job.queue})
-            for g in gens
-            if (q, g) in self.by_queue_gen and ledger.borrowing(q, g) > 0
-        ]
-        own = [self.by_queue_gen[job.queue, g] for g in gens if (job.queue, g) in self.by_queue_gen]
-        for r in heapq.merge(*lenders, key=_victim_order):
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r
-        for r in heapq.merge(*own, key=_victim_order):
-            if (r.priority, r.rank) >= (job.priority, job.rank):
-                break
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r
-
-    def boards(self, pool: Pool, r: RunningJob, c: Constraints) -> list[str]:
-        key = (r.id, c)
-        if key not in self.matching:
-            self.matching[key] = pool.matching(c, r.boards)
-        return self.matching[key]
-
-
-def _victim_order(r: RunningJob) -> tuple[int, int, float, int]:
-    return (r.priority, r.rank, -r.started_at, r.id)
-
-
-def _victims(
-    pool: Pool,
-    ledger: QuotaLedger,
-    job: PendingJob,
-    gens: frozenset[str],
-    gen_of: Mapping[str, str],
-    taken: set[int],
-    victims: _Victims,
-) -> list[RunningJob]:
-    """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough)."""
-    nominal_gens = [g for g in sorted(gens) if ledger.within_nominal(job.queue, g, job.boards)]
-    if not nominal_gens:
-        return []  # only a job within its nominal quota may preempt
-    caps = {g: job.boards for g in nominal_gens}
-    c = job.shape.constraints
-    base = pool.index(c).total
-    chosen: list[tuple[RunningJob, list[str]]] = []
-    freed: list[str] = []
-    for r in victims.candidates(ledger, job, nominal_gens):
-        if r.id in taken or r.id == job.id:
-            continue
-        mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in caps]
-        if not mine:
-            continue
-        chosen.append((r, mine))
-        freed += mine
-        if base + len(freed) >= job.boards and _fits_with(pool, job, caps, freed):
-            break
-    else:
-        return []
-    # Keep only those needed: drop the last-chosen first while it still fits.
-    for r, mine in list(reversed(chosen)):
-        drop = set(mine)
-        rest = [b for b in freed if b not in drop]
-        if _fits_with(pool, job, caps, rest):
-            chosen.remove((r, mine))
-            freed = rest
-    return [r for r, _ in chosen]
-
-
-def _fits_with(pool: Pool, job: PendingJob, caps: Mapping[str, int], extra: Sequence[str]) -> bool:
-    pool.give(extra)
-    try:
-        return pool.pick(job.shape, job.boards, caps=caps) is not None
-    finally:
-        pool.take(extra)
-
-
-def _preempt_reason(ledger: QuotaLedger, victim: RunningJob, job: PendingJob, gen_of: Mapping[str, str]) -> str:
-    if victim.queue != job.queue:
-        gens = sorted({gen_of[b] for b in victim.boards if b in gen_of})
-        return (
-            f"preempted for job {job.id}: queue {victim.queue} borrows beyond its nominal quota of "
-            f"{', '.join(gens)} and queue {job.queue} reclaims it"
-        )
-    return f"preempted for job {job.id} of higher priority in queue {job.queue}"
-
-
-def _reserve(snap: Snapshot, pool: Pool, job: PendingJob, caps: Mapping[str, int] | None) -> Reservation | None:
-    """The boards that free soonest for ``job``, and when: free ones now, then running jobs' boards
-    in order of their expected end, until the job fits."""
-    c = job.shape.constraints
-    ending = sorted((r for r in snap.running if r.preempted_for is None), key=lambda r: (r.expected_end, r.id))
-    freed: list[str] = []
-    base = pool.index(c).total
-    for r in ending:
-        mine = pool.matching(c, r.boards)
-        if not mine:
-            continue
-        freed += mine
-        if base + len(freed) < job.boards or r.expected_end == float("inf"):
-            continue
-        pool.give(freed)
-        try:
-            got = pool.pick(job.shape, job.boards, caps=caps)
-        finally:
-            pool.take(freed)
-        if got is not None:
-            return Reservation(job.id, got, max(r.expected_end, snap.now))
-    return None
-
-
-# ---- rejection at submit ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FleetBoard:
-    """A board that could one day run work (any state but retired or quarantined)."""
-
-    id: str
-    host_id: str
-    generation: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    device: str = ""  # what the board's driver calls it: "sim:3", "cpu:0-7", "cuda:1"
-    firmware: str = ""
-    rack: str = ""
-
-    def view(self) -> BoardView:
-        return BoardView(
-            self.id, self.host_id, self.generation, rack=self.rack, firmware=self.firmware, labels=self.labels
-        )
-
-
-def why_unschedulable(job: PendingJob, fleet: Sequence[FleetBoard], ledger: QuotaLedger | None = None) -> str | None:
-    """Why a job can never run on this fleet (constraints, topology, quota), or None."""
-    c = job.shape.constraints
-    boards = [b.view() for b in fleet]
-    known = sorted({b.generation for b in boards})
-    unknown = sorted(c.generations - set(known))
-    if c.generations and len(unknown) == len(c.generations):
-        return f"unknown generation {', '.join(unknown)}; the fleet has: {', '.join(known) or 'no boards'}"
-    if c.only:
-        absent = sorted(c.only - {b.id for b in boards})
-        if len(absent) > len(c.only) - job.boards:
-            return f"board(s) {', '.join(absent)} not in the fleet (or retired or quarantined)"
-    passed, turned_away = c.rejections(boards)
-    wanted = c.describe()
-    if passed < job.boards:
-        detail = ", ".join(f"{n} by {k}" for k, n in turned_away.items())
-        return f"asks for {job.boards} boards ({wanted}) but the fleet has only {passed} such boards" + (
-            f" (of {len(boards)}: {detail} excluded)" if detail else ""
-        )
-    matching = [b for b in boards if c.admits(b)]
-    if job.shape.required and job.shape.placement is not Placement.ANY:
-        on_host = job.shape.placement is Placement.SAME_HOST
-        what = "host" if on_host else "rack"
-        per: dict[str, int] = defaultdict(int)
-        for b in matching:
-            per[b.host if on_host else b.rack] += 1
-        most = max(per.values())
-        if most < job.boards:
-            return f"asks for {job.boards} boards ({wanted}) on one {what} but no {what} has more than {most}"
-    if ledger is not None:
-        return ledger.refusal(job.queue, {b.generation for b in matching}, job.boards)
-    return None

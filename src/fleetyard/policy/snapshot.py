@@ -1,0 +1,80 @@
+"""What the scheduler sees and decides (pure data): a :class:`Snapshot` in, a :class:`Plan` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fleetyard.policy.placement import BoardView, Shape
+from fleetyard.policy.queues import QueueSpec
+
+__all__ = ["Binding", "PendingJob", "Plan", "Preemption", "Reservation", "RunningJob", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    id: int
+    queue: str
+    boards: int
+    shape: Shape
+    priority: int = 0  # the priority class's value
+    rank: int = 0  # the job's own priority within its class
+    submitted_at: float = 0.0
+    time_limit_s: float = 3600.0
+    artifact: str | None = None  # for warm affinity
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    id: int
+    queue: str
+    boards: tuple[str, ...]
+    priority: int = 0
+    rank: int = 0
+    started_at: float = 0.0
+    expected_end: float = float("inf")
+    preempted_for: int | None = None  # already told to stop, for this job
+    preemptible: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: float
+    boards: Sequence[BoardView]  # every board that could run work someday
+    free: frozenset[str]  # those available now
+    pending: Sequence[PendingJob]
+    running: Sequence[RunningJob] = ()
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
+    reservations: int = 1  # how many blocked jobs get a backfill reservation
+    # Once no board is free, look at this many more jobs (to backfill, preempt, reserve, explain)
+    # and stop; None: every job. The rest keep the reason they had (the shell writes only so many).
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class Binding:
+    job_id: int
+    board_ids: tuple[str, ...]  # index = rank
+
+
+@dataclass(frozen=True)
+class Preemption:
+    victim: int  # a running job
+    for_job: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    job_id: int
+    board_ids: tuple[str, ...]
+    expected_start: float
+
+
+@dataclass
+class Plan:
+    bindings: list[Binding] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)  # every pending job not bound
