@@ -133,22 +133,10 @@ STAGES = (
 def fleetyard(work: Path, model: Path, jobs: int) -> list[dict[str, Any]]:
     """A stack with one ``cpu`` board; 1 + ``jobs`` run jobs of the model, one after another."""
     use_repo_root()
-    import httpx
-    from tests.integration.harness import Proc, Stack, wait_for
-
-    class BigBlobStack(Stack):
-        """The harness's stack with a blob limit that fits the model (the harness sets 1 MB)."""
-
-        def start_server(self, workers: int = 1) -> None:
-            args = ["server", "--workers", str(workers), "--db", self.db_url, "--data-dir", str(self.dir)]
-            args += ["--port", str(self.port), "--heartbeat-interval", str(self.heartbeat_s)]
-            args += ["--max-blob-mb", str(MAX_BLOB_MB)]
-            self.procs["server"] = p = Proc("server", args, self.dir / "server.log")
-            p.start()
-            wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
+    from tests.integration.harness import Stack
 
     work.mkdir(parents=True, exist_ok=True)
-    stack = BigBlobStack(f"sqlite:///{work / 'fleetyard.db'}", work)
+    stack = Stack(f"sqlite:///{work / 'fleetyard.db'}", work, max_blob_mb=MAX_BLOB_MB)  # the model is > 1 MB
     try:
         stack.setup()
         stack.start_server()

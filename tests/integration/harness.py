@@ -141,6 +141,7 @@ class Stack:
     dir: Path
     host_timeout_s: float = 3.0
     heartbeat_s: float = 0.5
+    max_blob_mb: int = 1  # small, so that the tests' 413s are cheap; benchmarks raise it
     port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -184,7 +185,7 @@ class Stack:
                 "--heartbeat-interval",
                 str(self.heartbeat_s),
                 "--max-blob-mb",
-                "1",
+                str(self.max_blob_mb),
             ],
         )
         wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
