@@ -369,9 +369,10 @@ def test_regression_a_failed_shape_does_not_skip_another_queues_preemption() -> 
     arrivals=st.integers(1, 3),
     gang_at=st.integers(0, 4),
     seed=st.integers(0, 2**16),
+    quota=st.booleans(),
 )
 def test_a_whole_fleet_gang_starts_by_its_reservation(
-    hosts: int, per_host: int, limits: list[int], arrivals: int, gang_at: int, seed: int
+    hosts: int, per_host: int, limits: list[int], arrivals: int, gang_at: int, seed: int, quota: bool
 ) -> None:
     """A discrete-event loop on a virtual clock (one tick = 1 s): ``arrivals`` single-board jobs
     arrive every tick (time limits from ``limits``, each runs for a duration <= its limit), and at
@@ -379,10 +380,12 @@ def test_a_whole_fleet_gang_starts_by_its_reservation(
     arrivals join, :func:`plan` runs, its bindings start. Once the gang is head of the line (every
     job ordered before it has started), it starts within the largest time limit of the jobs
     running then (the latest of their expected ends, at most now + the largest of their time limits),
-    plus one tick."""
+    plus one tick. With ``quota``, the queue has a nominal quota of the whole fleet (so jobs go
+    through the within-nominal-first walk and the quota reservation)."""
     rng = random.Random(seed)
     fleet = [BoardView(f"h{h}-{s}", f"h{h}", "g1", slot=s) for h in range(hosts) for s in range(per_host)]
     size = len(fleet)
+    queues = {"t": QueueSpec("t", nominal={"g1": size})} if quota else {}
     gang_id = 1
     pending: dict[int, PendingJob] = {}
     running: dict[int, tuple[RunningJob, float]] = {}  # id -> (view, actual end)
@@ -405,6 +408,7 @@ def test_a_whole_fleet_gang_starts_by_its_reservation(
             free=frozenset(b.id for b in fleet) - busy,
             pending=list(pending.values()),
             running=[r for r, _ in running.values()],
+            queues=queues,
         )
         if gang_id in pending and head_bound is None and queue_order(snap.pending, {}, {})[0].id == gang_id:
             head_bound = max((r.expected_end for r, _ in running.values()), default=now) + 1

@@ -275,3 +275,29 @@ def test_a_lender_reclaims_before_a_borrower_takes_the_board_again() -> None:
     p = plan(snap(boards, pending, running=running, queues=queues))
     assert bound(p) == {3: ("h0-1",)} and not p.preemptions
     assert p.reasons[2].startswith("quota: needs 1 board(s) but queue b holds 1 of g1 (nominal 1, cohort lends 0")
+
+
+def test_within_nominal_first_does_not_let_small_jobs_starve_a_gang_of_the_same_queue() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 4})}
+    boards = fleet(1, 4)
+    running = [RunningJob(10, "a", ("h0-0", "h0-1"), expected_end=100.0)]
+    pending = [job(1, 4, queue="a", at=0), job(2, 1, queue="a", at=1, limit=500.0)]
+    p = plan(snap(boards, pending, running=running, queues=queues, now=10.0))
+    # The gang is at the head: it reserves; the small job would overrun the reservation: it waits.
+    assert [r.job_id for r in p.reservations] == [1] and not p.bindings
+
+
+def test_a_gang_held_back_by_its_queues_quota_reserves_it_and_long_jobs_of_the_queue_wait() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 4})}
+    boards = fleet(1, 6)
+    running = [RunningJob(10, "a", ("h0-0", "h0-1"), expected_end=100.0)]
+    pending = [
+        job(1, 4, queue="a", at=0),
+        job(2, 1, queue="a", at=1, limit=500.0),
+        job(3, 1, queue="a", at=2, limit=50.0),
+    ]
+    p = plan(snap(boards, pending, running=running, queues=queues, now=10.0))
+    [res] = p.reservations
+    assert res.job_id == 1 and res.expected_start == 100.0 and "quota and boards reserved" in p.reasons[1]
+    assert 2 not in bound(p) and "quota is held for job 1's reservation" in p.reasons[2]
+    assert 3 in bound(p)  # short enough to end before the gang's start

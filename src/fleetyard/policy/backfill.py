@@ -22,6 +22,10 @@ def reserve(snap: Snapshot, pool: Pool, job: PendingJob, caps: Mapping[str, int]
     ending = sorted((r for r in snap.running if r.preempted_for is None), key=lambda r: (r.expected_end, r.id))
     freed: list[str] = []
     base = pool.index(c).total
+    if base >= job.boards:
+        got = pool.pick(job.shape, job.boards, caps=caps)
+        if got is not None:
+            return Reservation(job.id, got, snap.now)
     for r in ending:
         mine = pool.matching(c, r.boards)
         if not mine:

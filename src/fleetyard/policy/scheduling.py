@@ -153,6 +153,9 @@ def plan(snap: Snapshot) -> Plan:
     victims_taken: set[int] = {r.id for r in snap.running if r.preempted_for is not None}
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
     held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
+    # A queue whose head job waits for its quota: that job's reservation; the queue's later jobs
+    # may use its quota only if they end before it (else they would starve it).
+    quota_held: dict[str, Reservation] = {}
     # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
     # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
     # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape).
@@ -214,9 +217,30 @@ def plan(snap: Snapshot) -> Plan:
         if caps is not None and sum(caps.values()) < job.boards:
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
-            out.reasons[job.id] = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
+            reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
+            if len(out.reservations) < snap.reservations and job.queue not in quota_held:
+                res = _reserve_quota(snap, pool, ledger, job, gens, sum(caps.values()), gen_of)
+                if res is not None:
+                    out.reservations.append(res)
+                    quota_held[job.queue] = res
+                    for b in res.board_ids:
+                        if b in pool.free:
+                            held[b] = res
+                            held_by[res] = held_by.get(res, 0) + 1
+                    pool.take(res.board_ids)
+                    wait = res.expected_start - snap.now
+                    reason += f"; its queue's quota and boards reserved for it, expected start in {wait:.0f} s"
+            out.reasons[job.id] = reason
             continue
         short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
+        held_quota = quota_held.get(job.queue)
+        if held_quota is not None and held_quota.expected_start < snap.now + job.time_limit_s:
+            out.reasons[job.id] = (
+                f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this job's "
+                f"time limit ({job.time_limit_s:.0f} s) would overrun"
+            )
+            blocked_ahead += 1
+            continue
         fit_key = (job.shape, caps_key, short)
         seen = fit_failed.get(fit_key)
         if seen is None or job.boards < seen[0]:
@@ -297,29 +321,60 @@ def _within_nominal_first(
     bind: Callable[[PendingJob, tuple[str, ...]], None],
 ) -> set[int]:
     """Bind, in order, the jobs of queues with a nominal quota that fit within it on free boards;
-    their ids. Only placement: preemption, reservations and reasons are the main walk's."""
+    their ids. Only placement: preemption, reservations and reasons are the main walk's.
+
+    It stops at the first such job that does not fit: that one may be a gang at the head of the
+    line, whose reservation (made by the main walk) smaller jobs behind it must respect."""
     bound: set[int] = set()
-    failed: dict[tuple[object, ...], int] = {}
+    waiting: set[str] = set()  # queues whose next job waits for its own quota: the rest wait behind it
     for job in order:
         if not pool.free:
             break
         spec = ledger.spec(job.queue)
-        if spec.nominal is None:
+        if spec.nominal is None or job.queue in waiting:
             continue  # an unlimited queue never borrows: the main walk places it
         gens = sorted(job.shape.constraints.generations or all_gens)
         caps = {g: max(0, spec.nominal_of(g) - ledger.usage(job.queue, g)) for g in gens}
         if sum(caps.values()) < job.boards:
-            continue
-        key = (job.shape, tuple(caps.items()))
-        if job.boards >= failed.get(key, job.boards + 1):
+            waiting.add(job.queue)
             continue
         got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
         if got is None:
-            failed[key] = min(failed.get(key, job.boards), job.boards)
-            continue
+            break
         bind(job, got)
         bound.add(job.id)
     return bound
+
+
+def _reserve_quota(
+    snap: Snapshot,
+    pool: Pool,
+    ledger: QuotaLedger,
+    job: PendingJob,
+    gens: frozenset[str],
+    headroom: int,
+    gen_of: Mapping[str, str],
+) -> Reservation | None:
+    """A reservation for a job its queue's quota holds back: boards as :func:`reserve` finds them,
+    starting no sooner than enough of its own queue's running jobs have ended to make room."""
+    if ledger.refusal(job.queue, gens, job.boards) is not None:
+        return None  # it can never fit its queue: nothing to wait for
+    own = sorted(
+        (r for r in snap.running if r.queue == job.queue and r.preempted_for is None),
+        key=lambda r: (r.expected_end, r.id),
+    )
+    need, quota_at = job.boards - headroom, snap.now
+    for r in own:
+        if need <= 0:
+            break
+        need -= sum(1 for b in r.boards if gen_of.get(b) in gens)
+        quota_at = r.expected_end
+    if need > 0 or quota_at == float("inf"):
+        return None
+    res = reserve(snap, pool, job, None)
+    if res is None:
+        return None
+    return Reservation(job.id, res.board_ids, max(res.expected_start, quota_at))
 
 
 def _borrowed(ledger: QuotaLedger, queue: str) -> list[int]:
