@@ -198,7 +198,9 @@ def plan(snap: Snapshot) -> Plan:
     # Within nominal quotas first (as Kueue admits): a job that fits its queue's own quota takes
     # a free board before another queue may borrow it. Else a borrower ahead in the line takes
     # the board a lender's job is about to reclaim, and the two preempt each other in turn.
-    first = _within_nominal_first(order, pool, ledger, all_gens, bind) if snap.queues else set()
+    # The queues with a nominal quota that have jobs waiting: once each is blocked, the walk ends.
+    nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & {j.queue for j in snap.pending}
+    first = _within_nominal_first(order, nominal, pool, ledger, all_gens, bind) if nominal else set()
 
     after_full = 0
     for job in order:
@@ -315,6 +317,7 @@ class _Order:
 
 def _within_nominal_first(
     order: Iterable[PendingJob],
+    candidates: set[str],
     pool: Pool,
     ledger: QuotaLedger,
     all_gens: frozenset[str],
@@ -328,7 +331,7 @@ def _within_nominal_first(
     bound: set[int] = set()
     waiting: set[str] = set()  # queues whose next job waits for its own quota: the rest wait behind it
     for job in order:
-        if not pool.free:
+        if not pool.free or waiting >= candidates:
             break
         spec = ledger.spec(job.queue)
         if spec.nominal is None or job.queue in waiting:
