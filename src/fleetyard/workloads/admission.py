@@ -8,15 +8,19 @@ headers (:func:`~fleetyard.workloads.tensors.peek_input_sets`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
 
 from fleetyard.errors import BadRequest
 from fleetyard.runtimes import DeviceSettings, DeviceUnavailable, FunctionChoice, InputMismatch, Signature
 from fleetyard.runtimes.iree_runtime import module_device_kinds
+from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
 from fleetyard.workloads.tensors import check_input_file, input_set_count
 
-__all__ = ["Registry", "admit_artifact_job"]
+__all__ = ["OneSetArtifactWorkload", "Registry", "admit_artifact_job"]
 
 
 class Registry(Protocol):
@@ -134,3 +138,39 @@ def _signature(info: dict[str, Any], function: str | None) -> Signature:
             detail={"field": "params.function", "functions": functions},
         )
     return Signature.from_dict(info["signature"])
+
+
+class OneSetArtifactWorkload:
+    """The shell of a kind that runs an artifact on one optional inputs set (``run``, ``bench``):
+    its blobs, its checks at submit, and the call of its ``execute`` in the board's worker.
+
+    A subclass sets ``kind``, ``params_model`` (with ``artifact``, ``inputs`` and ``function``)
+    and ``execute`` (a staticmethod taking the params and the keywords :meth:`run` passes).
+    """
+
+    kind: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+    execute: ClassVar[Callable[..., WorkloadResult]]
+
+    @classmethod
+    def blobs(cls, params: BaseModel) -> list[str]:
+        p: Any = params_as(params, cls.params_model)
+        return [p.artifact] + ([p.inputs] if p.inputs else [])
+
+    @classmethod
+    def admit(cls, params: BaseModel, registry: Registry) -> None:
+        p: Any = params_as(params, cls.params_model)
+        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, one_input_set=True)
+
+    def run(self, ctx: WorkloadContext) -> WorkloadResult:
+        p: Any = params_as(ctx.params, self.params_model)
+        return type(self).execute(
+            p,
+            artifact_path=ctx.blob(p.artifact),
+            inputs_path=ctx.blob(p.inputs) if p.inputs else None,
+            output_dir=ctx.output_dir,
+            env=ctx.env,  # the worker puts FLEETYARD_BOARD_ID and the board session's environment there
+            log=ctx.log,
+            should_stop=ctx.should_stop,
+            artifact_sha256=p.artifact,
+        )

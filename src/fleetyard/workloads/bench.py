@@ -73,8 +73,8 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.admission import Registry, admit_artifact_job
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult, board_record, params_as
+from fleetyard.workloads.admission import OneSetArtifactWorkload
+from fleetyard.workloads.base import WorkloadResult, board_record
 from fleetyard.workloads.run import INPUTS_FILE, SHA256, timing
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
@@ -126,34 +126,15 @@ def required_queries(percentile: float) -> int:
     return math.ceil(round(100.0 / (100.0 - percentile), 6))
 
 
-class BenchWorkload:
+class BenchWorkload(OneSetArtifactWorkload):
     """Runs :class:`BenchParams` in the board's worker process."""
 
     kind: ClassVar[str] = "bench"
     params_model: ClassVar[type[BaseModel]] = BenchParams
 
-    @classmethod
-    def blobs(cls, params: BaseModel) -> list[str]:
-        p = params_as(params, BenchParams)
-        return [p.artifact] + ([p.inputs] if p.inputs else [])
-
-    @classmethod
-    def admit(cls, params: BaseModel, registry: Registry) -> None:
-        p = params_as(params, BenchParams)
-        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, one_input_set=True)
-
-    def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = params_as(ctx.params, BenchParams)
-        return execute(
-            params,
-            artifact_path=ctx.blob(params.artifact),
-            inputs_path=ctx.blob(params.inputs) if params.inputs else None,
-            output_dir=ctx.output_dir,
-            env=ctx.env,  # the worker puts FLEETYARD_BOARD_ID there
-            log=ctx.log,
-            should_stop=ctx.should_stop,
-            artifact_sha256=params.artifact,
-        )
+    @staticmethod
+    def execute(params: Any, **kw: Any) -> WorkloadResult:
+        return execute(params, **kw)
 
 
 def bench_local(

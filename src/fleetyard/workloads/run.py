@@ -35,8 +35,8 @@ from fleetyard.runtimes import (
     check_inputs,
     default_cache,
 )
-from fleetyard.workloads.admission import Registry, admit_artifact_job
-from fleetyard.workloads.base import WorkloadContext, WorkloadResult, board_record, params_as
+from fleetyard.workloads.admission import OneSetArtifactWorkload
+from fleetyard.workloads.base import WorkloadResult, board_record
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
 __all__ = ["RunParams", "RunWorkload", "execute", "run_local"]
@@ -64,34 +64,15 @@ class RunParams(BaseModel):
     repeat: int = Field(1, ge=1, le=100_000, description="run the same inputs this many times")
 
 
-class RunWorkload:
+class RunWorkload(OneSetArtifactWorkload):
     """Runs :class:`RunParams` in the board's worker process."""
 
     kind: ClassVar[str] = "run"
     params_model: ClassVar[type[BaseModel]] = RunParams
 
-    @classmethod
-    def blobs(cls, params: BaseModel) -> list[str]:
-        p = params_as(params, RunParams)
-        return [p.artifact] + ([p.inputs] if p.inputs else [])
-
-    @classmethod
-    def admit(cls, params: BaseModel, registry: Registry) -> None:
-        p = params_as(params, RunParams)
-        admit_artifact_job(registry, artifact=p.artifact, function=p.function, inputs=p.inputs, one_input_set=True)
-
-    def run(self, ctx: WorkloadContext) -> WorkloadResult:
-        params = params_as(ctx.params, RunParams)
-        return execute(
-            params,
-            artifact_path=ctx.blob(params.artifact),
-            inputs_path=ctx.blob(params.inputs) if params.inputs else None,
-            output_dir=ctx.output_dir,
-            env=ctx.env,
-            log=ctx.log,
-            should_stop=ctx.should_stop,
-            artifact_sha256=params.artifact,
-        )
+    @staticmethod
+    def execute(params: Any, **kw: Any) -> WorkloadResult:
+        return execute(params, **kw)
 
 
 def timing(*, hit: bool, load_s: float, compute_started_at: float | None, rank_started_at: float) -> dict[str, Any]:
