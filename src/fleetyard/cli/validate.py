@@ -217,9 +217,10 @@ def _run_remote(
         }
         if time_limit_s is not None:
             data["time_limit_s"] = time_limit_s
-        gens = {b.id: b.generation for b in fy.boards()}
+        fleet = fy.boards()  # one read: the table's generations and, fleet-wide, the boards to run on
+        gens = {b.id: b.generation for b in fleet}
         if every_board:
-            targets = _every_board(fy, generations, labels)
+            targets = _every_board(fleet, generations, labels)
             specs = [
                 parse_spec({**data, "boards": 1, "board_ids": [b], "name": f"{data['name']} on {b}"}, where="validate")
                 for b in targets
@@ -253,11 +254,14 @@ def _run_remote(
     return rows, {**info, "artifact": sha}
 
 
-def _every_board(fy: Any, generations: Sequence[str], labels: Mapping[str, str]) -> list[str]:
+def _every_board(fleet: Sequence[Any], generations: Sequence[str], labels: Mapping[str, str]) -> list[str]:
     """The boards a fleet-wide validation runs on: every one of the generations (all when none)
     with the labels that is available or busy now; the others are named and left out."""
-    wanted: list[str | None] = list(generations) or [None]
-    boards = [b for g in wanted for b in fy.boards(generation=g, labels=labels)]
+    boards = [
+        b
+        for b in fleet
+        if (not generations or b.generation in generations) and all(b.labels.get(k) == v for k, v in labels.items())
+    ]
     usable = sorted(b.id for b in boards if b.state in ("available", "allocated"))
     skipped = sorted(f"{b.id} ({b.state})" for b in boards if b.state not in ("available", "allocated"))
     if skipped:

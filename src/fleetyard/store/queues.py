@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fleetyard.domain.board import BoardState
 from fleetyard.domain.queue_config import QueueConfig
 from fleetyard.errors import NotFound
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, PriorityClass, QueueSpec
@@ -92,3 +93,17 @@ def delete_queue(conn: sa.Connection, name: str) -> None:
     """Remove a queue: its team becomes unlimited again."""
     if conn.execute(t.queues.delete().where(t.queues.c.name == name)).rowcount == 0:
         raise NotFound(f"no queue {name!r} is configured (fleetyard queues ls lists them)")
+
+
+def boards_held(conn: sa.Connection) -> dict[str, dict[str, int]]:
+    """Allocated boards per team (queue) and generation: what each queue uses of its quota now."""
+    held: dict[str, dict[str, int]] = {}
+    rows = conn.execute(
+        sa.select(t.jobs.c.team, t.boards.c.generation, sa.func.count().label("n"))
+        .select_from(t.boards.join(t.jobs, t.boards.c.job_id == t.jobs.c.id))
+        .where(t.boards.c.state == str(BoardState.ALLOCATED))
+        .group_by(t.jobs.c.team, t.boards.c.generation)
+    )
+    for r in rows:
+        held.setdefault(r.team, {})[r.generation] = int(r.n)
+    return held

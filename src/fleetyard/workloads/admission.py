@@ -59,7 +59,7 @@ def admit_artifact_job(
             detail={"field": "params.artifact", "sha256": artifact},
         )
     signature = _signature(info, function)
-    _check_devices(info, registry.board_devices())
+    _check_devices(info, registry)
     for field, sha in (("inputs", inputs), ("expected", expected)):
         if sha is not None and registry.blob_path(sha) is None:
             raise BadRequest(
@@ -91,12 +91,15 @@ def admit_artifact_job(
             )
 
 
-def _check_devices(info: dict[str, Any], boards: dict[str, str]) -> None:
+def _check_devices(info: dict[str, Any], registry: Registry) -> None:
     """Refuse an IREE module that no board the job could run on can execute (compiled for cuda,
     and every matching board is a CPU, or the other way round)."""
     kinds = module_device_kinds(info)
-    if not kinds or not boards:
-        return  # nothing known of the module's devices, or no board yet: the board's load decides
+    if not kinds:
+        return  # not an IREE module, or nothing known of its devices: the fleet is not looked at
+    boards = registry.board_devices()
+    if not boards:
+        return  # no board yet: the board's load decides
     board_kinds: dict[str, list[str]] = {}
     for board_id, device in boards.items():
         try:

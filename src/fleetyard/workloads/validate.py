@@ -208,7 +208,8 @@ def execute(
             def candidate(inputs: Mapping[str, np.ndarray]) -> Arrays:
                 return as_computed_by(env, model.run(inputs, check=False))  # the sim board's fault model
 
-        expected = _expected_sets(expected_path, signature, inputs_path) if expected_path is not None else None
+        total = input_set_count(inputs_path) if inputs_path is not None else params.input_sets
+        expected = _expected_sets(expected_path, signature, total) if expected_path is not None else None
         reference = _REFERENCES[reference_kind](artifact_path) if reference_kind != "expected" else None
         acc = ComparisonAccumulator()
         first_fail: int | None = None
@@ -216,7 +217,6 @@ def execute(
         fail_report: ComparisonReport | None = None
         saved_report: ComparisonReport | None = None
         failed_inputs: Arrays | None = None
-        total = input_set_count(inputs_path) if inputs_path is not None else params.input_sets
         for i, inputs in enumerate(_input_sets(params, signature, inputs_path)):
             if should_stop is not None and should_stop():
                 return WorkloadResult(Outcome.CANCELED, message=f"stopped after {i} of {total} sets")
@@ -303,9 +303,8 @@ def _input_sets(params: ValidateParams, signature: Signature, inputs_path: Path 
         yield check_inputs(signature, inputs)
 
 
-def _expected_sets(path: Path, signature: Signature, inputs_path: Path | None) -> Iterator[Arrays]:
+def _expected_sets(path: Path, signature: Signature, want: int) -> Iterator[Arrays]:
     """Golden outputs set by set, as many sets as the inputs file has (one for generated inputs)."""
-    want = input_set_count(inputs_path) if inputs_path is not None else 1
     have = input_set_count(path)
     if have != want:
         raise InputMismatch(

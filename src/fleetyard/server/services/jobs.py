@@ -13,6 +13,7 @@ from fleetyard.domain.auth import Principal, Role
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Forbidden, NotFound, UnschedulableJob
+from fleetyard.policy.placement import Constraints
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job, why_unschedulable
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
@@ -120,13 +121,16 @@ class SubmitRegistry:
     def __init__(self, store: Store, blobs: BlobStore, fleet: FleetView) -> None:
         self.store, self.blobs, self.fleet = store, blobs, fleet
         self._infos: dict[str, dict[str, Any] | None] = {}
+        self._devices: dict[Constraints, dict[str, str]] = {}  # a batch of jobs alike scans the fleet once
         self.spec: JobSpec | None = None  # the job being checked
 
     def board_devices(self) -> dict[str, str]:
         if self.spec is None:
             return {}
-        admits = constraints_of(self.spec).admits
-        return {b.id: b.device for b in self.fleet.boards(self.store) if admits(b.view())}
+        c = constraints_of(self.spec)
+        if c not in self._devices:
+            self._devices[c] = {b.id: b.device for b in self.fleet.boards(self.store) if c.admits(b.view())}
+        return self._devices[c]
 
     def artifact_info(self, sha256: str) -> dict[str, Any] | None:
         if sha256 not in self._infos:  # a batch of jobs of one artifact reads it once

@@ -8,7 +8,6 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from fleetyard.domain.auth import Principal
-from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import JobState
 from fleetyard.domain.queue_config import QueueConfig, QueueEntry, QueueQuota
 from fleetyard.errors import BadRequest, NotFound
@@ -28,15 +27,7 @@ def _snapshot(conn: sa.Connection, only: str | None = None) -> list[QueueOut]:
     rows = q.read_queue_rows(conn)
     specs = q.read_queues(conn)
     usage = q.read_usage(conn)
-    in_use: dict[str, dict[str, int]] = defaultdict(dict)
-    held = (
-        sa.select(t.jobs.c.team, t.boards.c.generation, sa.func.count().label("n"))
-        .select_from(t.boards.join(t.jobs, t.boards.c.job_id == t.jobs.c.id))
-        .where(t.boards.c.state == str(BoardState.ALLOCATED))
-        .group_by(t.jobs.c.team, t.boards.c.generation)
-    )
-    for r in conn.execute(held):
-        in_use[r.team][r.generation] = int(r.n)
+    in_use: dict[str, dict[str, int]] = defaultdict(dict, q.boards_held(conn))
     # Per team: (generations named, boards) of each queued job; only the two fields, not whole specs.
     pending: dict[str, list[tuple[frozenset[str], int]]] = defaultdict(list)
     waiting = sa.select(

@@ -8,12 +8,10 @@ and any reservation held for it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import NotFound
@@ -23,7 +21,7 @@ from fleetyard.protocol.api import WhyOut
 from fleetyard.store import tables as t
 from fleetyard.store.boards import board_view, is_free, schedulable_boards
 from fleetyard.store.db import Store
-from fleetyard.store.queues import read_queues
+from fleetyard.store.queues import boards_held, read_queues
 
 
 def why(store: Store, *, job_id: int) -> WhyOut:
@@ -36,14 +34,7 @@ def why(store: Store, *, job_id: int) -> WhyOut:
             return WhyOut(job_id=job_id, state=job.state, summary=_not_pending(job))
         boards = schedulable_boards(conn)
         queues = read_queues(conn)
-        used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for r in conn.execute(
-            sa.select(t.jobs.c.team, t.boards.c.generation, sa.func.count())
-            .join(t.boards, t.boards.c.job_id == t.jobs.c.id)
-            .where(t.boards.c.state == str(BoardState.ALLOCATED))
-            .group_by(t.jobs.c.team, t.boards.c.generation)
-        ):
-            used[r[0]][r[1]] = int(r[2])
+        used = boards_held(conn)
         reservation = conn.execute(sa.select(t.reservations).where(t.reservations.c.job_id == job_id)).first()
     c = constraints_of(spec)
     views = [board_view(b) for b in boards]
