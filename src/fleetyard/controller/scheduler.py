@@ -11,9 +11,10 @@ pass), and the queues' fair-share usage (every :data:`USAGE_EVERY_S`).
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,8 @@ from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
-from fleetyard.policy.scheduling import PendingJob, Plan, RunningJob, Snapshot, pending_job, plan
+from fleetyard.policy.placement import BoardView
+from fleetyard.policy.scheduling import Line, PendingJob, Plan, Pool, RunningJob, Snapshot, pending_job, plan
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many, stop_ranks
 from fleetyard.store.boards import board_view, is_free, schedulable_boards
@@ -41,16 +43,29 @@ USAGE_EVERY_S = 10.0
 ESTIMATES_EVERY_S = 60.0
 HISTORY_RUNS = 1000  # the newest successful attempts read for runtime estimates
 IDLE_PASS_EVERY_S = 2.0
+QUEUE_RESYNC_S = 5.0  # read the queued jobs' ids at least this often, whatever their count and sum
 GC_EVERY_S = 600.0  # with no free board and nothing new queued, look again this often
 
 
 @dataclass
 class SchedulerShell:
+    """Keeps, from pass to pass, what the policy needs whole: the line of queued jobs (a
+    :class:`Line`) and the boards indexed (a :class:`Pool`). A pass reads what changed: the queued
+    jobs' ids only when their count or sum moved (or every :data:`QUEUE_RESYNC_S`), the specs of
+    jobs new to the line, the boards' rows without decoding what did not change."""
+
     store: Store
     half_life_s: float = DEFAULT_HALF_LIFE_S
     freeze_gc: bool = False  # the controller program sets it: see pass_
-    _specs: dict[int, JobSpec] = field(default_factory=dict)
-    _views: dict[int, PendingJob] = field(default_factory=dict)  # the queued jobs' scheduler views
+    _line: Line = field(default_factory=Line)
+    _pool: Pool | None = None
+    _boards: dict[str, tuple[tuple[Any, ...], BoardView]] = field(default_factory=dict)  # id -> (row, view)
+    _specs: dict[int, JobSpec] = field(default_factory=dict)  # the queued jobs'
+    _running_specs: dict[int, JobSpec] = field(default_factory=dict)
+    _attempts: dict[int, int] = field(default_factory=dict)  # queued job -> attempts so far
+    _teams: dict[int, tuple[str, float]] = field(default_factory=dict)  # queued job -> (queue, submitted_at)
+    _classes: tuple[dict[str, int], int] | None = None  # class values as the line's views have them
+    _queue_synced_at: float = -QUEUE_RESYNC_S
     _reasons: dict[int, str] = field(default_factory=dict)  # as last written
     _reservations: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     _reasons_at: float = 0.0
@@ -87,11 +102,13 @@ class SchedulerShell:
 
     def _snapshot(self, now: float) -> tuple[Snapshot | None, dict[str, Any]]:
         with self.store.read() as conn:
-            queued_max = conn.execute(
-                sa.select(sa.func.max(t.jobs.c.id)).where(t.jobs.c.state == str(JobState.QUEUED))
-            ).scalar()
-            if queued_max is None:
-                self._forget_reasons()
+            count, id_sum, queued_max = conn.execute(
+                sa.select(sa.func.count(t.jobs.c.id), sa.func.sum(t.jobs.c.id), sa.func.max(t.jobs.c.id)).where(
+                    t.jobs.c.state == str(JobState.QUEUED)
+                )
+            ).one()
+            if not count:
+                self._forget_queue()
                 return None, {}
             free_any = conn.execute(
                 sa.select(
@@ -107,11 +124,7 @@ class SchedulerShell:
             classes = read_priority_classes(conn)
             queues = read_queues(conn)
             usage = {r.queue: (r.usage, r.updated_at) for r in conn.execute(sa.select(t.queue_usage))}
-            queued = conn.execute(
-                sa.select(t.jobs.c.id, t.jobs.c.team, t.jobs.c.submitted_at, t.jobs.c.attempts).where(
-                    t.jobs.c.state == str(JobState.QUEUED)
-                )
-            ).all()
+            self._sync_line(conn, count, int(id_sum), classes, now)
             running = conn.execute(
                 sa.select(
                     t.jobs.c.id,
@@ -127,7 +140,7 @@ class SchedulerShell:
                 )
                 .where(t.jobs.c.state == str(JobState.RUNNING))
             ).all()
-            self._load_specs(conn, [r.id for r in queued] + [r.id for r in running])
+            self._sync_running_specs(conn, [r.id for r in running])
             if now - self._estimates_at >= ESTIMATES_EVERY_S:
                 self._estimates_at = now
                 self._estimates = _runtime_estimates(conn)
@@ -139,32 +152,12 @@ class SchedulerShell:
                     .order_by(t.assignments.c.attempt_id, t.assignments.c.rank)
                 ):
                     boards_of[a.attempt_id].append(a.board_id)
-            board_rows = schedulable_boards(conn)
-        value = {c.name: c.value for c in classes}
-        default_value = next((c.value for c in classes if c.default), 0)
-        boards = [board_view(r) for r in board_rows]
-        free = frozenset(r.id for r in board_rows if is_free(r))
-        pending = []
-        views: dict[int, PendingJob] = {}
-        for r in queued:
-            spec = self._specs[r.id]
-            priority = value.get(spec.priority_class or "", default_value)
-            view = self._views.get(r.id)
-            if view is None or view.priority != priority:  # built once per job (a class may change)
-                view = pending_job(
-                    r.id,
-                    spec,
-                    queue=r.team,
-                    priority=priority,
-                    submitted_at=r.submitted_at,
-                    artifact=_artifact(spec),
-                )
-            views[r.id] = view
-            pending.append(view)
-        self._views = views
+            board_rows = schedulable_boards(conn, json_as_text=True)
+        pool, free = self._sync_pool(board_rows)
+        value, default_value = self._classes or ({}, 0)
         running_views = []
         for run in running:
-            spec = self._specs[run.id]
+            spec = self._running_specs[run.id]
             running_views.append(
                 RunningJob(
                     run.id,
@@ -185,21 +178,104 @@ class SchedulerShell:
         decayed = self._usage(usage, held, now)
         snap = Snapshot(
             now=now,
-            boards=boards,
+            boards=pool,
             free=free,
-            pending=pending,
+            pending=self._line,
             running=running_views,
             queues=queues,
             usage={q: u for q, (u, _) in decayed.items()},
             window=WINDOW,
         )
         ctx = {
-            "attempts": {r.id: r.attempts for r in queued},
-            "host_of": {b.id: b.host for b in boards},
             "attempt_of": {r.id: r.attempt_id for r in running},
             "usage": decayed,
         }
         return snap, ctx
+
+    def _sync_line(self, conn: sa.Connection, count: int, id_sum: int, classes: Any, now: float) -> None:
+        """Bring the line to the queued jobs in the store: read their ids when their count or sum
+        differs from the line's (or every QUEUE_RESYNC_S), and the rows of those new to it."""
+        value = {c.name: c.value for c in classes}
+        default_value = next((c.value for c in classes if c.default), 0)
+        if self._classes != (value, default_value):
+            # A class's value changed (or this is the first pass): every view is rebuilt.
+            self._classes = (value, default_value)
+            self._line = Line(self._view(i, spec) for i, spec in self._specs.items())
+        line = self._line
+        if (count, id_sum) == (len(line), sum(line.ids())) and now - self._queue_synced_at < QUEUE_RESYNC_S:
+            return
+        self._queue_synced_at = now
+        queued = set(conn.execute(sa.select(t.jobs.c.id).where(t.jobs.c.state == str(JobState.QUEUED))).scalars())
+        for gone in line.ids() - queued:
+            self._leave(gone)
+        new = sorted(queued - line.ids())
+        for chunk in (new[i : i + 5000] for i in range(0, len(new), 5000)):
+            for r in conn.execute(
+                sa.select(t.jobs.c.id, t.jobs.c.team, t.jobs.c.submitted_at, t.jobs.c.attempts, t.jobs.c.spec).where(
+                    t.jobs.c.id.in_(chunk), t.jobs.c.state == str(JobState.QUEUED)
+                )
+            ):
+                spec = JobSpec.model_validate(r.spec)
+                self._specs[r.id] = spec
+                self._attempts[r.id] = r.attempts
+                self._teams[r.id] = (r.team, r.submitted_at)
+                line.add(self._view(r.id, spec))
+
+    def _view(self, job_id: int, spec: JobSpec) -> PendingJob:
+        value, default_value = self._classes or ({}, 0)
+        team, submitted_at = self._teams[job_id]
+        return pending_job(
+            job_id,
+            spec,
+            queue=team,
+            priority=value.get(spec.priority_class or "", default_value),
+            submitted_at=submitted_at,
+            artifact=_artifact(spec),
+        )
+
+    def _leave(self, job_id: int) -> None:
+        """A job is no longer queued (bound, cancelled): out of the line."""
+        self._line.discard(job_id)
+        spec = self._specs.pop(job_id, None)
+        if spec is not None:
+            self._running_specs[job_id] = spec  # most often it runs now: kept for the next read
+        self._attempts.pop(job_id, None)
+        self._teams.pop(job_id, None)
+        self._reasons.pop(job_id, None)
+
+    def _forget_queue(self) -> None:
+        for job_id in list(self._line.ids()):
+            self._leave(job_id)
+
+    def _sync_running_specs(self, conn: sa.Connection, ids: list[int]) -> None:
+        """Keep the specs of exactly these running jobs; read only those not known."""
+        known = self._running_specs
+        keep = {i: known[i] for i in ids if i in known}
+        missing = [i for i in ids if i not in keep]
+        for chunk in (missing[i : i + 5000] for i in range(0, len(missing), 5000)):
+            for r in conn.execute(sa.select(t.jobs.c.id, t.jobs.c.spec).where(t.jobs.c.id.in_(chunk))):
+                keep[r.id] = JobSpec.model_validate(r.spec)
+        self._running_specs = keep
+
+    def _sync_pool(self, rows: Sequence[Any]) -> tuple[Pool, frozenset[str]]:
+        """The kept pool brought to these rows of :func:`schedulable_boards` (``json_as_text``):
+        rebuilt when a board came, went or changed, else only what the boards have loaded."""
+        cache, views = self._boards, []
+        fresh: dict[str, tuple[tuple[Any, ...], BoardView]] = {}
+        for r in rows:
+            row = tuple(r[1:7])  # host, slot, generation, firmware, labels, warm (as stored)
+            hit = cache.get(r.id)
+            if hit is None or hit[0] != row:
+                hit = (row, board_view(r, json.loads(r.labels or "{}"), json.loads(r.warm or "[]")))
+            fresh[r.id] = hit
+            views.append(hit[1])
+        self._boards = fresh
+        free = frozenset(r.id for r in rows if is_free(r))
+        if self._pool is None or not self._pool.same_boards(views):
+            self._pool = Pool(views, free)
+        else:
+            self._pool.rewarm(views)
+        return self._pool, free
 
     def _runtime(self, spec: JobSpec) -> float:
         """How long a running job is expected to hold its boards: its time limit, or less when
@@ -207,15 +283,6 @@ class SchedulerShell:
         backfill always goes by a job's time limit, so an estimate that is wrong delays, never breaks)."""
         estimate = self._estimates.get((spec.kind, _artifact(spec)))
         return spec.time_limit_s if estimate is None else min(spec.time_limit_s, estimate)
-
-    def _load_specs(self, conn: sa.Connection, ids: list[int]) -> None:
-        """Keep the parsed specs of exactly these jobs; parse only the newcomers'."""
-        keep = {i: self._specs[i] for i in ids if i in self._specs}
-        missing = [i for i in ids if i not in keep]
-        for chunk in (missing[i : i + 5000] for i in range(0, len(missing), 5000)):
-            for r in conn.execute(sa.select(t.jobs.c.id, t.jobs.c.spec).where(t.jobs.c.id.in_(chunk))):
-                keep[r.id] = JobSpec.model_validate(r.spec)
-        self._specs = keep
 
     def _usage(
         self, stored: Mapping[str, tuple[float, float]], held: Mapping[str, int], now: float
@@ -302,20 +369,19 @@ class SchedulerShell:
                     .with_for_update()
                 ).scalars()
             )
-        host_of, attempts = ctx["host_of"], ctx["attempts"]
+        boards, attempts = self._pool.boards if self._pool is not None else {}, self._attempts
         new = [
-            NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, host_of[i]) for i in b.board_ids))
+            NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, boards[i].host) for i in b.board_ids))
             for b in p.bindings
             if b.job_id in held_jobs and held_boards.issuperset(b.board_ids)
         ]
         bind_many(conn, new, at=now)
         bound = {n.job_id for n in new}
-        if bound & set(self._reasons):
-            conn.execute(
-                t.jobs.update().where(t.jobs.c.id.in_(sorted(bound & set(self._reasons)))).values(pending_reason=None)
-            )
-            for j in bound:
-                self._reasons.pop(j, None)
+        explained = sorted(j for j in bound if j in self._reasons)
+        if explained:
+            conn.execute(t.jobs.update().where(t.jobs.c.id.in_(explained)).values(pending_reason=None))
+        for job_id in bound:
+            self._leave(job_id)  # running once this commits (if it does not, the next read puts it back)
         return len(new)
 
     def _write_reasons(self, conn: sa.Connection, p: Plan, now: float) -> None:
@@ -336,9 +402,6 @@ class SchedulerShell:
             [{"j_id": j, "j_reason": r} for j, r in changed],
         )
         self._reasons.update(changed)
-
-    def _forget_reasons(self) -> None:
-        self._reasons.clear()
 
     def _write_usage(self, conn: sa.Connection, usage: Mapping[str, tuple[float, float]]) -> None:
         if not usage:

@@ -12,6 +12,7 @@ order fixed by the input (sorted ids, insertion order), so the same snapshot giv
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,102 +116,219 @@ class Shape:
         return self._hash
 
 
+class _Hosts:
+    """Hosts with the same number of free boards, smallest name first whatever order they came in:
+    a pool kept across passes then picks as a fresh one would (same snapshot, same plan).
+
+    The first is kept at hand (a heap, its stale entries dropped lazily): most picks want only it."""
+
+    __slots__ = ("_heap", "_in")
+
+    def __init__(self, hosts: Iterable[str] = ()) -> None:
+        self._in: dict[str, None] = dict.fromkeys(hosts)
+        self._heap = sorted(self._in)
+
+    def __len__(self) -> int:
+        return len(self._in)
+
+    def add(self, host: str) -> None:
+        if host not in self._in:
+            self._in[host] = None
+            heapq.heappush(self._heap, host)
+
+    def discard(self, host: str) -> None:
+        if host in self._in:
+            del self._in[host]
+            if len(self._heap) > 2 * len(self._in) + 16:
+                self._heap = sorted(self._in)
+
+    def __iter__(self) -> Iterator[str]:
+        heap = self._heap
+        while heap and heap[0] not in self._in:
+            heapq.heappop(heap)
+        if not heap:
+            return
+        first = heap[0]
+        yield first
+        for host in sorted(self._in):  # past the first (one that a quota cap turned away): rare
+            if host != first:
+                yield host
+
+
 class _Index:
     """The free boards that satisfy one :class:`Constraints`, grouped for fast gang placement."""
 
-    def __init__(self) -> None:
-        self.total = 0
+    def __init__(self, free: Iterable[BoardView] = ()) -> None:
+        """``free``: the free boards that satisfy it, in (host, slot, id) order."""
         self.by_host: dict[str, list[BoardView]] = {}  # free boards, by slot
-        self.buckets: dict[int, dict[str, None]] = defaultdict(dict)  # free count -> hosts (ordered)
         self.rack_count: dict[str, int] = defaultdict(int)
         self.rack_hosts: dict[str, dict[str, None]] = defaultdict(dict)
         self.gen_count: dict[str, int] = defaultdict(int)
-        self.max_count = 0
+        by_host = self.by_host
+        total = 0
+        for b in free:
+            boards = by_host.get(b.host)
+            if boards is None:
+                by_host[b.host] = [b]
+                self.rack_hosts[b.rack][b.host] = None
+            else:
+                boards.append(b)
+            self.rack_count[b.rack] += 1
+            self.gen_count[b.generation] += 1
+            total += 1
+        self.total = total
+        grouped: dict[int, list[str]] = defaultdict(list)
+        for host, boards in by_host.items():
+            grouped[len(boards)].append(host)
+        self.buckets: dict[int, _Hosts] = defaultdict(_Hosts)  # free count -> hosts
+        for n, hosts in grouped.items():
+            self.buckets[n] = _Hosts(hosts)
+        self.max_count = max(grouped, default=0)
 
-    def add(self, b: BoardView) -> None:
-        boards = self.by_host.setdefault(b.host, [])
+    def add(self, host: str, new: Sequence[BoardView]) -> None:
+        """Free boards of ``host`` that satisfy it come in."""
+        boards = self.by_host.get(host)
+        if boards is None:
+            boards = self.by_host[host] = []
         n = len(boards)
+        boards.extend(new)
+        if len(boards) > 1:
+            boards.sort(key=_slot_order)
+        for b in new:
+            self.rack_count[b.rack] += 1
+            self.rack_hosts[b.rack][host] = None
+            self.gen_count[b.generation] += 1
+        self.total += len(new)
         if n:
-            self.buckets[n].pop(b.host, None)
-        boards.append(b)
-        if n and boards[-2].slot > b.slot:
-            boards.sort(key=lambda x: (x.slot, x.id))
-        self.buckets[n + 1][b.host] = None
-        self.max_count = max(self.max_count, n + 1)
-        self.rack_count[b.rack] += 1
-        self.rack_hosts[b.rack][b.host] = None
-        self.gen_count[b.generation] += 1
-        self.total += 1
+            self.buckets[n].discard(host)
+        self.buckets[len(boards)].add(host)
+        self.max_count = max(self.max_count, len(boards))
 
-    def remove(self, b: BoardView) -> None:
-        boards = self.by_host[b.host]
+    def remove(self, host: str, gone: Sequence[BoardView]) -> None:
+        """Boards of ``host`` in it are taken."""
+        boards = self.by_host[host]
         n = len(boards)
-        boards.remove(b)
-        self.buckets[n].pop(b.host, None)
-        if n > 1:
-            self.buckets[n - 1][b.host] = None
+        for b in gone:
+            boards.remove(b)
+            self.rack_count[b.rack] -= 1
+            self.gen_count[b.generation] -= 1
+        self.total -= len(gone)
+        self.buckets[n].discard(host)
+        if boards:
+            self.buckets[len(boards)].add(host)
         else:
-            del self.by_host[b.host]
-            self.rack_hosts[b.rack].pop(b.host, None)
-        self.rack_count[b.rack] -= 1
-        self.gen_count[b.generation] -= 1
-        self.total -= 1
+            del self.by_host[host]
+            for b in gone:
+                self.rack_hosts[b.rack].pop(host, None)
 
     def hosts_by_count(self, *, ascending: bool, at_least: int = 1) -> Iterator[str]:
         counts = range(at_least, self.max_count + 1) if ascending else range(self.max_count, at_least - 1, -1)
         for c in counts:
             bucket = self.buckets.get(c)
             if bucket:
-                yield from list(bucket)
+                yield from bucket
 
 
 class Pool:
-    """The boards of one pass, which are free, and an index per distinct :class:`Constraints`."""
+    """The boards of a pass, which are free, and an index per distinct :class:`Constraints`.
+
+    A caller may keep one across passes (the controller does): :meth:`reset` sets which boards
+    are free, at the cost of what changed, and the indexes stay built."""
 
     def __init__(self, boards: Sequence[BoardView], free: Iterable[str]) -> None:
-        self.boards = {b.id: b for b in sorted(boards, key=lambda b: (b.host, b.slot, b.id))}
+        self.boards = {b.id: b for b in sorted(boards, key=_board_order)}
         self.free: set[str] = {i for i in free if i in self.boards}
+        self.gen_of = {i: b.generation for i, b in self.boards.items()}
+        self.generations = frozenset(self.gen_of.values())
         self._indexes: dict[Constraints, _Index] = {}
         self._member_of: dict[str, list[_Index]] = defaultdict(list)
-        self._warm: dict[str, list[str]] = defaultdict(list)  # artifact -> boards that have it loaded
-        for b in self.boards.values():
-            for sha in sorted(b.warm):
-                self._warm[sha].append(b.id)
+        self._warm: dict[str, list[str]] = {}  # artifact -> boards that have it loaded
+        self._warm_of: dict[str, frozenset[str]] = {}
+        self.rewarm(self.boards.values())
+
+    def same_boards(self, boards: Sequence[BoardView]) -> bool:
+        """Whether ``boards`` are this pool's, all but what their workers have loaded (:meth:`rewarm`)."""
+        mine = self.boards
+        if len(boards) != len(mine):
+            return False
+        for b in boards:
+            m = mine.get(b.id)
+            if m is None or (m.host, m.generation, m.slot, m.rack, m.firmware, m.labels) != (
+                b.host,
+                b.generation,
+                b.slot,
+                b.rack,
+                b.firmware,
+                b.labels,
+            ):
+                return False
+        return True
+
+    def rewarm(self, boards: Iterable[BoardView]) -> None:
+        """Take what ``boards`` (this pool's, :meth:`same_boards`) report loaded now."""
+        warm_of = {b.id: b.warm for b in boards if b.warm}
+        if warm_of == self._warm_of:
+            return
+        self._warm_of = warm_of
+        warm: dict[str, list[str]] = defaultdict(list)
+        for i in self.boards:
+            for sha in sorted(warm_of.get(i, ())):
+                warm[sha].append(i)
+        self._warm = dict(warm)
+
+    def reset(self, free: Iterable[str]) -> None:
+        """Mark exactly ``free`` free (unknown ids ignored); the indexes change only where it differs."""
+        want = free if isinstance(free, (set, frozenset)) else set(free)
+        self.take(self.free - want)
+        self.give(want - self.free)
 
     # ---- the state -------------------------------------------------------------------------
 
     def index(self, c: Constraints) -> _Index:
         idx = self._indexes.get(c)
         if idx is None:
-            idx = _Index()
-            candidates = (
-                (self.boards[i] for i in sorted(c.only) if i in self.boards) if c.only else self.boards.values()
-            )
-            for b in candidates:
-                if c.admits(b):
-                    self._member_of[b.id].append(idx)
-                    if b.id in self.free:
-                        idx.add(b)
+            candidates: Iterable[BoardView] = self.boards.values()
+            if c.only:
+                candidates = sorted((self.boards[i] for i in c.only if i in self.boards), key=_board_order)
+            matching = [b for b in candidates if c.admits(b)]
+            free = self.free
+            idx = _Index(b for b in matching if b.id in free)
+            for b in matching:
+                self._member_of[b.id].append(idx)
             self._indexes[c] = idx
         return idx
 
     def take(self, ids: Iterable[str]) -> None:
         """Mark boards not free (bound, or held for a job)."""
-        for i in ids:
-            if i in self.free:
-                self.free.discard(i)
-                b = self.boards[i]
-                for idx in self._member_of[i]:
-                    idx.remove(b)
+        free = self.free
+        self._move([i for i in ids if i in free], taken=True)
 
     def give(self, ids: Iterable[str]) -> None:
         """Mark boards free again (in this pass's books: a held board, or one a victim will free)."""
-        for i in ids:
-            if i in self.boards and i not in self.free:
+        free, boards = self.free, self.boards
+        self._move([i for i in ids if i in boards and i not in free], taken=False)
+
+    def _move(self, ids: Sequence[str], *, taken: bool) -> None:
+        # Each index is told once per host: a gang's boards on one host move its bucket once.
+        groups: dict[tuple[int, str], tuple[_Index, list[BoardView]]] = {}
+        for i in dict.fromkeys(ids):
+            if taken:
+                self.free.discard(i)
+            else:
                 self.free.add(i)
-                b = self.boards[i]
-                for idx in self._member_of[i]:
-                    idx.add(b)
+            b = self.boards[i]
+            for idx in self._member_of[i]:
+                key = (id(idx), b.host)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = (idx, [b])
+                else:
+                    group[1].append(b)
+        for (_, host), (idx, bs) in groups.items():
+            if taken:
+                idx.remove(host, bs)
+            else:
+                idx.add(host, bs)
 
     def matching(self, c: Constraints, ids: Iterable[str]) -> list[str]:
         """Those of ``ids`` that satisfy ``c``."""
@@ -265,6 +383,14 @@ class Pool:
                     return got
         hosts = list(idx.hosts_by_count(ascending=False))  # fewest hosts: the fullest first
         return _gather(idx, hosts, k, caps, spread=packing is Packing.SPREAD)
+
+
+def _board_order(b: BoardView) -> tuple[str, int, str]:
+    return (b.host, b.slot, b.id)
+
+
+def _slot_order(b: BoardView) -> tuple[int, str]:
+    return (b.slot, b.id)
 
 
 def _take_from(boards: Sequence[BoardView], k: int, caps: Mapping[str, int] | None) -> tuple[str, ...] | None:

@@ -30,13 +30,12 @@ snapshot, same plan: nothing here reads a clock or iterates an unordered collect
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from fleetyard.domain.spec import JobSpec, Placement
 from fleetyard.policy.backfill import reserve
-from fleetyard.policy.fairshare import share_key
+from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption import Victims, preempt_reason, victims_for
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
@@ -47,8 +46,10 @@ __all__ = [
     "Binding",
     "BoardView",
     "FleetBoard",
+    "Line",
     "PendingJob",
     "Plan",
+    "Pool",
     "Preemption",
     "Reservation",
     "RunningJob",
@@ -105,41 +106,24 @@ def pending_job(
 # ---- the pass -----------------------------------------------------------------------------------
 
 
-def _weight(spec: QueueSpec) -> float:
-    return float(sum(spec.nominal.values())) if spec.nominal else 1.0
-
-
 def queue_order(
-    jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
+    jobs: Iterable[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
 ) -> list[PendingJob]:
-    """Class, then fair share, then the job's own priority, then first come first served."""
-    shares = _shares(jobs, queues, usage)
-    return sorted(jobs, key=lambda j: (-j.priority, shares[j.queue], -j.rank, j.submitted_at, j.id))
-
-
-def _shares(
-    jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
-) -> dict[str, float]:
-    return {q: share_key(usage.get(q, 0.0), _weight(queues.get(q) or QueueSpec(q))) for q in {j.queue for j in jobs}}
-
-
-def _in_order(
-    jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]
-) -> Iterator[PendingJob]:
-    """:func:`queue_order`, lazily: a heap, so a pass that stops early pays for what it looked at."""
-    shares = _shares(jobs, queues, usage)
-    heap = [(-j.priority, shares[j.queue], -j.rank, j.submitted_at, j.id, j) for j in jobs]
-    heapq.heapify(heap)
-    while heap:
-        yield heapq.heappop(heap)[-1]
+    """Class, then fair share, then the job's own priority, then first come first served (:class:`Line`)."""
+    return list(Line(jobs).walk(queues, usage))
 
 
 def plan(snap: Snapshot) -> Plan:
     """Bind, preempt, reserve, explain: see the module's docstring."""
     out = Plan()
-    pool = Pool(snap.boards, snap.free)
-    gen_of = {b.id: b.generation for b in snap.boards}
-    all_gens = frozenset(gen_of.values())
+    if isinstance(snap.boards, Pool):
+        pool = snap.boards
+        pool.reset(snap.free)
+    else:
+        pool = Pool(snap.boards, snap.free)
+    line = snap.pending if isinstance(snap.pending, Line) else Line(snap.pending)
+    gen_of = pool.gen_of
+    all_gens = pool.generations
     used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in snap.running:
         for b in r.boards:
@@ -166,7 +150,7 @@ def plan(snap: Snapshot) -> Plan:
     caps_of: dict[tuple[str, frozenset[str]], tuple[dict[str, int] | None, object]] = {}
     quota_states: dict[tuple[str, frozenset[str]], str] = {}  # as caps_of: until the next binding
     any_match: dict[Constraints, bool] = {}
-    victims_of = Victims(snap.running, gen_of)
+    victims_of: Victims | None = None  # built when a job first may preempt
     # Who could be preempted at all: the lowest (priority, rank) running per queue (a cheap filter).
     lowest: dict[str, tuple[int, int]] = {}
     for r in snap.running:
@@ -194,12 +178,12 @@ def plan(snap: Snapshot) -> Plan:
         quota_states.clear()
         out.bindings.append(Binding(job.id, got))
 
-    order = _Order(snap.pending, snap.queues, snap.usage)
+    order = _Order(line.walk(snap.queues, snap.usage))
     # Within nominal quotas first (as Kueue admits): a job that fits its queue's own quota takes
     # a free board before another queue may borrow it. Else a borrower ahead in the line takes
     # the board a lender's job is about to reclaim, and the two preempt each other in turn.
     # The queues with a nominal quota that have jobs waiting: once each is blocked, the walk ends.
-    nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & {j.queue for j in snap.pending}
+    nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & line.queues()
     first = _within_nominal_first(order, nominal, pool, ledger, all_gens, bind) if nominal else set()
 
     after_full = 0
@@ -262,6 +246,8 @@ def plan(snap: Snapshot) -> Plan:
             continue
         preempt_key = (job.queue, job.priority, job.rank, job.shape)
         if job.boards < preempt_failed.get(preempt_key, job.boards + 1) and may_preempt(job, gens):
+            if victims_of is None:
+                victims_of = Victims(snap.running, gen_of)
             victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
             if victims:
                 names = ", ".join(str(v.id) for v in victims)
@@ -294,12 +280,11 @@ def plan(snap: Snapshot) -> Plan:
 
 
 class _Order:
-    """The pending jobs in :func:`queue_order`, popped from a heap as they are asked for and kept,
-    so that a second walk replays the first and a pass that stops early pays only for what it saw."""
+    """A walk of the line, kept as it is asked for, so that a second walk replays the first."""
 
-    def __init__(self, jobs: Sequence[PendingJob], queues: Mapping[str, QueueSpec], usage: Mapping[str, float]) -> None:
+    def __init__(self, walk: Iterator[PendingJob]) -> None:
         self._seen: list[PendingJob] = []
-        self._rest = _in_order(jobs, queues, usage)
+        self._rest = walk
 
     def __iter__(self) -> Iterator[PendingJob]:
         i = 0

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from fleetyard.policy.placement import BoardView, Shape
+from fleetyard.policy.placement import BoardView, Pool, Shape
 from fleetyard.policy.queues import QueueSpec
+
+if TYPE_CHECKING:
+    from fleetyard.policy.line import Line
 
 __all__ = ["Binding", "PendingJob", "Plan", "Preemption", "Reservation", "RunningJob", "Snapshot"]
 
@@ -39,10 +43,15 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """``boards`` and ``pending`` may be a :class:`Pool` and a :class:`~fleetyard.policy.line.Line`
+    that the caller keeps from pass to pass (the controller does), so that a pass pays for what
+    changed, not for the whole fleet and queue: the pass resets the pool to ``free`` first and
+    leaves it as it took boards; the line it only reads."""
+
     now: float
-    boards: Sequence[BoardView]  # every board that could run work someday
+    boards: Sequence[BoardView] | Pool  # every board that could run work someday
     free: frozenset[str]  # those available now
-    pending: Sequence[PendingJob]
+    pending: Sequence[PendingJob] | Line
     running: Sequence[RunningJob] = ()
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue

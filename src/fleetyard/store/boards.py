@@ -123,9 +123,16 @@ def record_arrival(conn: sa.Connection, board_id: str, to: BoardState, *, reason
     )
 
 
-def schedulable_boards(conn: sa.Connection) -> Sequence[Any]:
+def schedulable_boards(conn: sa.Connection, *, json_as_text: bool = False) -> Sequence[Any]:
     """Every board that could run work someday (not retired or quarantined), with what the
-    scheduler and the submit checks look at, and its host's state (``host_state``)."""
+    scheduler and the submit checks look at, and its host's state (``host_state``).
+
+    ``json_as_text``: ``labels`` and ``warm`` as stored, undecoded (the scheduler decodes only
+    the rows that changed since its last pass)."""
+    labels: sa.ColumnElement[Any] = t.boards.c.labels
+    warm: sa.ColumnElement[Any] = t.boards.c.warm
+    if json_as_text:
+        labels, warm = sa.cast(labels, sa.Text).label("labels"), sa.cast(warm, sa.Text).label("warm")
     return conn.execute(
         sa.select(
             t.boards.c.id,
@@ -133,21 +140,22 @@ def schedulable_boards(conn: sa.Connection) -> Sequence[Any]:
             t.boards.c.slot,
             t.boards.c.generation,
             t.boards.c.firmware,
-            t.boards.c.device,
-            t.boards.c.labels,
-            t.boards.c.warm,
+            labels,
+            warm,
             t.boards.c.state,
             t.boards.c.drain_reason,
             t.hosts.c.state.label("host_state"),
+            t.boards.c.device,
         )
         .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
         .where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
     ).all()
 
 
-def board_view(r: sa.Row[Any]) -> BoardView:
-    """The scheduler's view of a row of :func:`schedulable_boards` (its rack is the ``rack`` label)."""
-    labels = r.labels or {}
+def board_view(r: sa.Row[Any], labels: dict[str, Any] | None = None, warm: Sequence[str] | None = None) -> BoardView:
+    """The scheduler's view of a row of :func:`schedulable_boards` (its rack is the ``rack`` label);
+    ``labels`` and ``warm`` decoded already where the row has them as text."""
+    labels = (r.labels or {}) if labels is None else labels
     return BoardView(
         r.id,
         r.host_id,
@@ -156,7 +164,7 @@ def board_view(r: sa.Row[Any]) -> BoardView:
         rack=str(labels.get("rack", "")),
         firmware=r.firmware,
         labels=labels,
-        warm=frozenset(r.warm or ()),
+        warm=frozenset((r.warm or ()) if warm is None else warm),
     )
 
 
