@@ -23,6 +23,7 @@ QUEUES = {
 }
 # shares: heavy 400/4 = 100, light 100/2 = 50, twin 100/2 = 50, free 0/1 = 0, ghost (unknown) 30/1 = 30
 USAGE = {"heavy": 400.0, "light": 100.0, "twin": 100.0, "ghost": 30.0}
+WEIGHT = {"heavy": 4.0, "light": 2.0, "twin": 2.0}  # nominal boards; 1 for the others
 SHARE = {"heavy": 100.0, "light": 50.0, "twin": 50.0, "free": 0.0, "ghost": 30.0}
 
 
@@ -257,8 +258,5 @@ def test_a_line_built_incrementally_walks_as_a_fresh_one(seed: int) -> None:
     for usage in (USAGE, {}, {"free": 500.0, "ghost": 1.0}):
         got = ids(line.walk(QUEUES, usage))
         assert got == ids(fresh.walk(QUEUES, usage))
-        shares = {
-            q: usage.get(q, 0.0) / (sum(QUEUES[q].nominal.values()) if q in QUEUES and QUEUES[q].nominal else 1.0)
-            for q in queues
-        }
+        shares = {q: usage.get(q, 0.0) / WEIGHT.get(q, 1.0) for q in queues}
         assert got == expected(current.values(), shares)

@@ -10,6 +10,7 @@ import pytest
 from fleetyard.domain.firmware import FirmwareSelector
 from fleetyard.domain.spec import JobSpec, Packing, Placement
 from fleetyard.policy.fairshare import accrue
+from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Shape
 from fleetyard.policy.queues import QueueSpec, QuotaLedger
 from fleetyard.policy.scheduling import (
@@ -53,7 +54,7 @@ def job(
     )
 
 
-def snap(boards: list[BoardView], pending: list[PendingJob], **kw: object) -> Snapshot:
+def snap(boards: list[BoardView], pending: list[PendingJob] | Line, **kw: object) -> Snapshot:
     running = kw.pop("running", ())
     busy = {b for r in running for b in r.boards}  # type: ignore[attr-defined]
     free = kw.pop("free", None)
@@ -263,6 +264,30 @@ def test_a_window_stops_the_pass_once_the_fleet_is_full() -> None:
     assert sorted(bound(full)) == [1, 2] and sorted(full.reasons) == [3, 4, 5, 6]
     windowed = plan(snap(boards, pending, reservations=0, window=2))
     assert windowed.bindings == full.bindings and sorted(windowed.reasons) == [3, 4]  # 5, 6: a later pass
+
+
+def test_past_its_window_a_pass_still_places_jobs_on_free_boards() -> None:
+    boards = fleet(1, 2)
+    # Two gangs too big for the fleet, then two single-board jobs.
+    pending = [job(1, 3, at=1), job(2, 3, at=2), job(3, at=3), job(4, at=4)]
+    p = plan(snap(boards, pending, reservations=0, window=1))
+    assert sorted(bound(p)) == [3, 4]  # placed past the window, in order
+    assert sorted(p.reasons) == [1]  # only the first job left waiting is explained
+    assert p.reasons[1].startswith("waiting for 3 board(s)")
+
+
+def test_past_its_window_a_pass_stops_once_no_queue_may_take_a_free_board() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 1})}
+    boards = fleet(1, 2)
+    running = [RunningJob(10, "a", ("h0-0",))]
+    # Queue a's quota is spent: past the first job, the rest of its line is never looked at.
+    line = Line(job(i, queue="a", at=i) for i in range(1, 6))
+    walked: list[int] = []
+    walk = line.walk
+    line.walk = lambda *a: (walked.append(j.id) or j for j in walk(*a))  # type: ignore[method-assign]
+    p = plan(snap(boards, line, running=running, queues=queues, reservations=0, window=1))
+    assert not p.bindings and sorted(p.reasons) == [1] and p.reasons[1].startswith("quota:")
+    assert walked == [1, 2]  # the second is where it stops
 
 
 def test_a_lender_reclaims_before_a_borrower_takes_the_board_again() -> None:

@@ -6,6 +6,9 @@ its ranks asked to stop; they end ``preempted`` and their jobs go back to the qu
 reservation rows (only when they changed), each waiting job's ``pending_reason`` (a new job's at
 once, a changed one at most every :data:`REASONS_REFRESH_S`; at most :data:`REASONS_PER_PASS` a
 pass), and the queues' fair-share usage (every :data:`USAGE_EVERY_S`).
+
+What it keeps from pass to pass (:class:`SchedulerShell`): the line of queued jobs and the boards
+indexed, so that a pass reads and plans what changed; the specs it parsed; the reasons it wrote.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from fleetyard.store.queues import read_priority_classes, read_queues
 log = logging.getLogger(__name__)
 
 REASONS_PER_PASS = 2000
-# Once the fleet is full, how many more queued jobs a pass considers (to preempt, reserve and
-# explain); those further back wait for a later pass, behind them in the same order anyway.
+# How many of the jobs a pass leaves waiting it explains (and preempts and reserves for): every
+# REASONS_REFRESH_S a pass explains WINDOW of them; the passes between, FAST_WINDOW (most passes
+# run as boards free or jobs come, and only the head of the line can change much). Past its
+# window a pass only places jobs on free boards; the rest keep the reason they had.
 WINDOW = REASONS_PER_PASS
+FAST_WINDOW = 200
 REASONS_REFRESH_S = 5.0
 USAGE_EVERY_S = 10.0
 ESTIMATES_EVERY_S = 60.0
@@ -184,7 +190,7 @@ class SchedulerShell:
             running=running_views,
             queues=queues,
             usage={q: u for q, (u, _) in decayed.items()},
-            window=WINDOW,
+            window=WINDOW if self._explain_due(now) else FAST_WINDOW,
         )
         ctx = {
             "attempt_of": {r.id: r.attempt_id for r in running},
@@ -384,10 +390,14 @@ class SchedulerShell:
             self._leave(job_id)  # running once this commits (if it does not, the next read puts it back)
         return len(new)
 
+    def _explain_due(self, now: float) -> bool:
+        return now - self._reasons_at >= REASONS_REFRESH_S
+
     def _write_reasons(self, conn: sa.Connection, p: Plan, now: float) -> None:
-        # A new job's reason is written at once; a changed one (most change as the line moves:
-        # "behind N jobs") at most every REASONS_REFRESH_S, so a long queue is not rewritten each pass.
-        refresh = now - self._reasons_at >= REASONS_REFRESH_S
+        # A new job's reason is written at once (if its pass explained it); a changed one (most
+        # change as the line moves: "behind N jobs") at most every REASONS_REFRESH_S, so a long
+        # queue is not rewritten each pass.
+        refresh = self._explain_due(now)
         if refresh:
             self._reasons_at = now
         changed = [

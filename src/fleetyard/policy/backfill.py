@@ -7,19 +7,31 @@ its time limit ends before then.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fleetyard.policy.placement import Pool
-from fleetyard.policy.snapshot import PendingJob, Reservation, Snapshot
+from fleetyard.policy.snapshot import PendingJob, Reservation, RunningJob, Snapshot
 
-__all__ = ["reserve"]
+__all__ = ["ending_order", "reserve"]
 
 
-def reserve(snap: Snapshot, pool: Pool, job: PendingJob, caps: Mapping[str, int] | None) -> Reservation | None:
+def ending_order(running: Sequence[RunningJob]) -> list[RunningJob]:
+    """The running jobs not already told to stop, by expected end (then id)."""
+    return sorted((r for r in running if r.preempted_for is None), key=lambda r: (r.expected_end, r.id))
+
+
+def reserve(
+    snap: Snapshot,
+    pool: Pool,
+    job: PendingJob,
+    caps: Mapping[str, int] | None,
+    ending: Sequence[RunningJob] | None = None,
+) -> Reservation | None:
     """The boards that free soonest for ``job``, and when: free ones now, then running jobs' boards
-    in order of their expected end, until the job fits."""
+    in order of their expected end (``ending``: :func:`ending_order`, if the caller has it), until the job fits."""
     c = job.shape.constraints
-    ending = sorted((r for r in snap.running if r.preempted_for is None), key=lambda r: (r.expected_end, r.id))
+    if ending is None:
+        ending = ending_order(snap.running)
     freed: list[str] = []
     base = pool.index(c).total
     if base >= job.boards:

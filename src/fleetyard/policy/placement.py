@@ -220,6 +220,8 @@ class _Index:
             del self.by_host[host]
             for b in gone:
                 self.rack_hosts[b.rack].pop(host, None)
+        while self.max_count and not self.buckets.get(self.max_count):
+            self.max_count -= 1  # the most free on any host, now (explanations quote it)
 
     def hosts_by_count(self, *, ascending: bool, at_least: int = 1) -> Iterator[str]:
         counts = range(at_least, self.max_count + 1) if ascending else range(self.max_count, at_least - 1, -1)

@@ -25,27 +25,38 @@ class Victims:
     within each, the lowest priority and then the newest first. Built once per pass."""
 
     def __init__(self, running: Sequence[RunningJob], gen_of: Mapping[str, str]) -> None:
-        # (queue, generation) -> preemptible running jobs holding boards of it, in victim order.
-        self.by_queue_gen: dict[tuple[str, str], list[RunningJob]] = defaultdict(list)
-        self.queues: set[str] = set()
-        for r in sorted(running, key=_victim_order):
+        self._gen_of = gen_of
+        self._open: dict[str, list[RunningJob]] = defaultdict(list)  # queue -> preemptible running jobs
+        for r in running:
             if r.preemptible and r.preempted_for is None:
-                self.queues.add(r.queue)
-                for g in sorted({gen_of[b] for b in r.boards if b in gen_of}):
-                    self.by_queue_gen[r.queue, g].append(r)
+                self._open[r.queue].append(r)
+        self.queues = set(self._open)
+        self._by_gen: dict[str, dict[str, list[RunningJob]]] = {}  # built per queue as asked
         self.matching: dict[tuple[int, Constraints], list[str]] = {}  # boards do not change in a pass
+
+    def _of(self, queue: str) -> dict[str, list[RunningJob]]:
+        """Generation -> the queue's preemptible running jobs holding boards of it, in victim order."""
+        by_gen = self._by_gen.get(queue)
+        if by_gen is None:
+            by_gen = self._by_gen[queue] = defaultdict(list)
+            for r in sorted(self._open[queue], key=_victim_order):
+                # Each list fills in victim order, whatever order the generations come in.
+                for g in set(filter(None, map(self._gen_of.get, r.boards))):
+                    by_gen[g].append(r)
+        return by_gen
 
     def candidates(self, ledger: QuotaLedger, job: PendingJob, gens: Sequence[str]) -> Iterator[RunningJob]:
         """Those holding boards of ``gens``: borrowers of another queue (in a generation it
         borrows), then lower-priority jobs of the job's own queue; each once."""
         seen: set[int] = set()
         lenders = [
-            self.by_queue_gen[q, g]
+            self._of(q)[g]
             for q in sorted(self.queues - {job.queue})
             for g in gens
-            if (q, g) in self.by_queue_gen and ledger.borrowing(q, g) > 0
+            if ledger.borrowing(q, g) > 0 and g in self._of(q)
         ]
-        own = [self.by_queue_gen[job.queue, g] for g in gens if (job.queue, g) in self.by_queue_gen]
+        mine = self._of(job.queue) if job.queue in self.queues else {}
+        own = [mine[g] for g in gens if g in mine]
         for r in heapq.merge(*lenders, key=_victim_order):
             if r.id not in seen:
                 seen.add(r.id)

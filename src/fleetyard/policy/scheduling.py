@@ -24,17 +24,24 @@ borrows (as Kueue admits). The data types are in :mod:`fleetyard.policy.snapshot
 submit in :mod:`fleetyard.policy.refusal`.
 
 Every job left pending gets a reason with the numbers (:class:`Plan.reasons`), unless the snapshot
-sets a ``window``: then, once no board is free, only that many more jobs are looked at. Same
-snapshot, same plan: nothing here reads a clock or iterates an unordered collection.
+sets a ``window``: then only the first ``window`` jobs left waiting are explained, preempted for
+and reserved for; past them the pass only places jobs on free boards, in the same order, and
+stops once no queue may take a free board. Same snapshot, same plan: nothing here reads a clock
+or depends on the order of an unordered collection.
+
+The snapshot's boards and line may be kept by the caller from pass to pass
+(:class:`~fleetyard.policy.placement.Pool`, :class:`~fleetyard.policy.line.Line`): a pass then
+costs what it looks at, not the size of the fleet and the queue.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fleetyard.domain.spec import JobSpec, Placement
-from fleetyard.policy.backfill import reserve
+from fleetyard.policy.backfill import ending_order, reserve
 from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption import Victims, preempt_reason, victims_for
@@ -124,17 +131,24 @@ def plan(snap: Snapshot) -> Plan:
     line = snap.pending if isinstance(snap.pending, Line) else Line(snap.pending)
     gen_of = pool.gen_of
     all_gens = pool.generations
-    used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in snap.running:
-        for b in r.boards:
-            if b in gen_of:
-                used[r.queue][gen_of[b]] += 1
-    ledger = QuotaLedger(snap.queues, used)
+    # One look at the running jobs: the boards each queue holds; who is stopping already, and for
+    # whom; who could be preempted at all (the lowest (priority, rank) per queue, a cheap filter).
+    held_by_queue: dict[str, list[str]] = defaultdict(list)
     waiting_on: dict[int, list[int]] = defaultdict(list)  # preemptor -> victims still stopping
+    victims_taken: set[int] = set()
+    lowest: dict[str, tuple[int, int]] = {}
     for r in snap.running:
+        held_by_queue[r.queue].extend(r.boards)
         if r.preempted_for is not None:
             waiting_on[r.preempted_for].append(r.id)
-    victims_taken: set[int] = {r.id for r in snap.running if r.preempted_for is not None}
+            victims_taken.add(r.id)
+        elif r.preemptible:
+            mine = (r.priority, r.rank)
+            if r.queue not in lowest or mine < lowest[r.queue]:
+                lowest[r.queue] = mine
+    # A board not in the pool counts for no generation.
+    used = {q: Counter(filter(None, map(gen_of.get, bs))) for q, bs in held_by_queue.items()}
+    ledger = QuotaLedger(snap.queues, used)
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
     held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
     # A queue whose head job waits for its quota: that job's reservation; the queue's later jobs
@@ -151,11 +165,6 @@ def plan(snap: Snapshot) -> Plan:
     quota_states: dict[tuple[str, frozenset[str]], str] = {}  # as caps_of: until the next binding
     any_match: dict[Constraints, bool] = {}
     victims_of: Victims | None = None  # built when a job first may preempt
-    # Who could be preempted at all: the lowest (priority, rank) running per queue (a cheap filter).
-    lowest: dict[str, tuple[int, int]] = {}
-    for r in snap.running:
-        if r.preemptible and r.preempted_for is None:
-            lowest[r.queue] = min(lowest.get(r.queue, (r.priority, r.rank)), (r.priority, r.rank))
 
     def may_preempt(job: PendingJob, gens: frozenset[str]) -> bool:
         if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
@@ -178,21 +187,27 @@ def plan(snap: Snapshot) -> Plan:
         quota_states.clear()
         out.bindings.append(Binding(job.id, got))
 
-    order = _Order(line.walk(snap.queues, snap.usage))
+    # Two walks of one line: the second replays what the first took, then goes on (tee buffers).
+    ahead, order = itertools.tee(line.walk(snap.queues, snap.usage))
     # Within nominal quotas first (as Kueue admits): a job that fits its queue's own quota takes
     # a free board before another queue may borrow it. Else a borrower ahead in the line takes
     # the board a lender's job is about to reclaim, and the two preempt each other in turn.
     # The queues with a nominal quota that have jobs waiting: once each is blocked, the walk ends.
     nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & line.queues()
-    first = _within_nominal_first(order, nominal, pool, ledger, all_gens, bind) if nominal else set()
+    first = _within_nominal_first(ahead, nominal, pool, ledger, all_gens, bind) if nominal else set()
+    del ahead  # the main walk need not keep what the first did not take
 
-    after_full = 0
+    waiting = 0  # jobs left waiting so far: the first `window` of them are explained
+    usable: bool | None = None  # whether some queue may still take a free board (None: not asked since a binding)
     for job in order:
         if job.id in first:
             continue
-        if snap.window is not None and not pool.free:
-            after_full += 1
-            if after_full > snap.window:
+        explain = snap.window is None or waiting < snap.window
+        if not explain:
+            # Past the window: only place jobs, while some queue may still take a free board.
+            if usable is None:
+                usable = _usable_free(pool, ledger, line.queues())
+            if not usable:
                 break
         gens = job.shape.constraints.generations or all_gens
         key = (job.queue, gens)
@@ -201,6 +216,9 @@ def plan(snap: Snapshot) -> Plan:
             caps_of[key] = (caps, None if caps is None else tuple(sorted(caps.items())))
         caps, caps_key = caps_of[key]
         if caps is not None and sum(caps.values()) < job.boards:
+            waiting += 1
+            if not explain:
+                continue
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
             reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
@@ -221,6 +239,9 @@ def plan(snap: Snapshot) -> Plan:
         short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
         held_quota = quota_held.get(job.queue)
         if held_quota is not None and held_quota.expected_start < snap.now + job.time_limit_s:
+            waiting += 1
+            if not explain:
+                continue
             out.reasons[job.id] = (
                 f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this job's "
                 f"time limit ({job.time_limit_s:.0f} s) would overrun"
@@ -236,8 +257,13 @@ def plan(snap: Snapshot) -> Plan:
             pool.take(usable_held)
             if got is not None:
                 bind(job, got)
+                usable = None
                 continue
         # It does not fit now.
+        waiting += 1
+        if not explain:
+            fit_failed.setdefault(fit_key, (job.boards, ""))  # read past the window only: no reason
+            continue
         if job.id in waiting_on:
             out.reasons[job.id] = (
                 f"waiting for {len(waiting_on[job.id])} preempted job(s) to stop and free their boards"
@@ -277,27 +303,6 @@ def plan(snap: Snapshot) -> Plan:
         out.reasons[job.id] = reason + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
         blocked_ahead += 1
     return out
-
-
-class _Order:
-    """A walk of the line, kept as it is asked for, so that a second walk replays the first."""
-
-    def __init__(self, walk: Iterator[PendingJob]) -> None:
-        self._seen: list[PendingJob] = []
-        self._rest = walk
-
-    def __iter__(self) -> Iterator[PendingJob]:
-        i = 0
-        while True:
-            if i < len(self._seen):
-                yield self._seen[i]
-            else:
-                job = next(self._rest, None)
-                if job is None:
-                    return
-                self._seen.append(job)
-                yield job
-            i += 1
 
 
 def _within_nominal_first(
@@ -347,10 +352,8 @@ def _reserve_quota(
     starting no sooner than enough of its own queue's running jobs have ended to make room."""
     if ledger.refusal(job.queue, gens, job.boards) is not None:
         return None  # it can never fit its queue: nothing to wait for
-    own = sorted(
-        (r for r in snap.running if r.queue == job.queue and r.preempted_for is None),
-        key=lambda r: (r.expected_end, r.id),
-    )
+    ending = ending_order(snap.running)
+    own = [r for r in ending if r.queue == job.queue]
     need, quota_at = job.boards - headroom, snap.now
     for r in own:
         if need <= 0:
@@ -359,10 +362,23 @@ def _reserve_quota(
         quota_at = r.expected_end
     if need > 0 or quota_at == float("inf"):
         return None
-    res = reserve(snap, pool, job, None)
+    res = reserve(snap, pool, job, None, ending)
     if res is None:
         return None
     return Reservation(job.id, res.board_ids, max(res.expected_start, quota_at))
+
+
+def _usable_free(pool: Pool, ledger: QuotaLedger, queues: Iterable[str]) -> bool:
+    """Whether some queue with jobs waiting may still take one of the free boards (by quota)."""
+    queues = sorted(queues)
+    seen: set[str] = set()
+    for b in pool.free:
+        g = pool.gen_of[b]
+        if g not in seen:
+            seen.add(g)
+            if any(ledger.headroom(q, g) > 0 for q in queues):
+                return True
+    return False
 
 
 def _borrowed(ledger: QuotaLedger, queue: str) -> list[int]:

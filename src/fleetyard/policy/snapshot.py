@@ -56,8 +56,8 @@ class Snapshot:
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
     reservations: int = 1  # how many blocked jobs get a backfill reservation
-    # Once no board is free, look at this many more jobs (to backfill, preempt, reserve, explain)
-    # and stop; None: every job. The rest keep the reason they had (the shell writes only so many).
+    # Explain (and preempt and reserve for) only the first `window` jobs left waiting; past them,
+    # only place jobs on free boards. None: every job. The rest keep the reason they had.
     window: int | None = None
 
 

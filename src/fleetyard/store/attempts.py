@@ -16,7 +16,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcome, attempt_outcome
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 from fleetyard.store import tables as t
-from fleetyard.store.boards import Allocation, allocate_boards, switch_board_state
+from fleetyard.store.boards import allocate_ranks, switch_board_state
 
 A = t.assignments
 
@@ -36,42 +36,41 @@ def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> l
     """
     if not new:
         return []
-    attempt_ids = [
-        r[0]
-        for r in conn.execute(
-            t.attempts.insert().returning(t.attempts.c.id, sort_by_parameter_order=True),
-            [
-                {"job_id": n.job_id, "number": n.number, "state": str(AttemptState.RUNNING), "created_at": at}
-                for n in new
-            ],
-        )
-    ]
-    ranks: list[dict[str, Any]] = []
-    allocations: list[Allocation] = []
-    for n, attempt_id in zip(new, attempt_ids, strict=True):
-        for rank, (board_id, host_id) in enumerate(n.boards):
-            ranks.append(
-                {
-                    "attempt_id": attempt_id,
-                    "job_id": n.job_id,
-                    "rank": rank,
-                    "board_id": board_id,
-                    "host_id": host_id,
-                    "state": str(AssignmentState.PENDING),
-                    "created_at": at,
-                    "result": {},
-                    "outputs": {},
-                }
-            )
-            allocations.append(Allocation(board_id, n.job_id, attempt_id, f"job {n.job_id} attempt {n.number}"))
-    conn.execute(A.insert(), ranks)
-    allocate_boards(conn, allocations, at=at)
     conn.execute(
-        t.jobs.update()
-        .where(t.jobs.c.id == sa.bindparam("j_id"))
-        .values(state=str(JobState.RUNNING), attempts=sa.bindparam("j_n")),
-        [{"j_id": n.job_id, "j_n": n.number} for n in new],
+        t.attempts.insert(),
+        [{"job_id": n.job_id, "number": n.number, "state": str(AttemptState.RUNNING), "created_at": at} for n in new],
     )
+    # Their ids, by (job, number): unique, and the caller holds the jobs. (A RETURNING in
+    # parameter order costs SQLite one statement per row.)
+    id_of: dict[tuple[int, int], int] = {}
+    jobs = [n.job_id for n in new]
+    for part in (jobs[i : i + 5000] for i in range(0, len(jobs), 5000)):
+        for r in conn.execute(
+            sa.select(t.attempts.c.id, t.attempts.c.job_id, t.attempts.c.number).where(t.attempts.c.job_id.in_(part))
+        ):
+            id_of[r.job_id, r.number] = r.id
+    attempt_ids = [id_of[n.job_id, n.number] for n in new]
+    # Constants inline: a JSON value bound per row is serialized per row.
+    conn.execute(
+        A.insert().values(
+            state=str(AssignmentState.PENDING),
+            created_at=at,
+            result=sa.literal_column("'{}'"),
+            outputs=sa.literal_column("'{}'"),
+        ),
+        [
+            {"attempt_id": attempt_id, "job_id": n.job_id, "rank": rank, "board_id": board_id, "host_id": host_id}
+            for n, attempt_id in zip(new, attempt_ids, strict=True)
+            for rank, (board_id, host_id) in enumerate(n.boards)
+        ],
+    )
+    allocate_ranks(conn, attempt_ids, at=at)
+    for part in (attempt_ids[i : i + 5000] for i in range(0, len(attempt_ids), 5000)):
+        conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == t.attempts.c.job_id, t.attempts.c.id.in_(part))
+            .values(state=str(JobState.RUNNING), attempts=t.attempts.c.number)
+        )
     return attempt_ids
 
 
