@@ -268,18 +268,20 @@ class SchedulerShell:
         rebuilt when a board came, went or changed, else only what the boards have loaded."""
         cache, views = self._boards, []
         fresh: dict[str, tuple[tuple[Any, ...], BoardView]] = {}
+        changed = len(rows) != len(cache)
         for r in rows:
             row = tuple(r[1:7])  # host, slot, generation, firmware, labels, warm (as stored)
             hit = cache.get(r.id)
             if hit is None or hit[0] != row:
                 hit = (row, board_view(r, json.loads(r.labels or "{}"), json.loads(r.warm or "[]")))
+                changed = True
             fresh[r.id] = hit
             views.append(hit[1])
         self._boards = fresh
         free = frozenset(r.id for r in rows if is_free(r))
-        if self._pool is None or not self._pool.same_boards(views):
+        if self._pool is None or (changed and not self._pool.same_boards(views)):
             self._pool = Pool(views, free)
-        else:
+        elif changed:
             self._pool.rewarm(views)
         return self._pool, free
 
@@ -351,30 +353,14 @@ class SchedulerShell:
 
     def _bind(self, conn: sa.Connection, p: Plan, ctx: dict[str, Any], now: float) -> int:
         # Hold what we bind. A drain, cancel or another binding that got in first drops it for this pass.
-        chosen = [i for b in p.bindings for i in b.board_ids]
-        held_boards: set[str] = set()
-        held_jobs: set[int] = set()
-        for part in (chosen[i : i + 5000] for i in range(0, len(chosen), 5000)):
-            held_boards |= set(
-                conn.execute(
-                    sa.select(t.boards.c.id)
-                    .where(
-                        t.boards.c.id.in_(part),
-                        t.boards.c.state == str(BoardState.AVAILABLE),
-                        t.boards.c.drain_reason.is_(None),
-                    )
-                    .with_for_update()
-                ).scalars()
-            )
-        ids = [b.job_id for b in p.bindings]
-        for part_ids in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
-            held_jobs |= set(
-                conn.execute(
-                    sa.select(t.jobs.c.id)
-                    .where(t.jobs.c.id.in_(part_ids), t.jobs.c.state == str(JobState.QUEUED))
-                    .with_for_update()
-                ).scalars()
-            )
+        held_boards = self._hold(
+            conn,
+            t.boards.c.id,
+            [i for b in p.bindings for i in b.board_ids],
+            sa.and_(t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.drain_reason.is_(None)),
+        )
+        queued = t.jobs.c.state == str(JobState.QUEUED)
+        held_jobs = self._hold(conn, t.jobs.c.id, [b.job_id for b in p.bindings], queued)
         boards, attempts = self._pool.boards if self._pool is not None else {}, self._attempts
         new = [
             NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, boards[i].host) for i in b.board_ids))
@@ -389,6 +375,19 @@ class SchedulerShell:
         for job_id in bound:
             self._leave(job_id)  # running once this commits (if it does not, the next read puts it back)
         return len(new)
+
+    def _hold(self, conn: sa.Connection, key: Any, ids: Sequence[Any], still: Any) -> set[Any]:
+        """Those of ``ids`` (of column ``key``) whose rows are still as the plan saw them, held for
+        this transaction. SQLite's write transaction holds the whole database (BEGIN IMMEDIATE):
+        only the rows that changed are read back, not all of them."""
+        out: set[Any] = set()
+        for part in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
+            if self.store.sqlite:
+                lost = set(conn.execute(sa.select(key).where(key.in_(part), sa.not_(still))).scalars())
+                out.update(i for i in part if i not in lost)
+            else:
+                out.update(conn.execute(sa.select(key).where(key.in_(part), still).with_for_update()).scalars())
+        return out
 
     def _explain_due(self, now: float) -> bool:
         return now - self._reasons_at >= REASONS_REFRESH_S

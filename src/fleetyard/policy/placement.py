@@ -160,6 +160,10 @@ class _Index:
 
     def __init__(self, free: Iterable[BoardView] = ()) -> None:
         """``free``: the free boards that satisfy it, in (host, slot, id) order."""
+        self.fill(free)
+
+    def fill(self, free: Iterable[BoardView]) -> None:
+        """Exactly ``free`` (in (host, slot, id) order), built in bulk."""
         self.by_host: dict[str, list[BoardView]] = {}  # free boards, by slot
         self.rack_count: dict[str, int] = defaultdict(int)
         self.rack_hosts: dict[str, dict[str, None]] = defaultdict(dict)
@@ -244,6 +248,7 @@ class Pool:
         self.generations = frozenset(self.gen_of.values())
         self._indexes: dict[Constraints, _Index] = {}
         self._member_of: dict[str, list[_Index]] = defaultdict(list)
+        self._members: dict[Constraints, list[BoardView]] = {}  # every board an index admits, in order
         self._warm: dict[str, list[str]] = {}  # artifact -> boards that have it loaded
         self._warm_of: dict[str, frozenset[str]] = {}
         self.rewarm(self.boards.values())
@@ -255,6 +260,8 @@ class Pool:
             return False
         for b in boards:
             m = mine.get(b.id)
+            if m is b:
+                continue
             if m is None or (m.host, m.generation, m.slot, m.rack, m.firmware, m.labels) != (
                 b.host,
                 b.generation,
@@ -279,10 +286,17 @@ class Pool:
         self._warm = dict(warm)
 
     def reset(self, free: Iterable[str]) -> None:
-        """Mark exactly ``free`` free (unknown ids ignored); the indexes change only where it differs."""
+        """Mark exactly ``free`` free (unknown ids ignored); the indexes change only where it differs
+        (or are rebuilt, when much of the fleet changed: a rebuild costs less than many moves)."""
         want = free if isinstance(free, (set, frozenset)) else set(free)
-        self.take(self.free - want)
-        self.give(want - self.free)
+        gone, came = self.free - want, want - self.free
+        if len(gone) + len(came) <= len(self.boards) // 4:
+            self.take(gone)
+            self.give(came)
+            return
+        self.free = {i for i in want if i in self.boards}
+        for c, idx in self._indexes.items():
+            idx.fill(b for b in self._members[c] if b.id in self.free)
 
     # ---- the state -------------------------------------------------------------------------
 
@@ -298,6 +312,7 @@ class Pool:
             for b in matching:
                 self._member_of[b.id].append(idx)
             self._indexes[c] = idx
+            self._members[c] = matching
         return idx
 
     def take(self, ids: Iterable[str]) -> None:
