@@ -126,6 +126,9 @@ def test_the_heartbeat_reports_each_boards_warm_list(tmp_path: Path, artifacts: 
             time.sleep(0.05)
         reports = {b.id: b for b in agent.reports()}
         assert reports[busy].warm == [sha] and reports[idle].warm == []
+        # The host's cache: the artifact, used last; the older blobs before it.
+        assert agent.heartbeat([]).cached[-1] == sha and agent.blobs.recent(1) == [sha] and agent.blobs.recent(0) == []
+        assert sorted(agent.heartbeat([]).cached) == sorted(p.name for p in (state / "blobs").glob("*/*"))
     finally:
         for r in agent.runners.values():
             r.close()

@@ -436,6 +436,36 @@ def test_warm_lists_reach_the_board_and_an_unchanged_one_is_not_written_again(
     assert warm() == many[-heartbeats.WARM_MAX :]
 
 
+def test_cached_lists_reach_the_host_and_steer_a_job_to_it(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetyard.server import heartbeats
+
+    def cached(host: str) -> list[str]:
+        return list(fleet.client.get(f"/v1/hosts/{host}", headers=fleet.h(fleet.user)).json()["cached"])
+
+    from tests.unit.models import mlp
+
+    fleet.register("h1", n=1)
+    fleet.register("h2", n=1)
+    fleet.app.state.max_blob_bytes = 1 << 20
+    sha = _upload(fleet, mlp().SerializeToString())
+    assert fleet.client.post("/v1/artifacts", json={"sha256": sha}, headers=fleet.h(fleet.user)).status_code == 201
+    assert cached("h2") == []
+    many = [f"{i:064x}" for i in range(80)] + [sha]
+    fleet.beat("h2", boards=[{"id": "h2-b0"}], cached=many)
+    assert cached("h2") == many[-heartbeats.CACHED_MAX :] and cached("h1") == []
+    # A job of that artifact goes to h2's board, though h1's comes first otherwise.
+    fleet.rec.schedule(time.time())
+    r = fleet.client.post(
+        "/v1/jobs", json={"kind": "run", "params": {"artifact": sha, "seed": 1}}, headers=fleet.h(fleet.user)
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    other = fleet.submit(boards=1)
+    fleet.rec.schedule(time.time())
+    assert [a["job_id"] for a in fleet.take("h2")] == [job["id"]]
+    assert [a["job_id"] for a in fleet.take("h1")] == [other["id"]]
+
+
 def test_a_board_that_just_arrived_counts_at_submit(fleet: Fleet) -> None:
     fleet.register("h1")
     fleet.submit(boards=2)  # the server now holds a view of a 2-board fleet

@@ -152,6 +152,27 @@ def test_warm_boards_come_first() -> None:
     assert bound(plan(snap(boards, [job(1, artifact="other")]))) == {1: ("h0-0",)}
 
 
+def test_boards_of_a_host_that_caches_the_artifact_come_next() -> None:
+    boards = fleet(3, 2)
+    cached = frozenset({"abc"})
+    boards[2:4] = [BoardView(f"h1-{s}", "h1", "g1", slot=s, cached=cached) for s in range(2)]
+    # No board has it loaded: a board of h1 (its blob is on h1's disk: no download).
+    assert bound(plan(snap(boards, [job(1, artifact="abc")]))) == {1: ("h1-0",)}
+    # Loaded beats cached.
+    boards[5] = BoardView("h2-1", "h2", "g1", slot=1, warm=cached)
+    assert bound(plan(snap(boards, [job(1, artifact="abc")]))) == {1: ("h2-1",)}
+    # A gang on one host goes to the host that caches its artifact, if it fits there ...
+    assert bound(plan(snap(boards, [job(1, 2, artifact="abc", placement=Placement.SAME_HOST)]))) == {
+        1: ("h1-0", "h1-1")
+    }
+    # ... else where topology alone puts it; and a gang spread on purpose stays spread.
+    busy = frozenset({"h1-0", "h2-0"})  # h1 and h2 have one board free each
+    free = [b.id for b in boards if b.id not in busy]
+    assert bound(plan(snap(boards, [job(1, 2, artifact="abc")], free=free))) == {1: ("h0-0", "h0-1")}
+    spread = job(1, 3, artifact="abc", packing=Packing.SPREAD)
+    assert sorted(bound(plan(snap(boards, [spread])))[1]) == ["h0-0", "h1-0", "h2-0"]
+
+
 # ---- quotas -----------------------------------------------------------------------------------
 
 

@@ -104,6 +104,11 @@ class BlobCache:
     def total_bytes(self) -> int:
         return self._total
 
+    def recent(self, n: int) -> list[str]:
+        """The ``n`` blobs used last, the most recent last (what the heartbeat reports)."""
+        with self._lock:
+            return sorted(self._sizes, key=lambda s: (self._used.get(s, 0.0), s))[-n:] if n > 0 else []
+
     def _scan(self) -> None:
         for sub in self.root.iterdir():
             if not sub.is_dir():

@@ -35,6 +35,7 @@ from fleetyard.agent.worker import stop_outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable, load_driver
 from fleetyard.errors import FleetyardError, StaleSession
 from fleetyard.protocol.agent import (
+    CACHED_MAX,
     Assignment,
     AssignmentBatch,
     BoardInfo,
@@ -344,9 +345,7 @@ class Agent:
                 gen = self._reg_gen
                 with self._lock:
                     acks = sorted(self._fault_acks)
-                req = HeartbeatRequest(
-                    session=self.session, boards=self.reports(), running=self.live_ids(), fault_acks=acks
-                )
+                req = self.heartbeat(acks)
                 try:
                     resp = HeartbeatResponse.model_validate(link.post_model("/v1/agent/heartbeat", req))
                 except Unreachable as exc:
@@ -379,6 +378,16 @@ class Agent:
                 self._hb_wake.clear()
         finally:
             link.close()
+
+    def heartbeat(self, fault_acks: list[int]) -> HeartbeatRequest:
+        """What the next heartbeat says: each board's report, the blobs cached, the ranks live."""
+        return HeartbeatRequest(
+            session=self.session,
+            boards=self.reports(),
+            cached=self.blobs.recent(CACHED_MAX),
+            running=self.live_ids(),
+            fault_acks=fault_acks,
+        )
 
     def reports(self) -> list[BoardReport]:
         """Every registered board's probe and telemetry; one missing from discover() fell off the bus."""

@@ -270,10 +270,11 @@ class SchedulerShell:
         fresh: dict[str, tuple[tuple[Any, ...], BoardView]] = {}
         changed = len(rows) != len(cache)
         for r in rows:
-            row = tuple(r[1:7])  # host, slot, generation, firmware, labels, warm (as stored)
+            row = tuple(r[1:8])  # host, slot, generation, firmware, labels, warm, cached (as stored)
             hit = cache.get(r.id)
             if hit is None or hit[0] != row:
-                hit = (row, board_view(r, json.loads(r.labels or "{}"), json.loads(r.warm or "[]")))
+                labels, warm, cached = (json.loads(x) if x else None for x in (r.labels, r.warm, r.cached))
+                hit = (row, board_view(r, labels or {}, warm or [], cached or []))
                 changed = True
             fresh[r.id] = hit
             views.append(hit[1])

@@ -35,6 +35,7 @@ class BoardView:
     firmware: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     warm: frozenset[str] = frozenset()  # artifacts its worker has loaded lately
+    cached: frozenset[str] = frozenset()  # blobs in its host's agent cache lately (no download)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,9 @@ class Pool:
         self._member_of: dict[str, list[_Index]] = defaultdict(list)
         self._members: dict[Constraints, list[BoardView]] = {}  # every board an index admits, in order
         self._warm: dict[str, list[str]] = {}  # artifact -> boards that have it loaded
+        self._warm_hosts: dict[str, list[str]] = {}  # artifact -> hosts that have it loaded or cached
         self._warm_of: dict[str, frozenset[str]] = {}
+        self._cached_of: dict[str, frozenset[str]] = {}
         self.rewarm(self.boards.values())
 
     def same_boards(self, boards: Sequence[BoardView]) -> bool:
@@ -274,16 +277,24 @@ class Pool:
         return True
 
     def rewarm(self, boards: Iterable[BoardView]) -> None:
-        """Take what ``boards`` (this pool's, :meth:`same_boards`) report loaded now."""
+        """Take what ``boards`` (this pool's, :meth:`same_boards`) report loaded and cached now."""
+        boards = list(boards)
         warm_of = {b.id: b.warm for b in boards if b.warm}
-        if warm_of == self._warm_of:
+        cached_of = {b.host: b.cached for b in boards if b.cached}
+        if (warm_of, cached_of) == (self._warm_of, self._cached_of):
             return
-        self._warm_of = warm_of
+        self._warm_of, self._cached_of = warm_of, cached_of
         warm: dict[str, list[str]] = defaultdict(list)
-        for i in self.boards:
+        hosts: dict[str, set[str]] = defaultdict(set)
+        for i, b in self.boards.items():
             for sha in sorted(warm_of.get(i, ())):
                 warm[sha].append(i)
+                hosts[sha].add(b.host)
+        for host, shas in cached_of.items():
+            for sha in shas:
+                hosts[sha].add(host)
         self._warm = dict(warm)
+        self._warm_hosts = {sha: sorted(hs) for sha, hs in hosts.items()}
 
     def reset(self, free: Iterable[str]) -> None:
         """Mark exactly ``free`` free (unknown ids ignored); the indexes change only where it differs
@@ -358,21 +369,40 @@ class Pool:
     ) -> tuple[str, ...] | None:
         """``k`` free boards for ``shape`` (rank order), or None. ``caps``: generation -> the most
         boards of it the job's queue may still take (None: no limit). ``warm``: an artifact;
-        boards that have it loaded come first."""
+        boards that have it loaded come first, then boards of hosts that have it in their cache
+        (a gang that fits on one host: such a host first)."""
         idx = self.index(shape.constraints)
         if idx.total < k:
             return None
         if caps is not None and sum(min(caps.get(g, 0), n) for g, n in idx.gen_count.items() if n) < k:
             return None
-        if k == 1 and warm is not None:
-            for i in self._warm.get(warm, ()):
-                b = self.boards[i]
-                if i in self.free and shape.constraints.admits(b) and (caps is None or caps.get(b.generation, 0) > 0):
-                    return (i,)
+        if warm is not None:
+            got = self._pick_warm(idx, shape, k, caps, warm)
+            if got is not None:
+                return got
         got = self._pick(idx, shape.placement, shape.packing, k, caps)
         if got is None and not shape.required and shape.placement is not Placement.ANY:
             got = self._pick(idx, Placement.ANY, shape.packing, k, caps)
         return got
+
+    def _pick_warm(
+        self, idx: _Index, shape: Shape, k: int, caps: Mapping[str, int] | None, sha: str
+    ) -> tuple[str, ...] | None:
+        if k == 1:
+            for i in self._warm.get(sha, ()):
+                b = self.boards[i]
+                if i in self.free and shape.constraints.admits(b) and (caps is None or caps.get(b.generation, 0) > 0):
+                    return (i,)
+        spread = shape.placement is Placement.ANY and shape.packing is Packing.SPREAD
+        if k > 1 and (shape.placement is Placement.SAME_RACK or spread):
+            return None  # a rack's worth of boards, or boards spread on purpose: by topology alone
+        for host in self._warm_hosts.get(sha, ()):
+            boards = idx.by_host.get(host)
+            if boards is not None and len(boards) >= k:
+                got = _take_from(boards, k, caps)
+                if got is not None:
+                    return got
+        return None
 
     def _pick(
         self, idx: _Index, placement: Placement, packing: Packing, k: int, caps: Mapping[str, int] | None

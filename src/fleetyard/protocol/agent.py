@@ -22,6 +22,8 @@ from fleetyard.domain.job import Outcome
 
 # How many warm artifacts a board reports (and the server keeps), most recently used last.
 WARM_MAX = 8
+# How many of the blobs in its cache a host reports (and the server keeps), most recently used last.
+CACHED_MAX = 64
 
 
 class BoardInfo(BaseModel):
@@ -69,6 +71,12 @@ class LeaveRequest(BaseModel):
 class HeartbeatRequest(BaseModel):
     session: str
     boards: list[BoardReport] = Field(default_factory=list)
+    # Absent from older agents' reports: an empty list, which is "nothing known to be cached".
+    cached: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        description="sha256 of the blobs in the host's cache, most recently used last"
+        f" (at most {CACHED_MAX}): a job whose artifact is there starts without a download",
+    )
     running: list[int] = Field(default_factory=list, description="assignment ids live on this agent")
     fault_acks: list[int] = Field(default_factory=list, description="fault orders applied")
 

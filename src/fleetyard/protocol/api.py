@@ -20,6 +20,10 @@ class HostOut(BaseModel):
     last_heartbeat_at: float | None
     registered_at: float
     boards: int
+    cached: list[str] = Field(
+        default_factory=list,
+        description="sha256 of blobs in its agent's cache, most recently used last, as its agent reports",
+    )
 
 
 class BoardOut(BaseModel):

@@ -5,8 +5,8 @@ transaction per heartbeat would cap it at what the store commits per second; ins
 heartbeat lands in a buffer, and a flusher thread writes all buffered reports every
 ``flush_s`` in one transaction, then reads back, for all hosts at once, what agents must be
 told: ranks to cancel and fault orders. A heartbeat's answer is therefore up to one flush old.
-A board's warm list (the artifacts its worker holds loaded) is written only when it changed,
-or every ``WARM_REFRESH_S`` (see there).
+A board's warm list (the artifacts its worker holds loaded) and a host's cached list (the blobs
+in its agent's cache) are written only when they changed, or every ``WARM_REFRESH_S`` (see there).
 
 What a crash of the server loses: at most ``flush_s`` of telemetry, never a job or a result.
 """
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.job import AssignmentState
 from fleetyard.errors import StaleSession
-from fleetyard.protocol.agent import WARM_MAX, FaultOrder, HeartbeatRequest, HeartbeatResponse
+from fleetyard.protocol.agent import CACHED_MAX, WARM_MAX, FaultOrder, HeartbeatRequest, HeartbeatResponse
 from fleetyard.store import tables as t
 from fleetyard.store.db import Store, insert_ignore, now
 from fleetyard.store.hosts import LIVE, host_back
@@ -34,7 +34,7 @@ from fleetyard.store.hosts import LIVE, host_back
 log = logging.getLogger(__name__)
 A = t.assignments
 
-# A board's warm list is written when it changes, and at least this often while it does not:
+# A board's warm list (a host's cached list) is written when it changes, and at least this often while it does not:
 # with several server replicas another one may have written an older list in between.
 WARM_REFRESH_S = 60.0
 
@@ -61,8 +61,10 @@ class HeartbeatSink:
         self._answers = _Answers()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # board id -> (warm list, when) as this server last wrote it; touched by flushes only.
+        # board id -> (warm list, when), host id -> (cached list, when), as this server last wrote
+        # them; touched by flushes only.
         self._warm: dict[str, tuple[list[str], float]] = {}
+        self._cached: dict[str, tuple[list[str], float]] = {}
         self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def start(self) -> None:
@@ -129,6 +131,7 @@ class HeartbeatSink:
     def _write(self, batch: dict[str, _Pending], at: float) -> None:
         hosts = list(batch)
         warm_written: dict[str, tuple[list[str], float]] = {}
+        cached_written: dict[str, tuple[list[str], float]] = {}
         with self.store.write() as conn:
             insert_ignore(conn, t.servers, [{"id": self.server_id, "started_at": at, "seen_at": at}])
             conn.execute(t.servers.update().where(t.servers.c.id == self.server_id).values(seen_at=at))
@@ -145,12 +148,22 @@ class HeartbeatSink:
             for host in back:
                 conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(state="online"))
                 host_back(conn, host, at=batch[host].at)
-            conn.execute(
-                t.hosts.update()
-                .where(t.hosts.c.id == sa.bindparam("h_id"))
-                .values(last_heartbeat_at=sa.bindparam("h_at")),
-                [{"h_id": h, "h_at": p.at} for h, p in batch.items()],
-            )
+            beats: list[dict[str, Any]] = []
+            cached_beats: list[dict[str, Any]] = []  # the same, and a cached list to write
+            for h, p in batch.items():
+                cached = p.req.cached[-CACHED_MAX:]
+                if _due(self._cached, h, cached, at):
+                    cached_beats.append({"h_id": h, "h_at": p.at, "h_cached": cached})
+                    cached_written[h] = (cached, at)
+                else:
+                    beats.append({"h_id": h, "h_at": p.at})
+            beat = t.hosts.update().where(t.hosts.c.id == sa.bindparam("h_id"))
+            if beats:
+                conn.execute(beat.values(last_heartbeat_at=sa.bindparam("h_at")), beats)
+            if cached_beats:
+                conn.execute(
+                    beat.values(last_heartbeat_at=sa.bindparam("h_at"), cached=sa.bindparam("h_cached")), cached_beats
+                )
             reports: list[dict[str, Any]] = []
             warm_reports: list[dict[str, Any]] = []  # the same, and a warm list to write
             for h, p in batch.items():
@@ -164,7 +177,7 @@ class HeartbeatSink:
                         "b_reason": b.reason,
                     }
                     warm = b.warm[-WARM_MAX:]
-                    if self._warm_due(b.id, warm, at):
+                    if _due(self._warm, b.id, warm, at):
                         row["b_warm"] = warm
                         warm_reports.append(row)
                         warm_written[b.id] = (warm, at)
@@ -192,12 +205,7 @@ class HeartbeatSink:
                 )
         # Only once committed: a failed flush writes the lists again next time.
         self._warm.update(warm_written)
-
-    def _warm_due(self, board_id: str, warm: list[str], at: float) -> bool:
-        """Whether to write a board's warm list: it changed since this server last wrote it, or
-        that was long enough ago that another replica's write may have replaced it since."""
-        last = self._warm.get(board_id)
-        return last is None or last[0] != warm or at - last[1] >= WARM_REFRESH_S
+        self._cached.update(cached_written)
 
     def _read(self, batch: dict[str, _Pending], at: float) -> _Answers:
         answers = _Answers()
@@ -228,3 +236,10 @@ class HeartbeatSink:
                 if h not in batch:
                     answers.cancel[h] |= ids
         return answers
+
+
+def _due(written: dict[str, tuple[list[str], float]], key: str, value: list[str], at: float) -> bool:
+    """Whether to write a board's warm list (a host's cached list): it changed since this server
+    last wrote it, or that was long enough ago that another replica's write may have replaced it since."""
+    last = written.get(key)
+    return last is None or last[0] != value or at - last[1] >= WARM_REFRESH_S

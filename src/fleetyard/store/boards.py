@@ -124,12 +124,14 @@ def schedulable_boards(conn: sa.Connection, *, json_as_text: bool = False) -> Se
     """Every board that could run work someday (not retired or quarantined), with what the
     scheduler and the submit checks look at, and its host's state (``host_state``).
 
-    ``json_as_text``: ``labels`` and ``warm`` as stored, undecoded (the scheduler decodes only
-    the rows that changed since its last pass)."""
+    ``json_as_text``: ``labels``, ``warm`` and ``cached`` (the host's) as stored, undecoded (the
+    scheduler decodes only the rows that changed since its last pass)."""
     labels: sa.ColumnElement[Any] = t.boards.c.labels
     warm: sa.ColumnElement[Any] = t.boards.c.warm
+    cached: sa.ColumnElement[Any] = t.hosts.c.cached
     if json_as_text:
         labels, warm = sa.cast(labels, sa.Text).label("labels"), sa.cast(warm, sa.Text).label("warm")
+        cached = sa.cast(cached, sa.Text).label("cached")
     return conn.execute(
         sa.select(
             t.boards.c.id,
@@ -139,6 +141,7 @@ def schedulable_boards(conn: sa.Connection, *, json_as_text: bool = False) -> Se
             t.boards.c.firmware,
             labels,
             warm,
+            cached,
             t.boards.c.state,
             t.boards.c.drain_reason,
             t.hosts.c.state.label("host_state"),
@@ -149,9 +152,14 @@ def schedulable_boards(conn: sa.Connection, *, json_as_text: bool = False) -> Se
     ).all()
 
 
-def board_view(r: sa.Row[Any], labels: dict[str, Any] | None = None, warm: Sequence[str] | None = None) -> BoardView:
+def board_view(
+    r: sa.Row[Any],
+    labels: dict[str, Any] | None = None,
+    warm: Sequence[str] | None = None,
+    cached: Sequence[str] | None = None,
+) -> BoardView:
     """The scheduler's view of a row of :func:`schedulable_boards` (its rack is the ``rack`` label);
-    ``labels`` and ``warm`` decoded already where the row has them as text."""
+    ``labels``, ``warm`` and ``cached`` decoded already where the row has them as text."""
     labels = (r.labels or {}) if labels is None else labels
     return BoardView(
         r.id,
@@ -162,6 +170,7 @@ def board_view(r: sa.Row[Any], labels: dict[str, Any] | None = None, warm: Seque
         firmware=r.firmware,
         labels=labels,
         warm=frozenset((r.warm or ()) if warm is None else warm),
+        cached=frozenset((r.cached or ()) if cached is None else cached),
     )
 
 

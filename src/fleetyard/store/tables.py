@@ -30,6 +30,8 @@ hosts = sa.Table(
     sa.Column("last_heartbeat_at", Time),
     # When it was last declared lost or left: a heartbeat received before then does not bring it back.
     sa.Column("offline_since", Time),
+    # Blobs (sha256) in its agent's cache lately, as the agent reports: warm affinity.
+    sa.Column("cached", Json, nullable=False, server_default="[]"),
 )
 
 boards = sa.Table(

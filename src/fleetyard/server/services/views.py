@@ -31,6 +31,7 @@ def host_out(r: Row, boards: int) -> HostOut:
         last_heartbeat_at=r.last_heartbeat_at,
         registered_at=r.registered_at,
         boards=boards,
+        cached=r.cached,
     )
 
 
