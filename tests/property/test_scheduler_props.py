@@ -272,15 +272,17 @@ def check_quota(snap: Snapshot) -> None:
 
 @PROPS
 @given(cases())
-def test_a_job_within_nominal_is_not_left_behind_lower_priority_jobs_of_its_queue(case: Case) -> None:
+def test_a_job_is_not_left_behind_lower_priority_jobs_of_its_queue(case: Case) -> None:
     """A pending job P left neither bound nor preempting, whose queue stays within its nominal
     quota for every generation P accepts even with P added (or is unlimited), could not have fit
     on the boards free after the plan (not bound, not reserved) plus those of the running,
     preemptible jobs of P's own queue with lower (priority, rank) that were not already told to
-    stop. (The boards free when P's turn came, and the victims open to it then, include these:
-    the free set and the victims only shrink during a pass. Borrowers of other queues are also
-    open to P; leaving them out makes the check weaker, not wrong.) Past a window, a pass only
-    places jobs: preemption is for the jobs it explains, so the check is on a pass without one."""
+    stop; and any such P, its queue within its quota or not, could not have fit on the boards of
+    those lower-priority jobs alone (taking their place holds no more of its quota). (The boards
+    free when P's turn came, and the victims open to it then, include these: the free set and the
+    victims only shrink during a pass. Borrowers of other queues are also open to P; leaving them
+    out makes the check weaker, not wrong.) Past a window, a pass only places jobs: preemption is
+    for the jobs it explains, so the check is on a pass without one."""
     check_priority(replace(case.snap, window=None))
 
 
@@ -306,8 +308,6 @@ def check_priority(snap: Snapshot) -> None:
         spec = snap.queues.get(job.queue)
         gens = job.shape.constraints.generations or all_gens
         within = all(after[job.queue][g] + job.boards <= spec.nominal_of(g) for g in gens) if spec else True
-        if not within:
-            continue
         lower = [
             boards[i]
             for r in snap.running
@@ -320,7 +320,9 @@ def check_priority(snap: Snapshot) -> None:
         ]
         if not lower:
             continue
-        assert not fits(job.shape, job.boards, free_after + lower), (
+        # Within its nominal quota, free boards count; beyond it (its quota spent), it may still
+        # take the place of its own lower-priority jobs: on their boards alone, its queue holds no more.
+        assert not fits(job.shape, job.boards, (free_after if within else []) + lower), (
             f"job {job.id} ({job.queue}, priority {job.priority}/{job.rank}) fits with lower-priority "
             f"boards of its queue freed but was left pending: {p.reasons.get(job.id)!r}"
         )

@@ -227,6 +227,45 @@ def test_lower_priority_in_the_same_queue_is_preempted_but_not_other_queues_with
     assert not plan(snap(boards, [job(1, prio=1000)], running=running)).preemptions
 
 
+def test_a_queue_at_its_quota_runs_its_urgent_job_in_place_of_its_own_lower_priority_one() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 2}, cohort="c"), "b": QueueSpec("b", {"g1": 2}, cohort="c")}
+    boards = fleet(1, 6)
+    running = [
+        RunningJob(10, "a", ("h0-0",), priority=100, started_at=1.0),
+        RunningJob(11, "a", ("h0-1",), priority=0, started_at=2.0),  # a at its nominal 2
+        RunningJob(12, "b", ("h0-2", "h0-3"), priority=0),  # b at its nominal 2
+    ]
+    # Two boards are free, but a's quota is spent (b lends nothing): the urgent job of a takes
+    # the place of a's scavenger job, not one of b's within its nominal quota.
+    free = ["h0-4", "h0-5"]
+    p = plan(snap(boards, [job(1, queue="a", prio=1000)], running=running, queues=queues, free=free))
+    assert [(x.victim, x.for_job) for x in p.preemptions] == [(11, 1)]
+    assert "of higher priority in queue a" in p.preemptions[0].reason
+    assert p.reasons[1] == "preempting job(s) 11 for their boards"
+    # The next pass: it waits for its victim; then runs in its place.
+    running[1] = RunningJob(11, "a", ("h0-1",), priority=0, started_at=2.0, preempted_for=1)
+    p = plan(snap(boards, [job(1, queue="a", prio=1000)], running=running, queues=queues, free=free))
+    assert not p.preemptions and p.reasons[1].startswith("waiting for 1 preempted job(s)")
+    p = plan(snap(boards, [job(1, queue="a", prio=1000)], running=[running[0], running[2]], queues=queues, free=free))
+    assert list(bound(p)) == [1]
+    # A job of the same priority does not take another's place; nor a gang that would need a's
+    # quota beyond what its own lower-priority jobs hold.
+    running[1] = RunningJob(11, "a", ("h0-1",), priority=0, started_at=2.0)
+    assert not plan(snap(boards, [job(1, queue="a", prio=0)], running=running, queues=queues, free=free)).preemptions
+    gang = job(1, 3, queue="a", prio=1000)
+    assert not plan(snap(boards, [gang], running=running, queues=queues, free=free)).preemptions
+
+
+def test_a_borrowing_queue_swaps_one_own_job_for_an_urgent_one_and_reclaims_nothing() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 3}, cohort="c")}
+    boards = fleet(1, 4)
+    # a borrows 2 of b's nominal (b runs 1), and nothing is free.
+    running = [RunningJob(10 + i, "a", (f"h0-{i}",), priority=0, started_at=float(i)) for i in range(3)]
+    running.append(RunningJob(13, "b", ("h0-3",), priority=0))
+    p = plan(snap(boards, [job(1, queue="a", prio=1000)], running=running, queues=queues))
+    assert [x.victim for x in p.preemptions] == [12]  # one, its newest; a keeps borrowing as much
+
+
 # ---- backfill ---------------------------------------------------------------------------------
 
 

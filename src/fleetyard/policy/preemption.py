@@ -9,7 +9,7 @@ priority and then the newest first. Only as many as it needs.
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 
 from fleetyard.policy.placement import Constraints, Pool
@@ -68,6 +68,10 @@ class Victims:
                 seen.add(r.id)
                 yield r
 
+    def own_generations(self, queue: str) -> set[str]:
+        """The generations the queue's preemptible running jobs hold boards of."""
+        return set(self._of(queue)) if queue in self.queues else set()
+
     def boards(self, pool: Pool, r: RunningJob, c: Constraints) -> list[str]:
         key = (r.id, c)
         if key not in self.matching:
@@ -88,35 +92,60 @@ def victims_for(
     taken: set[int],
     victims: Victims,
 ) -> list[RunningJob]:
-    """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough)."""
-    nominal_gens = [g for g in sorted(gens) if ledger.within_nominal(job.queue, g, job.boards)]
-    if not nominal_gens:
-        return []  # only a job within its nominal quota may preempt
-    caps = {g: job.boards for g in nominal_gens}
+    """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough).
+
+    Its queue's quota holds as for any placement, but what victims of its own queue hold counts
+    as room in it; boards borrowed by another queue are reclaimed only within its nominal quota."""
+    q = job.queue
+    headroom = {g: ledger.headroom(q, g) for g in sorted(gens)}
+    own = victims.own_generations(q)
+    room = {g: n for g, n in headroom.items() if n > 0 or g in own}
+    if not room:
+        return []
+    nominal = {g: ledger.spec(q).nominal_of(g) - ledger.usage(q, g) for g in room}
+    reclaim = {g for g, n in nominal.items() if n > 0}
     c = job.shape.constraints
     base = pool.index(c).total
-    chosen: list[tuple[RunningJob, list[str]]] = []
+    chosen: list[tuple[RunningJob, list[str], Counter[str] | None]] = []  # (victim, its boards, room it makes)
     freed: list[str] = []
-    for r in victims.candidates(ledger, job, nominal_gens):
+    made: Counter[str] = Counter()  # room its own queue's victims make, per generation
+
+    def fits(chosen: Sequence[tuple[RunningJob, list[str], Counter[str] | None]], boards: Sequence[str]) -> bool:
+        # Taking another queue's boards, the job must fit within its own nominal quota.
+        reclaiming = any(held is None for _, _, held in chosen)
+        limit = {g: max(0, min(job.boards, (nominal if reclaiming else room)[g] + made[g])) for g in room}
+        return sum(limit.values()) >= job.boards and fits_with(pool, job, limit, boards)
+
+    for r in victims.candidates(ledger, job, list(room)):
         if r.id in taken or r.id == job.id:
             continue
-        mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in caps]
+        held: Counter[str] | None = None
+        if r.queue == q:
+            mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in room]
+            held = Counter(gen_of[b] for b in r.boards if b in gen_of)
+        else:
+            mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in reclaim]
         if not mine:
             continue
-        chosen.append((r, mine))
+        chosen.append((r, mine, held))
         freed += mine
-        if base + len(freed) >= job.boards and fits_with(pool, job, caps, freed):
+        made += held or Counter()
+        if base + len(freed) >= job.boards and fits(chosen, freed):
             break
     else:
         return []
     # Keep only those needed: drop the last-chosen first while it still fits.
-    for r, mine in list(reversed(chosen)):
+    for entry in list(reversed(chosen)):
+        r, mine, held = entry
         drop = set(mine)
         rest = [b for b in freed if b not in drop]
-        if fits_with(pool, job, caps, rest):
-            chosen.remove((r, mine))
+        made -= held or Counter()
+        if fits([e for e in chosen if e is not entry], rest):
+            chosen.remove(entry)
             freed = rest
-    return [r for r, _ in chosen]
+        else:
+            made += held or Counter()
+    return [r for r, _, _ in chosen]
 
 
 def fits_with(pool: Pool, job: PendingJob, caps: Mapping[str, int], extra: Sequence[str]) -> bool:

@@ -166,13 +166,44 @@ def plan(snap: Snapshot) -> Plan:
     any_match: dict[Constraints, bool] = {}
     victims_of: Victims | None = None  # built when a job first may preempt
 
+    def own_below(job: PendingJob) -> bool:
+        """Whether the job's own queue runs a job it may preempt (lower priority, not stopping)."""
+        mine = lowest.get(job.queue)
+        return mine is not None and mine < (job.priority, job.rank)
+
     def may_preempt(job: PendingJob, gens: frozenset[str]) -> bool:
+        if own_below(job):
+            return True  # what its own victims free counts towards its nominal quota too
         if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
             return False  # only a job within its nominal quota may preempt
-        mine = lowest.get(job.queue)
-        if mine is not None and mine < (job.priority, job.rank):
-            return True
         return any(q != job.queue and any(n > 0 for n in _borrowed(ledger, q)) for q in lowest)
+
+    def preempt(job: PendingJob, gens: frozenset[str]) -> bool:
+        """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
+        nonlocal victims_of, blocked_ahead
+        key = (job.queue, job.priority, job.rank, job.shape)
+        if job.boards >= preempt_failed.get(key, job.boards + 1) or not may_preempt(job, gens):
+            return False
+        if victims_of is None:
+            victims_of = Victims(snap.running, gen_of)
+        victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
+        if not victims:
+            preempt_failed[key] = min(preempt_failed.get(key, job.boards), job.boards)
+            return False
+        for v in victims:
+            victims_taken.add(v.id)
+            out.preemptions.append(Preemption(v.id, job.id, preempt_reason(ledger, v, job, gen_of)))
+        out.reasons[job.id] = f"preempting job(s) {', '.join(str(v.id) for v in victims)} for their boards"
+        blocked_ahead += 1
+        return True
+
+    def waiting_for_victims(job: PendingJob) -> bool:
+        nonlocal blocked_ahead
+        if job.id not in waiting_on:
+            return False
+        out.reasons[job.id] = f"waiting for {len(waiting_on[job.id])} preempted job(s) to stop and free their boards"
+        blocked_ahead += 1
+        return True
 
     def bind(job: PendingJob, got: tuple[str, ...]) -> None:
         for b in got:
@@ -219,6 +250,9 @@ def plan(snap: Snapshot) -> Plan:
             waiting += 1
             if not explain:
                 continue
+            # Its queue's quota is spent; a higher-priority job may still take its own queue's boards.
+            if own_below(job) and (waiting_for_victims(job) or preempt(job, gens)):
+                continue
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
             reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
@@ -264,26 +298,8 @@ def plan(snap: Snapshot) -> Plan:
         if not explain:
             fit_failed.setdefault(fit_key, (job.boards, ""))  # read past the window only: no reason
             continue
-        if job.id in waiting_on:
-            out.reasons[job.id] = (
-                f"waiting for {len(waiting_on[job.id])} preempted job(s) to stop and free their boards"
-            )
-            blocked_ahead += 1
+        if waiting_for_victims(job) or preempt(job, gens):
             continue
-        preempt_key = (job.queue, job.priority, job.rank, job.shape)
-        if job.boards < preempt_failed.get(preempt_key, job.boards + 1) and may_preempt(job, gens):
-            if victims_of is None:
-                victims_of = Victims(snap.running, gen_of)
-            victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
-            if victims:
-                names = ", ".join(str(v.id) for v in victims)
-                for v in victims:
-                    victims_taken.add(v.id)
-                    out.preemptions.append(Preemption(v.id, job.id, preempt_reason(ledger, v, job, gen_of)))
-                out.reasons[job.id] = f"preempting job(s) {names} for their boards"
-                blocked_ahead += 1
-                continue
-            preempt_failed[preempt_key] = min(preempt_failed.get(preempt_key, job.boards), job.boards)
         if seen is not None and job.boards >= seen[0]:
             out.reasons[job.id] = seen[1] + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
             blocked_ahead += 1
