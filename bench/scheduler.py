@@ -11,28 +11,33 @@ limits on ``ai`` and ``robotics``. Queue: 10 jobs per board (100,000; ``--quick`
 classes ci-gate/interactive/batch/scavenger (2/10/68/20 %), one generation, two, or any; submit
 times over the last day; time limits 10 min to 4 h.
 
-1. ``placements_per_s``: bindings / wall time of :func:`plan` on a snapshot with every board free
-   (the best of ``--repeat`` passes, 3). The pass also explains every job it leaves waiting, so
-   ``pending_jobs_per_s`` (jobs considered per second) and ``boards_placed_per_s`` are reported too.
+1. ``placements_per_s``: bindings / wall time of :func:`plan` as the controller runs it: on the
+   state it keeps from pass to pass (the boards indexed, a :class:`Pool`; the queued jobs in line,
+   a :class:`Line`), every board free, with its explaining ``WINDOW`` (the best of ``--repeat``
+   passes, 3). ``boards_placed_per_s`` and ``pending_jobs_per_s`` too; and, once each, the same
+   pass from plain lists (a controller's first: ``cold_plan_s``), a pass that explains every job
+   (no window: ``explain_all_plan_s``), and the time to build the kept state (``kept_state_build_s``).
    Peer, on the same input in the same run: a plain greedy scheduler written here (priority-sorted
    list, a linear scan of the free boards per job, same host / same rack by grouping the scan; no
    quotas, preemption, reservations or explanations): ``greedy_placements_per_s``,
    ``ratio_to_greedy``.
 2. ``placements_per_s_sqlite`` (and ``_postgres``): a fresh store (migrations), hosts, boards, queues
-   and queued jobs inserted in bulk, then one ``SchedulerShell(store).pass_(now)`` of a controller
-   that starts now (read + parse specs + plan + apply), timed, with its read and apply timed from
-   inside (``<store>_read_s``, ``_plan_s``, ``_apply_s``). ``<store>_warm_placements_per_s`` is the
-   same pass with the read of a controller that has parsed these specs already (the steady state;
-   ``_warm_read_s`` measured by a separate shell on the same database just before).
+   and queued jobs inserted in bulk; a ``SchedulerShell`` (GC frozen, as the controller runs it)
+   makes one pass with every board drained (it reads the queue, parsing every spec: ``_first_read_s``),
+   the boards come back, and its next ``pass_()`` is timed: read what changed, plan, apply; read and
+   apply timed from inside (``<store>_read_s``, ``_plan_s``, ``_apply_s``).
    PostgreSQL runs when ``--postgres`` is given, or when ``initdb`` is on PATH (the integration
    harness's throwaway cluster); ``--no-postgres`` skips it (the metric is then null).
 3. ``p50_single_job_ms``/``p99_single_job_ms``: the fleet full but 16 boards, held by running jobs of
-   8 boards, the whole queue pending; one new ci-gate job of one board is added, and :func:`plan`
-   of that snapshot (with the controller's ``window``: once no board is free, it looks at that many
-   more jobs, not the whole queue) is timed, ``--reps`` times (50), each a fresh snapshot with one more new job
-   (fewer, at least 5, once ``--latency-budget`` seconds (60) have passed: ``single_job_reps``).
-   The running jobs are batch class, so that pass also preempts some of them for the queue's
-   ci-gate and interactive jobs (``single_job_pass_preemptions``), as a real pass would.
+   8 boards, the whole queue pending, on kept state; one new ci-gate job of one board joins the line
+   and :func:`plan` runs as between explanations (``FAST_WINDOW``); timed from the job joining the
+   line to the plan. ``--reps`` times (50), alternating with passes that explain (``WINDOW``:
+   ``p50_single_job_explaining_ms``, ``p99_...``); each pass meets the same line and free boards (the
+   new job leaves the line after it; fewer reps, at least 5, once ``--latency-budget`` seconds (60)
+   have passed: ``single_job_reps``). Most running jobs are ci-gate class; every eighth host's is
+   batch, so the passes before preempt those for the queue's ci-gate and interactive jobs
+   (``single_job_pass_preemptions``), as a real controller would have, and the measured passes meet
+   them stopping.
 4. Sweep: the pure pass (best of ``--repeat``) at 1,000 / 2,500 / 5,000 / 10,000 boards, 10 jobs per board
    (``--quick``: 250 / 500 / 1,000): placements/s and microseconds of pass per placement;
    ``cost_ratio_10k_to_1k`` (the largest over the smallest size with ``--quick``, as
@@ -303,7 +308,9 @@ def latency(w: Workload, reps: int, budget_s: float, free_hosts: int = 2) -> dic
                         len(w.specs) + 10_000 + len(running),
                         q,
                         tuple(b.id for b in hosts[h]),
-                        priority=CLASS_VALUE["batch"],
+                        # Top-priority work (no queued job outranks it), but for every eighth host's.
+                        priority=CLASS_VALUE["batch" if len(running) % 8 == 0 else "ci-gate"],
+                        rank=1,
                         started_at=started,
                         expected_end=started + rng.choice(TIME_LIMITS),
                     )

@@ -256,6 +256,24 @@ def test_a_queue_at_its_quota_runs_its_urgent_job_in_place_of_its_own_lower_prio
     assert not plan(snap(boards, [gang], running=running, queues=queues, free=free)).preemptions
 
 
+def test_a_queue_that_borrows_only_by_this_passs_bindings_is_reclaimed_from_next_pass() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 3}, cohort="c"), "b": QueueSpec("b", {"g1": 3}, cohort="c")}
+    boards = fleet(3, 2)
+    running = [
+        RunningJob(10, "b", ("h2-0", "h2-1"), started_at=1.0),
+        RunningJob(11, "b", ("h1-0",), started_at=2.0),  # b at its nominal 3
+        RunningJob(12, "a", ("h0-1",), priority=100, started_at=3.0),
+    ]
+    urgent_b = job(1, queue="b", prio=1000)  # borrows a free board of a's nominal
+    gang_a = job(2, 2, queue="a", prio=100, placement=Placement.SAME_HOST)  # fits on no host's free boards
+    p = plan(snap(boards, [urgent_b, gang_a], running=running, queues=queues))
+    assert bound(p) == {1: ("h0-0",)} and not p.preemptions  # b's older jobs are within its quota
+    # The next pass: b borrows; a reclaims what its gang needs.
+    running.append(RunningJob(1, "b", ("h0-0",), priority=1000, started_at=4.0))
+    p = plan(snap(boards, [gang_a], running=running, queues=queues))
+    assert [x.victim for x in p.preemptions] == [11] and "queue b borrows" in p.preemptions[0].reason
+
+
 def test_a_borrowing_queue_swaps_one_own_job_for_an_urgent_one_and_reclaims_nothing() -> None:
     queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 3}, cohort="c")}
     boards = fleet(1, 4)

@@ -24,8 +24,14 @@ class Victims:
     quota (reclaimed by another queue), then lower (priority, rank) jobs of the job's own queue;
     within each, the lowest priority and then the newest first. Built once per pass."""
 
-    def __init__(self, running: Sequence[RunningJob], gen_of: Mapping[str, str]) -> None:
+    def __init__(
+        self, running: Sequence[RunningJob], gen_of: Mapping[str, str], borrowing: set[tuple[str, str]]
+    ) -> None:
+        """``borrowing``: (queue, generation) beyond nominal when the pass began. A queue that
+        borrows only by this pass's bindings is not reclaimed from: its jobs of before are within
+        its quota; the next pass takes back the boards it borrowed, newest first."""
         self._gen_of = gen_of
+        self.borrowing = borrowing
         self._open: dict[str, list[RunningJob]] = defaultdict(list)  # queue -> preemptible running jobs
         for r in running:
             if r.preemptible and r.preempted_for is None:
@@ -53,7 +59,7 @@ class Victims:
             self._of(q)[g]
             for q in sorted(self.queues - {job.queue})
             for g in gens
-            if ledger.borrowing(q, g) > 0 and g in self._of(q)
+            if (q, g) in self.borrowing and ledger.borrowing(q, g) > 0 and g in self._of(q)
         ]
         mine = self._of(job.queue) if job.queue in self.queues else {}
         own = [mine[g] for g in gens if g in mine]

@@ -149,6 +149,7 @@ def plan(snap: Snapshot) -> Plan:
     # A board not in the pool counts for no generation.
     used = {q: Counter(filter(None, map(gen_of.get, bs))) for q, bs in held_by_queue.items()}
     ledger = QuotaLedger(snap.queues, used)
+    borrowing_at_start = {(q, g) for q, by_gen in used.items() for g in by_gen if ledger.borrowing(q, g) > 0}
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
     held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
     # A queue whose head job waits for its quota: that job's reservation; the queue's later jobs
@@ -176,7 +177,7 @@ def plan(snap: Snapshot) -> Plan:
             return True  # what its own victims free counts towards its nominal quota too
         if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
             return False  # only a job within its nominal quota may preempt
-        return any(q != job.queue and any(n > 0 for n in _borrowed(ledger, q)) for q in lowest)
+        return any(q != job.queue and ledger.borrowing(q, g) > 0 for q, g in borrowing_at_start)
 
     def preempt(job: PendingJob, gens: frozenset[str]) -> bool:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
@@ -185,7 +186,7 @@ def plan(snap: Snapshot) -> Plan:
         if job.boards >= preempt_failed.get(key, job.boards + 1) or not may_preempt(job, gens):
             return False
         if victims_of is None:
-            victims_of = Victims(snap.running, gen_of)
+            victims_of = Victims(snap.running, gen_of, borrowing_at_start)
         victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
             preempt_failed[key] = min(preempt_failed.get(key, job.boards), job.boards)
@@ -395,10 +396,6 @@ def _usable_free(pool: Pool, ledger: QuotaLedger, queues: Iterable[str]) -> bool
             if any(ledger.headroom(q, g) > 0 for q in queues):
                 return True
     return False
-
-
-def _borrowed(ledger: QuotaLedger, queue: str) -> list[int]:
-    return [ledger.borrowing(queue, g) for g in ledger.used[queue]]
 
 
 def _by_gen(boards: Sequence[str], gen_of: Mapping[str, str]) -> dict[str, int]:
