@@ -17,6 +17,7 @@ from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcom
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 from fleetyard.store import tables as t
 from fleetyard.store.boards import allocate_ranks, switch_board_state
+from fleetyard.store.db import insert_many
 
 A = t.assignments
 
@@ -36,9 +37,10 @@ def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> l
     """
     if not new:
         return []
-    conn.execute(
-        t.attempts.insert(),
-        [{"job_id": n.job_id, "number": n.number, "state": str(AttemptState.RUNNING), "created_at": at} for n in new],
+    insert_many(
+        conn,
+        t.attempts.insert().values(state=str(AttemptState.RUNNING), created_at=at),
+        [{"job_id": n.job_id, "number": n.number} for n in new],
     )
     # Their ids, by (job, number): unique, and the caller holds the jobs. (A RETURNING in
     # parameter order costs SQLite one statement per row.)
@@ -50,8 +52,9 @@ def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> l
         ):
             id_of[r.job_id, r.number] = r.id
     attempt_ids = [id_of[n.job_id, n.number] for n in new]
-    # Constants inline: a JSON value bound per row is serialized per row.
-    conn.execute(
+    # The empty JSON objects inline: one bound per row would be serialized per row.
+    insert_many(
+        conn,
         A.insert().values(
             state=str(AssignmentState.PENDING),
             created_at=at,

@@ -149,3 +149,18 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]])
 
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return max(0, conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows).rowcount)
+
+
+def insert_many(conn: Connection, stmt: sa.Insert, rows: list[dict[str, Any]]) -> None:
+    """``stmt`` for many rows through the driver's executemany, past SQLAlchemy's per-row
+    parameter processing (half the cost of 10,000 rows here): for rows of plain ints, floats and
+    strings only, all with the same keys; ``stmt``'s own ``values()`` are the constants."""
+    if not rows:
+        return
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    constants = compiled.params
+    if compiled.positional:
+        names = compiled.positiontup or []
+        conn.exec_driver_sql(compiled.string, [tuple(r.get(n, constants.get(n)) for n in names) for r in rows])
+    else:
+        conn.exec_driver_sql(compiled.string, [{**constants, **r} for r in rows])
