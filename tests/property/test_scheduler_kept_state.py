@@ -1,32 +1,27 @@
 """Kept state: a :class:`~fleetyard.policy.placement.Pool` and a :class:`~fleetyard.policy.line.Line`
 that a controller keeps from pass to pass must plan exactly as a fresh snapshot of plain lists
-would (same snapshot, same plan, whatever the history). The strategies are small copies of those
-in ``test_scheduler_props.py``, with warm artifacts added."""
+would (same snapshot, same plan, whatever the history). The strategies are those of
+``test_scheduler_props.py``, with fleets whose host names sort otherwise than they were built, and
+warm artifacts."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from tests.property.test_scheduler_props import CLASSES, FIRMWARE, GENS, PROPS, queue_specs, shapes
 
-from fleetyard.domain.firmware import FirmwareSelector
-from fleetyard.domain.spec import Packing, Placement
-from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
+from fleetyard.domain.spec import Placement
+from fleetyard.policy.placement import BoardView, Pool, Shape
 from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import Binding, Line, PendingJob, Plan, RunningJob, Snapshot, plan
 
-GENS = ("g1", "g2", "g3")
-FIRMWARE = ("1.0", "1.2", "2.0")
-SELECTORS = (None, None, None, ">=1.2", "==1.0", "!=2.0")
-CLASSES = (0, 100, 500, 1000)
 ARTIFACTS = ("a1", "a2")
-# As test_scheduler_props: the same examples on every run.
-PROPS = settings(max_examples=200, deadline=None, derandomize=True)
 
 
-# ---- strategies (copied from test_scheduler_props, with warm artifacts) --------------------------
+# ---- strategies (test_scheduler_props', with host names out of order and warm artifacts) ---------
 
 
 @st.composite
@@ -51,42 +46,6 @@ def fleets(draw: st.DrawFn) -> list[BoardView]:
                 )
             )
     return out
-
-
-@st.composite
-def queue_specs(draw: st.DrawFn) -> dict[str, QueueSpec]:
-    out = {}
-    for i in range(draw(st.integers(0, 3))):
-        name = f"q{i}"
-        nominal = draw(
-            st.one_of(
-                st.fixed_dictionaries({g: st.integers(0, 8) for g in GENS}),
-                st.dictionaries(st.sampled_from(GENS), st.integers(0, 8), max_size=2),
-                st.none(),
-            )
-        )
-        limits = draw(st.dictionaries(st.sampled_from(GENS), st.integers(0, 6), max_size=2))
-        cohort = draw(st.sampled_from([None, "c", "c", "d"]))
-        out[name] = QueueSpec(name, nominal=nominal, cohort=cohort, borrowing_limit=limits)
-    return out
-
-
-def shapes(board_ids: list[str]) -> st.SearchStrategy[Shape]:
-    constraints = st.builds(
-        Constraints,
-        generations=st.frozensets(st.sampled_from(GENS), max_size=2),
-        labels=st.sampled_from([(), (), (), (("pool", "a"),), (("pool", "b"),)]),
-        firmware=st.sampled_from(SELECTORS).map(lambda s: None if s is None else FirmwareSelector.parse(s)),
-        exclude=st.frozensets(st.sampled_from(board_ids), max_size=2),
-        only=st.one_of(st.just(frozenset()), st.just(frozenset()), st.frozensets(st.sampled_from(board_ids))),
-    )
-    return st.builds(
-        Shape,
-        constraints,
-        st.sampled_from(list(Placement)),
-        st.booleans(),
-        st.sampled_from(list(Packing)),
-    )
 
 
 @st.composite

@@ -88,6 +88,7 @@ def shapes(board_ids: Sequence[str]) -> st.SearchStrategy[Shape]:
         labels=st.sampled_from([(), (), (), (("pool", "a"),), (("pool", "b"),)]),
         firmware=st.sampled_from(SELECTORS).map(lambda s: None if s is None else FirmwareSelector.parse(s)),
         exclude=st.frozensets(st.sampled_from(board_ids), max_size=2),
+        only=st.one_of(st.just(frozenset()), st.just(frozenset()), st.frozensets(st.sampled_from(board_ids))),
     )
     return st.builds(
         Shape,
