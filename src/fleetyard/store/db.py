@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,16 @@ def insert_many(conn: Connection, stmt: sa.Insert, rows: list[dict[str, Any]]) -
     strings only, all with the same keys; ``stmt``'s own ``values()`` are the constants."""
     if not rows:
         return
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
-    constants = compiled.params
-    if compiled.positional:
-        names = compiled.positiontup or []
-        conn.exec_driver_sql(compiled.string, [tuple(r.get(n, constants.get(n)) for n in names) for r in rows])
-    else:
+    keys = list(rows[0])
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=keys)
+    constants = {n: v for n, v in compiled.params.items() if n not in rows[0]}
+    if not compiled.positional:
         conn.exec_driver_sql(compiled.string, [{**constants, **r} for r in rows])
+        return
+    # Each row's values, then the constants, put in the statement's order (C-level, per row).
+    names = list(compiled.positiontup or ())
+    where = {n: i for i, n in enumerate([*keys, *constants])}
+    tail = tuple(constants.values())
+    at = [where[n] for n in names]
+    order = itemgetter(*at) if len(at) > 1 else (lambda v: (v[at[0]],))
+    conn.exec_driver_sql(compiled.string, [order(tuple(map(r.__getitem__, keys)) + tail) for r in rows])
