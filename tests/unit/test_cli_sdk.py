@@ -206,6 +206,7 @@ def test_the_public_surface_is_pinned() -> None:
         "FaultAction",
         "FaultKind",
         "FaultOrderOut",
+        "FleetStatsOut",
         "HostOut",
         "JobDetail",
         "JobOut",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,18 @@ def client(ctx: typer.Context) -> Client:
     if not isinstance(state, CliState):
         state = CliState()
     return Client(server=state.server, token=state.token)
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90m``, ``2h``, ``7d``, ``45s`` or plain seconds → seconds (a bad one names ``option``)."""
+    m = _DURATION.match(text)
+    if m is None or float(m.group(1)) <= 0:
+        raise typer.BadParameter(f"expected a duration like 90m, 2h, 7d or seconds, got {text!r}", param_hint=option)
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
 def parse_labels(items: Iterable[str] | None) -> dict[str, str]:

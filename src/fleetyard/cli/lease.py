@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
 
-from fleetyard.cli._common import JsonOpt, client, parse_labels
+from fleetyard.cli._common import JsonOpt, client, parse_duration, parse_labels
 from fleetyard.cli._follow import EXIT_WAIT_TIMED_OUT
 from fleetyard.cli._output import emit_json, err, fmt_duration, fmt_time, key_values, note, out, styled, table
 from fleetyard.protocol.api import LeaseOut
 
 app = typer.Typer(help="Hold boards for yourself for a while: take, renew, release, list.", no_args_is_help=True)
 
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-
 
 def parse_ttl(text: str) -> float:
     """``90m``, ``2h``, ``1d``, ``45s`` or plain seconds → seconds."""
-    m = _TTL.match(text)
-    if m is None or float(m.group(1)) <= 0:
-        raise typer.BadParameter(f"expected a duration like 90m, 2h, 1d or seconds, got {text!r}", param_hint="'--ttl'")
-    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+    return parse_duration(text, "'--ttl'")
 
 
 TtlOpt = Annotated[str, typer.Option("--ttl", help="How long: 90m, 2h, 1d, or seconds; counts from when granted.")]

@@ -14,7 +14,21 @@ import typer
 from typer.core import TyperGroup
 
 from fleetyard import __version__
-from fleetyard.cli import artifacts, bench, boards, jobs, processes, queues, reduce, repro, run, tokens, up, validate
+from fleetyard.cli import (
+    artifacts,
+    bench,
+    boards,
+    fleet,
+    jobs,
+    processes,
+    queues,
+    reduce,
+    repro,
+    run,
+    tokens,
+    up,
+    validate,
+)
 from fleetyard.cli._common import CliState
 from fleetyard.cli._output import print_error
 from fleetyard.cli.lease import app as lease_app
@@ -85,6 +99,7 @@ app.command("agent", rich_help_panel="Programs")(processes.agent)
 app.add_typer(processes.db_app, name="db", rich_help_panel="Programs")
 app.add_typer(boards.boards_app, name="boards")
 app.add_typer(boards.hosts_app, name="hosts")
+app.add_typer(fleet.app, name="fleet")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(lease_app, name="lease")
 app.add_typer(queues.app, name="queues")

@@ -29,6 +29,7 @@ from fleetyard.protocol.api import (
     BoardEventOut,
     BoardOut,
     FaultOrderOut,
+    FleetStatsOut,
     HostOut,
     JobDetail,
     JobOut,
@@ -134,6 +135,10 @@ class Client:
         return response.is_success
 
     # -- hosts and boards ---------------------------------------------------------------------
+
+    def fleet_stats(self, since_s: float = 7 * 86400.0) -> FleetStatsOut:
+        """Uptime accounting over the last ``since_s`` seconds: availability, incidents, MTTR, MTTD."""
+        return self._one(FleetStatsOut, "GET", "/v1/fleet/stats", params={"since_s": since_s})
 
     def hosts(self, state: str | None = None) -> list[HostOut]:
         return self._many(HostOut, "/v1/hosts", params=self._params(state=state))

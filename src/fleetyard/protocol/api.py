@@ -293,3 +293,41 @@ class WhyOut(BaseModel):
     summary: str
     details: dict[str, Any] = Field(default_factory=dict)
     reservation: dict[str, Any] | None = None
+
+
+class IncidentOut(BaseModel):
+    board: str
+    generation: str
+    start: float
+    end: float | None = Field(description="null: still down")
+    state: str = Field(description="the down state it began with: suspect, offline, quarantined, …")
+    cause: str
+    repaired: bool
+
+
+class GenerationStatsOut(BaseModel):
+    generation: str
+    boards: int
+    availability: float | None
+    incidents: int
+
+
+class FleetStatsOut(BaseModel):
+    """Uptime accounting from the board event log (:mod:`fleetyard.policy.uptime`)."""
+
+    since: float
+    until: float
+    boards: int
+    availability: float | None = Field(description="in-service time over counted time (planned maintenance excluded)")
+    board_days: float = Field(description="counted board time, in days")
+    incidents: int
+    incidents_per_1000_board_days: float | None
+    mttr_s: float | None = Field(description="mean time to repair: incidents that ended back in service")
+    mtbi_s: float | None = Field(description="mean in-service time between incidents")
+    mttd_s: float | None = Field(description="mean time from an injected fault to its board's next incident")
+    faults_detected: int
+    faults_undetected: int
+    by_cause: dict[str, int]
+    by_generation: list[GenerationStatsOut]
+    worst_boards: list[tuple[str, float]] = Field(description="the least available boards, (id, availability)")
+    recent_incidents: list[IncidentOut]

@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetyard import __version__
 from fleetyard.errors import FleetyardError
-from fleetyard.server.auth import TokenCache
+from fleetyard.server.auth import ANY, TokenCache
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
+from fleetyard.server.metrics import make_registry
 from fleetyard.server.routers import agent, artifacts, blobs, fleet, jobs, leases, queues, tokens
 from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
@@ -104,6 +106,12 @@ def create_app(
         if store.ping():
             return JSONResponse({"ok": True})
         return _error(503, "store_unavailable", "the store does not answer")
+
+    registry = make_registry(store)
+
+    @app.get("/metrics", tags=["metrics"], dependencies=[Depends(ANY)])
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     for r in (fleet.router, jobs.router, queues.router, blobs.router, artifacts.router, tokens.router, agent.router):
         app.include_router(r)

@@ -6,13 +6,24 @@ from fastapi import APIRouter, Depends, Query
 
 from fleetyard.domain.auth import Principal
 from fleetyard.errors import BadRequest
-from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultIn, FaultOrderOut, HostOut, ReasonIn
+from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultIn, FaultOrderOut, FleetStatsOut, HostOut, ReasonIn
 from fleetyard.server.auth import ANY, STAFF
 from fleetyard.server.routers.deps import store
 from fleetyard.server.services import boards as svc
+from fleetyard.server.services import stats
 from fleetyard.store.db import Store, now
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
+
+
+@router.get("/fleet/stats", response_model=FleetStatsOut)
+def fleet_stats(
+    since_s: float = Query(7 * 86400.0, gt=0, description="the window: this many seconds back from now"),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
+) -> FleetStatsOut:
+    at = now()
+    return stats.fleet_stats(s, since=at - since_s, until=at)
 
 
 @router.get("/hosts", response_model=list[HostOut])
