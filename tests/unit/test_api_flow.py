@@ -375,10 +375,10 @@ def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet)
         fleet.beat("h1", boards=[{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}])
 
     beat(False)
-    failing, _ = fleet.rec.health(time.time())
+    failing = fleet.rec.health(time.time()).failing
     assert failing == ["h1-b0"]
     beat(True)
-    _, released = fleet.rec.health(time.time() + 1)
+    released = fleet.rec.health(time.time() + 1).released
     assert released == ["h1-b0"]
 
 

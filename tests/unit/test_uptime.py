@@ -145,3 +145,50 @@ def test_fleet_stats_through_the_api_and_the_cli_view(tmp_path: Path) -> None:
     console.print(stats_view(s))
     text = console.export_text()
     assert "availability" in text and "suspect: failed its probe" in text and "h1-b0" in text
+
+
+# ---- lemons --------------------------------------------------------------------------------------
+
+
+def test_a_board_with_more_than_k_incidents_in_the_window_is_a_lemon() -> None:
+    from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason
+    from fleetyard.policy.uptime import Incident
+
+    def incident(start: float, cause: str = "failed its probe", state: BoardState = S.SUSPECT) -> Incident:
+        return Incident("a", "g1", start, start + 60.0, state, cause, True)
+
+    now = 10 * LEMON_WINDOW_S
+    three = [incident(now - k * H) for k in (1, 2, 3)]
+    assert lemon_reason(three, now=now) is None
+    old = incident(now - LEMON_WINDOW_S - 1)  # out of the window: forgiven
+    assert lemon_reason([*three, old], now=now) is None
+    why = lemon_reason([*three, incident(now - 4 * H, "host lost", S.OFFLINE)], now=now)
+    assert why == "lemon: 4 incidents in 7 days (more than 3): suspect: failed its probe (3), offline: host lost (1)"
+
+
+def test_a_lemon_is_quarantined_instead_of_returning_to_service(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    from fleetyard.policy.brakes import LEMON_INCIDENTS
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=1)
+
+        def fail_then_pass(at: float) -> tuple[list[str], list[str], list[str]]:
+            f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
+            assert f.rec.health(at).failing == ["h1-b0"]
+            f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
+            p = f.rec.health(at + 10.0)
+            return p.failing, p.released, p.quarantined
+
+        t0 = time.time() - 1000.0  # the reconciler's clock, behind the heartbeats' (a probe must pass after)
+        for k in range(LEMON_INCIDENTS):
+            assert fail_then_pass(t0 + 100.0 * k) == ([], ["h1-b0"], [])
+        assert fail_then_pass(t0 + 100.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
+        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+        assert board["state"] == "quarantined"
+        assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
+        history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
+        assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
+    f.store.dispose()

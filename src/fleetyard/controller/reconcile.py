@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
+from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.store import tables as t
-from fleetyard.store.boards import switch_board_state
+from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.db import Store
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
 
 log = logging.getLogger(__name__)
+
+
+class HealthPass(NamedTuple):
+    failing: list[str]  # became suspect
+    released: list[str]  # back in service
+    quarantined: list[str]  # lemons
 
 
 @dataclass
@@ -58,8 +68,9 @@ class Reconciler:
                 lose_host(conn, host_id, reason=f"host lost: no heartbeat for {self.host_timeout_s:.0f} s", at=now)
         return lost
 
-    def health(self, now: float) -> tuple[list[str], list[str]]:
-        """Available boards that fail their probe become suspect; suspects that pass return."""
+    def health(self, now: float) -> HealthPass:
+        """Available boards that fail their probe become suspect; suspects that pass return to
+        service, but lemons (:mod:`fleetyard.policy.brakes`) go to quarantine."""
         with self.store.write() as conn:
             failing = conn.execute(
                 sa.select(t.boards.c.id, t.boards.c.probe_reason).where(
@@ -91,8 +102,14 @@ class Reconciler:
                 SuspectView(s.id, s.host_state == "online", s.state_changed_at, s.probe_ok, s.telemetry_at)
                 for s in suspects
             ]
-            released = suspects_to_release(views, now=now, cooldown_s=self.suspect_cooldown_s)
-            for board_id in released:
+            passed = suspects_to_release(views, now=now, cooldown_s=self.suspect_cooldown_s)
+            lemons = self._lemons(conn, passed, now)
+            for board_id in passed:
+                if board_id in lemons:
+                    for to in (BoardState.REMEDIATING, BoardState.QUARANTINED):
+                        switch_board_state(conn, board_id, to, reason=lemons[board_id], actor=Actor.POLICY, at=now)
+                    log.warning("board %s quarantined: %s", board_id, lemons[board_id])
+                    continue
                 switch_board_state(
                     conn,
                     board_id,
@@ -102,4 +119,17 @@ class Reconciler:
                     actor=Actor.POLICY,
                     at=now,
                 )
-        return [b.id for b in failing], released
+        return HealthPass([b.id for b in failing], [b for b in passed if b not in lemons], sorted(lemons))
+
+    def _lemons(self, conn: sa.Connection, boards: list[str], now: float) -> dict[str, str]:
+        """Those of ``boards`` (about to return to service) that are lemons, with why."""
+        if not boards:
+            return {}
+        since = now - LEMON_WINDOW_S
+        events = transitions(conn, since=since, until=now, boards=boards)
+        figures = uptime(events, dict.fromkeys(boards, ""), since=since, until=now)
+        incidents: dict[str, list[Incident]] = defaultdict(list)
+        for i in figures.incidents:
+            incidents[i.board].append(i)
+        found = {b: lemon_reason(incidents[b], now=now) for b in boards}
+        return {b: why for b, why in found.items() if why is not None}

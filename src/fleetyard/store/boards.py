@@ -180,14 +180,17 @@ def is_free(r: sa.Row[Any]) -> bool:
     return r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online"
 
 
-def transitions(conn: sa.Connection, *, since: float, until: float) -> list[Transition]:
-    """Every board's transitions in [since, until], and each board's last one before ``since``
-    (its state when the window opens): what :func:`fleetyard.policy.uptime.uptime` reads."""
+def transitions(
+    conn: sa.Connection, *, since: float, until: float, boards: Sequence[str] | None = None
+) -> list[Transition]:
+    """Every board's (or these ``boards``') transitions in [since, until], and each one's last
+    before ``since`` (its state when the window opens): what :func:`fleetyard.policy.uptime.uptime` reads."""
     e = t.board_events
-    last = sa.select(sa.func.max(e.c.id).label("id")).where(e.c.at < since).group_by(e.c.board_id).subquery()
+    of = e.c.board_id.in_(boards) if boards is not None else sa.true()
+    last = sa.select(sa.func.max(e.c.id).label("id")).where(e.c.at < since, of).group_by(e.c.board_id).subquery()
     cols = (e.c.board_id, e.c.at, e.c.to_state, e.c.actor, e.c.reason)
     rows = [
         *conn.execute(sa.select(*cols).join(last, last.c.id == e.c.id)),
-        *conn.execute(sa.select(*cols).where(e.c.at >= since, e.c.at <= until).order_by(e.c.id)),
+        *conn.execute(sa.select(*cols).where(e.c.at >= since, e.c.at <= until, of).order_by(e.c.id)),
     ]
     return [Transition(r.board_id, r.at, BoardState(r.to_state), Actor(r.actor), r.reason) for r in rows]
