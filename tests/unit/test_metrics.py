@@ -68,6 +68,7 @@ def test_an_empty_fleet_exports_the_families_without_samples(fleet: Fleet) -> No
         "fleetyard_attempts": "counter",
         "fleetyard_board_transitions": "counter",
         "fleetyard_scrape_seconds": "gauge",
+        "fleetyard_breaker_tripped": "gauge",
     }
 
 

@@ -182,13 +182,63 @@ def test_a_lemon_is_quarantined_instead_of_returning_to_service(tmp_path: Path) 
             p = f.rec.health(at + 10.0)
             return p.failing, p.released, p.quarantined
 
-        t0 = time.time() - 1000.0  # the reconciler's clock, behind the heartbeats' (a probe must pass after)
+        # The reconciler's clock runs behind the heartbeats' (a probe must pass after the failure);
+        # incidents 20 min apart, past the circuit breaker's window (one board of a generation of one).
+        t0 = time.time() - 10_000.0
         for k in range(LEMON_INCIDENTS):
-            assert fail_then_pass(t0 + 100.0 * k) == ([], ["h1-b0"], [])
-        assert fail_then_pass(t0 + 100.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
+            assert fail_then_pass(t0 + 1200.0 * k) == ([], ["h1-b0"], [])
+        assert fail_then_pass(t0 + 1200.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
         board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
         assert board["state"] == "quarantined"
         assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
         history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
         assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
+    f.store.dispose()
+
+
+# ---- the circuit breaker ------------------------------------------------------------------------
+
+
+def test_the_breaker_lets_a_tenth_of_a_generation_out_then_trips() -> None:
+    from fleetyard.policy.brakes import BreakerLimits, take_out
+
+    limits = BreakerLimits()
+    assert [limits.limit(n) for n in (1, 9, 10, 11, 200, 10_000)] == [1, 1, 1, 2, 20, 50]
+    candidates = {"g1": ["b3", "b1", "b2"], "g2": ["c1"], "g3": ["d1"]}
+    intake = take_out(candidates, recent={"g1": 19}, sizes={"g1": 200, "g2": 10, "g3": 10}, tripped={"g3"})
+    # g1: 19 out lately, limit 20: b1 goes out, b2 would be the 21st: the breaker trips.
+    assert intake.boards == ["b1", "c1"] and list(intake.trips) == ["g1"]
+    assert intake.trips["g1"].startswith("circuit breaker: 21 boards of g1 would be out of service within 15 min")
+    assert "more than 20 (10% of 200, at most 50)" in intake.trips["g1"]
+
+
+def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_it(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=4)  # one generation of 4: at most 1 out within 15 minutes
+        t0 = time.time() - 100.0
+
+        def fail(*boards: str) -> None:
+            f.beat("h1", boards=[{"id": b, "ok": b not in boards, "reason": "hung"} for b in sorted(f_ids)])
+
+        f_ids = ["h1-b0", "h1-b1", "h1-b2", "h1-b3"]
+        fail("h1-b0")
+        assert f.rec.health(t0).failing == ["h1-b0"]
+        fail("h1-b0", "h1-b1", "h1-b2")
+        p = f.rec.health(t0 + 1)
+        assert p.failing == [] and p.tripped == ["sim-g1"]
+        [b] = f.client.get("/v1/fleet/breakers", headers=f.h(f.user)).json()
+        assert b["generation"] == "sim-g1" and b["tripped"] and "circuit breaker: 2 boards" in b["reason"]
+        assert f.rec.health(t0 + 2).failing == []  # stays tripped: nothing more is taken out
+        states = {x["id"]: x["state"] for x in f.client.get("/v1/boards", headers=f.h(f.user)).json()}
+        assert states == {"h1-b0": "suspect", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
+        # Users may not reset it; an operator may, once; then the policy goes on, counting anew.
+        body = {"reason": "a probe bug, fixed"}
+        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.user)).status_code == 403
+        r = f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin))
+        assert r.status_code == 200 and not r.json()["tripped"] and r.json()["reset_reason"] == body["reason"]
+        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin)).status_code == 404
+        assert f.rec.health(time.time()).failing == ["h1-b1"]  # the limit again, since the reset
     f.store.dispose()

@@ -6,10 +6,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Group
+from rich.table import Table
 
 from fleetyard.cli._common import JsonOpt, client, parse_duration
 from fleetyard.cli._output import emit_json, fmt_duration, fmt_time, key_values, out, table
 from fleetyard.client import FleetStatsOut
+from fleetyard.protocol.api import BreakerOut
 
 app = typer.Typer(help="The fleet as a whole: availability and incidents.", no_args_is_help=True)
 
@@ -56,3 +58,43 @@ def stats(
         emit_json(s)
         return
     out().print(stats_view(s))
+
+
+def breakers_table(rows: list[BreakerOut]) -> Table:
+    return table(
+        ["GENERATION", "BREAKER", "SINCE", "REASON"],
+        [
+            (
+                b.generation,
+                "tripped" if b.tripped else ("reset" if b.reset_at else "closed"),
+                fmt_time(b.tripped_at if b.tripped else b.reset_at),
+                b.reason if b.tripped else (f"reset by {b.reset_by}: {b.reset_reason}" if b.reset_at else ""),
+            )
+            for b in rows
+        ],
+    )
+
+
+@app.command("breakers")
+def breakers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Each generation's circuit breaker: tripped, it stops automatic remediation of the generation."""
+    rows = client(ctx).breakers()
+    if as_json:
+        emit_json(rows)
+        return
+    out().print(breakers_table(rows))
+
+
+@app.command("reset-breaker")
+def reset_breaker(
+    ctx: typer.Context,
+    generation: Annotated[str, typer.Argument(help="The generation whose breaker tripped.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is safe to go on (recorded).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Let automatic remediation of a generation go on again, once the cause is understood."""
+    b = client(ctx).reset_breaker(generation, reason)
+    if as_json:
+        emit_json(b)
+        return
+    out().print(breakers_table([b]))

@@ -28,6 +28,7 @@ from fleetyard.protocol.api import (
     ArtifactOut,
     BoardEventOut,
     BoardOut,
+    BreakerOut,
     FaultOrderOut,
     FleetStatsOut,
     HostOut,
@@ -139,6 +140,14 @@ class Client:
     def fleet_stats(self, since_s: float = 7 * 86400.0) -> FleetStatsOut:
         """Uptime accounting over the last ``since_s`` seconds: availability, incidents, MTTR, MTTD."""
         return self._one(FleetStatsOut, "GET", "/v1/fleet/stats", params={"since_s": since_s})
+
+    def breakers(self) -> list[BreakerOut]:
+        """Each generation's circuit breaker: tripped (automatic remediation stopped) or not."""
+        return self._many(BreakerOut, "/v1/fleet/breakers")
+
+    def reset_breaker(self, generation: str, reason: str) -> BreakerOut:
+        """Let automatic remediation of a generation go on again (operators)."""
+        return self._one(BreakerOut, "POST", f"/v1/fleet/breakers/{_q(generation)}/reset", json={"reason": reason})
 
     def hosts(self, state: str | None = None) -> list[HostOut]:
         return self._many(HostOut, "/v1/hosts", params=self._params(state=state))

@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason
+from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state, transitions
+from fleetyard.store.breakers import open_breakers, taken_out_since, trip
 from fleetyard.store.db import Store
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
@@ -27,6 +28,7 @@ class HealthPass(NamedTuple):
     failing: list[str]  # became suspect
     released: list[str]  # back in service
     quarantined: list[str]  # lemons
+    tripped: list[str]  # generations whose breaker tripped in this pass
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Reconciler:
     host_timeout_s: float = 10.0
     suspect_cooldown_s: float = 2.0
     watching_since: float = 0.0
+    breaker: BreakerLimits = field(default_factory=BreakerLimits)
     scheduler: SchedulerShell = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,26 +73,48 @@ class Reconciler:
 
     def health(self, now: float) -> HealthPass:
         """Available boards that fail their probe become suspect; suspects that pass return to
-        service, but lemons (:mod:`fleetyard.policy.brakes`) go to quarantine."""
+        service, but lemons go to quarantine. A generation's circuit breaker bounds how many of
+        its boards are taken out at once; tripped, it stops both until an operator resets it
+        (:mod:`fleetyard.policy.brakes`)."""
         with self.store.write() as conn:
             failing = conn.execute(
-                sa.select(t.boards.c.id, t.boards.c.probe_reason).where(
+                sa.select(t.boards.c.id, t.boards.c.probe_reason, t.boards.c.generation).where(
                     t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.probe_ok.is_(False)
                 )
             ).all()
-            for b in failing:
+            tripped = set(open_breakers(conn))
+            intake = Intake([], {})
+            if failing:
+                candidates: dict[str, list[str]] = defaultdict(list)
+                for b in failing:
+                    candidates[b.generation].append(b.id)
+                counts = conn.execute(
+                    sa.select(t.boards.c.generation, sa.func.count())
+                    .where(t.boards.c.state != str(BoardState.RETIRED))
+                    .group_by(t.boards.c.generation)
+                )
+                sizes = {gen: n for gen, n in counts}
+                recent = taken_out_since(conn, window_start=now - self.breaker.window_s)
+                intake = take_out(candidates, recent=recent, sizes=sizes, tripped=tripped, limits=self.breaker)
+                for gen, why in sorted(intake.trips.items()):
+                    trip(conn, gen, why, at=now)
+                    log.error("generation %s: %s", gen, why)
+                tripped |= set(intake.trips)
+            why_failing = {b.id: b.probe_reason for b in failing}
+            for board_id in intake.boards:
                 switch_board_state(
                     conn,
-                    b.id,
+                    board_id,
                     BoardState.SUSPECT,
                     current=BoardState.AVAILABLE,
-                    reason=f"failed its probe: {b.probe_reason or 'no reason given'}",
+                    reason=f"failed its probe: {why_failing[board_id] or 'no reason given'}",
                     actor=Actor.POLICY,
                     at=now,
                 )
             suspects = conn.execute(
                 sa.select(
                     t.boards.c.id,
+                    t.boards.c.generation,
                     t.boards.c.state_changed_at,
                     t.boards.c.probe_ok,
                     t.boards.c.telemetry_at,
@@ -104,11 +129,16 @@ class Reconciler:
             ]
             passed = suspects_to_release(views, now=now, cooldown_s=self.suspect_cooldown_s)
             lemons = self._lemons(conn, passed, now)
+            generation_of = {s.id: s.generation for s in suspects}
+            released, quarantined = [], []
             for board_id in passed:
                 if board_id in lemons:
+                    if generation_of[board_id] in tripped:
+                        continue  # held as suspect: neither back in service nor quarantined
                     for to in (BoardState.REMEDIATING, BoardState.QUARANTINED):
                         switch_board_state(conn, board_id, to, reason=lemons[board_id], actor=Actor.POLICY, at=now)
                     log.warning("board %s quarantined: %s", board_id, lemons[board_id])
+                    quarantined.append(board_id)
                     continue
                 switch_board_state(
                     conn,
@@ -119,7 +149,8 @@ class Reconciler:
                     actor=Actor.POLICY,
                     at=now,
                 )
-        return HealthPass([b.id for b in failing], [b for b in passed if b not in lemons], sorted(lemons))
+                released.append(board_id)
+        return HealthPass(intake.boards, released, quarantined, sorted(intake.trips))
 
     def _lemons(self, conn: sa.Connection, boards: list[str], now: float) -> dict[str, str]:
         """Those of ``boards`` (about to return to service) that are lemons, with why."""

@@ -331,3 +331,15 @@ class FleetStatsOut(BaseModel):
     by_generation: list[GenerationStatsOut]
     worst_boards: list[tuple[str, float]] = Field(description="the least available boards, (id, availability)")
     recent_incidents: list[IncidentOut]
+
+
+class BreakerOut(BaseModel):
+    """A generation's circuit breaker: tripped, it stops automatic remediation of the generation."""
+
+    generation: str
+    tripped: bool
+    tripped_at: float | None
+    reason: str | None
+    reset_at: float | None = None
+    reset_by: str | None = None
+    reset_reason: str | None = None

@@ -47,7 +47,16 @@ class StoreCollector:
         transitions = CounterMetricFamily(
             "fleetyard_board_transitions", "Board state changes by the state entered.", labels=["to_state"]
         )
+        breakers = GaugeMetricFamily(
+            "fleetyard_breaker_tripped",
+            "1 while a generation's circuit breaker is tripped (automatic remediation stopped).",
+            labels=["generation"],
+        )
         with self.store.read() as conn:
+            for gen in conn.execute(
+                sa.select(t.breakers.c.generation).where(t.breakers.c.reset_at.is_(None)).distinct()
+            ).scalars():
+                breakers.add_metric([gen], 1.0)
             b = t.boards.c
             for r in conn.execute(
                 sa.select(b.state, b.generation, sa.func.count()).group_by(b.state, b.generation)
@@ -80,7 +89,7 @@ class StoreCollector:
             e = t.board_events.c
             for r in conn.execute(sa.select(e.to_state, sa.func.count()).group_by(e.to_state)).all():
                 transitions.add_metric([r[0]], int(r[1]))
-        yield from (boards, hosts, jobs, in_use, nominal, attempts, transitions)
+        yield from (boards, hosts, jobs, in_use, nominal, attempts, transitions, breakers)
         yield GaugeMetricFamily(
             "fleetyard_scrape_seconds",
             "Seconds this scrape spent reading the store.",

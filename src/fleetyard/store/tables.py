@@ -246,3 +246,17 @@ reservations = sa.Table(
     sa.Column("expected_start", Time, nullable=False),
     sa.Column("created_at", Time, nullable=False),
 )
+
+# A generation's circuit breaker (policy/brakes.py): tripped, it stops automatic remediation of
+# that generation until an operator resets it. One row per trip; the open one has no reset_at.
+breakers = sa.Table(
+    "breakers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("generation", sa.String(100), nullable=False, index=True),
+    sa.Column("tripped_at", Time, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("reset_at", Time),
+    sa.Column("reset_by", sa.String(100)),
+    sa.Column("reset_reason", sa.Text),
+)

@@ -6,7 +6,16 @@ from fastapi import APIRouter, Depends, Query
 
 from fleetyard.domain.auth import Principal
 from fleetyard.errors import BadRequest
-from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultIn, FaultOrderOut, FleetStatsOut, HostOut, ReasonIn
+from fleetyard.protocol.api import (
+    BoardEventOut,
+    BoardOut,
+    BreakerOut,
+    FaultIn,
+    FaultOrderOut,
+    FleetStatsOut,
+    HostOut,
+    ReasonIn,
+)
 from fleetyard.server.auth import ANY, STAFF
 from fleetyard.server.routers.deps import store
 from fleetyard.server.services import boards as svc
@@ -24,6 +33,18 @@ def fleet_stats(
 ) -> FleetStatsOut:
     at = now()
     return stats.fleet_stats(s, since=at - since_s, until=at)
+
+
+@router.get("/fleet/breakers", response_model=list[BreakerOut])
+def list_breakers(_: Principal = Depends(ANY), s: Store = Depends(store)) -> list[BreakerOut]:
+    return stats.list_breakers(s)
+
+
+@router.post("/fleet/breakers/{generation}/reset", response_model=BreakerOut)
+def reset_breaker(
+    generation: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)
+) -> BreakerOut:
+    return stats.reset_breaker(s, generation=generation, principal=p, reason=body.reason, at=now())
 
 
 @router.get("/hosts", response_model=list[HostOut])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
+from fleetyard.domain.auth import Principal
+from fleetyard.errors import NotFound
 from fleetyard.policy.uptime import Fault, FleetUptime, uptime
 from fleetyard.protocol.agent import FaultAction
-from fleetyard.protocol.api import FleetStatsOut, GenerationStatsOut, IncidentOut
+from fleetyard.protocol.api import BreakerOut, FleetStatsOut, GenerationStatsOut, IncidentOut
+from fleetyard.store import breakers
 from fleetyard.store import tables as t
 from fleetyard.store.boards import transitions
 from fleetyard.store.db import Store
@@ -65,3 +70,41 @@ def stats_out(f: FleetUptime) -> FleetStatsOut:
             for i in recent
         ],
     )
+
+
+def _breaker_out(generation: str, r: sa.Row[Any] | None) -> BreakerOut:
+    if r is None:
+        return BreakerOut(generation=generation, tripped=False, tripped_at=None, reason=None)
+    return BreakerOut(
+        generation=generation,
+        tripped=r.reset_at is None,
+        tripped_at=r.tripped_at,
+        reason=r.reason,
+        reset_at=r.reset_at,
+        reset_by=r.reset_by,
+        reset_reason=r.reset_reason,
+    )
+
+
+def list_breakers(store: Store) -> list[BreakerOut]:
+    """Every generation's breaker: its last trip (tripped or reset since), or never tripped."""
+    with store.read() as conn:
+        gens = sorted(set(conn.execute(sa.select(t.boards.c.generation).distinct()).scalars()))
+        last = {
+            r.generation: r
+            for r in conn.execute(sa.select(t.breakers).order_by(t.breakers.c.id))  # the last trip wins
+        }
+    return [_breaker_out(g, last.get(g)) for g in sorted(set(gens) | set(last))]
+
+
+def reset_breaker(store: Store, *, generation: str, principal: Principal, reason: str, at: float) -> BreakerOut:
+    with store.write() as conn:
+        if not breakers.reset(conn, generation, by=principal.name, reason=reason, at=at):
+            raise NotFound(
+                f"the breaker of generation {generation!r} is not tripped (fleetyard fleet breakers lists them)",
+                detail={"generation": generation},
+            )
+        row = conn.execute(
+            sa.select(t.breakers).where(t.breakers.c.generation == generation).order_by(t.breakers.c.id.desc())
+        ).first()
+    return _breaker_out(generation, row)
