@@ -242,3 +242,48 @@ def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_
         assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin)).status_code == 404
         assert f.rec.health(time.time()).failing == ["h1-b1"]  # the limit again, since the reset
     f.store.dispose()
+
+
+# ---- watchdogs ----------------------------------------------------------------------------------
+
+
+def test_watchdogs_fail_boards_stuck_in_a_transitional_state() -> None:
+    from fleetyard.policy.watchdog import StateView, overdue
+
+    now = 100_000.0
+    boards = [
+        StateView("a", S.REMEDIATING, now - 31 * 60),
+        StateView("b", S.REMEDIATING, now - 29 * 60),  # not yet
+        StateView("c", S.SUSPECT, now - 2 * H),
+        StateView("d", S.SERVICING, now - 9 * H),
+        StateView("e", S.ONBOARDING, now - 3 * H),
+        StateView("f", S.AVAILABLE, now - 100 * H),  # not transitional
+    ]
+    got = {o.board: (o.path, o.reason) for o in overdue(boards, now=now)}
+    assert got == {
+        "a": ((S.QUARANTINED,), "watchdog: remediation did not finish within 30 min"),
+        "c": ((S.REMEDIATING, S.QUARANTINED), "watchdog: still not passing its checks within 1 h"),
+        "d": (
+            (S.SUSPECT,),
+            "watchdog: servicing did not finish within 8 h; it must pass a check before it serves again",
+        ),
+        "e": ((S.QUARANTINED,), "watchdog: onboarding did not finish within 2 h"),
+    }
+
+
+def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=2)
+        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}, {"id": "h1-b1"}])
+        t0 = time.time()
+        assert f.rec.health(t0).failing == ["h1-b0"]
+        assert f.rec.watchdog(t0 + 3500.0) == []  # within its hour
+        [o] = f.rec.watchdog(t0 + 3601.0)
+        assert o.board == "h1-b0"
+        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+        assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
+        assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"
+    f.store.dispose()

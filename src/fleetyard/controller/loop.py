@@ -66,6 +66,7 @@ def run_controller(
                     last_slow = t0
                     rec.liveness(t0)
                     rec.health(t0)
+                    rec.watchdog(t0)
                     rec.leases(t0)
                     if not leadership.still_held():
                         log.error("lost the leader lock; stopping")

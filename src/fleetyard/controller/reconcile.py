@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
 from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
 from fleetyard.policy.uptime import Incident, uptime
+from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.breakers import open_breakers, taken_out_since, trip
@@ -38,6 +40,7 @@ class Reconciler:
     suspect_cooldown_s: float = 2.0
     watching_since: float = 0.0
     breaker: BreakerLimits = field(default_factory=BreakerLimits)
+    timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     scheduler: SchedulerShell = field(init=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +154,27 @@ class Reconciler:
                 )
                 released.append(board_id)
         return HealthPass(intake.boards, released, quarantined, sorted(intake.trips))
+
+    def watchdog(self, now: float) -> list[Overdue]:
+        """Fail boards stuck in a transitional state safely (:mod:`fleetyard.policy.watchdog`);
+        not those of a generation whose circuit breaker is tripped."""
+        timed = tuple(str(s) for s in self.timeouts)
+        with self.store.write() as conn:
+            tripped = set(open_breakers(conn))
+            rows = conn.execute(
+                sa.select(t.boards.c.id, t.boards.c.state, t.boards.c.state_changed_at, t.boards.c.generation).where(
+                    t.boards.c.state.in_(timed)
+                )
+            ).all()
+            views = [
+                StateView(r.id, BoardState(r.state), r.state_changed_at) for r in rows if r.generation not in tripped
+            ]
+            due = overdue(views, now=now, timeouts=self.timeouts)
+            for o in due:
+                for to in o.path:
+                    switch_board_state(conn, o.board, to, reason=o.reason, actor=Actor.POLICY, at=now)
+                log.warning("board %s: %s", o.board, o.reason)
+        return due
 
     def _lemons(self, conn: sa.Connection, boards: list[str], now: float) -> dict[str, str]:
         """Those of ``boards`` (about to return to service) that are lemons, with why."""
