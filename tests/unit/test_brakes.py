@@ -1,0 +1,154 @@
+"""Brakes and watchdogs on automatic healing: lemons quarantined, a generation's circuit breaker,
+boards stuck in a transitional state failed safely (pure, and through the controller and API)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fleetyard.domain.board import BoardState
+
+S = BoardState
+H = 3600.0
+
+
+# ---- lemons --------------------------------------------------------------------------------------
+
+
+def test_a_board_with_more_than_k_incidents_in_the_window_is_a_lemon() -> None:
+    from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason
+    from fleetyard.policy.uptime import Incident
+
+    def incident(start: float, cause: str = "failed its probe", state: BoardState = S.SUSPECT) -> Incident:
+        return Incident("a", "g1", start, start + 60.0, state, cause, True)
+
+    now = 10 * LEMON_WINDOW_S
+    three = [incident(now - k * H) for k in (1, 2, 3)]
+    assert lemon_reason(three, now=now) is None
+    old = incident(now - LEMON_WINDOW_S - 1)  # out of the window: forgiven
+    assert lemon_reason([*three, old], now=now) is None
+    why = lemon_reason([*three, incident(now - 4 * H, "host lost", S.OFFLINE)], now=now)
+    assert why == "lemon: 4 incidents in 7 days (more than 3): suspect: failed its probe (3), offline: host lost (1)"
+
+
+def test_a_lemon_is_quarantined_instead_of_returning_to_service(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    from fleetyard.policy.brakes import LEMON_INCIDENTS
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=1)
+
+        def fail_then_pass(at: float) -> tuple[list[str], list[str], list[str]]:
+            f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
+            assert f.rec.health(at).failing == ["h1-b0"]
+            f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
+            p = f.rec.health(at + 10.0)
+            return p.failing, p.released, p.quarantined
+
+        # The reconciler's clock runs behind the heartbeats' (a probe must pass after the failure);
+        # incidents 20 min apart, past the circuit breaker's window (one board of a generation of one).
+        t0 = time.time() - 10_000.0
+        for k in range(LEMON_INCIDENTS):
+            assert fail_then_pass(t0 + 1200.0 * k) == ([], ["h1-b0"], [])
+        assert fail_then_pass(t0 + 1200.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
+        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+        assert board["state"] == "quarantined"
+        assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
+        history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
+        assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
+    f.store.dispose()
+
+
+# ---- the circuit breaker ------------------------------------------------------------------------
+
+
+def test_the_breaker_lets_a_tenth_of_a_generation_out_then_trips() -> None:
+    from fleetyard.policy.brakes import BreakerLimits, take_out
+
+    limits = BreakerLimits()
+    assert [limits.limit(n) for n in (1, 9, 10, 11, 200, 10_000)] == [1, 1, 1, 2, 20, 50]
+    candidates = {"g1": ["b3", "b1", "b2"], "g2": ["c1"], "g3": ["d1"]}
+    intake = take_out(candidates, recent={"g1": 19}, sizes={"g1": 200, "g2": 10, "g3": 10}, tripped={"g3"})
+    # g1: 19 out lately, limit 20: b1 goes out, b2 would be the 21st: the breaker trips.
+    assert intake.boards == ["b1", "c1"] and list(intake.trips) == ["g1"]
+    assert intake.trips["g1"].startswith("circuit breaker: 21 boards of g1 would be out of service within 15 min")
+    assert "more than 20 (10% of 200, at most 50)" in intake.trips["g1"]
+
+
+def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_it(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=4)  # one generation of 4: at most 1 out within 15 minutes
+        t0 = time.time() - 100.0
+
+        def fail(*boards: str) -> None:
+            f.beat("h1", boards=[{"id": b, "ok": b not in boards, "reason": "hung"} for b in sorted(f_ids)])
+
+        f_ids = ["h1-b0", "h1-b1", "h1-b2", "h1-b3"]
+        fail("h1-b0")
+        assert f.rec.health(t0).failing == ["h1-b0"]
+        fail("h1-b0", "h1-b1", "h1-b2")
+        p = f.rec.health(t0 + 1)
+        assert p.failing == [] and p.tripped == ["sim-g1"]
+        [b] = f.client.get("/v1/fleet/breakers", headers=f.h(f.user)).json()
+        assert b["generation"] == "sim-g1" and b["tripped"] and "circuit breaker: 2 boards" in b["reason"]
+        assert f.rec.health(t0 + 2).failing == []  # stays tripped: nothing more is taken out
+        states = {x["id"]: x["state"] for x in f.client.get("/v1/boards", headers=f.h(f.user)).json()}
+        assert states == {"h1-b0": "suspect", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
+        # Users may not reset it; an operator may, once; then the policy goes on, counting anew.
+        body = {"reason": "a probe bug, fixed"}
+        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.user)).status_code == 403
+        r = f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin))
+        assert r.status_code == 200 and not r.json()["tripped"] and r.json()["reset_reason"] == body["reason"]
+        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin)).status_code == 404
+        assert f.rec.health(time.time()).failing == ["h1-b1"]  # the limit again, since the reset
+    f.store.dispose()
+
+
+# ---- watchdogs ----------------------------------------------------------------------------------
+
+
+def test_watchdogs_fail_boards_stuck_in_a_transitional_state() -> None:
+    from fleetyard.policy.watchdog import StateView, overdue
+
+    now = 100_000.0
+    boards = [
+        StateView("a", S.REMEDIATING, now - 31 * 60),
+        StateView("b", S.REMEDIATING, now - 29 * 60),  # not yet
+        StateView("c", S.SUSPECT, now - 2 * H),
+        StateView("d", S.SERVICING, now - 9 * H),
+        StateView("e", S.ONBOARDING, now - 3 * H),
+        StateView("f", S.AVAILABLE, now - 100 * H),  # not transitional
+    ]
+    got = {o.board: (o.path, o.reason) for o in overdue(boards, now=now)}
+    assert got == {
+        "a": ((S.QUARANTINED,), "watchdog: remediation did not finish within 30 min"),
+        "c": ((S.REMEDIATING, S.QUARANTINED), "watchdog: still not passing its checks within 1 h"),
+        "d": (
+            (S.SUSPECT,),
+            "watchdog: servicing did not finish within 8 h; it must pass a check before it serves again",
+        ),
+        "e": ((S.QUARANTINED,), "watchdog: onboarding did not finish within 2 h"),
+    }
+
+
+def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(tmp_path: Path) -> None:
+    from tests.unit.test_api_flow import Fleet
+
+    f = Fleet(tmp_path)
+    with f.client:
+        f.register("h1", n=2)
+        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}, {"id": "h1-b1"}])
+        t0 = time.time()
+        assert f.rec.health(t0).failing == ["h1-b0"]
+        assert f.rec.watchdog(t0 + 3500.0) == []  # within its hour
+        [o] = f.rec.watchdog(t0 + 3601.0)
+        assert o.board == "h1-b0"
+        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+        assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
+        assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"
+    f.store.dispose()
