@@ -27,9 +27,9 @@ def stats_view(s: FleetStatsOut) -> Group:
             ("boards", f"{s.boards} ({s.board_days:.1f} board-days counted; planned maintenance excluded)"),
             ("availability", _pct(s.availability)),
             ("incidents", f"{s.incidents} ({s.incidents_per_1000_board_days or 0:.1f} per 1000 board-days)"),
-            ("MTTR", fmt_duration(s.mttr_s)),
-            ("MTBI", fmt_duration(s.mtbi_s)),
-            ("MTTD", f"{fmt_duration(s.mttd_s)} ({s.faults_detected} injected faults seen, {s.faults_undetected} not)"),
+            ("MTTR", fmt_duration(s.mttr_s) or "-"),
+            ("MTBI", fmt_duration(s.mtbi_s) or "-"),
+            ("MTTD", f"{fmt_duration(s.mttd_s) or '-'} ({s.faults_detected} injected faults seen, {s.faults_undetected} not)"),
         ]
     )
     parts = [
