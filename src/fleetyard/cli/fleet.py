@@ -21,6 +21,7 @@ def _pct(x: float | None) -> str:
 
 
 def stats_view(s: FleetStatsOut) -> Group:
+    missed = s.faults_undetected
     summary = key_values(
         [
             ("window", f"{fmt_time(s.since)} → {fmt_time(s.until)}"),
@@ -29,7 +30,7 @@ def stats_view(s: FleetStatsOut) -> Group:
             ("incidents", f"{s.incidents} ({s.incidents_per_1000_board_days or 0:.1f} per 1000 board-days)"),
             ("MTTR", fmt_duration(s.mttr_s) or "-"),
             ("MTBI", fmt_duration(s.mtbi_s) or "-"),
-            ("MTTD", f"{fmt_duration(s.mttd_s) or '-'} ({s.faults_detected} injected faults seen, {s.faults_undetected} not)"),
+            ("MTTD", f"{fmt_duration(s.mttd_s) or '-'} ({s.faults_detected} injected faults seen, {missed} not)"),
         ]
     )
     parts = [
