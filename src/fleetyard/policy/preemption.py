@@ -1,9 +1,11 @@
 """Preemption (pure): which running jobs a waiting job may take boards from, and the fewest it needs.
 
-A job within its queue's nominal quota that does not fit may preempt: first the jobs of queues
-that borrow beyond their nominal quota in the generations it wants (another queue reclaims
-what it lent), then lower (priority, rank) jobs of its own queue; within each, the lowest
-priority and then the newest first. Only as many as it needs.
+A job that does not fit may preempt: first the jobs of queues that borrowed beyond their nominal
+quota in the generations it wants when the pass began (its queue reclaims what it lent, within
+its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
+room in its quota (as Kueue's ``withinClusterQueue: LowerPriority``: a queue whose quota is spent
+runs its urgent job in place of a lesser one); within each, the lowest priority and then the
+newest first. Only as many as it needs.
 """
 
 from __future__ import annotations

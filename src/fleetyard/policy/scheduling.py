@@ -10,10 +10,11 @@ One pass (:func:`plan`) over the pending jobs in order:
    labels, firmware, exclusions, named boards), topology (same host / same rack, required or
    preferred) and packing (pack or spread); boards with the job's artifact loaded come first
    (:mod:`fleetyard.policy.placement`). A job that does not fit does not block smaller ones.
-4. **Preemption** (:mod:`fleetyard.policy.preemption`). A job within its queue's nominal quota
-   that does not fit may take boards from running jobs: borrowers (queues beyond their nominal)
-   first, then lower priority of its own queue, then the newest. Only as many as it needs; they
-   are told to stop (``preempted``).
+4. **Preemption** (:mod:`fleetyard.policy.preemption`). A job that does not fit may take boards
+   from running jobs: those of queues that borrowed beyond their nominal quota when the pass
+   began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs of its
+   own queue, even when its queue's quota is spent (it takes their place); within each, the
+   newest first. Only as many as it needs; they are told to stop (``preempted``).
 5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job that still does not fit (quota
    allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
    held for it. A later job may use held boards only if its time limit ends before the
