@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,14 +85,6 @@ class Fleet:
 
     def job(self, job_id: int) -> dict:
         return self.client.get(f"/v1/jobs/{job_id}", headers=self.h(self.admin)).json()
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    with f.client:
-        yield f
-    f.store.dispose()
 
 
 def finish(a: dict, *, code: int = 0, outcome: str = "success", board_ok: bool = True) -> list[dict]:

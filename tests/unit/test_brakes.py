@@ -4,7 +4,8 @@ boards stuck in a transitional state failed safely (pure, and through the contro
 from __future__ import annotations
 
 import time
-from pathlib import Path
+
+from tests.unit.test_api_flow import Fleet
 
 from fleetyard.domain.board import BoardState
 
@@ -31,34 +32,31 @@ def test_a_board_with_more_than_k_incidents_in_the_window_is_a_lemon() -> None:
     assert why == "lemon: 4 incidents in 7 days (more than 3): suspect: failed its probe (3), offline: host lost (1)"
 
 
-def test_a_lemon_is_quarantined_instead_of_returning_to_service(tmp_path: Path) -> None:
-    from tests.unit.test_api_flow import Fleet
+def test_a_lemon_is_quarantined_instead_of_returning_to_service(fleet: Fleet) -> None:
 
     from fleetyard.policy.brakes import LEMON_INCIDENTS
 
-    f = Fleet(tmp_path)
-    with f.client:
-        f.register("h1", n=1)
+    f = fleet
+    f.register("h1", n=1)
 
-        def fail_then_pass(at: float) -> tuple[list[str], list[str], list[str]]:
-            f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
-            assert f.rec.health(at).failing == ["h1-b0"]
-            f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
-            p = f.rec.health(at + 10.0)
-            return p.failing, p.released, p.quarantined
+    def fail_then_pass(at: float) -> tuple[list[str], list[str], list[str]]:
+        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
+        assert f.rec.health(at).failing == ["h1-b0"]
+        f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
+        p = f.rec.health(at + 10.0)
+        return p.failing, p.released, p.quarantined
 
-        # The reconciler's clock runs behind the heartbeats' (a probe must pass after the failure);
-        # incidents 20 min apart, past the circuit breaker's window (one board of a generation of one).
-        t0 = time.time() - 10_000.0
-        for k in range(LEMON_INCIDENTS):
-            assert fail_then_pass(t0 + 1200.0 * k) == ([], ["h1-b0"], [])
-        assert fail_then_pass(t0 + 1200.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
-        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
-        assert board["state"] == "quarantined"
-        assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
-        history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
-        assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
-    f.store.dispose()
+    # The reconciler's clock runs behind the heartbeats' (a probe must pass after the failure);
+    # incidents 20 min apart, past the circuit breaker's window (one board of a generation of one).
+    t0 = time.time() - 10_000.0
+    for k in range(LEMON_INCIDENTS):
+        assert fail_then_pass(t0 + 1200.0 * k) == ([], ["h1-b0"], [])
+    assert fail_then_pass(t0 + 1200.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
+    board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+    assert board["state"] == "quarantined"
+    assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
+    history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
+    assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
 
 
 # ---- the circuit breaker ------------------------------------------------------------------------
@@ -77,36 +75,33 @@ def test_the_breaker_lets_a_tenth_of_a_generation_out_then_trips() -> None:
     assert "more than 20 (10% of 200, at most 50)" in intake.trips["g1"]
 
 
-def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_it(tmp_path: Path) -> None:
-    from tests.unit.test_api_flow import Fleet
+def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_it(fleet: Fleet) -> None:
 
-    f = Fleet(tmp_path)
-    with f.client:
-        f.register("h1", n=4)  # one generation of 4: at most 1 out within 15 minutes
-        t0 = time.time() - 100.0
+    f = fleet
+    f.register("h1", n=4)  # one generation of 4: at most 1 out within 15 minutes
+    t0 = time.time() - 100.0
 
-        def fail(*boards: str) -> None:
-            f.beat("h1", boards=[{"id": b, "ok": b not in boards, "reason": "hung"} for b in sorted(f_ids)])
+    def fail(*boards: str) -> None:
+        f.beat("h1", boards=[{"id": b, "ok": b not in boards, "reason": "hung"} for b in sorted(f_ids)])
 
-        f_ids = ["h1-b0", "h1-b1", "h1-b2", "h1-b3"]
-        fail("h1-b0")
-        assert f.rec.health(t0).failing == ["h1-b0"]
-        fail("h1-b0", "h1-b1", "h1-b2")
-        p = f.rec.health(t0 + 1)
-        assert p.failing == [] and p.tripped == ["sim-g1"]
-        [b] = f.client.get("/v1/fleet/breakers", headers=f.h(f.user)).json()
-        assert b["generation"] == "sim-g1" and b["tripped"] and "circuit breaker: 2 boards" in b["reason"]
-        assert f.rec.health(t0 + 2).failing == []  # stays tripped: nothing more is taken out
-        states = {x["id"]: x["state"] for x in f.client.get("/v1/boards", headers=f.h(f.user)).json()}
-        assert states == {"h1-b0": "suspect", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
-        # Users may not reset it; an operator may, once; then the policy goes on, counting anew.
-        body = {"reason": "a probe bug, fixed"}
-        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.user)).status_code == 403
-        r = f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin))
-        assert r.status_code == 200 and not r.json()["tripped"] and r.json()["reset_reason"] == body["reason"]
-        assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin)).status_code == 404
-        assert f.rec.health(time.time()).failing == ["h1-b1"]  # the limit again, since the reset
-    f.store.dispose()
+    f_ids = ["h1-b0", "h1-b1", "h1-b2", "h1-b3"]
+    fail("h1-b0")
+    assert f.rec.health(t0).failing == ["h1-b0"]
+    fail("h1-b0", "h1-b1", "h1-b2")
+    p = f.rec.health(t0 + 1)
+    assert p.failing == [] and p.tripped == ["sim-g1"]
+    [b] = f.client.get("/v1/fleet/breakers", headers=f.h(f.user)).json()
+    assert b["generation"] == "sim-g1" and b["tripped"] and "circuit breaker: 2 boards" in b["reason"]
+    assert f.rec.health(t0 + 2).failing == []  # stays tripped: nothing more is taken out
+    states = {x["id"]: x["state"] for x in f.client.get("/v1/boards", headers=f.h(f.user)).json()}
+    assert states == {"h1-b0": "suspect", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
+    # Users may not reset it; an operator may, once; then the policy goes on, counting anew.
+    body = {"reason": "a probe bug, fixed"}
+    assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.user)).status_code == 403
+    r = f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin))
+    assert r.status_code == 200 and not r.json()["tripped"] and r.json()["reset_reason"] == body["reason"]
+    assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.admin)).status_code == 404
+    assert f.rec.health(time.time()).failing == ["h1-b1"]  # the limit again, since the reset
 
 
 # ---- watchdogs ----------------------------------------------------------------------------------
@@ -136,19 +131,16 @@ def test_watchdogs_fail_boards_stuck_in_a_transitional_state() -> None:
     }
 
 
-def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(tmp_path: Path) -> None:
-    from tests.unit.test_api_flow import Fleet
+def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(fleet: Fleet) -> None:
 
-    f = Fleet(tmp_path)
-    with f.client:
-        f.register("h1", n=2)
-        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}, {"id": "h1-b1"}])
-        t0 = time.time()
-        assert f.rec.health(t0).failing == ["h1-b0"]
-        assert f.rec.watchdog(t0 + 3500.0) == []  # within its hour
-        [o] = f.rec.watchdog(t0 + 3601.0)
-        assert o.board == "h1-b0"
-        board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
-        assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
-        assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"
-    f.store.dispose()
+    f = fleet
+    f.register("h1", n=2)
+    f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}, {"id": "h1-b1"}])
+    t0 = time.time()
+    assert f.rec.health(t0).failing == ["h1-b0"]
+    assert f.rec.watchdog(t0 + 3500.0) == []  # within its hour
+    [o] = f.rec.watchdog(t0 + 3601.0)
+    assert o.board == "h1-b0"
+    board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
+    assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
+    assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"

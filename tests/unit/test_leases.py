@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +110,6 @@ def test_ttl_parsing() -> None:
 
 
 # ---- API flow ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    with f.client:
-        yield f
-    f.store.dispose()
 
 
 def _started(a: dict[str, Any], at: float) -> list[dict[str, Any]]:

@@ -4,10 +4,7 @@ over a real SQLite store."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from tests.unit.test_api_flow import Fleet, finish
@@ -15,14 +12,6 @@ from tests.unit.test_api_flow import Fleet, finish
 from fleetyard.server.metrics import make_registry
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    with f.client:
-        yield f
-    f.store.dispose()
 
 
 def scrape(fleet: Fleet, token: str | None = None) -> Samples:

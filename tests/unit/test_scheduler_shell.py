@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +18,6 @@ from fleetyard.store import tables as t
 # The statement that reads every queued job's id (and nothing else runs exactly this text).
 IDS_SQL = "SELECT jobs.id FROM jobs WHERE jobs.state = ?"
 BOARDS_SQL = "FROM boards JOIN hosts"  # schedulable_boards: a pass that got past its early return
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    with f.client:
-        yield f
-    f.store.dispose()
 
 
 def shell_of(fleet: Fleet) -> SchedulerShell:

@@ -4,22 +4,12 @@ preemption end to end, reservations and reasons, `why`, priority classes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from tests.unit.test_api_flow import Fleet
 
 from fleetyard.store import tables as t
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    with f.client:
-        yield f
-    f.store.dispose()
 
 
 def test_a_higher_class_preempts_a_lower_one_which_is_requeued_with_its_history(fleet: Fleet) -> None:

@@ -4,9 +4,9 @@ and the same through the API and ``fleetyard fleet stats``."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
+from tests.unit.test_api_flow import Fleet
 
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.policy.uptime import Fault, Transition, cause_of, uptime
@@ -108,39 +108,36 @@ def test_causes_lose_their_specifics() -> None:
     assert cause_of("") == "no reason given"
 
 
-def test_fleet_stats_through_the_api_and_the_cli_view(tmp_path: Path) -> None:
+def test_fleet_stats_through_the_api_and_the_cli_view(fleet: Fleet) -> None:
     from rich.console import Console
-    from tests.unit.test_api_flow import Fleet
 
     from fleetyard.cli.fleet import stats_view
     from fleetyard.client import FleetStatsOut
     from fleetyard.server.services import stats
 
-    f = Fleet(tmp_path)
-    with f.client:
-        f.register("h1", n=2)
-        r = f.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=f.h(f.admin))
-        assert r.status_code == 201
-        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
-        t0 = time.time()
-        assert f.rec.health(t0)[0] == ["h1-b0"]
-        f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
-        assert f.rec.health(t0 + 1)[1] == ["h1-b0"]
-        r = f.client.get("/v1/fleet/stats", params={"since_s": 3600}, headers=f.h(f.user))
-        assert r.status_code == 200, r.text
-        s = FleetStatsOut.model_validate(r.json())
-        assert s.boards == 2 and s.incidents == 1 and s.by_cause == {"suspect: failed its probe": 1}
-        # The board came back at t0 + 1 (the reconciler's clock): a window that ends after it.
-        s = stats.fleet_stats(f.store, since=t0 - 3600, until=t0 + 10)
-        assert s.faults_detected == 1 and s.mttd_s is not None and 0 <= s.mttd_s < 60
-        assert s.mttr_s is not None and 0 < s.mttr_s < 60
-        assert s.availability is not None and 0 < s.availability < 1
-        assert [b for b, _ in s.worst_boards] == ["h1-b0"]
-        [i] = s.recent_incidents
-        assert (i.board, i.state, i.repaired) == ("h1-b0", "suspect", True)
-        bad = f.client.get("/v1/fleet/stats", params={"since_s": -1}, headers=f.h(f.user))
-        assert bad.status_code == 422
-    f.store.dispose()
+    f = fleet
+    f.register("h1", n=2)
+    r = f.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=f.h(f.admin))
+    assert r.status_code == 201
+    f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
+    t0 = time.time()
+    assert f.rec.health(t0)[0] == ["h1-b0"]
+    f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
+    assert f.rec.health(t0 + 1)[1] == ["h1-b0"]
+    r = f.client.get("/v1/fleet/stats", params={"since_s": 3600}, headers=f.h(f.user))
+    assert r.status_code == 200, r.text
+    s = FleetStatsOut.model_validate(r.json())
+    assert s.boards == 2 and s.incidents == 1 and s.by_cause == {"suspect: failed its probe": 1}
+    # The board came back at t0 + 1 (the reconciler's clock): a window that ends after it.
+    s = stats.fleet_stats(f.store, since=t0 - 3600, until=t0 + 10)
+    assert s.faults_detected == 1 and s.mttd_s is not None and 0 <= s.mttd_s < 60
+    assert s.mttr_s is not None and 0 < s.mttr_s < 60
+    assert s.availability is not None and 0 < s.availability < 1
+    assert [b for b, _ in s.worst_boards] == ["h1-b0"]
+    [i] = s.recent_incidents
+    assert (i.board, i.state, i.repaired) == ("h1-b0", "suspect", True)
+    bad = f.client.get("/v1/fleet/stats", params={"since_s": -1}, headers=f.h(f.user))
+    assert bad.status_code == 422
     console = Console(record=True, width=120)
     console.print(stats_view(s))
     text = console.export_text()
