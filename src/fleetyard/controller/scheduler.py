@@ -28,6 +28,7 @@ from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
 from fleetyard.policy.placement import BoardView
+from fleetyard.policy.queues import PriorityClass
 from fleetyard.policy.scheduling import Line, PendingJob, Plan, Pool, RunningJob, Snapshot, pending_job, plan
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many, stop_ranks
@@ -198,7 +199,9 @@ class SchedulerShell:
         }
         return snap, ctx
 
-    def _sync_line(self, conn: sa.Connection, count: int, id_sum: int, classes: Any, now: float) -> None:
+    def _sync_line(
+        self, conn: sa.Connection, count: int, id_sum: int, classes: Sequence[PriorityClass], now: float
+    ) -> None:
         """Bring the line to the queued jobs in the store: read their ids when their count or sum
         differs from the line's (or every QUEUE_RESYNC_S), and the rows of those new to it."""
         value = {c.name: c.value for c in classes}
