@@ -1,13 +1,15 @@
 """Choosing boards for a job (pure): constraints, topology, packing, quota caps, warm boards.
 
-A :class:`Pool` holds the boards of one scheduling pass and which are free. For each distinct set
-of :class:`Constraints` it builds, on first use, an index of the free boards that satisfy them:
-per host (boards by slot), hosts bucketed by how many such boards they have free, per rack and per
-generation counts. Taking a board updates every index it is in, so a pass over 100,000 pending
-jobs asks each index in O(hosts of a bucket) rather than scanning 10,000 boards per job.
+A :class:`Pool` holds the boards and which are free; the controller keeps one from pass to pass
+(:meth:`Pool.reset`). For each distinct set of :class:`Constraints` it builds, on first use, an
+index of the free boards that satisfy them: per host (boards by slot), hosts bucketed by how many
+such boards they have free, per rack and per generation counts. Taking a board updates every
+index it is in (host by host), so a pass over 100,000 pending jobs asks each index in O(hosts of
+a bucket) rather than scanning 10,000 boards per job.
 
 :meth:`Pool.pick` never changes the pool; :meth:`Pool.take` does. Everything iterates in an
-order fixed by the input (sorted ids, insertion order), so the same snapshot gives the same picks.
+order fixed by the boards themselves (host names, slots, ids), never by the history of takes and
+gives, so the same snapshot gives the same picks from a fresh pool or a kept one.
 """
 
 from __future__ import annotations
