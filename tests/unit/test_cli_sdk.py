@@ -292,6 +292,25 @@ def test_wait_returns_the_unfinished_job_when_time_runs_out(srv: Scripted) -> No
     assert all(float(r.query["timeout"][0]) <= 60 for r in srv.seen)
 
 
+def test_wait_lease_waits_for_the_boards_access_and_the_lease_clock(srv: Scripted) -> None:
+    def lease(access: bool, started: bool) -> dict[str, Any]:
+        board = {"rank": 0, "board_id": "b0", "host_id": "h1", "device": "sim:0", "state": "running"}
+        return {
+            "id": 5, "state": "running", "active": True, "team": "t", "owner": "o", "note": None,
+            "boards_wanted": 1, "ttl_s": 60.0, "submitted_at": 1.0, "started_at": 2.0 if started else None,
+            "finished_at": None, "expires_at": 62.0 if started else None, "pending_reason": None, "message": None,
+            "boards": [{**board, "access": {"host": "h1"} if access else None}],
+        }  # fmt: skip
+
+    # Its access line (a log) can come before its start (an event): reachable but not yet timed.
+    answers = iter([lease(False, False), lease(True, False), lease(True, True)])
+    srv.on("GET", "/v1/leases/5", lambda req: (200, next(answers)))
+    with Client(srv.url, "t") as fy:
+        ready = fy.wait_lease(5, timeout=10, poll=0.01)
+    assert ready.expires_at == 62.0 and ready.boards[0].access == {"host": "h1"}
+    assert len(srv.calls("GET", "/v1/leases/5")) == 3
+
+
 def test_follow_logs_yields_everything_then_stops(srv: Scripted) -> None:
     pages = [
         logs_page([(1, 0, "a\n")], 1, False),

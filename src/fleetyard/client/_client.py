@@ -430,11 +430,14 @@ class Client:
         return self._one(LeaseOut, "DELETE", f"/v1/leases/{lease_id}")
 
     def wait_lease(self, lease_id: int, timeout: float | None = None, poll: float = 0.5) -> LeaseOut:
-        """Block until every board of the lease is reachable (or it ended, or ``timeout`` passed)."""
+        """Block until every board of the lease is reachable and its clock runs (or it ended, or
+        ``timeout`` passed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             lease = self.lease(lease_id)
-            ready = bool(lease.boards) and all(b.access is not None for b in lease.boards)
+            # A rank's access line (its log) may arrive before its start (an event): both, then.
+            reachable = bool(lease.boards) and all(b.access is not None for b in lease.boards)
+            ready = reachable and lease.expires_at is not None
             if ready or lease.ended or (deadline is not None and time.monotonic() >= deadline):
                 return lease
             time.sleep(poll)
