@@ -63,6 +63,7 @@ bench-quick: venv
 	$(BIN)/python bench/compare.py --quick
 	$(BIN)/python bench/overhead.py --quick
 	$(BIN)/python bench/warm.py --quick
+	$(BIN)/python bench/scheduler.py --quick --no-postgres
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fleetyard
