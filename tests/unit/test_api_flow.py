@@ -268,6 +268,9 @@ def test_drain_and_undrain(fleet: Fleet) -> None:
     assert fleet.job(job["id"])["state"] == "succeeded"
     b = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
     assert b["state"] == "drained"
+    # The operator's drain, applied when the job ended: planned maintenance, not an incident.
+    [last] = fleet.client.get("/v1/boards/h1-b0/history?limit=1", headers=fleet.h(fleet.user)).json()
+    assert (last["to_state"], last["actor"]) == ("drained", "operator")
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,29 @@ def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(fleet: Fleet)
     board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
     assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
     assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"
+
+
+def test_the_breaker_counts_boards_taken_out_of_service_not_boards_coming_back(fleet: Fleet) -> None:
+    from fleetyard.store import tables as t
+    from fleetyard.store.breakers import taken_out_since
+
+    fleet.register("h1", n=4)
+    events = [
+        ("h1-b0", "available", "suspect", "policy"),  # taken out: counts
+        ("h1-b1", "allocated", "suspect", "policy"),  # an infrastructure error during a job: counts
+        ("h1-b1", "suspect", "remediating", "policy"),  # the same board, further down: once
+        ("h1-b2", "offline", "suspect", "policy"),  # its host came back: must pass a check, not a fault
+        ("h1-b3", "allocated", "drained", "operator"),  # an operator's drain: planned
+        ("h1-b3", "available", "offline", "policy"),  # a lost host: its own brake
+    ]
+    now = time.time()
+    with fleet.store.write() as conn:
+        conn.execute(
+            t.board_events.insert(),
+            [
+                {"board_id": b, "at": now, "from_state": f, "to_state": to, "reason": "x", "actor": actor}
+                for b, f, to, actor in events
+            ],
+        )
+        assert taken_out_since(conn, window_start=now - 60) == {"sim-g1": 2}
+        assert taken_out_since(conn, window_start=now + 1) == {}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -86,23 +86,8 @@ class Reconciler:
                 )
             ).all()
             tripped = set(open_breakers(conn))
-            intake = Intake([], {})
-            if failing:
-                candidates: dict[str, list[str]] = defaultdict(list)
-                for b in failing:
-                    candidates[b.generation].append(b.id)
-                counts = conn.execute(
-                    sa.select(t.boards.c.generation, sa.func.count())
-                    .where(t.boards.c.state != str(BoardState.RETIRED))
-                    .group_by(t.boards.c.generation)
-                )
-                sizes = {gen: n for gen, n in counts}
-                recent = taken_out_since(conn, window_start=now - self.breaker.window_s)
-                intake = take_out(candidates, recent=recent, sizes=sizes, tripped=tripped, limits=self.breaker)
-                for gen, why in sorted(intake.trips.items()):
-                    trip(conn, gen, why, at=now)
-                    log.error("generation %s: %s", gen, why)
-                tripped |= set(intake.trips)
+            intake = self._intake(conn, failing, tripped, now)
+            tripped |= set(intake.trips)
             why_failing = {b.id: b.probe_reason for b in failing}
             for board_id in intake.boards:
                 switch_board_state(
@@ -175,6 +160,27 @@ class Reconciler:
                     switch_board_state(conn, o.board, to, reason=o.reason, actor=Actor.POLICY, at=now)
                 log.warning("board %s: %s", o.board, o.reason)
         return due
+
+    def _intake(self, conn: sa.Connection, failing: Sequence[Any], tripped: set[str], now: float) -> Intake:
+        """Which failing boards the breaker lets the policy take out; trips it where it must."""
+        if not failing:
+            return Intake([], {})
+        candidates: dict[str, list[str]] = defaultdict(list)
+        for b in failing:
+            candidates[b.generation].append(b.id)
+        counts = conn.execute(
+            sa.select(t.boards.c.generation, sa.func.count())
+            .where(t.boards.c.state != str(BoardState.RETIRED))
+            .group_by(t.boards.c.generation)
+        )
+        recent = taken_out_since(conn, window_start=now - self.breaker.window_s)
+        intake = take_out(
+            candidates, recent=recent, sizes={g: n for g, n in counts}, tripped=tripped, limits=self.breaker
+        )
+        for gen, why in sorted(intake.trips.items()):
+            trip(conn, gen, why, at=now)
+            log.error("generation %s: %s", gen, why)
+        return intake
 
     def _lemons(self, conn: sa.Connection, boards: list[str], now: float) -> dict[str, str]:
         """Those of ``boards`` (about to return to service) that are lemons, with why."""

@@ -121,7 +121,9 @@ def end_rank(
                 to,
                 current=BoardState.ALLOCATED,
                 reason=f"{why} (job {a.job_id}, {outcome})" + (f": {message}" if message else ""),
-                actor=Actor.POLICY,
+                # A drain an operator asked for while the board ran is theirs: planned maintenance
+                # in the uptime accounting, not a board the policy took out.
+                actor=Actor.OPERATOR if to is BoardState.DRAINED else Actor.POLICY,
                 at=at,
                 job_id=a.job_id,
             )

@@ -13,7 +13,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.store import tables as t
 
 B = t.breakers
-TAKEN_OUT = (BoardState.SUSPECT, BoardState.REMEDIATING, BoardState.QUARANTINED)
+IN_SERVICE = (BoardState.AVAILABLE, BoardState.ALLOCATED)
 
 
 def open_breakers(conn: sa.Connection) -> dict[str, sa.Row[Any]]:
@@ -37,8 +37,10 @@ def reset(conn: sa.Connection, generation: str, *, by: str, reason: str, at: flo
 
 
 def taken_out_since(conn: sa.Connection, *, window_start: float) -> dict[str, int]:
-    """generation -> boards the policy or an agent took out of service (suspect, remediating,
-    quarantined) since ``window_start``, or since the generation's breaker was last reset if later."""
+    """generation -> boards the policy or an agent took out of service (from available or
+    allocated to anything else, offline aside: a lost host has its own brake) since
+    ``window_start``, or since the generation's breaker was last reset if later. A board coming
+    back (offline to suspect, until it passes a check) is not one taken out."""
     last_reset = conn.execute(sa.select(B.c.generation, sa.func.max(B.c.reset_at)).group_by(B.c.generation))
     resets: Mapping[str, float | None] = {gen: at for gen, at in last_reset}
     e = t.board_events
@@ -47,7 +49,8 @@ def taken_out_since(conn: sa.Connection, *, window_start: float) -> dict[str, in
         .join(t.boards, t.boards.c.id == e.c.board_id)
         .where(
             e.c.at >= window_start,
-            e.c.to_state.in_([str(s) for s in TAKEN_OUT]),
+            e.c.from_state.in_([str(s) for s in IN_SERVICE]),
+            e.c.to_state.notin_([*(str(s) for s in IN_SERVICE), str(BoardState.OFFLINE), str(BoardState.RETIRED)]),
             e.c.actor != str(Actor.OPERATOR),
         )
     ).all()
