@@ -64,6 +64,7 @@ bench-quick: venv
 	$(BIN)/python bench/overhead.py --quick
 	$(BIN)/python bench/warm.py --quick
 	$(BIN)/python bench/scheduler.py --quick --no-postgres
+	$(BIN)/python bench/fleet_sim.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fleetyard

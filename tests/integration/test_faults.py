@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.integration.harness import Stack, wait_for
 
 
@@ -51,3 +53,40 @@ def test_hang_fault_takes_the_board_out_of_service(stack: Stack) -> None:
     # Clearing the fault lets the board pass its probe and return.
     stack.ok("POST", f"/v1/admin/boards/{board}/faults", json={"action": "clear"})
     wait_for(lambda: stack.ok("GET", f"/v1/boards/{board}")["state"] == "available", what="board back")
+
+
+def test_board_ops_reset_and_reflash_boards_through_their_agent(stack: Stack) -> None:
+    stack.start(hosts=1, driver="sim:2:sim-g1")
+    hung, dropped = (b["id"] for b in stack.boards(host="h1"))
+
+    def probe_ok(board: str) -> bool:
+        return bool(stack.ok("GET", f"/v1/boards/{board}")["probe_ok"])
+
+    def order(board: str, op: str) -> dict[str, Any]:
+        ordered = stack.ok("POST", f"/v1/boards/{board}/ops", as_="ops", json={"op": op, "reason": "test"})
+        return dict(
+            wait_for(
+                lambda: (
+                    (o := stack.ok("GET", f"/v1/boards/{board}/ops")[0])["id"] == ordered["id"]
+                    and o["state"] not in ("ordered", "delivered")
+                    and o
+                ),
+                what=f"{op} on {board} to finish",
+            )
+        )
+
+    assert stack.http("POST", f"/v1/boards/{hung}/ops", as_="alice", json={"op": "soft_reset"}).status_code == 403
+    stack.ok("POST", f"/v1/admin/boards/{hung}/faults", json={"kind": "hang"})
+    wait_for(lambda: not probe_ok(hung), what="hung board to fail its probe")
+    done = order(hung, "soft_reset")
+    assert (done["state"], done["message"]) == ("succeeded", "soft reset done")
+    wait_for(lambda: probe_ok(hung), what="reset board to pass its probe")
+    # A host reboot brings back every board of the host, even one that fell off the bus.
+    stack.ok("POST", f"/v1/admin/boards/{hung}/faults", json={"kind": "hang"})
+    stack.ok("POST", f"/v1/admin/boards/{dropped}/faults", json={"kind": "bus_drop"})
+    wait_for(lambda: not probe_ok(hung) and not probe_ok(dropped), what="both boards to fail their probes")
+    done = order(hung, "host_reboot")
+    assert (done["state"], done["message"]) == ("succeeded", "host reboot: 2 boards hard-reset")
+    wait_for(lambda: probe_ok(hung) and probe_ok(dropped), what="rebooted boards to pass their probes")
+    done = order(dropped, "reflash")
+    assert (done["state"], done["message"]) == ("succeeded", "firmware 1.4.2 written again")

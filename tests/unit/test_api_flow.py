@@ -381,7 +381,7 @@ def test_heartbeat_from_a_replaced_session_is_refused(fleet: Fleet) -> None:
     fleet.register("h1", n=1, session="s2")
     r = fleet.client.post("/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents["h1"]))
     assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
-    assert fleet.beat("h1", session="s2") == {"cancel": [], "faults": []}
+    assert fleet.beat("h1", session="s2") == {"cancel": [], "faults": [], "ops": [], "op_acks": []}
 
 
 def test_telemetry_is_written_behind_and_visible_after_a_flush(fleet: Fleet) -> None:

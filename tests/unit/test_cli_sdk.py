@@ -201,6 +201,8 @@ def test_the_public_surface_is_pinned() -> None:
         "ArtifactOut",
         "AttemptOut",
         "BoardEventOut",
+        "BoardOp",
+        "BoardOpOut",
         "BoardOut",
         "Client",
         "FaultAction",
@@ -486,6 +488,7 @@ def test_token_create_prints_only_the_secret_on_stdout(srv: Scripted) -> None:
         ["token", "create", "x", "--role", "agent"],
         ["token", "create", "x", "--role", "root"],
         ["boards", "fault", "b1"],
+        ["boards", "op", "b1", "power_cycle"],
         ["boards", "ls", "--label", "nolabel"],
         ["run", "--boards", "0", "--", "true"],
     ],
@@ -500,3 +503,27 @@ def test_fault_injection_sends_the_order(srv: Scripted) -> None:
     assert cli(srv, "boards", "fault", "b1", "hang").exit_code == 0
     assert cli(srv, "boards", "fault", "b1", "--clear").exit_code == 0
     assert [r.json() for r in srv.seen] == [{"kind": "hang", "action": "inject"}, {"kind": None, "action": "clear"}]
+
+
+def test_board_ops_send_the_order_and_show_how_it_went(srv: Scripted) -> None:
+    op = {
+        "id": 7,
+        "board_id": "b1",
+        "op": "soft_reset",
+        "state": "ordered",
+        "reason": "ordered by ops: stuck",
+        "actor": "operator",
+        "ordered_at": 100.0,
+        "timeout_s": 120.0,
+    }
+    done = {**op, "state": "failed", "started_at": 101.0, "finished_at": 103.5, "ok": False, "message": "no bus"}
+    srv.on("POST", "/v1/boards/b1/ops", (201, op))
+    srv.on("GET", "/v1/boards/b1/ops", (200, [done]))
+    ordered = cli(srv, "boards", "op", "b1", "soft_reset", "--reason", "stuck")
+    assert ordered.exit_code == 0, ordered.output
+    assert "op 7: soft_reset on b1 (ordered)" in ordered.stdout
+    listed = cli(srv, "boards", "ops", "b1")
+    assert listed.exit_code == 0, listed.output
+    assert "failed" in listed.stdout and "2.5s" in listed.stdout and "no bus" in listed.stdout
+    assert srv.seen[0].json() == {"op": "soft_reset", "reason": "stuck"}
+    assert srv.seen[1].query == {"limit": ["20"]}

@@ -4,8 +4,9 @@ Threads, each with its own HTTP connection:
 
     heartbeat   register (again, on 409 stale_session), then every interval report the boards'
                 probes, telemetry and warm artifacts (what each worker holds loaded), the live
-                assignment ids and applied fault orders; apply the answer's cancels and fault
-                orders
+                assignment ids, applied fault orders and finished board ops; apply the answer's
+                cancels and fault orders, start its board ops
+    op-*        one per board op (reset, reflash, host reboot) while it runs: heartbeats go on
     poller      long-poll GET /v1/agent/assignments; hand each new id to its board's runner
     events      the outbox sender: batches of started/log/finished events, outputs uploaded first
     board-*     one per board (see runner.py), driving that board's worker process
@@ -16,12 +17,14 @@ the workers keep running and events wait in the outbox; when it is back, the out
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,13 +35,14 @@ from fleetyard.agent.link import Backoff, Revival, ServerLink, Unreachable, desc
 from fleetyard.agent.outbox import EventSender, Outbox
 from fleetyard.agent.runner import BoardRunner, RunnerConfig
 from fleetyard.agent.worker import stop_outcome
-from fleetyard.drivers.base import BoardDriver, FaultInjectable, load_driver
+from fleetyard.drivers.base import BoardDriver, FaultInjectable, Reflashable, Resettable, load_driver
 from fleetyard.errors import FleetyardError, StaleSession
 from fleetyard.protocol.agent import (
     CACHED_MAX,
     Assignment,
     AssignmentBatch,
     BoardInfo,
+    BoardOp,
     BoardReport,
     Event,
     EventType,
@@ -48,17 +52,23 @@ from fleetyard.protocol.agent import (
     HeartbeatRequest,
     HeartbeatResponse,
     LeaveRequest,
+    OpOrder,
+    OpResult,
     RegisterRequest,
     RegisterResponse,
 )
 
-__all__ = ["Agent", "IdSet", "run_agent"]
+__all__ = ["Agent", "IdSet", "OpFailed", "run_agent"]
 
 log = logging.getLogger("fleetyard.agent")
 
 POLL_WAIT_S = 25.0
 DEFAULT_HEARTBEAT_S = 2.0
 SHUTDOWN_FLUSH_S = 5.0  # at exit, how long to keep trying to deliver the last events
+# How long a board op waits for the board's running rank to end (it is killed at once; this
+# covers a rank still fetching its blobs).
+OP_IDLE_WAIT_S = 30.0
+OP_MESSAGE_MAX = 2000  # a driver's error can be a whole log: the server keeps this much
 
 
 def run_agent(
@@ -107,6 +117,10 @@ def run_agent(
         agent.shutdown()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class OpFailed(Exception):
+    """A board op that could not be carried out; the message says why."""
 
 
 class IdSet:
@@ -185,6 +199,9 @@ class Agent:
         self._server_interval = DEFAULT_HEARTBEAT_S
         self._faults_applied: set[int] = set()
         self._fault_acks: set[int] = set()
+        self._ops_taken: set[int] = set()  # board op ids this process started
+        self._op_results: dict[int, OpResult] = {}  # finished, sent until the server acks them
+        self._op_locks: dict[str, threading.Lock] = {}  # one op at a time per board
         self._threads: list[threading.Thread] = []
         self._poll_link: ServerLink | None = None
         self._sender: EventSender | None = None
@@ -345,7 +362,8 @@ class Agent:
                 gen = self._reg_gen
                 with self._lock:
                     acks = sorted(self._fault_acks)
-                req = self.heartbeat(acks)
+                    results = list(self._op_results.values())
+                req = self.heartbeat(acks, results)
                 try:
                     resp = HeartbeatResponse.model_validate(link.post_model("/v1/agent/heartbeat", req))
                 except Unreachable as exc:
@@ -369,17 +387,21 @@ class Agent:
                     log.info("server %s answers again", self.server)
                 with self._lock:
                     self._fault_acks.difference_update(acks)
+                    for op_id in resp.op_acks:
+                        self._op_results.pop(op_id, None)
                 if resp.cancel:
                     self.cancel(resp.cancel)
                 if resp.faults:
                     self.apply_faults(resp.faults)
+                if resp.ops:
+                    self.apply_ops(resp.ops)
                 if not self._fault_acks:  # new acks go out at once, not an interval later
                     self._hb_wake.wait(self.interval_s)
                 self._hb_wake.clear()
         finally:
             link.close()
 
-    def heartbeat(self, fault_acks: list[int]) -> HeartbeatRequest:
+    def heartbeat(self, fault_acks: list[int], op_results: list[OpResult] | None = None) -> HeartbeatRequest:
         """What the next heartbeat says: each board's report, the blobs cached, the ranks live."""
         return HeartbeatRequest(
             session=self.session,
@@ -387,6 +409,7 @@ class Agent:
             cached=self.blobs.recent(CACHED_MAX),
             running=self.live_ids(),
             fault_acks=fault_acks,
+            op_results=op_results or [],
         )
 
     def reports(self) -> list[BoardReport]:
@@ -465,6 +488,94 @@ class Agent:
                 for aid in runner.live_ids():
                     runner.stop(aid, "infra:the board fell off the bus", hard=True)
         log.info("fault order %d: %s %s on %s", o.id, o.action.value, kind or "all", o.board_id)
+
+    # ---- board ops
+
+    def apply_ops(self, orders: list[OpOrder]) -> list[threading.Thread]:
+        """Start each board op once, on a thread of its own (a flash takes minutes: heartbeats go
+        on); its result goes out with the next heartbeat. Returns the threads started."""
+        started = []
+        for o in orders:
+            with self._lock:
+                if o.id in self._ops_taken:
+                    continue
+                self._ops_taken.add(o.id)
+            t = threading.Thread(target=self._run_op, args=(o,), name=f"op-{o.id}", daemon=True)
+            t.start()
+            started.append(t)
+        return started
+
+    def pending_op_results(self) -> list[OpResult]:
+        """Finished ops whose results the server has not acknowledged yet."""
+        with self._lock:
+            return list(self._op_results.values())
+
+    def _run_op(self, o: OpOrder) -> None:
+        started = time.time()
+        try:
+            ok, message = True, self.carry_out(o)
+        except Exception as exc:  # any failure is the op's result, never the thread's end
+            ok, message = False, str(exc) or type(exc).__name__
+        finished = time.time()
+        level = logging.INFO if ok else logging.WARNING
+        log.log(level, "op %d (%s on %s) %s: %s", o.id, o.op, o.board_id, "done" if ok else "failed", message)
+        result = OpResult(id=o.id, ok=ok, message=message[:OP_MESSAGE_MAX], started_at=started, finished_at=finished)
+        with self._lock:
+            self._op_results[o.id] = result
+        self._hb_wake.set()  # the controller waits on it: tell the server now
+
+    def carry_out(self, o: OpOrder) -> str:
+        """Carry out one board op through the driver; what happened, or an exception saying why not."""
+        if o.board_id not in self.runners:
+            raise OpFailed(f"board {o.board_id} is not on host {self.host}")
+        if o.op is BoardOp.REFLASH:
+            if not isinstance(self.driver, Reflashable):
+                raise OpFailed(f"driver {self.driver_spec} cannot reflash boards")
+            with self._holding([o.board_id], f"the board is being reflashed (op {o.id})", o.timeout_s):
+                version = self.driver.reflash(o.board_id)
+            return f"firmware {version} written again"
+        if not isinstance(self.driver, Resettable):
+            raise OpFailed(f"driver {self.driver_spec} cannot reset boards")
+        if o.op is BoardOp.HOST_REBOOT:
+            serials = list(self.serials)
+            failed = []
+            with self._holding(serials, f"the host is being rebooted (op {o.id})", o.timeout_s):
+                # A reboot powers every board down: a hard reset each, all with their workers stopped.
+                for serial in serials:
+                    try:
+                        self.driver.reset(serial, "hard")
+                    except Exception as exc:
+                        failed.append(f"{serial}: {exc}")
+            if failed:
+                n = f"{len(failed)} of {len(serials)}"
+                raise OpFailed(f"host reboot: hard reset failed on {n} boards: {'; '.join(failed)}")
+            return f"host reboot: {len(serials)} boards hard-reset"
+        level = "soft" if o.op is BoardOp.SOFT_RESET else "hard"
+        with self._holding([o.board_id], f"the board is being {level}-reset (op {o.id})", o.timeout_s):
+            self.driver.reset(o.board_id, level)
+        return f"{level} reset done"
+
+    @contextlib.contextmanager
+    def _holding(self, serials: list[str], reason: str, timeout_s: float) -> Iterator[None]:
+        """Hold these boards for an op: their ranks end, their workers stop; released afterwards."""
+        wanted = set(serials)
+        order = [s for s in self.serials if s in wanted]  # one order for every op: no deadlock
+        with contextlib.ExitStack() as stack:
+            for serial in order:
+                with self._lock:
+                    lock = self._op_locks.setdefault(serial, threading.Lock())
+                stack.enter_context(lock)
+            runners = [self.runners[s] for s in order]
+            for r in runners:
+                stack.callback(r.release)
+                r.hold(reason)
+            wait_s = min(timeout_s, OP_IDLE_WAIT_S)
+            busy = [r.serial for r in runners if not r.wait_idle(wait_s)]
+            if busy:
+                raise OpFailed(f"board {', '.join(busy)} still running a rank {wait_s:g} s after it was stopped")
+            for r in runners:
+                r.stop_worker()
+            yield
 
     # ---- assignments
 

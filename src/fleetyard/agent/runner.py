@@ -4,6 +4,10 @@ A thread per board owns the board's :class:`~fleetyard.agent.worker.WorkerHandle
 orders one at a time, reads the worker's messages, numbers them into events, and enforces the
 agent's side of stops: a worker that does not finish within the grace period after a stop (or
 after its time limit) is killed with everything it started, and started again.
+
+A board op (a reset, a flash) *holds* the board: :meth:`BoardRunner.hold` ends its ranks,
+:meth:`~BoardRunner.wait_idle` waits for the running one to go, :meth:`~BoardRunner.stop_worker`
+lets go of the device, and :meth:`~BoardRunner.release` starts a fresh worker and lets ranks run.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class BoardRunner:
         self._current: _Run | None = None
         self._cond = threading.Condition()
         self._closing = False
+        self._held = 0  # board ops under way: no rank starts while held
         self._restarts = 0
         # What the worker said it holds loaded after its last rank; a new process holds nothing.
         # Replaced whole, never mutated: the heartbeat thread reads it without the lock.
@@ -129,6 +134,45 @@ class BoardRunner:
             self.handle.stop(assignment_id, reason)
         return True
 
+    def hold(self, reason: str) -> None:
+        """Take the board for an op: no rank starts until :meth:`release`; its queued and running
+        ranks end now, as infra errors for ``reason`` (the op would pull the board from under them)."""
+        with self._cond:
+            self._held += 1
+            ids = [a.id for a in self._queue]
+            if self._current is not None:
+                ids.append(self._current.assignment.id)
+        for aid in ids:
+            self.stop(aid, f"infra:{reason}", hard=True)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """While held: wait until no rank runs; False if one still does after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._current is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def stop_worker(self) -> None:
+        """While held and idle: end the worker process, which holds the device open."""
+        self.handle.kill()
+        self._warm = []
+
+    def release(self) -> None:
+        """End a hold: a fresh worker opens the board as the op left it, and ranks run again."""
+        with self._cond:
+            # Idle and held, the board's thread leaves the handle alone: it is ours to restart.
+            restart = self._held == 1 and not self._closing and self._current is None and not self.handle.alive
+        if restart:
+            self._restarts = 0
+            self.handle.start()
+        with self._cond:
+            self._held -= 1
+            self._cond.notify_all()
+
     def close(self) -> None:
         """Stop taking work: queued ranks end now, a running one is asked to stop."""
         with self._cond:
@@ -157,7 +201,7 @@ class BoardRunner:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while (not self._queue or self._held) and not self._closing:
                     self._cond.wait()
                 if not self._queue:
                     return
@@ -172,6 +216,7 @@ class BoardRunner:
             finally:
                 with self._cond:
                     self._current = None
+                    self._cond.notify_all()  # a hold may be waiting for the board to go idle
 
     def _faults_for_run(self) -> list[str]:
         if not isinstance(self.driver, FaultInjectable):
@@ -323,8 +368,8 @@ class BoardRunner:
         self.handle.kill()
         self._warm = []  # its models went with it
         with self._cond:
-            if self._closing:
-                return
+            if self._closing or self._held:
+                return  # closing: for good; held: release() starts it once the op is done
         if self._restarts:
             # A worker that keeps dying at start (the board will not open): do not spin.
             time.sleep(min(5.0, 0.2 * 2 ** (self._restarts - 1)))

@@ -365,8 +365,8 @@ class _Worker:
         outputs: dict[str, str] = {}
         try:
             result = self._run(order)
-            if result.outcome is not Outcome.INFRA_ERROR:
-                outputs = self._collect_outputs(a.id, self.output_dir)
+            # Whatever the outcome: a failed health check leaves the wrong outputs as its evidence.
+            outputs = self._collect_outputs(a.id, self.output_dir)
         except Exception as exc:  # a bug in a workload plugin: say what, keep the worker
             self._log(a.id, traceback.format_exc())
             result = WorkloadResult(Outcome.INFRA_ERROR, message=f"workload {a.kind!r} raised {exc!r}")

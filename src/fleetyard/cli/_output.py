@@ -46,6 +46,10 @@ STATE_STYLES: dict[str, str] = {
     "timeout": "red",
     "preempted": "yellow",
     "config_error": "red",
+    # board ops (succeeded and failed as jobs)
+    "ordered": "yellow",
+    "delivered": "cyan",
+    "timed_out": "red",
 }
 
 

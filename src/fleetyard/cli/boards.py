@@ -20,9 +20,11 @@ from fleetyard.cli._output import (
     styled,
     table,
 )
-from fleetyard.client import BoardOut, FaultAction, FaultKind, HostOut
+from fleetyard.client import BoardOp, BoardOpOut, BoardOut, FaultAction, FaultKind, HostOut
 
-boards_app = typer.Typer(help="Look at boards; drain, undrain, inject faults.", no_args_is_help=True)
+boards_app = typer.Typer(
+    help="Look at boards; drain, undrain, reset or reflash them, inject faults.", no_args_is_help=True
+)
 hosts_app = typer.Typer(help="Look at hosts.", no_args_is_help=True)
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the board's history).")]
@@ -187,6 +189,52 @@ def boards_fault(
     else:
         what = order.kind or "all faults"
         out().print(f"fault order {order.id}: {order.action} {what} on {order.board_id}", markup=False)
+
+
+@boards_app.command("op")
+def boards_op(
+    ctx: typer.Context,
+    board_id: Annotated[str, typer.Argument()],
+    op: Annotated[BoardOp, typer.Argument(help="host_reboot acts on every board of the board's host.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept with the op).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Have the board's agent carry out a remediation step: soft_reset, hard_reset, reflash, host_reboot.
+
+    The board's running job (every job on the host, for host_reboot) ends as an infra error.
+    `fleetyard boards ops BOARD` shows how it went."""
+    with client(ctx) as fy:
+        order = fy.order_board_op(board_id, op, reason)
+    if as_json:
+        emit_json(order)
+    else:
+        out().print(f"op {order.id}: {order.op} on {order.board_id} ({order.state})", markup=False)
+
+
+def _op_duration(o: BoardOpOut) -> str:
+    if o.started_at is None or o.finished_at is None:
+        return ""
+    return f"{o.finished_at - o.started_at:.1f}s"
+
+
+@boards_app.command("ops")
+def boards_ops(
+    ctx: typer.Context,
+    board_id: Annotated[str, typer.Argument()],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """A board's ops (resets, reflashes, host reboots) and how each went, newest first."""
+    with client(ctx) as fy:
+        ops = fy.board_ops(board_id, limit=limit)
+    if as_json:
+        emit_json(ops)
+        return
+    rows = [
+        (o.id, fmt_time(o.ordered_at), o.op, styled(o.state), _op_duration(o), o.actor, o.reason, o.message or "")
+        for o in ops
+    ]
+    out().print(table(("ID", "ORDERED", "OP", "STATE", "TOOK", "ACTOR", "REASON", "MESSAGE"), rows))
 
 
 def hosts_table(hosts: list[HostOut]) -> Table:

@@ -25,6 +25,7 @@ from fleetyard.cli import (
     reduce,
     repro,
     run,
+    sim,
     tokens,
     up,
     validate,
@@ -109,3 +110,4 @@ app.command("reduce")(reduce.reduce)
 app.command("bench")(bench.bench)
 app.command("validate")(validate.validate)
 app.command("repro")(repro.repro)
+app.command("sim")(sim.sim)

@@ -17,11 +17,12 @@ from fleetyard.client._client import Client, parse_spec
 from fleetyard.domain.auth import Role
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec, Placement
-from fleetyard.protocol.agent import FaultAction, FaultKind
+from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import (
     ArtifactOut,
     AttemptOut,
     BoardEventOut,
+    BoardOpOut,
     BoardOut,
     FaultOrderOut,
     FleetStatsOut,
@@ -39,6 +40,8 @@ __all__ = [
     "ArtifactOut",
     "AttemptOut",
     "BoardEventOut",
+    "BoardOp",
+    "BoardOpOut",
     "BoardOut",
     "Client",
     "FaultAction",

@@ -23,10 +23,11 @@ from fleetyard.domain.job import JobState
 from fleetyard.domain.queue_config import QueueConfig, QueueQuota, parse_queue_config
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, DigestMismatch
-from fleetyard.protocol.agent import FaultAction, FaultKind
+from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import (
     ArtifactOut,
     BoardEventOut,
+    BoardOpOut,
     BoardOut,
     BreakerOut,
     FaultOrderOut,
@@ -191,6 +192,20 @@ class Client:
         """Have the board's agent inject (or clear) a simulated fault; ``kind=None`` clears all."""
         body = {"kind": None if kind is None else str(kind), "action": str(action)}
         return self._one(FaultOrderOut, "POST", f"/v1/admin/boards/{_q(board_id)}/faults", json=body)
+
+    def order_board_op(
+        self, board_id: str, op: BoardOp | str, reason: str = "", timeout_s: float | None = None
+    ) -> BoardOpOut:
+        """Have the board's agent carry out a remediation step (soft_reset, hard_reset, reflash,
+        host_reboot: every board of its host); see :meth:`board_ops` for how it went."""
+        body: dict[str, Any] = {"op": str(op), "reason": reason}
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        return self._one(BoardOpOut, "POST", f"/v1/boards/{_q(board_id)}/ops", json=body)
+
+    def board_ops(self, board_id: str, limit: int = 100) -> list[BoardOpOut]:
+        """A board's ops and their results, newest first."""
+        return self._many(BoardOpOut, f"/v1/boards/{_q(board_id)}/ops", params={"limit": limit})
 
     # -- jobs ---------------------------------------------------------------------------------
 

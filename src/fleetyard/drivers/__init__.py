@@ -8,6 +8,7 @@ from fleetyard.drivers.base import (
     FaultInjectable,
     Flashable,
     Probe,
+    Reflashable,
     Resettable,
     load_driver,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "FaultInjectable",
     "Flashable",
     "Probe",
+    "Reflashable",
     "Resettable",
     "load_driver",
 ]

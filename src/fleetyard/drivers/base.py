@@ -4,7 +4,8 @@ A driver knows one kind of board. The agent builds one driver per host from a sp
 (``sim:8``, ``sim:8:sim-g2``, ``cpu``, ``cuda``) and uses it to enumerate boards, read telemetry
 and probe health; each per-board worker process builds the same driver again and opens a
 :class:`BoardSession` on its board. Optional abilities are separate protocols the caller tests
-for with ``isinstance``: :class:`Resettable`, :class:`Flashable`, :class:`FaultInjectable`.
+for with ``isinstance``: :class:`Resettable`, :class:`Flashable`, :class:`Reflashable`,
+:class:`FaultInjectable`.
 
 Drivers are found through the ``fleetyard.drivers`` entry point group, by the spec's name.
 """
@@ -99,6 +100,14 @@ class Resettable(Protocol):
 class Flashable(Protocol):
     def flash(self, serial: str, image: Path, version: str) -> str:
         """Write a firmware image; return the firmware version the board reports afterwards."""
+        ...
+
+
+@runtime_checkable
+class Reflashable(Protocol):
+    def reflash(self, serial: str) -> str:
+        """Write the firmware the board already runs again, from the driver's own copy (a
+        remediation step: it repairs a corrupt flash); return the version the board reports."""
         ...
 
 

@@ -11,7 +11,8 @@ Faults (``protocol.agent.FaultKind`` plus the driver-only ``bad_flash``):
     ecc_storm          ECC counters climb fast in telemetry; probe ok
     silent_corruption  persistent: :meth:`SimSession.perturb` alters numeric outputs; probe ok
     bus_drop           the board vanishes from discover(); probe fails; cleared by reset or clear
-    bad_flash          persistent: flash() fails and leaves the firmware corrupt until a good flash
+    bad_flash          persistent: flash() and reflash() fail and leave the firmware corrupt until
+                       a good flash (after a clear)
 
 Board state that the agent and the per-board worker processes share (faults, firmware) lives in
 one small JSON file per board under ``state_dir/sim`` (written via tmp + rename under an flock),
@@ -220,7 +221,7 @@ class _Board:
 
 
 class SimDriver:
-    """Simulated boards; implements BoardDriver, Resettable, Flashable and FaultInjectable."""
+    """Simulated boards; implements BoardDriver, Resettable, Flashable, Reflashable and FaultInjectable."""
 
     name = "sim"
 
@@ -383,9 +384,17 @@ class SimDriver:
 
     def flash(self, serial: str, image: Path, version: str) -> str:
         """Write a firmware image; fails (firmware left corrupt) while ``bad_flash`` is injected."""
-        gen = self._board(serial).gen
+        self._board(serial)
         if not Path(image).is_file():
             raise FileNotFoundError(f"firmware image {image} not found")
+        return self._write_firmware(serial, version)
+
+    def reflash(self, serial: str) -> str:
+        """Write the board's current firmware again: repairs a corrupt flash unless ``bad_flash`` persists."""
+        return self._write_firmware(serial, str(self._state(serial)["firmware"]))
+
+    def _write_firmware(self, serial: str, version: str) -> str:
+        gen = self._board(serial).gen
         if FaultKind.BUS_DROP.value in self._state(serial)["faults"]:
             raise BoardFault("cannot flash: fell off the bus")
         _sleep(gen.flash_s)

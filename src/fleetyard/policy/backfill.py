@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from fleetyard.domain.spec import Placement
 from fleetyard.policy.placement import Pool
 from fleetyard.policy.snapshot import PendingJob, Reservation, RunningJob, Snapshot
 
@@ -32,24 +33,37 @@ def reserve(
     c = job.shape.constraints
     if ending is None:
         ending = ending_order(snap.running)
-    freed: list[str] = []
-    base = pool.index(c).total
+    idx = pool.index(c)
+    base = idx.total
     if base >= job.boards:
         got = pool.pick(job.shape, job.boards, caps=caps)
         if got is not None:
             return Reservation(job.id, got, snap.now)
-    for r in ending:
-        mine = pool.matching(c, r.boards)
-        if not mine:
-            continue
-        freed += mine
-        if base + len(freed) < job.boards or r.expected_end == float("inf"):
-            continue
-        pool.give(freed)
-        try:
+    placement = job.shape.placement if job.shape.required else Placement.ANY
+    # The boards of jobs that end are given to the pool as they come (and all taken back at the
+    # end), and a pick is tried only when the newly freed boards could complete the shape: on
+    # a full fleet that is a few picks per reservation, not one per running job.
+    freed: list[str] = []
+    try:
+        for r in ending:
+            mine = [i for i in pool.matching(c, r.boards) if i not in pool.free]
+            if not mine:
+                continue
+            pool.give(mine)
+            freed += mine
+            if base + len(freed) < job.boards or r.expected_end == float("inf"):
+                continue
+            if placement is Placement.SAME_HOST and not any(
+                len(idx.by_host.get(pool.boards[i].host, ())) >= job.boards for i in mine
+            ):
+                continue
+            if placement is Placement.SAME_RACK and not any(
+                idx.rack_count.get(pool.boards[i].rack, 0) >= job.boards for i in mine
+            ):
+                continue
             got = pool.pick(job.shape, job.boards, caps=caps)
-        finally:
-            pool.take(freed)
-        if got is not None:
-            return Reservation(job.id, got, max(r.expected_end, snap.now))
-    return None
+            if got is not None:
+                return Reservation(job.id, got, max(r.expected_end, snap.now))
+        return None
+    finally:
+        pool.take(freed)

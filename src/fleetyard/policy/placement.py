@@ -168,18 +168,25 @@ class _Index:
     def fill(self, free: Iterable[BoardView]) -> None:
         """Exactly ``free`` (in (host, slot, id) order), built in bulk."""
         self.by_host: dict[str, list[BoardView]] = {}  # free boards, by slot
+        # A host's one generation (None: its boards are of several): a gang capped by its queue's
+        # quota skips the hosts of generations it may not take at a glance.
+        self.host_gen: dict[str, str | None] = {}
         self.rack_count: dict[str, int] = defaultdict(int)
         self.rack_hosts: dict[str, dict[str, None]] = defaultdict(dict)
         self.gen_count: dict[str, int] = defaultdict(int)
         by_host = self.by_host
         total = 0
+        host_gen = self.host_gen
         for b in free:
             boards = by_host.get(b.host)
             if boards is None:
                 by_host[b.host] = [b]
+                host_gen[b.host] = b.generation
                 self.rack_hosts[b.rack][b.host] = None
             else:
                 boards.append(b)
+                if host_gen[b.host] != b.generation:
+                    host_gen[b.host] = None
             self.rack_count[b.rack] += 1
             self.gen_count[b.generation] += 1
             total += 1
@@ -197,7 +204,11 @@ class _Index:
         boards = self.by_host.get(host)
         if boards is None:
             boards = self.by_host[host] = []
+            self.host_gen[host] = new[0].generation if new else None
         n = len(boards)
+        gen = self.host_gen[host]
+        if gen is not None and any(b.generation != gen for b in new):
+            self.host_gen[host] = None
         boards.extend(new)
         if len(boards) > 1:
             boards.sort(key=_slot_order)
@@ -225,6 +236,7 @@ class _Index:
             self.buckets[len(boards)].add(host)
         else:
             del self.by_host[host]
+            del self.host_gen[host]
             for b in gone:
                 self.rack_hosts[b.rack].pop(host, None)
         while self.max_count and not self.buckets.get(self.max_count):
@@ -411,7 +423,12 @@ class Pool:
     ) -> tuple[str, ...] | None:
         if placement is Placement.SAME_HOST:
             # pack: the fullest host that fits (best fit keeps whole hosts for big gangs); spread: the emptiest.
+            host_gen = idx.host_gen
             for host in idx.hosts_by_count(ascending=packing is Packing.PACK, at_least=k):
+                if caps is not None:
+                    gen = host_gen[host]
+                    if gen is not None and caps.get(gen, 0) < k:
+                        continue
                 got = _take_from(idx.by_host[host], k, caps)
                 if got is not None:
                     return got

@@ -9,6 +9,11 @@
 Every write is idempotent: an event is keyed by (assignment_id, seq), so an agent that lost the
 answer sends the same batch again and nothing changes twice. ``session`` names one run of an
 agent process; a new session for a host ends the old session's assignments as infra errors.
+
+Orders ride on the heartbeat's answer: fault orders (simulated boards), acked by id in the next
+heartbeat; and board ops (resets, reflash, host reboot: remediation), each carried out once per
+agent process and its :class:`OpResult` sent in every heartbeat until an answer lists its id in
+``op_acks``, so a result is stored exactly once whatever is lost on the way.
 """
 
 from __future__ import annotations
@@ -68,6 +73,40 @@ class LeaveRequest(BaseModel):
     session: str
 
 
+class BoardOp(StrEnum):
+    """A remediation step the host's agent carries out on a board (the controller's ladder)."""
+
+    SOFT_RESET = "soft_reset"
+    HARD_RESET = "hard_reset"
+    REFLASH = "reflash"  # write the firmware the board already runs again
+    HOST_REBOOT = "host_reboot"  # every board of the host: workers stopped, boards hard-reset
+
+
+# How long an op may take, from its order to its result, unless the order says otherwise:
+# after that the controller treats it as failed (and the server no longer delivers it).
+OP_TIMEOUT_S: dict[BoardOp, float] = {
+    BoardOp.SOFT_RESET: 120.0,
+    BoardOp.HARD_RESET: 300.0,
+    BoardOp.REFLASH: 600.0,
+    BoardOp.HOST_REBOOT: 900.0,
+}
+
+
+class OpOrder(BaseModel):
+    id: int
+    board_id: str
+    op: BoardOp
+    timeout_s: float
+
+
+class OpResult(BaseModel):
+    id: int = Field(description="the OpOrder's id")
+    ok: bool
+    message: str | None = None
+    started_at: float = Field(description="agent's wall clock, seconds since the epoch")
+    finished_at: float = Field(description="agent's wall clock, seconds since the epoch")
+
+
 class HeartbeatRequest(BaseModel):
     session: str
     boards: list[BoardReport] = Field(default_factory=list)
@@ -79,6 +118,10 @@ class HeartbeatRequest(BaseModel):
     )
     running: list[int] = Field(default_factory=list, description="assignment ids live on this agent")
     fault_acks: list[int] = Field(default_factory=list, description="fault orders applied")
+    # Absent from older agents' reports: an empty list, which is "no op finished".
+    op_results: list[OpResult] = Field(
+        default_factory=list, description="board ops finished here, sent again until the answer acks them"
+    )
 
 
 class FaultKind(StrEnum):
@@ -104,6 +147,10 @@ class FaultOrder(BaseModel):
 class HeartbeatResponse(BaseModel):
     cancel: list[int] = Field(default_factory=list, description="assignment ids to kill now")
     faults: list[FaultOrder] = Field(default_factory=list, description="fault orders not yet acked")
+    ops: list[OpOrder] = Field(default_factory=list, description="board ops ordered and not yet finished")
+    op_acks: list[int] = Field(
+        default_factory=list, description="ids of the request's op_results now stored: stop sending them"
+    )
 
 
 class Assignment(BaseModel):

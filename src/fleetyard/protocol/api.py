@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from fleetyard.domain.auth import Role
 from fleetyard.domain.spec import JobSpec
-from fleetyard.protocol.agent import FaultAction, FaultKind
+from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 
 
 class HostOut(BaseModel):
@@ -178,6 +178,32 @@ class FaultOrderOut(BaseModel):
     board_id: str
     kind: str | None
     action: str
+
+
+class BoardOpIn(BaseModel):
+    op: BoardOp
+    reason: str = Field("", max_length=1000, description="why (kept with the op)")
+    timeout_s: float | None = Field(
+        None, gt=0, le=86400, description="no result by then: the op failed (default: the op's own)"
+    )
+
+
+class BoardOpOut(BaseModel):
+    """A remediation step ordered for a board, and what its host's agent reported."""
+
+    id: int
+    board_id: str
+    op: str
+    state: str = Field(description="ordered, delivered, succeeded, failed or timed_out")
+    reason: str
+    actor: str
+    ordered_at: float
+    timeout_s: float
+    delivered_at: float | None = None
+    started_at: float | None = Field(None, description="agent's clock")
+    finished_at: float | None = Field(None, description="agent's clock")
+    ok: bool | None = None
+    message: str | None = None
 
 
 class ArtifactIn(BaseModel):

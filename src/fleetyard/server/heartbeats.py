@@ -4,7 +4,9 @@ A fleet of thousands of hosts heartbeating every few seconds is the server's hot
 transaction per heartbeat would cap it at what the store commits per second; instead each
 heartbeat lands in a buffer, and a flusher thread writes all buffered reports every
 ``flush_s`` in one transaction, then reads back, for all hosts at once, what agents must be
-told: ranks to cancel and fault orders. A heartbeat's answer is therefore up to one flush old.
+told: ranks to cancel, fault orders and board ops. A heartbeat's answer is therefore up to one
+flush old. An op result is acked (``op_acks``) only by an answer given after the flush that
+stored it, so an agent keeps sending it through a failed flush or a restarted server.
 A board's warm list (the artifacts its worker holds loaded) and a host's cached list (the blobs
 in its agent's cache) are written only when they changed, or every ``WARM_REFRESH_S`` (see there).
 
@@ -26,7 +28,15 @@ import sqlalchemy as sa
 
 from fleetyard.domain.job import AssignmentState
 from fleetyard.errors import StaleSession
-from fleetyard.protocol.agent import CACHED_MAX, WARM_MAX, FaultOrder, HeartbeatRequest, HeartbeatResponse
+from fleetyard.protocol.agent import (
+    CACHED_MAX,
+    WARM_MAX,
+    FaultOrder,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    OpOrder,
+)
+from fleetyard.store import board_ops
 from fleetyard.store import tables as t
 from fleetyard.store.db import Store, insert_ignore, now
 from fleetyard.store.hosts import LIVE, host_back
@@ -49,6 +59,9 @@ class _Pending:
 class _Answers:
     cancel: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     faults: dict[str, list[FaultOrder]] = field(default_factory=lambda: defaultdict(list))
+    ops: dict[str, list[OpOrder]] = field(default_factory=lambda: defaultdict(list))
+    # host -> ids of the op results it reported that are stored (or were never its to report).
+    op_acks: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
 
 class HeartbeatSink:
@@ -59,6 +72,7 @@ class HeartbeatSink:
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, str] = {}
         self._answers = _Answers()
+        self._delivered: set[int] = set()  # op ids handed to agents since the last flush
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # board id -> (warm list, when), host id -> (cached list, when), as this server last wrote
@@ -106,13 +120,23 @@ class HeartbeatSink:
         self.check_session(host, req.session)
         with self._lock:
             prev = self._pending.get(host)
-            if prev is not None:  # two heartbeats in one flush: keep the newer reports, every ack
-                req = req.model_copy(update={"fault_acks": sorted({*prev.req.fault_acks, *req.fault_acks})})
+            if prev is not None:  # two heartbeats in one flush: keep the newer reports, every ack and result
+                results = {r.id: r for r in (*prev.req.op_results, *req.op_results)}
+                req = req.model_copy(
+                    update={
+                        "fault_acks": sorted({*prev.req.fault_acks, *req.fault_acks}),
+                        "op_results": list(results.values()),
+                    }
+                )
             self._pending[host] = _Pending(at, req)
             cancel = sorted(self._answers.cancel.get(host, ()))
             acked = set(req.fault_acks)
             faults = [f for f in self._answers.faults.get(host, ()) if f.id not in acked]
-        return HeartbeatResponse(cancel=cancel, faults=faults)
+            reported = {r.id for r in req.op_results}
+            ops = [o for o in self._answers.ops.get(host, ()) if o.id not in reported]
+            op_acks = sorted(reported & self._answers.op_acks.get(host, set()))
+            self._delivered.update(o.id for o in ops)
+        return HeartbeatResponse(cancel=cancel, faults=faults, ops=ops, op_acks=op_acks)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
@@ -124,17 +148,19 @@ class HeartbeatSink:
     def flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, {}
+            delivered, self._delivered = self._delivered, set()
         at = now()
-        self._write(batch, at)
+        self._write(batch, at, delivered)
         self._answers = self._read(batch, at)
 
-    def _write(self, batch: dict[str, _Pending], at: float) -> None:
+    def _write(self, batch: dict[str, _Pending], at: float, delivered: set[int]) -> None:
         hosts = list(batch)
         warm_written: dict[str, tuple[list[str], float]] = {}
         cached_written: dict[str, tuple[list[str], float]] = {}
         with self.store.write() as conn:
             insert_ignore(conn, t.servers, [{"id": self.server_id, "started_at": at, "seen_at": at}])
             conn.execute(t.servers.update().where(t.servers.c.id == self.server_id).values(seen_at=at))
+            board_ops.mark_delivered(conn, delivered, at=at)
             if not batch:
                 return
             offline = conn.execute(
@@ -203,6 +229,9 @@ class HeartbeatSink:
                     .where(t.fault_orders.c.id.in_(acks), t.fault_orders.c.acked_at.is_(None))
                     .values(acked_at=max(p.at for p in batch.values()))
                 )
+            for h, p in batch.items():
+                if p.req.op_results:
+                    board_ops.record_results(conn, p.req.op_results, at=p.at, host=h)
         # Only once committed: a failed flush writes the lists again next time.
         self._warm.update(warm_written)
         self._cached.update(cached_written)
@@ -230,11 +259,22 @@ class HeartbeatSink:
                 .order_by(t.fault_orders.c.id)
             ):
                 answers.faults[o.host_id].append(FaultOrder(id=o.id, board_id=o.board_id, kind=o.kind, action=o.action))
-        # Cancels for ranks seen running in an earlier flush carry over until the agent stops reporting them.
+            for h, ops in board_ops.open_ops(conn, at=at).items():
+                answers.ops[h] = [OpOrder(id=o.id, board_id=o.board_id, op=o.op, timeout_s=o.timeout_s) for o in ops]
+        # Written above (or not this host's to report): whatever is no longer open is acked.
+        for h, p in batch.items():
+            if p.req.op_results:
+                still_open = {o.id for o in answers.ops.get(h, ())}
+                answers.op_acks[h] = {r.id for r in p.req.op_results} - still_open
+        # Cancels for ranks seen running in an earlier flush carry over until the agent stops reporting them;
+        # so do acks for results a host reported before.
         with self._lock:
             for h, ids in self._answers.cancel.items():
                 if h not in batch:
                     answers.cancel[h] |= ids
+            for h, ids in self._answers.op_acks.items():
+                if h not in batch:
+                    answers.op_acks[h] |= ids
         return answers
 
 

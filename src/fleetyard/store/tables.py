@@ -260,3 +260,27 @@ breakers = sa.Table(
     sa.Column("reset_by", sa.String(100)),
     sa.Column("reset_reason", sa.Text),
 )
+
+# Remediation steps ordered for a board (soft reset, reflash, host reboot…), carried out by its
+# host's agent, which reports the result in a heartbeat. Times: ordered_at, delivered_at and
+# reported_at are the server's clock; started_at and finished_at the agent's. No result
+# (finished_at NULL) by ordered_at + timeout_s: the op failed, and is no longer delivered.
+board_ops = sa.Table(
+    "board_ops",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.String(200), sa.ForeignKey("boards.id"), nullable=False),
+    sa.Column("op", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("ordered_at", Time, nullable=False),
+    sa.Column("timeout_s", Time, nullable=False),
+    sa.Column("delivered_at", Time),
+    sa.Column("started_at", Time),
+    sa.Column("finished_at", Time),
+    sa.Column("reported_at", Time),
+    sa.Column("ok", sa.Boolean),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_board_ops_board_id_id", "board_id", "id"),
+    sa.Index("ix_board_ops_finished_at", "finished_at"),
+)

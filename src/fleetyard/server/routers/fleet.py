@@ -8,6 +8,8 @@ from fleetyard.domain.auth import Principal
 from fleetyard.errors import BadRequest
 from fleetyard.protocol.api import (
     BoardEventOut,
+    BoardOpIn,
+    BoardOpOut,
     BoardOut,
     BreakerOut,
     FaultIn,
@@ -102,6 +104,23 @@ def history(
     s: Store = Depends(store),
 ) -> list[BoardEventOut]:
     return svc.history(s, board_id=board_id, limit=limit)
+
+
+@router.post("/boards/{board_id}/ops", response_model=BoardOpOut, status_code=201)
+def order_op(board_id: str, body: BoardOpIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOpOut:
+    return svc.order_op(
+        s, board_id=board_id, op=body.op, reason=body.reason, principal=p, at=now(), timeout_s=body.timeout_s
+    )
+
+
+@router.get("/boards/{board_id}/ops", response_model=list[BoardOpOut])
+def list_ops(
+    board_id: str,
+    limit: int = Query(100, ge=1, le=10000),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
+) -> list[BoardOpOut]:
+    return svc.list_ops(s, board_id=board_id, at=now(), limit=limit)
 
 
 @router.post("/admin/boards/{board_id}/faults", response_model=FaultOrderOut, status_code=201)

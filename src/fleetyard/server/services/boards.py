@@ -1,4 +1,4 @@
-"""Hosts and boards: inventory views, drain and undrain, history, fault injection."""
+"""Hosts and boards: inventory views, drain and undrain, history, fault injection, board ops."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.errors import BadRequest, Conflict, NotFound
-from fleetyard.protocol.agent import FaultAction, FaultKind
-from fleetyard.protocol.api import BoardEventOut, BoardOut, FaultOrderOut, HostOut
+from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
+from fleetyard.protocol.api import BoardEventOut, BoardOpOut, BoardOut, FaultOrderOut, HostOut
 from fleetyard.server.services.views import board_out, event_out, host_out
+from fleetyard.store import board_ops
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store
@@ -131,3 +132,50 @@ def order_fault(
             .returning(t.fault_orders.c.id)
         ).scalar_one()
     return FaultOrderOut(id=order_id, board_id=board_id, kind=kind and str(kind), action=str(action))
+
+
+def op_out(o: board_ops.OpRecord, at: float) -> BoardOpOut:
+    return BoardOpOut(
+        id=o.id,
+        board_id=o.board_id,
+        op=str(o.op),
+        state=str(o.state(at)),
+        reason=o.reason,
+        actor=o.actor,
+        ordered_at=o.ordered_at,
+        timeout_s=o.timeout_s,
+        delivered_at=o.delivered_at,
+        started_at=o.started_at,
+        finished_at=o.finished_at,
+        ok=o.ok,
+        message=o.message,
+    )
+
+
+def order_op(
+    store: Store,
+    *,
+    board_id: str,
+    op: BoardOp,
+    reason: str,
+    principal: Principal,
+    at: float,
+    timeout_s: float | None = None,
+) -> BoardOpOut:
+    """Order a board op by hand; the board's agent carries it out after its next heartbeat."""
+    why = f"ordered by {principal.name}" + (f": {reason}" if reason else "")
+    with store.write() as conn:
+        _board(conn, board_id)
+        op_id = board_ops.order_op(
+            conn, board_id, op, reason=why, at=at, actor=str(Actor.OPERATOR), timeout_s=timeout_s
+        )
+        record = board_ops.get_op(conn, op_id)
+    assert record is not None
+    return op_out(record, at)
+
+
+def list_ops(store: Store, *, board_id: str, at: float, limit: int = 100) -> list[BoardOpOut]:
+    """A board's ops, newest first."""
+    with store.read() as conn:
+        _board(conn, board_id)
+        return [op_out(o, at) for o in board_ops.ops_for(conn, board_id, limit=limit)]

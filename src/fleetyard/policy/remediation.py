@@ -1,0 +1,101 @@
+"""The remediation ladder (pure): what a failing board goes through next.
+
+A board out of service for a fault gets a :class:`Case`. It begins either with an L2 check (a
+suspect board after an infrastructure fault: maybe nothing is wrong with it) or straight with the
+first step of its generation's ladder (a rule recommended remediation). Each step is an operation
+the host's agent carries out (soft reset, reflash, host reboot: :class:`RemedyOp`), followed by an
+L2 check; a step that fails, times out, or whose check fails escalates to the next. Past the last
+step the board is quarantined, and the case's evidence (every step and check with how it went)
+becomes its repair record. A check that passes heals the board.
+
+The caller (controller or fleet simulator) carries out each :class:`Act` and reports back with
+:func:`on_result`; :func:`on_time` turns a missed deadline into a failure. The board is *suspect*
+during the first check and *remediating* on the ladder (DESIGN.md's lifecycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from fleetyard.domain.health_config import CheckTier, GenerationHealth, RemedyOp
+
+__all__ = ["Act", "Case", "Do", "Phase", "on_result", "on_time", "open_case"]
+
+
+class Phase(StrEnum):
+    CHECK = "check"  # an L2 check is under way
+    OPERATE = "operate"  # a ladder step's operation is under way
+
+
+class Do(StrEnum):
+    CHECK = "check"  # run a health check of ``tier`` on the board
+    OPERATE = "operate"  # have the agent carry out ``op``
+    HEAL = "heal"  # back in service
+    QUARANTINE = "quarantine"  # out until repaired; ``reason`` holds the evidence
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    board: str
+    cause: str  # why the board left service
+    step: int  # index of the ladder step under way or last tried; -1: before any step
+    phase: Phase
+    since: float  # when the phase began
+    deadline: float  # when it counts as failed if nothing was heard
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    do: Do
+    board: str
+    reason: str
+    op: RemedyOp | None = None
+    tier: CheckTier | None = None
+
+
+def open_case(
+    board: str, *, cause: str, now: float, policy: GenerationHealth, check_first: bool
+) -> tuple[Case | None, Act]:
+    """A new case: an L2 check first (``check_first``), else the ladder's first step."""
+    if check_first:
+        case = Case(board, cause, -1, Phase.CHECK, now, now + policy.l2.timeout_s)
+        return case, Act(Do.CHECK, board, f"L2 check after: {cause}", tier=CheckTier.L2)
+    return _operate(Case(board, cause, -1, Phase.CHECK, now, now), 0, now, policy)
+
+
+def on_result(case: Case, *, ok: bool, detail: str, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:
+    """The phase under way ended (``ok`` or not, ``detail`` says how): the case's next act, and the
+    case as it goes on (None once the board is healed or quarantined)."""
+    what = "L2 check" if case.phase is Phase.CHECK else str(policy.ladder[case.step].step)
+    case = replace(case, evidence=(*case.evidence, f"{what}: {'passed' if ok else 'failed'}{_tail(detail)}"))
+    if ok and case.phase is Phase.OPERATE:
+        checking = replace(case, phase=Phase.CHECK, since=now, deadline=now + policy.l2.timeout_s)
+        return checking, Act(Do.CHECK, case.board, f"L2 check after {what}", tier=CheckTier.L2)
+    if ok:
+        how = "passed its L2 check" if case.step < 0 else f"healed by {policy.ladder[case.step].step}"
+        return None, Act(Do.HEAL, case.board, f"{how} (left service for: {case.cause})")
+    return _operate(case, case.step + 1, now, policy)
+
+
+def on_time(case: Case, *, now: float, policy: GenerationHealth) -> tuple[Case | None, Act] | None:
+    """A phase past its deadline fails (None: still within it)."""
+    if now <= case.deadline:
+        return None
+    return on_result(
+        case, ok=False, detail=f"no answer within {case.deadline - case.since:g} s", now=now, policy=policy
+    )
+
+
+def _operate(case: Case, step: int, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:
+    if step >= len(policy.ladder):
+        tried = "; ".join(case.evidence) or "nothing tried"
+        return None, Act(Do.QUARANTINE, case.board, f"remediation exhausted after: {case.cause}; {tried}")
+    rung = policy.ladder[step]
+    nxt = replace(case, step=step, phase=Phase.OPERATE, since=now, deadline=now + rung.timeout_s)
+    return nxt, Act(Do.OPERATE, case.board, f"remediation step {step + 1}: {rung.step}", op=rung.step)
+
+
+def _tail(detail: str) -> str:
+    return f" ({detail})" if detail else ""

@@ -1,0 +1,933 @@
+"""The fleet simulator (discrete events, a virtual clock) over the controller's own policy code.
+
+What is the policy's, called as the controller calls it: where jobs run (:func:`plan` on a kept
+:class:`Pool` and :class:`Line`), what an attempt's end means for its job
+(:func:`job_after_attempt`), the telemetry rules (:func:`findings`, :func:`worst`), when L1 is due
+(:func:`l1_due`), the remediation ladder (:func:`open_case`, :func:`on_result`, :func:`on_time`),
+the circuit breaker (:func:`take_out`), lemon detection (:func:`lemon_reason`) and the uptime
+accounting (:func:`uptime`, over the transitions the run records).
+
+What is the simulator's: the boards and their faults (:class:`~fleetyard.sim.model.FaultModel`),
+the teams' work (:class:`~fleetyard.sim.model.WorkloadModel`), heartbeats (a host reports every
+``heartbeat_s`` at its own phase; the controller's health pass looks every ``health_pass_s``), how
+long checks and remediation steps take, and what each heals (:data:`~fleetyard.sim.model.HEALED_BY`).
+An L1 check that is due runs on the board as soon as it is free, ahead of user work, as the
+controller's pinned, top-priority ``health-check`` job does.
+
+The three policies (:class:`~fleetyard.sim.model.SimPolicy`) meet the same faults at the same
+times on the same boards (their own random stream), and the teams submit the same jobs in the
+same order, so their figures compare pair by pair.
+
+*Availability* here is the honest kind: a board counts as in service only while it is in service
+**and** sound. A board that computes wrong numbers, or hangs, while the fleet thinks it serves is
+down (``availability_accounted`` is what the event log alone says).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetyard.domain.board import Actor, BoardState, check_transition
+from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
+from fleetyard.domain.job import JobState, Outcome
+from fleetyard.domain.spec import Placement
+from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason, take_out
+from fleetyard.policy.fairshare import accrue
+from fleetyard.policy.health import Reading, findings, l1_due, worst
+from fleetyard.policy.line import Line
+from fleetyard.policy.outcomes import job_after_attempt
+from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
+from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec
+from fleetyard.policy.remediation import Act, Case, Do, on_result, on_time, open_case
+from fleetyard.policy.scheduling import plan
+from fleetyard.policy.snapshot import PendingJob, RunningJob, Snapshot
+from fleetyard.policy.uptime import Incident, Transition, uptime
+from fleetyard.sim.model import HEALED_BY, FaultKind, Scenario, SimPolicy, Team
+
+__all__ = ["FleetSim", "SimReport", "simulate"]
+
+S = BoardState
+IN_SERVICE = (S.AVAILABLE, S.ALLOCATED)
+DEAD = frozenset({FaultKind.HANG, FaultKind.BUS_DROP, FaultKind.FIRMWARE})  # the probe fails
+PROBE_REASON = {
+    FaultKind.HANG: "board not responding",
+    FaultKind.BUS_DROP: "fell off the bus",
+    FaultKind.FIRMWARE: "driver error (firmware)",
+}
+PRIORITY = {c.name: c.value for c in DEFAULT_PRIORITY_CLASSES}
+
+
+class _Board:
+    __slots__ = (
+        "case",
+        "crash_pending",
+        "fault",
+        "fault_at",
+        "faulty_since",
+        "gen",
+        "held",
+        "host",
+        "id",
+        "in_check",
+        "incidents",
+        "job",
+        "jobs_since",
+        "l1_at",
+        "lemon",
+        "permanent",
+        "seen",
+        "state",
+        "streak",
+        "token",
+    )  # fmt: skip
+
+    def __init__(self, bid: str, host: int, gen: str) -> None:
+        self.id, self.host, self.gen = bid, host, gen
+        self.state = S.AVAILABLE
+        self.token = 0  # bumped whenever what a pending event assumed may have changed
+        self.fault: FaultKind | None = None
+        self.fault_at = 0.0
+        self.permanent = False
+        self.faulty_since: float | None = None  # in service with a fault, since
+        self.job: _Job | None = None
+        self.l1_at: float | None = None
+        self.jobs_since = 0
+        self.case: Case | None = None
+        self.in_check = False  # a periodic L1 runs on it (it is allocated to the check)
+        self.crash_pending = False
+        self.lemon = False
+        self.incidents: list[float] = []  # when it left service, lately
+        self.streak = 0  # no-checks: failed jobs in a row, the ladder step to try
+        self.held = False  # the breaker kept it from being taken out
+        self.seen = False  # its current fault was detected
+
+
+class _Job:
+    __slots__ = (
+        "boards",
+        "corrupt",
+        "duration",
+        "ends_at",
+        "id",
+        "infra_retries",
+        "limit",
+        "size",
+        "started",
+        "submitted",
+        "team",
+        "token",
+        "view",
+    )  # fmt: skip
+
+    def __init__(self, jid: int, team: Team, size: int, duration: float, limit: float, submitted: float) -> None:
+        self.id, self.team, self.size, self.duration, self.limit = jid, team, size, duration, limit
+        self.submitted = submitted
+        self.infra_retries = 0
+        self.boards: tuple[_Board, ...] = ()
+        self.started = 0.0
+        self.ends_at = 0.0
+        self.token = 0
+        self.corrupt = False
+        placement = Placement.SAME_HOST if size > 1 else Placement.ANY
+        self.view = PendingJob(
+            jid, team.name, size, Shape(Constraints(), placement), PRIORITY[team.priority_class],
+            submitted_at=submitted, time_limit_s=limit,
+        )  # fmt: skip
+
+
+@dataclass
+class SimReport:
+    """What a run measured. Times in seconds of simulated time."""
+
+    policy: str
+    boards: int
+    days: float
+    availability: float  # in service and sound / counted
+    availability_accounted: float  # in service by the event log (a silently broken board counts)
+    goodput_loss: float  # board-time of user work lost to faults / all user work run
+    mttd_s: float | None  # dead boards (hang, bus drop, firmware): fault to out of service
+    mttd_by_kind_s: dict[str, float]
+    mttd_sdc_max_s: float | None
+    sdc_caught: int
+    sdc_missed: int
+    mttr_s: float | None
+    mtbi_s: float | None
+    incidents: int
+    incidents_by_cause: dict[str, int]
+    faults: dict[str, int]
+    quarantined: int
+    lemons: int
+    breaker_trips: int
+    jobs_done: int
+    jobs_failed: int
+    jobs_corrupt: int
+    attempts_lost: int
+    check_overhead: float  # board-time in health checks / board-time counted
+    utilization: float  # board-time in user jobs / board-time counted
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+# Event kinds (ints: the heap compares tuples).
+(E_FAULT, E_SDC, E_HOST_LOSS, E_HOST_LOST, E_HOST_BACK, E_DETECT, E_JOB_END, E_JOB_FAIL, E_CHECK_END,
+ E_OP_END, E_OPERATOR, E_REPAIRED, E_PASS, E_L1_TIMER, E_BREAKER_RESET, E_CASE_TIMER, E_REQUEUE,
+ E_INJECT) = range(18)  # fmt: skip
+
+
+class FleetSim:
+    """One scenario under one policy. :meth:`run` once."""
+
+    def __init__(self, scenario: Scenario, policy: SimPolicy | str) -> None:
+        self.sc = sc = scenario
+        self.policy = SimPolicy(policy)
+        self.now = 0.0
+        self.end = sc.days * 86400.0
+        self._heap: list[tuple[float, int, int, Any, int]] = []
+        self._seq = 0
+        self.fault_rng = random.Random(f"{sc.seed}:faults")
+        self.phase_rng = random.Random(f"{sc.seed}:phases")
+        # How faults play out on work varies with the policy: its own stream, so that the
+        # fault stream (what strikes where, when) is the same under every policy.
+        self.fate_rng = random.Random(f"{sc.seed}:fates")
+        hosts = math.ceil(sc.boards / sc.boards_per_host)
+        racks_per_gen = max(1, math.ceil(hosts / sc.hosts_per_rack / len(sc.generations)))
+        self.boards: list[_Board] = []
+        views = []
+        self.host_boards: list[list[_Board]] = [[] for _ in range(hosts)]
+        for i in range(sc.boards):
+            h = i // sc.boards_per_host
+            rack = h // sc.hosts_per_rack
+            gen = sc.generations[min(rack // racks_per_gen, len(sc.generations) - 1)]
+            b = _Board(f"h{h:05d}-{i % sc.boards_per_host}", h, gen)
+            self.boards.append(b)
+            self.host_boards[h].append(b)
+            views.append(BoardView(b.id, f"h{h:05d}", gen, i % sc.boards_per_host, f"r{rack:04d}"))
+        self.by_id = {b.id: b for b in self.boards}
+        self.gen_size = Counter(b.gen for b in self.boards)
+        self.hb_phase = [self.phase_rng.uniform(0, sc.heartbeat_s) for _ in range(hosts)]
+        self.host_down = [False] * hosts
+        self.host_lost = [False] * hosts
+        self.free: set[str] = set()
+        self.pool = Pool(views, ())
+        self.line = Line()
+        self.running: dict[int, RunningJob] = {}
+        self.queues = {
+            t.name: QueueSpec(t.name, {g: math.floor(t.share * n) for g, n in self.gen_size.items()}, "fleet")
+            for t in sc.workload.teams
+        }
+        self.usage: dict[str, float] = dict.fromkeys(self.queues, 0.0)
+        self.held_by_team: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self.team_rng = {t.name: random.Random(f"{sc.seed}:team:{t.name}") for t in sc.workload.teams}
+        self.jobs: dict[int, _Job] = {}
+        self._next_job = 1
+        self._free_changed = True
+        self._last_pass = 0.0
+        n_lemons = round(sc.faults.lemon_share * sc.boards)
+        lemons = self.fault_rng.sample(range(sc.boards), n_lemons) if n_lemons else []
+        for i in lemons:
+            self.boards[i].lemon = True
+        self.lemon_ids = [b for b in self.boards if b.lemon]
+        self.normal_ids = [b for b in self.boards if not b.lemon]
+        # Accounting.
+        self.transitions: list[Transition] = [Transition(b.id, 0.0, S.AVAILABLE, Actor.POLICY, "") for b in self.boards]
+        self.faulty_in_service_s = 0.0
+        self.user_bs = 0.0
+        self.lost_bs = 0.0
+        self.check_bs = 0.0
+        self.fault_counts: Counter[str] = Counter()
+        self.detect_waits: dict[str, list[float]] = defaultdict(list)
+        self.sdc_caught = self.sdc_missed = 0
+        self.jobs_done = self.jobs_failed = self.jobs_corrupt = self.attempts_lost = 0
+        self.quarantined = self.lemons_found = self.trips = 0
+        self.tripped: set[str] = set()
+        self.taken_out: dict[str, deque[float]] = defaultdict(deque)
+        self.host_down_since: dict[int, float] = {}
+        self._handlers: dict[int, Callable[[Any, int], None]] = {
+            E_FAULT: self._on_fault, E_SDC: self._on_sdc, E_HOST_LOSS: self._on_host_loss,
+            E_HOST_LOST: self._on_host_lost, E_HOST_BACK: self._on_host_back, E_DETECT: self._on_detect,
+            E_JOB_END: self._on_job_end, E_JOB_FAIL: self._on_job_fail, E_CHECK_END: self._on_check_end,
+            E_OP_END: self._on_op_end, E_OPERATOR: self._on_operator, E_REPAIRED: self._on_repaired,
+            E_PASS: self._on_pass, E_L1_TIMER: self._on_l1_timer, E_BREAKER_RESET: self._on_breaker_reset,
+            E_CASE_TIMER: self._on_case_timer, E_REQUEUE: self._on_requeue, E_INJECT: self._on_inject,
+        }  # fmt: skip
+
+    def inject(self, at: float, board: str, kind: FaultKind | str, *, permanent: bool = False) -> None:
+        """A fault of ``kind`` on ``board`` at ``at`` s (besides the fault model's): a scripted scenario."""
+        if board not in self.by_id:
+            raise KeyError(f"no board {board!r} in this fleet (ids look like {self.boards[0].id!r})")
+        self._at(at, E_INJECT, (self.by_id[board], FaultKind(kind), permanent))
+
+    def lose_host(self, at: float, host: int, down_s: float) -> None:
+        """Host number ``host`` stops heartbeating at ``at`` s for ``down_s`` s (a scripted scenario)."""
+        if not 0 <= host < len(self.host_boards):
+            raise KeyError(f"no host {host} in this fleet (0 to {len(self.host_boards) - 1})")
+        self._at(at, E_HOST_LOSS, (host, down_s))
+
+    def board_state(self, board: str) -> BoardState:
+        return self.by_id[board].state
+
+    # ---- the loop
+
+    def _at(self, t: float, kind: int, what: Any = None, token: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, what, token))
+
+    def run(self) -> SimReport:
+        sc = self.sc
+        l1 = sc.health.of(sc.generations[0]).l1
+        for b in self.boards:  # checks spread over the first interval, as in a fleet long running
+            b.l1_at = -self.phase_rng.uniform(0, sc.health.of(b.gen).l1.every_s)
+            b.jobs_since = self.phase_rng.randrange(l1.every_jobs)
+            self._make_free(b)
+        for team in sc.workload.teams:
+            for _ in range(sc.workload.backlog):
+                self._submit(team)
+        self._schedule_next_fault(E_FAULT)
+        self._schedule_next_fault(E_SDC)
+        self._schedule_next_fault(E_HOST_LOSS)
+        self._at(0.0, E_PASS)
+        heap, handlers, end = self._heap, self._handlers, self.end
+        while heap and heap[0][0] <= end:
+            t, _, kind, what, token = heapq.heappop(heap)
+            self.now = t
+            handlers[kind](what, token)
+        self.now = end
+        return self._report()
+
+    # ---- work
+
+    def _submit(self, team: Team) -> None:
+        rng = self.team_rng[team.name]
+        size = rng.choice(team.boards)
+        duration = min(team.max_s, team.median_s * math.exp(rng.gauss(0.0, team.sigma)))
+        job = _Job(self._next_job, team, size, duration, self.sc.workload.time_limit_s(duration), self.now)
+        self._next_job += 1
+        self.jobs[job.id] = job
+        self.line.add(job.view)
+
+    def _on_pass(self, _: Any, __: int) -> None:
+        self._at(self.now + self.sc.pass_s, E_PASS)
+        dt = self.now - self._last_pass
+        for q in self.usage:
+            self.usage[q] = accrue(self.usage[q], self.held_by_team[q], dt)
+        self._last_pass = self.now
+        if not self._free_changed or not self.free:
+            return
+        self._free_changed = False
+        snap = Snapshot(
+            self.now, self.pool, frozenset(self.free), self.line, list(self.running.values()),
+            self.queues, self.usage, window=self.sc.window,
+        )  # fmt: skip
+        for binding in plan(snap).bindings:
+            job = self.jobs[binding.job_id]
+            self.line.discard(job.id)
+            self._start(job, tuple(self.by_id[i] for i in binding.board_ids))
+            self._submit(job.team)
+
+    def _start(self, job: _Job, boards: tuple[_Board, ...]) -> None:
+        job.boards, job.started, job.corrupt = boards, self.now, False
+        job.token += 1
+        self.held_by_team[job.team.name] += len(boards)
+        self.running[job.id] = RunningJob(
+            job.id, job.team.name, tuple(b.id for b in boards), job.view.priority, 0, self.now,
+            self.now + job.limit, preemptible=False,
+        )  # fmt: skip
+        job.ends_at = self.now + job.duration
+        for b in boards:
+            self.free.discard(b.id)
+            self._to(b, S.ALLOCATED)
+            b.job = job
+            if b.fault is FaultKind.SILENT_CORRUPTION:
+                job.corrupt = True
+        if any(self.host_down[b.host] for b in boards):
+            return  # nothing it does reaches the server; the host's loss ends it
+        self._at(job.ends_at, E_JOB_END, job, job.token)
+        for b in boards:
+            self._doom(job, b)
+
+    def _doom(self, job: _Job, b: _Board) -> None:
+        """If ``b``'s fault makes the job fail before it would end, when and how (its end is off)."""
+        fate = self._fate(b, job)
+        if fate is not None and (fate[1] is Outcome.TIMEOUT or fate[0] < job.ends_at):
+            job.token += 1
+            job.ends_at = fate[0]
+            self._at(fate[0], E_JOB_FAIL, (job, fate[1], b), job.token)
+
+    def _fate(self, b: _Board, job: _Job) -> tuple[float, Outcome] | None:
+        """When and how the job fails on ``b``, from the board's fault (None: it does not)."""
+        if b.crash_pending:
+            b.crash_pending = False
+            return self.now + 5.0, Outcome.INFRA_ERROR
+        kind = b.fault
+        if kind is None or kind in (FaultKind.SILENT_CORRUPTION, FaultKind.THERMAL):
+            return None
+        if kind is FaultKind.HANG:
+            return job.started + job.limit, Outcome.TIMEOUT
+        if kind is FaultKind.ECC_STORM:
+            if not b.permanent:
+                return None  # corrected errors only
+            return self.now + self.fate_rng.expovariate(1 / 600.0), Outcome.INFRA_ERROR
+        return self.now + 1.0, Outcome.INFRA_ERROR  # bus drop, firmware
+
+    def _on_job_end(self, job: _Job, token: int) -> None:
+        if token != job.token:
+            return
+        bs = job.size * (self.now - job.started)
+        self.user_bs += bs
+        if job.corrupt:
+            self.lost_bs += bs
+            self.jobs_corrupt += 1
+        self.jobs_done += 1
+        self._finish(job)
+        for b in job.boards:
+            b.jobs_since += 1
+            b.streak = 0
+            self._release(b)
+
+    def _on_job_fail(self, what: tuple[_Job, Outcome, _Board], token: int) -> None:
+        job, outcome, board = what
+        if token == job.token:
+            self._end_attempt(job, outcome, blame=board)
+
+    def _on_requeue(self, job: _Job, _: int) -> None:
+        self.line.add(job.view)
+
+    def _end_attempt(
+        self, job: _Job, outcome: Outcome, *, blame: _Board | None = None, skip: _Board | None = None,
+        requeue_at: float = 0.0,
+    ) -> None:  # fmt: skip
+        """An attempt lost to a fault: its work is lost, the job retries or fails (the policy's
+        :func:`job_after_attempt`); the boards at fault go to :meth:`_job_failed_on` (but ``skip``,
+        which the caller handles), the others back to work."""
+        bs = job.size * (self.now - job.started)
+        self.user_bs += bs
+        self.lost_bs += bs
+        self.attempts_lost += 1
+        nxt = job_after_attempt(
+            outcome, infra_retries=job.infra_retries, max_infra_retries=self.sc.workload.max_infra_retries
+        )
+        self._finish(job)
+        boards, job.boards = job.boards, ()
+        if nxt.state is JobState.QUEUED:
+            job.infra_retries += nxt.infra_retry
+            if requeue_at > self.now:
+                self._at(requeue_at, E_REQUEUE, job)
+            else:
+                self.line.add(job.view)
+        else:
+            self.jobs_failed += 1
+        for b in boards:
+            b.job = None
+            if b is skip or self.host_lost[b.host]:
+                continue
+            if b is blame or b.fault is not None:
+                self._job_failed_on(b, outcome)
+            else:
+                self._release(b)
+
+    def _finish(self, job: _Job) -> None:
+        job.token += 1
+        self.running.pop(job.id, None)
+        self.held_by_team[job.team.name] -= job.size
+
+    def _job_failed_on(self, b: _Board, outcome: Outcome) -> None:
+        """The board a job failed on: what the policy does about it (DESIGN.md's outcome table)."""
+        cause = "timeout of a job (board hung)" if outcome is Outcome.TIMEOUT else "infrastructure error during a job"
+        self._detected(b)
+        if self.policy is SimPolicy.NO_CHECKS:
+            self._take_out(b, cause, remedy=True)
+        else:
+            self._take_out(b, cause, check_first=True)
+
+    # ---- boards in and out of service
+
+    def _to(self, b: _Board, state: BoardState, reason: str = "", actor: Actor = Actor.POLICY) -> None:
+        was = b.state
+        if was is state:
+            return
+        check_transition(was, state, board_id=b.id)
+        b.state = state
+        b.token += 1
+        if not (was in IN_SERVICE and state in IN_SERVICE):
+            self.transitions.append(Transition(b.id, self.now, state, actor, reason))
+        if state not in IN_SERVICE and b.faulty_since is not None:
+            self.faulty_in_service_s += self.now - b.faulty_since
+            b.faulty_since = None
+        elif state in IN_SERVICE and b.fault is not None and b.faulty_since is None:
+            b.faulty_since = self.now
+        if was is S.AVAILABLE and b.id in self.free:
+            self.free.discard(b.id)
+
+    def _release(self, b: _Board) -> None:
+        """A board whose work ended: an L1 check if one is due, else back to the free boards."""
+        if b.state not in IN_SERVICE:
+            return
+        if self.policy is not SimPolicy.NO_CHECKS:
+            pol = self.sc.health.of(b.gen).l1
+            if l1_due(pol, last_l1_at=b.l1_at, jobs_since=b.jobs_since, now=self.now):
+                self._l1(b)
+                return
+        self._make_free(b)
+
+    def _make_free(self, b: _Board) -> None:
+        self._to(b, S.AVAILABLE)
+        b.in_check = False
+        if self.host_lost[b.host]:
+            return
+        self.free.add(b.id)
+        self._free_changed = True
+        if self.policy is not SimPolicy.NO_CHECKS and b.l1_at is not None:
+            self._at(b.l1_at + self.sc.health.of(b.gen).l1.every_s, E_L1_TIMER, b, b.token)
+
+    def _on_l1_timer(self, b: _Board, token: int) -> None:
+        if token == b.token and b.state is S.AVAILABLE and b.id in self.free:
+            self._l1(b)
+
+    def _l1(self, b: _Board) -> None:
+        """A periodic L1 check: the board is allocated to it (a health-check job) until it ends."""
+        self.free.discard(b.id)
+        self._to(b, S.ALLOCATED)
+        b.in_check = True
+        self._check(b, CheckTier.L1)
+
+    def _check(self, b: _Board, tier: CheckTier) -> None:
+        pol = self.sc.health.of(b.gen)
+        took = self.sc.l1_s if tier is CheckTier.L1 else pol.tier(tier).duration_s
+        timeout = pol.tier(tier).timeout_s
+        if b.fault is FaultKind.HANG or self.host_down[b.host]:
+            took = timeout  # a hung board never answers: the check times out
+        elif b.fault is not None:
+            took = min(took, max(1.0, 0.1 * took))  # the first wrong result fails it
+        self.check_bs += took
+        self._at(self.now + took, E_CHECK_END, (b, tier), b.token)
+
+    def _on_check_end(self, what: tuple[_Board, CheckTier], token: int) -> None:
+        b, tier = what
+        if token != b.token:
+            return
+        ok = b.fault is None and not self.host_down[b.host]
+        if b.case is not None:
+            self._advance(b, *on_result(b.case, ok=ok, detail=self._detail(b, ok), now=self.now, policy=self._pol(b)))
+            return
+        if ok:
+            b.l1_at, b.jobs_since = self.now, 0
+            if b.state is S.ONBOARDING:  # burn-in passed (L3)
+                self._to(b, S.AVAILABLE, "passed its L3 burn-in")
+            elif b.state in (S.SUSPECT, S.REMEDIATING):
+                self._to(b, S.AVAILABLE, "passed its L1 check")
+            self._make_free(b)
+            return
+        self._detected(b)
+        if b.fault is FaultKind.SILENT_CORRUPTION:
+            self.sdc_caught += 1
+        reason = f"{tier} check failed: {self._detail(b, ok)}"
+        if b.state in (S.ONBOARDING, S.REMEDIATING):  # a burn-in or an operator's fix that did not hold
+            self._quarantine(b, reason)
+            return
+        self._take_out(b, reason)
+
+    def _detail(self, b: _Board, ok: bool) -> str:
+        if ok:
+            return ""
+        if b.fault is FaultKind.SILENT_CORRUPTION:
+            return "output differs from the golden result"
+        if b.fault is FaultKind.HANG or self.host_down[b.host]:
+            return "no answer"
+        return str(b.fault or "failed")
+
+    def _detected(self, b: _Board) -> None:
+        if b.fault is not None and not b.seen:
+            b.seen = True
+            self.detect_waits[str(b.fault)].append(self.now - b.fault_at)
+
+    def _take_out(self, b: _Board, cause: str, *, check_first: bool = False, remedy: bool = False,
+                  quarantine: bool = False) -> None:  # fmt: skip
+        """Out of service for ``cause``: the policy's next step (the ladder, an operator, quarantine)."""
+        if self.policy is SimPolicy.FLEETYARD and b.state in IN_SERVICE:
+            recent = self.taken_out[b.gen]
+            while recent and recent[0] < self.now - self.sc.breaker.window_s:
+                recent.popleft()
+            intake = take_out(
+                {b.gen: [b.id]}, recent={b.gen: len(recent)}, sizes=self.gen_size, tripped=self.tripped,
+                limits=self.sc.breaker,
+            )  # fmt: skip
+            if b.gen in intake.trips:
+                self.trips += 1
+                self.tripped.add(b.gen)
+                self._at(self.now + self.sc.operator_response_s, E_BREAKER_RESET, b.gen)
+            if not intake.boards:
+                b.held = True  # stays as it is until an operator resets the breaker
+                return
+            recent.append(self.now)
+        if b.job is not None:
+            self._end_attempt(b.job, Outcome.INFRA_ERROR, skip=b)
+        b.in_check = False
+        if b.state in IN_SERVICE or b.state in (S.OFFLINE, S.ONBOARDING):
+            b.incidents.append(self.now)
+        self._to(b, S.SUSPECT, cause)
+        b.held = False
+        if quarantine:
+            self._quarantine(b, cause)
+            return
+        if self.policy is SimPolicy.MANUAL and not check_first:
+            self._at(self.now + self.sc.operator_response_s, E_OPERATOR, b, b.token)
+            return
+        if self.policy is SimPolicy.NO_CHECKS or remedy:
+            ladder = self._pol(b).ladder
+            if b.streak >= len(ladder):
+                self._quarantine(b, f"failed {b.streak} jobs in a row through every remediation step; last: {cause}")
+                return
+            op = ladder[b.streak].step
+            b.streak += 1
+            self._to(b, S.REMEDIATING, f"remediation step {b.streak}: {op} after {cause}")
+            self._operate(b, op)
+            return
+        dead = b.fault in DEAD
+        case, act = open_case(
+            b.id, cause=cause, now=self.now, policy=self._pol(b), check_first=check_first and not dead
+        )
+        self._advance(b, case, act)
+
+    def _pol(self, b: _Board) -> Any:
+        return self.sc.health.of(b.gen)
+
+    def _advance(self, b: _Board, case: Case | None, act: Act) -> None:
+        """Carry out the ladder's next act on ``b``."""
+        b.case = case
+        if act.do is Do.HEAL:
+            why = self._lemon(b)
+            if why is not None:
+                self._quarantine(b, why)
+                self.lemons_found += 1
+                return
+            b.l1_at, b.jobs_since = self.now, 0  # L2 runs the golden check too
+            self._to(b, S.AVAILABLE, act.reason)
+            self._make_free(b)
+            return
+        if act.do is Do.QUARANTINE:
+            self._quarantine(b, act.reason)
+            return
+        if self.policy is SimPolicy.MANUAL and act.do is Do.OPERATE:
+            b.case = None  # a failed board stays bad until an operator acts
+            self._at(self.now + self.sc.operator_response_s, E_OPERATOR, b, b.token)
+            return
+        if b.state is S.SUSPECT and act.do is Do.OPERATE:
+            self._to(b, S.REMEDIATING, act.reason)
+        if b.gen in self.tripped:
+            return  # automatic remediation stops while the breaker is tripped
+        if act.do is Do.OPERATE:
+            assert act.op is not None
+            self._operate(b, act.op)
+        else:
+            self._check(b, act.tier or CheckTier.L2)
+        if case is not None:
+            self._at(case.deadline + 1e-6, E_CASE_TIMER, b, b.token)
+
+    def _on_case_timer(self, b: _Board, token: int) -> None:
+        if token != b.token or b.case is None:
+            return
+        nxt = on_time(b.case, now=self.now, policy=self._pol(b))
+        if nxt is not None:
+            self._advance(b, *nxt)
+
+    def _operate(self, b: _Board, op: RemedyOp) -> None:
+        self._at(self.now + self.sc.op_s[op], E_OP_END, (b, op), b.token)
+
+    def _on_op_end(self, what: tuple[_Board, RemedyOp], token: int) -> None:
+        b, op = what
+        if token != b.token:
+            return
+        ok = not (b.fault is FaultKind.BUS_DROP and op in (RemedyOp.SOFT_RESET, RemedyOp.HARD_RESET))
+        self._heal(b, op)
+        if op is RemedyOp.HOST_REBOOT:
+            for o in self.host_boards[b.host]:
+                if o is b:
+                    continue
+                if o.job is not None:  # the reboot takes the host's other work down with it
+                    self._end_attempt(o.job, Outcome.INFRA_ERROR)
+                self._heal(o, op)
+                o.l1_at = None  # rebooted: checked before it serves again
+                if o.state is S.AVAILABLE and o.id in self.free and self.policy is not SimPolicy.NO_CHECKS:
+                    self._l1(o)
+        if b.case is None and self.policy is SimPolicy.NO_CHECKS:
+            self._to(b, S.AVAILABLE, f"{op} done")  # nothing to check it with
+            self._make_free(b)
+            return
+        if b.case is None:  # an operator's fix: an L1 check before service
+            self._check(b, CheckTier.L1)
+            return
+        if b.case is not None:
+            self._advance(b, *on_result(b.case, ok=ok, detail="" if ok else "board not on the bus", now=self.now,
+                                        policy=self._pol(b)))  # fmt: skip
+
+    def _heal(self, b: _Board, op: RemedyOp) -> None:
+        if b.fault is not None and not b.permanent and op in HEALED_BY[b.fault]:
+            self._clear_fault(b)
+
+    def _clear_fault(self, b: _Board) -> None:
+        if b.faulty_since is not None:
+            self.faulty_in_service_s += self.now - b.faulty_since
+            b.faulty_since = None
+        b.fault, b.permanent, b.seen = None, False, False
+
+    def _quarantine(self, b: _Board, reason: str) -> None:
+        if b.state is S.SUSPECT:
+            self._to(b, S.REMEDIATING, reason)
+        self._to(b, S.QUARANTINED, reason)
+        b.case = None
+        self.quarantined += 1
+        self._at(self.now + self.sc.faults.repair_turnaround_s, E_REPAIRED, b, b.token)
+
+    def _lemon(self, b: _Board) -> str | None:
+        since = self.now - LEMON_WINDOW_S
+        b.incidents = [t for t in b.incidents if t >= since]
+        incidents = [Incident(b.id, b.gen, t, None, S.SUSPECT, "fault", False) for t in b.incidents]
+        return lemon_reason(incidents, now=self.now)
+
+    def _on_repaired(self, b: _Board, token: int) -> None:
+        if token != b.token:
+            return
+        self._clear_fault(b)
+        b.lemon, b.incidents, b.streak = False, [], 0
+        self._to(b, S.ONBOARDING, "repaired: burn-in before service", Actor.OPERATOR)
+        if self.policy is SimPolicy.NO_CHECKS:
+            self._to(b, S.AVAILABLE, "repaired")
+            self._make_free(b)
+        else:
+            self._check(b, CheckTier.L3)
+
+    def _on_operator(self, b: _Board, token: int) -> None:
+        """Manual policy: an operator looks at a failed board and does the right thing."""
+        if token != b.token:
+            return
+        if (b.fault is not None and b.permanent) or b.fault is FaultKind.SILENT_CORRUPTION:
+            self._quarantine(b, f"operator: needs repair ({b.fault})")
+            return
+        op = RemedyOp.SOFT_RESET
+        if b.fault is not None:
+            op = min(HEALED_BY[b.fault], key=lambda o: self.sc.op_s[o])
+        self._to(b, S.REMEDIATING, f"operator: {op}", Actor.OPERATOR)
+        self._at(self.now + self.sc.op_s[op], E_OP_END, (b, op), b.token)
+
+    def _on_breaker_reset(self, gen: str, _: int) -> None:
+        self.tripped.discard(gen)
+        for b in self.boards:
+            if b.gen == gen and b.held:
+                self._at(self.now, E_DETECT, b, b.token)
+
+    # ---- faults
+
+    def _schedule_next_fault(self, kind: int) -> None:
+        fm, sc = self.sc.faults, self.sc
+        if kind == E_FAULT:
+            weight = len(self.normal_ids) + len(self.lemon_ids) * fm.lemon_factor
+            rate = fm.board_faults_per_1000_board_days / 1000.0 / 86400.0 * weight
+        elif kind == E_SDC:
+            rate = fm.silent_corruption_per_1000_board_days / 1000.0 / 86400.0 * sc.boards
+        else:
+            rate = fm.host_loss_per_1000_host_days / 1000.0 / 86400.0 * len(self.host_boards)
+        if rate > 0:
+            self._at(self.now + self.fault_rng.expovariate(rate), kind)
+
+    def _on_fault(self, _: Any, __: int) -> None:
+        fm, rng = self.sc.faults, self.fault_rng
+        self._schedule_next_fault(E_FAULT)
+        lemon_weight = len(self.lemon_ids) * fm.lemon_factor
+        pool = (
+            self.lemon_ids if rng.random() * (len(self.normal_ids) + lemon_weight) < lemon_weight else self.normal_ids
+        )
+        b = rng.choice(pool)
+        kinds, weights = zip(*fm.mix.items(), strict=True)
+        kind = rng.choices(kinds, weights)[0]
+        permanent = kind is not FaultKind.CRASH and rng.random() < fm.permanent_share
+        self._strike(b, kind, permanent)
+
+    def _on_inject(self, what: tuple[_Board, FaultKind, bool], _: int) -> None:
+        self._strike(*what)
+
+    def _on_sdc(self, _: Any, __: int) -> None:
+        self._schedule_next_fault(E_SDC)
+        self._strike(self.fault_rng.choice(self.boards), FaultKind.SILENT_CORRUPTION, True)
+
+    def _strike(self, b: _Board, kind: FaultKind, permanent: bool) -> None:
+        if b.fault is not None or b.state in (S.QUARANTINED, S.RETIRED, S.OFFLINE) or self.host_down[b.host]:
+            return
+        self.fault_counts[str(kind)] += 1
+        if kind is FaultKind.CRASH:  # one-shot: the job on it dies, or the next one
+            if b.job is not None:
+                self.detect_waits["crash"].append(0.0)
+                self._end_attempt(b.job, Outcome.INFRA_ERROR, blame=b)
+            else:
+                b.crash_pending = True
+            return
+        b.fault, b.fault_at, b.permanent, b.seen = kind, self.now, permanent, False
+        if b.state in IN_SERVICE:
+            b.faulty_since = self.now
+        job = b.job
+        if job is not None:
+            if kind is FaultKind.SILENT_CORRUPTION:
+                job.corrupt = True
+            elif not any(self.host_down[o.host] for o in job.boards):
+                self._doom(job, b)
+        if self.policy is SimPolicy.NO_CHECKS or kind is FaultKind.SILENT_CORRUPTION:
+            return  # seen only when a job fails, or by an L1 check
+        # Probe and telemetry travel with the host's next heartbeat; the health pass sees them next.
+        self._at(self._next_look(b.host, self.now), E_DETECT, b, b.token)
+
+    def _next_look(self, host: int, t: float) -> float:
+        hb, phase = self.sc.heartbeat_s, self.hb_phase[host]
+        beat = phase + math.ceil((t - phase) / hb + 1e-9) * hb
+        step = self.sc.health_pass_s
+        return math.ceil(beat / step + 1e-9) * step
+
+    def _reading(self, b: _Board) -> tuple[Reading, Reading]:
+        """The telemetry the board's last two heartbeats carried (what the rules judge)."""
+        base = {"temperature_c": 70.0, "ecc_corrected": 1000.0, "ecc_uncorrected": 0.0, "driver_error_code": 0.0}
+        prev = Reading(self.now - self.sc.heartbeat_s, base)
+        cur = dict(base)
+        if b.fault is FaultKind.THERMAL:
+            cur["temperature_c"] = 99.0
+        elif b.fault is FaultKind.ECC_STORM:
+            cur["ecc_corrected"] += 250.0 * self.sc.heartbeat_s
+            if b.permanent:
+                cur["ecc_uncorrected"] += 5.0
+        elif b.fault is FaultKind.FIRMWARE:
+            cur["driver_error_code"] = 43.0
+        return Reading(self.now, cur), prev
+
+    def _on_detect(self, b: _Board, token: int) -> None:
+        if token != b.token or b.fault is None or self.host_down[b.host]:
+            return
+        if b.state not in IN_SERVICE and not b.held:
+            return  # already out for another reason
+        cur, prev = self._reading(b)
+        found = worst(findings(self._pol(b).rules, cur, prev))
+        if b.fault in DEAD:
+            cause = f"failed its probe: {PROBE_REASON[b.fault]}"
+            quarantine = False
+        elif found is not None:
+            cause, quarantine = found.message, found.action is RuleAction.QUARANTINE
+        else:
+            return
+        self._detected(b)
+        self._take_out(b, cause, quarantine=quarantine and self.policy is SimPolicy.FLEETYARD)
+
+    # ---- hosts
+
+    def _on_host_loss(self, scripted: tuple[int, float] | None, _: int) -> None:
+        if scripted is None:
+            self._schedule_next_fault(E_HOST_LOSS)
+            h = self.fault_rng.randrange(len(self.host_boards))
+            down_s = self.fault_rng.expovariate(1.0 / self.sc.faults.host_down_mean_s)
+        else:
+            h, down_s = scripted
+        if self.host_down[h]:
+            return
+        self.fault_counts["host_loss"] += 1
+        self.host_down[h] = True
+        timeout = self.sc.heartbeat_s * self.sc.host_timeout_beats
+        down_s += timeout  # a blip shorter than the timeout goes unnoticed and is not simulated
+        for b in self.host_boards[h]:
+            if b.job is not None:
+                b.job.token += 1  # nothing it does reaches the server any more
+        hb, phase = self.sc.heartbeat_s, self.hb_phase[h]
+        last = phase + math.floor((self.now - phase) / hb) * hb
+        lost_at = math.ceil((last + timeout) / self.sc.health_pass_s + 1e-9) * self.sc.health_pass_s
+        self._at(max(lost_at, self.now), E_HOST_LOST, h)
+        self._at(self.now + down_s, E_HOST_BACK, h)
+        self.host_down_since[h] = self.now
+
+    def _on_host_lost(self, h: int, _: int) -> None:
+        self.host_lost[h] = True
+        self.detect_waits["host_loss"].append(self.now - self.host_down_since[h])
+        reason = f"host lost: no heartbeat for {self.sc.heartbeat_s * self.sc.host_timeout_beats:.0f} s"
+        jobs = {b.job.id: b.job for b in self.host_boards[h] if b.job is not None}
+        for job in jobs.values():
+            self._end_attempt(job, Outcome.INFRA_ERROR, blame=None, requeue_at=self.now + self.sc.requeue_grace_s)
+        for b in self.host_boards[h]:
+            self.free.discard(b.id)
+            b.case, b.in_check = None, False
+            if b.state in (S.QUARANTINED, S.RETIRED):
+                continue
+            if b.state in IN_SERVICE:
+                b.incidents.append(self.now)
+            self._to(b, S.OFFLINE, reason)
+        self._free_changed = True
+
+    def _on_host_back(self, h: int, _: int) -> None:
+        self.host_down[h] = False
+        self.host_lost[h] = False
+        for b in self.host_boards[h]:
+            if b.state is not S.OFFLINE:
+                continue
+            self._to(b, S.SUSPECT, "host back: a check before service")
+            if self.policy is SimPolicy.NO_CHECKS:
+                self._to(b, S.AVAILABLE, "host back")
+                self._make_free(b)
+            else:
+                self._check(b, CheckTier.L1)
+
+    # ---- the figures
+
+    def _report(self) -> SimReport:
+        for b in self.boards:  # close what is still open at the end
+            if b.faulty_since is not None:
+                self.faulty_in_service_s += self.end - b.faulty_since
+                b.faulty_since = None
+            if b.fault is FaultKind.SILENT_CORRUPTION and not b.seen:
+                self.sdc_missed += 1
+        for job in list(self.running):
+            j = self.jobs[job]
+            self.user_bs += j.size * (self.end - j.started)
+        gens = {b.id: b.gen for b in self.boards}
+        figures = uptime(self.transitions, gens, since=0.0, until=self.end)
+        counted = figures.counted_s
+        served = figures.in_service_s
+        dead = [w for k in ("hang", "bus_drop", "firmware") for w in self.detect_waits.get(k, [])]
+        sdc = self.detect_waits.get("silent_corruption", [])
+        return SimReport(
+            policy=str(self.policy),
+            boards=self.sc.boards,
+            days=self.sc.days,
+            availability=(served - self.faulty_in_service_s) / counted if counted else 0.0,
+            availability_accounted=figures.availability or 0.0,
+            goodput_loss=self.lost_bs / self.user_bs if self.user_bs else 0.0,
+            mttd_s=sum(dead) / len(dead) if dead else None,
+            mttd_by_kind_s={k: sum(v) / len(v) for k, v in sorted(self.detect_waits.items()) if v},
+            mttd_sdc_max_s=max(sdc) if sdc else None,
+            sdc_caught=self.sdc_caught,
+            sdc_missed=self.sdc_missed,
+            mttr_s=figures.mttr_s,
+            mtbi_s=figures.mtbi_s,
+            incidents=len(figures.incidents),
+            incidents_by_cause=figures.by_cause,
+            faults=dict(sorted(self.fault_counts.items())),
+            quarantined=self.quarantined,
+            lemons=self.lemons_found,
+            breaker_trips=self.trips,
+            jobs_done=self.jobs_done,
+            jobs_failed=self.jobs_failed,
+            jobs_corrupt=self.jobs_corrupt,
+            attempts_lost=self.attempts_lost,
+            check_overhead=self.check_bs / counted if counted else 0.0,
+            utilization=self.user_bs / counted if counted else 0.0,
+        )
+
+
+def simulate(scenario: Scenario, policy: SimPolicy | str) -> SimReport:
+    """Run ``scenario`` under ``policy``; the report's ``wall_s`` is how long it took here."""
+    import time
+
+    t0 = time.perf_counter()
+    report = FleetSim(scenario, policy).run()
+    report.wall_s = time.perf_counter() - t0
+    return report

@@ -1,0 +1,178 @@
+"""What the fleet simulator simulates: the fleet, its faults, its work, and the policy under test.
+
+**Fault model** (:class:`FaultModel`); the defaults and where they come from:
+
+- *Board faults*: 1.0 per 1000 board-days. Llama 3's 54-day pre-training snapshot on 16,384 GPUs
+  (Dubey et al., "The Llama 3 Herd of Models", 2024, table 5) had 419 unexpected job interruptions,
+  0.47 per 1000 GPU-days, 78 % of them hardware. We double it for the faults that do not stop a job
+  (ECC storms, thermal trouble, seen by telemetry) and for older boards in an inference fleet.
+- *Kinds*: hang 30 %, crash 20 %, ECC storm 20 % (Llama 3: HBM 17 %), bus drop 10 % (PCIe, NIC),
+  firmware 10 %, thermal 10 %; each is *permanent* (needs a repair: RMA) with ``permanent_share``
+  25 %, except crashes, which are one-shot. A transient fault is healed by its kind's remedy
+  (:data:`HEALED_BY`): a hang by any reset, a transient ECC storm by the row remapping a reset does,
+  a bus drop or thermal trip by a host reboot, a firmware fault by a reflash.
+- *Silent data corruption*: 0.02 per 1000 board-days, permanent (a "mercurial core"). Llama 3
+  saw 6 in 54 days (0.007 per 1000 GPU-days); Dixit et al. ("Silent Data Corruptions at Scale",
+  Meta 2021) and Hochschild et al. ("Cores that don't count", Google 2021) report rates of a
+  few per ten thousand machines: we take three times Llama 3's.
+- *Lemons*: 0.5 % of boards fail 30 times as often (Meta's "Revisiting Reliability in Large-Scale
+  Machine Learning Research Clusters", Kokolis et al. 2024, on lemon nodes).
+- *Host loss*: 0.5 per 1000 host-days (Llama 3: host maintenance and network, 16 % of 419 on
+  2,048 hosts); the host is back after 2 h on average (exponential).
+- *Repairs*: a quarantined board is back after 5 days (an RMA swap), through an L3 burn-in.
+
+**Workload** (:class:`WorkloadModel`): three teams keep a backlog queued, so the fleet stays busy,
+each with a nominal quota of its share of every generation in one cohort (unused quota is lent):
+compiler CI sweeps (4 boards of a host, median 1.5 h, 30 %), AI evaluations (8 boards, median 3 h,
+40 %) and robotics rollouts (2-8 boards, median 4 h, 30 %); durations log-normal, capped at 4-8 h;
+a job restarts from scratch when an attempt is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RemedyOp
+from fleetyard.policy.brakes import BreakerLimits
+
+__all__ = [
+    "HEALED_BY",
+    "FaultKind",
+    "FaultModel",
+    "Scenario",
+    "SimPolicy",
+    "Team",
+    "WorkloadModel",
+]
+
+DAY_S = 86400.0
+HOUR_S = 3600.0
+
+
+class SimPolicy(StrEnum):
+    """The policies a scenario runs under."""
+
+    FLEETYARD = "fleetyard"  # checks, the remediation ladder, brakes
+    MANUAL = "manual"  # LAVA-like: the same checks, but a failed board waits for an operator
+    NO_CHECKS = "no-checks"  # no probes, rules or checks: faults are seen when jobs fail
+
+
+class FaultKind(StrEnum):
+    HANG = "hang"
+    CRASH = "crash"
+    ECC_STORM = "ecc_storm"
+    BUS_DROP = "bus_drop"
+    FIRMWARE = "firmware"
+    THERMAL = "thermal"
+    SILENT_CORRUPTION = "silent_corruption"
+
+
+_RESETS = frozenset({RemedyOp.SOFT_RESET, RemedyOp.HARD_RESET, RemedyOp.REFLASH, RemedyOp.HOST_REBOOT})
+# What heals a transient fault of each kind (a crash needs nothing; permanent faults: a repair).
+HEALED_BY: Mapping[FaultKind, frozenset[RemedyOp]] = {
+    FaultKind.HANG: _RESETS,
+    FaultKind.CRASH: _RESETS,
+    FaultKind.ECC_STORM: _RESETS,
+    FaultKind.BUS_DROP: frozenset({RemedyOp.HOST_REBOOT}),
+    FaultKind.FIRMWARE: frozenset({RemedyOp.REFLASH}),
+    FaultKind.THERMAL: frozenset({RemedyOp.HOST_REBOOT}),
+    FaultKind.SILENT_CORRUPTION: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class FaultModel:
+    board_faults_per_1000_board_days: float = 1.0
+    mix: Mapping[FaultKind, float] = field(
+        default_factory=lambda: {
+            FaultKind.HANG: 0.30,
+            FaultKind.CRASH: 0.20,
+            FaultKind.ECC_STORM: 0.20,
+            FaultKind.BUS_DROP: 0.10,
+            FaultKind.FIRMWARE: 0.10,
+            FaultKind.THERMAL: 0.10,
+        }
+    )
+    permanent_share: float = 0.25
+    silent_corruption_per_1000_board_days: float = 0.02
+    lemon_share: float = 0.005
+    lemon_factor: float = 30.0
+    host_loss_per_1000_host_days: float = 0.5
+    host_down_mean_s: float = 2 * HOUR_S
+    repair_turnaround_s: float = 5 * DAY_S
+
+    def __post_init__(self) -> None:
+        if abs(sum(self.mix.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fault mix shares must sum to 1 (they sum to {sum(self.mix.values()):g})")
+        if FaultKind.SILENT_CORRUPTION in self.mix:
+            raise ValueError("silent corruption has its own rate (silent_corruption_per_1000_board_days)")
+        if not 0.0 <= self.permanent_share <= 1.0:
+            raise ValueError(f"permanent_share must be within [0, 1], got {self.permanent_share}")
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    share: float  # of the fleet's boards: its nominal quota in every generation (the cohort lends the rest)
+    boards: tuple[int, ...]  # sizes, drawn uniformly; a job's boards are on one host
+    median_s: float
+    sigma: float  # of the log-normal duration
+    max_s: float
+    priority_class: str = "batch"
+
+
+@dataclass(frozen=True)
+class WorkloadModel:
+    teams: tuple[Team, ...] = (
+        Team("compiler", 0.30, (4,), 1.5 * HOUR_S, 0.7, 4 * HOUR_S),
+        Team("ai", 0.40, (8,), 3 * HOUR_S, 0.6, 8 * HOUR_S),
+        Team("robotics", 0.30, (2, 4, 8), 4 * HOUR_S, 0.6, 8 * HOUR_S),
+    )
+    backlog: int = 100  # jobs each team keeps queued
+    max_infra_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if abs(sum(t.share for t in self.teams) - 1.0) > 1e-6:
+            raise ValueError("the teams' shares must sum to 1")
+
+    def time_limit_s(self, duration_s: float) -> float:
+        """What a job asks for: half as long again as it needs, and at least 30 min more."""
+        return max(1.5 * duration_s, duration_s + 1800.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    boards: int = 10_000
+    days: float = 30.0
+    boards_per_host: int = 8
+    hosts_per_rack: int = 16
+    generations: tuple[str, ...] = ("sim-g1", "sim-g2", "sim-g3")
+    seed: int = 0
+    faults: FaultModel = field(default_factory=FaultModel)
+    workload: WorkloadModel = field(default_factory=WorkloadModel)
+    health: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
+    breaker: BreakerLimits = field(default_factory=BreakerLimits)
+    heartbeat_s: float = 10.0
+    host_timeout_beats: int = 3  # missed heartbeats before a host is lost
+    health_pass_s: float = 1.0  # the controller's health pass (controller.loop.SLOW_EVERY_S)
+    requeue_grace_s: float = 60.0  # a lost host's attempts wait this long before they re-queue
+    pass_s: float = 300.0  # the scheduler's pass, at most this often (a real controller: far more often)
+    window: int = 16  # jobs left waiting that a pass explains and reserves boards for (the controller: 200-2000)
+    operator_response_s: float = 8 * HOUR_S
+    op_s: Mapping[RemedyOp, float] = field(
+        default_factory=lambda: {
+            RemedyOp.SOFT_RESET: 60.0,
+            RemedyOp.HARD_RESET: 180.0,
+            RemedyOp.REFLASH: 600.0,
+            RemedyOp.HOST_REBOOT: 600.0,
+        }
+    )
+    l1_s: float = 30.0  # an L1 check's run (seconds: a golden artifact)
+
+    def __post_init__(self) -> None:
+        if self.boards < self.boards_per_host:
+            raise ValueError(f"a scenario needs at least one host of {self.boards_per_host} boards")
+        if self.days <= 0:
+            raise ValueError(f"days must be > 0, got {self.days}")
