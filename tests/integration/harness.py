@@ -22,6 +22,7 @@ import httpx
 from fleetyard.domain.auth import Role
 from fleetyard.store import migrate
 from fleetyard.store.tokens import create_token
+from tests.fast_health import FAST_HEALTH_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,6 +143,7 @@ class Stack:
     host_timeout_s: float = 3.0
     heartbeat_s: float = 0.5
     max_blob_mb: int = 1  # small, so that the tests' 413s are cheap; benchmarks raise it
+    health_yaml: str = FAST_HEALTH_YAML  # checks and ladder steps in a test's seconds
     port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -191,6 +193,8 @@ class Stack:
         wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
 
     def start_controller(self, name: str = "controller") -> None:
+        health = self.dir / "health.yaml"
+        health.write_text(self.health_yaml)
         self._proc(
             name,
             [
@@ -201,6 +205,8 @@ class Stack:
                 str(self.dir),
                 "--host-timeout",
                 str(self.host_timeout_s),
+                "--health",
+                str(health),
             ],
         )
 

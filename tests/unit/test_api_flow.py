@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.fast_health import FAST_HEALTH
 
-from fleetyard.controller.reconcile import Reconciler
+from fleetyard.controller.reconcile import HealthPass, Reconciler
 from fleetyard.domain.auth import Role
 from fleetyard.server.app import create_app
 from fleetyard.store import migrate
@@ -34,7 +35,7 @@ class Fleet:
         # Heartbeats are written behind; tests flush them explicitly.
         self.app = create_app(self.store, blob_dir=tmp / "blobs", max_blob_bytes=1024, heartbeat_flush_s=3600)
         self.client = TestClient(self.app)
-        self.rec = Reconciler(self.store, host_timeout_s=5.0, suspect_cooldown_s=0.0, watching_since=0.0)
+        self.rec = Reconciler(self.store, host_timeout_s=5.0, watching_since=0.0, health_config=FAST_HEALTH)
 
     def h(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -102,6 +103,21 @@ def finish(a: dict, *, code: int = 0, outcome: str = "success", board_ok: bool =
             "board_ok": board_ok,
         },
     ]
+
+
+def fail_and_heal(f: Fleet, board: str, host: str = "h1") -> HealthPass:
+    """The board fails its probe, goes up the ladder, and a soft reset and its check heal it
+    (the agent's part played here); the health pass that ends it."""
+    f.beat(host, boards=[{"id": board, "ok": False, "reason": "hung"}])
+    assert f.rec.health(time.time()).failing == [board]
+    [op] = f.beat(host)["ops"]
+    now = time.time()
+    result = {"id": op["id"], "ok": True, "message": None, "started_at": now, "finished_at": now}
+    f.beat(host, boards=[{"id": board, "ok": True}], op_results=[result])
+    f.rec.health(time.time())
+    [check] = f.take(host)
+    f.events(host, finish(check))
+    return f.rec.health(time.time())
 
 
 def test_job_runs_to_success_with_logs_and_board_history(fleet: Fleet) -> None:
@@ -362,18 +378,81 @@ def test_fault_orders_reach_the_agent_until_acked(fleet: Fleet) -> None:
     assert fleet.beat("h1", fault_acks=[order])["faults"] == []
 
 
-def test_probe_failure_makes_board_suspect_and_recovery_returns_it(fleet: Fleet) -> None:
+def test_a_board_that_fails_its_probe_goes_up_the_ladder_and_is_healed_by_a_step_and_its_check(fleet: Fleet) -> None:
     fleet.register("h1", n=1)
+    board = "h1-b0"
 
-    def beat(ok: bool) -> None:
-        fleet.beat("h1", boards=[{"id": "h1-b0", "ok": ok, "reason": None if ok else "hung"}])
+    def state() -> str:
+        return str(fleet.client.get(f"/v1/boards/{board}", headers=fleet.h(fleet.user)).json()["state"])
 
-    beat(False)
-    failing = fleet.rec.health(time.time()).failing
-    assert failing == ["h1-b0"]
-    beat(True)
-    released = fleet.rec.health(time.time() + 1).released
-    assert released == ["h1-b0"]
+    fleet.beat("h1", boards=[{"id": board, "ok": False, "reason": "board not responding"}])
+    t0 = time.time()
+    assert fleet.rec.health(t0).failing == [board]
+    # Dead: straight to the ladder's first step, ordered through the host's agent.
+    assert state() == "remediating"
+    [op] = fleet.beat("h1")["ops"]
+    assert (op["board_id"], op["op"]) == (board, "soft_reset")
+    now = time.time()
+    result = {"id": op["id"], "ok": True, "message": None, "started_at": now, "finished_at": now}
+    assert fleet.beat("h1", boards=[{"id": board, "ok": True}], op_results=[result])["op_acks"] == [op["id"]]
+    # The step worked: an L2 check, a health-check job bound to the board at once.
+    fleet.rec.health(t0 + 1)
+    [check] = fleet.take("h1")
+    assert check["kind"] == "health-check" and check["board_id"] == board and check["params"]["tier"] == "L2"
+    assert fleet.take("h1") == [] and state() == "remediating"  # the board holds its check, out of service
+    fleet.events("h1", finish(check))
+    healed = fleet.rec.health(t0 + 2)
+    assert healed.released == [board] and state() == "available"
+    [repair] = fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json()
+    assert repair["outcome"] == "healed" and repair["cause"] == "failed its probe: board not responding"
+    assert repair["evidence"]["steps"] == ["soft_reset: passed", "L2 check: passed"]
+    hist = fleet.client.get(f"/v1/boards/{board}/history", headers=fleet.h(fleet.user)).json()
+    assert [e["to_state"] for e in reversed(hist)] == ["available", "suspect", "remediating", "available"]
+
+
+def test_a_board_whose_steps_all_fail_is_quarantined_with_a_repair_record(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    board = "h1-b0"
+    fleet.beat("h1", boards=[{"id": board, "ok": False, "reason": "fell off the bus"}])
+    t = time.time()
+    fleet.rec.health(t)
+    for step in ("soft_reset", "reflash", "host_reboot"):
+        [op] = fleet.beat("h1")["ops"]
+        assert op["op"] == step
+        res = {"id": op["id"], "ok": False, "message": "board not on the bus", "started_at": t, "finished_at": t}
+        fleet.beat("h1", op_results=[res])
+        t += 1
+        out = fleet.rec.health(t)
+    assert out.quarantined == [board]
+    b = fleet.client.get(f"/v1/boards/{board}", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "quarantined"
+    assert b["state_reason"].startswith("remediation exhausted after: failed its probe: fell off the bus; ")
+    [repair] = fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json()
+    assert repair["outcome"] == "quarantined"
+    assert repair["evidence"]["steps"] == [
+        f"{s}: failed (board not on the bus)" for s in ("soft_reset", "reflash", "host_reboot")
+    ]
+    assert repair["evidence"]["telemetry"]["probe"] == "fell off the bus"
+    assert [e["to"] for e in repair["evidence"]["events"]][-3:] == ["suspect", "remediating", "quarantined"]
+
+
+def test_an_allocated_board_that_stops_answering_fails_its_attempt_and_the_job_requeues(fleet: Fleet) -> None:
+    fleet.register("h1", n=2)
+    job = fleet.submit(max_infra_retries=1)
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1")
+    fleet.events("h1", [{"assignment_id": a["id"], "seq": 0, "type": "started", "at": time.time()}])
+    fleet.beat("h1", boards=[{"id": a["board_id"], "ok": False, "reason": "board not responding"}], running=[a["id"]])
+    assert fleet.rec.health(time.time()).failing == [a["board_id"]]
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "queued" and detail["infra_retries"] == 1
+    [rank] = detail["attempt_list"][0]["ranks"]
+    assert rank["outcome"] == "infra_error" and "failed its probe: board not responding" in rank["message"]
+    # The agent still runs the hung rank: the next heartbeat tells it to stop.
+    assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
+    assert fleet.rec.schedule(time.time()) == 1
+    [again] = fleet.take("h1")
+    assert again["board_id"] != a["board_id"]
 
 
 def test_heartbeat_from_a_replaced_session_is_refused(fleet: Fleet) -> None:
@@ -605,3 +684,38 @@ def test_a_heartbeat_written_behind_does_not_bring_back_a_host_whose_agent_left(
     # A beat that arrives after it went offline brings it back (a lost host that answers again).
     fleet.beat("h1")
     assert fleet.client.get("/v1/hosts/h1", headers=fleet.h(fleet.user)).json()["state"] == "online"
+
+
+def test_telemetry_rules_take_boards_out_as_they_recommend(fleet: Fleet) -> None:
+    from fleetyard.policy.brakes import BreakerLimits
+
+    fleet.register("h1", n=3)
+    fleet.rec.breaker = BreakerLimits(fraction=100.0)  # a generation of three: let two out at once
+
+    def state(board: str) -> dict:
+        return dict(fleet.client.get(f"/v1/boards/{board}", headers=fleet.h(fleet.user)).json())
+
+    calm = {"temperature_c": 60.0, "ecc_corrected": 10.0, "ecc_uncorrected": 0.0}
+    fleet.beat("h1", boards=[{"id": f"h1-b{i}", "telemetry": calm} for i in range(3)])
+    assert fleet.rec.health(time.time()).failing == []
+    time.sleep(0.01)  # the next report is a later one
+    fleet.beat(
+        "h1",
+        boards=[
+            {"id": "h1-b0", "telemetry": {**calm, "temperature_c": 99.0}},  # remediate: the ladder
+            {"id": "h1-b1", "telemetry": {**calm, "ecc_uncorrected": 2.0}},  # quarantine
+            {"id": "h1-b2", "telemetry": {**calm, "temperature_c": 88.0}},  # a warning: stays
+        ],
+    )
+    assert fleet.rec.health(time.time()).failing == ["h1-b0", "h1-b1"]
+    hot = state("h1-b0")
+    assert hot["state"] == "remediating" and hot["state_reason"] == "remediation step 1: soft_reset"
+    assert [o["op"] for o in fleet.client.get("/v1/boards/h1-b0/ops", headers=fleet.h(fleet.user)).json()] == [
+        "soft_reset"
+    ]
+    ecc = state("h1-b1")
+    assert ecc["state"] == "quarantined"
+    assert ecc["state_reason"] == "critical ecc-uncorrectable: ecc_uncorrected grew by 2 (more than 0)"
+    [record] = fleet.client.get("/v1/boards/h1-b1/repairs", headers=fleet.h(fleet.user)).json()
+    assert record["outcome"] == "quarantined" and record["evidence"]["telemetry"]["values"]["ecc_uncorrected"] == 2.0
+    assert state("h1-b2")["state"] == "available"

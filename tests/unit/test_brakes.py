@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.unit.test_api_flow import Fleet
+from tests.unit.test_api_flow import Fleet, fail_and_heal
 
 from fleetyard.domain.board import BoardState
 
@@ -33,30 +33,23 @@ def test_a_board_with_more_than_k_incidents_in_the_window_is_a_lemon() -> None:
 
 
 def test_a_lemon_is_quarantined_instead_of_returning_to_service(fleet: Fleet) -> None:
-
-    from fleetyard.policy.brakes import LEMON_INCIDENTS
+    from fleetyard.policy.brakes import LEMON_INCIDENTS, BreakerLimits
 
     f = fleet
     f.register("h1", n=1)
-
-    def fail_then_pass(at: float) -> tuple[list[str], list[str], list[str]]:
-        f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}])
-        assert f.rec.health(at).failing == ["h1-b0"]
-        f.beat("h1", boards=[{"id": "h1-b0", "ok": True}])
-        p = f.rec.health(at + 10.0)
-        return p.failing, p.released, p.quarantined
-
-    # The reconciler's clock runs behind the heartbeats' (a probe must pass after the failure);
-    # incidents 20 min apart, past the circuit breaker's window (one board of a generation of one).
-    t0 = time.time() - 10_000.0
-    for k in range(LEMON_INCIDENTS):
-        assert fail_then_pass(t0 + 1200.0 * k) == ([], ["h1-b0"], [])
-    assert fail_then_pass(t0 + 1200.0 * LEMON_INCIDENTS) == ([], [], ["h1-b0"])
+    f.rec.breaker = BreakerLimits(fraction=100.0)  # a generation of one board: let it out every time
+    for _ in range(LEMON_INCIDENTS):
+        p = fail_and_heal(f, "h1-b0")
+        assert (p.released, p.quarantined) == (["h1-b0"], [])
+    p = fail_and_heal(f, "h1-b0")
+    assert (p.released, p.quarantined) == ([], ["h1-b0"])
     board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
     assert board["state"] == "quarantined"
     assert board["state_reason"].startswith(f"lemon: {LEMON_INCIDENTS + 1} incidents in 7 days")
     history = f.client.get("/v1/boards/h1-b0/history", headers=f.h(f.user)).json()
     assert [e["to_state"] for e in history[:2]] == ["quarantined", "remediating"]  # newest first
+    [record, *_] = f.client.get("/v1/boards/h1-b0/repairs", headers=f.h(f.user)).json()
+    assert record["outcome"] == "quarantined" and record["reason"].startswith("lemon: ")
 
 
 # ---- the circuit breaker ------------------------------------------------------------------------
@@ -94,7 +87,8 @@ def test_a_tripped_breaker_stops_automatic_remediation_until_an_operator_resets_
     assert b["generation"] == "sim-g1" and b["tripped"] and "circuit breaker: 2 boards" in b["reason"]
     assert f.rec.health(t0 + 2).failing == []  # stays tripped: nothing more is taken out
     states = {x["id"]: x["state"] for x in f.client.get("/v1/boards", headers=f.h(f.user)).json()}
-    assert states == {"h1-b0": "suspect", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
+    # The one taken out before the trip is on the ladder; the others stay where they are.
+    assert states == {"h1-b0": "remediating", "h1-b1": "available", "h1-b2": "available", "h1-b3": "available"}
     # Users may not reset it; an operator may, once; then the policy goes on, counting anew.
     body = {"reason": "a probe bug, fixed"}
     assert f.client.post("/v1/fleet/breakers/sim-g1/reset", json=body, headers=f.h(f.user)).status_code == 403
@@ -131,19 +125,25 @@ def test_watchdogs_fail_boards_stuck_in_a_transitional_state() -> None:
     }
 
 
-def test_a_board_that_stays_suspect_is_quarantined_by_its_watchdog(fleet: Fleet) -> None:
+def test_a_suspect_board_no_case_looks_after_is_quarantined_by_its_watchdog(fleet: Fleet) -> None:
+    from fleetyard.domain.board import Actor
+    from fleetyard.store.boards import switch_board_state
 
     f = fleet
     f.register("h1", n=2)
-    f.beat("h1", boards=[{"id": "h1-b0", "ok": False, "reason": "hung"}, {"id": "h1-b1"}])
     t0 = time.time()
-    assert f.rec.health(t0).failing == ["h1-b0"]
+    # A board on the ladder keeps its case's deadlines; one left suspect with a drain pending
+    # (an operator's to deal with: no case opens) is the watchdog's.
+    with f.store.write() as conn:
+        switch_board_state(conn, "h1-b0", S.SUSPECT, reason="x", actor=Actor.OPERATOR, at=t0, drain_reason="rma")
+    f.beat("h1", boards=[{"id": "h1-b1", "ok": False, "reason": "hung"}])
+    assert f.rec.health(t0).failing == ["h1-b1"]
     assert f.rec.watchdog(t0 + 3500.0) == []  # within its hour
     [o] = f.rec.watchdog(t0 + 3601.0)
     assert o.board == "h1-b0"
     board = f.client.get("/v1/boards/h1-b0", headers=f.h(f.user)).json()
     assert board["state"] == "quarantined" and board["state_reason"].startswith("watchdog: still not passing")
-    assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "available"
+    assert f.client.get("/v1/boards/h1-b1", headers=f.h(f.user)).json()["state"] == "remediating"
 
 
 def test_the_breaker_counts_boards_taken_out_of_service_not_boards_coming_back(fleet: Fleet) -> None:

@@ -218,6 +218,7 @@ def test_the_public_surface_is_pinned() -> None:
         "LogsOut",
         "Placement",
         "RankOut",
+        "RepairOut",
         "ResultsOut",
         "Role",
         "TokenOut",
@@ -527,3 +528,26 @@ def test_board_ops_send_the_order_and_show_how_it_went(srv: Scripted) -> None:
     assert "failed" in listed.stdout and "2.5s" in listed.stdout and "no bus" in listed.stdout
     assert srv.seen[0].json() == {"op": "soft_reset", "reason": "stuck"}
     assert srv.seen[1].query == {"limit": ["20"]}
+
+
+def test_board_repairs_show_each_case_its_steps_and_how_it_ended(srv: Scripted) -> None:
+    case = {
+        "id": 3,
+        "board_id": "b1",
+        "opened_at": 100.0,
+        "cause": "failed its probe: fell off the bus",
+        "step": 2,
+        "phase": "check",
+        "closed_at": 200.0,
+        "outcome": "quarantined",
+        "reason": "remediation exhausted",
+        "evidence": {"steps": ["soft_reset: failed (no bus)", "reflash: failed (no bus)"]},
+    }
+    srv.on("GET", "/v1/boards/b1/repairs", (200, [case]))
+    listed = cli(srv, "boards", "repairs", "b1")
+    assert listed.exit_code == 0, listed.output
+    for text in ("quarantined", "fell off the bus", "soft_reset: failed", "reflash: failed", "remediation exhausted"):
+        assert text in listed.stdout
+    assert srv.seen[0].query == {"limit": ["5"]}
+    as_json = cli(srv, "boards", "repairs", "b1", "--json")
+    assert as_json.exit_code == 0 and '"outcome": "quarantined"' in as_json.stdout

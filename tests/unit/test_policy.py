@@ -7,7 +7,7 @@ import pytest
 from fleetyard.domain.board import BoardState, can_transition, check_transition
 from fleetyard.domain.job import JobState, Outcome, attempt_outcome
 from fleetyard.errors import Conflict
-from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
+from fleetyard.policy.liveness import HostView, lost_hosts, watching_since
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 
 
@@ -27,16 +27,6 @@ def test_lost_hosts_brake_on_mass_silence() -> None:
     hosts = [hv(f"h{i}", 0.0) for i in range(2)] + [hv(f"ok{i}", 100.0) for i in range(3)]
     assert lost_hosts(hosts, now=100.0, timeout_s=10, watching_since=0.0) == ["h0", "h1"]
     assert lost_hosts([hv("off", 0.0, online=False)], now=100.0, timeout_s=10, watching_since=0.0) == []
-
-
-def test_suspects_need_a_fresh_passing_probe() -> None:
-    views = [
-        SuspectView("fresh", True, 10.0, True, 13.0),
-        SuspectView("stale", True, 10.0, True, 11.0),
-        SuspectView("failing", True, 10.0, False, 13.0),
-        SuspectView("host-down", False, 10.0, True, 13.0),
-    ]
-    assert suspects_to_release(views, now=14.0, cooldown_s=2.0) == ["fresh"]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, parse_health_config
+from fleetyard.errors import BadRequest
+
 if TYPE_CHECKING:
     from fleetyard.client import Client
 
@@ -69,3 +72,14 @@ def db_url(db: str | None, data_dir: Path) -> str:
     from fleetyard.store.db import resolve_db_url
 
     return resolve_db_url(db, data_dir)
+
+
+def read_health_config(path: Path | None) -> HealthConfig:
+    """The health configuration in ``path`` (YAML), or the default when there is none."""
+    if path is None:
+        return DEFAULT_HEALTH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadRequest(f"cannot read the health config {path}: {exc.strerror}; pass a readable YAML file") from None
+    return parse_health_config(text, source=str(path))

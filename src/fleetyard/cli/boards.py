@@ -237,6 +237,33 @@ def boards_ops(
     out().print(table(("ID", "ORDERED", "OP", "STATE", "TOOK", "ACTOR", "REASON", "MESSAGE"), rows))
 
 
+@boards_app.command("repairs")
+def boards_repairs(
+    ctx: typer.Context,
+    board_id: Annotated[str, typer.Argument()],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """A board's remediation cases, newest first: why it left service, each step and check, and how it ended."""
+    with client(ctx) as fy:
+        cases = fy.repairs(board_id, limit=limit)
+    if as_json:
+        emit_json(cases)
+        return
+    rows = [
+        (
+            c.id,
+            fmt_time(c.opened_at),
+            styled(c.outcome or "open"),
+            c.cause,
+            "\n".join(c.evidence.get("steps", [])) or "-",
+            c.reason or "",
+        )
+        for c in cases
+    ]
+    out().print(table(("ID", "OPENED", "OUTCOME", "CAUSE", "STEPS", "ENDED"), rows))
+
+
 def hosts_table(hosts: list[HostOut]) -> Table:
     rows = [
         (

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from fleetyard.cli._common import DEFAULT_DATA_DIR, DataDirOpt, DbOpt, db_url, parse_labels
+from fleetyard.cli._common import DEFAULT_DATA_DIR, DataDirOpt, DbOpt, db_url, parse_labels, read_health_config
 from fleetyard.cli._output import note
 from fleetyard.errors import FleetyardError
 
@@ -97,12 +97,13 @@ def controller(
         float, typer.Option("--host-timeout", min=0.1, help="Seconds without heartbeat before a host is lost.")
     ] = 10.0,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
-    suspect_cooldown: Annotated[
-        float,
+    health: Annotated[
+        Path | None,
         typer.Option(
-            "--suspect-cooldown", min=0, help="Seconds a suspect board must wait before a passing probe returns it."
+            "--health",
+            help="Health checks and remediation per generation (YAML; see examples/config/health.yaml).",
         ),
-    ] = 2.0,
+    ] = None,
     half_life: Annotated[
         float,
         typer.Option("--fair-share-half-life", min=1.0, help="Seconds for a queue's past usage to count half."),
@@ -121,7 +122,7 @@ def controller(
             db_url=url,
             host_timeout_s=host_timeout,
             tick_s=tick,
-            suspect_cooldown_s=suspect_cooldown,
+            health=read_health_config(health),
             half_life_s=half_life,
         )
     except KeyboardInterrupt:

@@ -13,10 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fleetyard.cli._common import JsonOpt
+from fleetyard.cli._common import JsonOpt, read_health_config
 from fleetyard.cli._output import emit_json, err, fmt_duration, note, out, table
-from fleetyard.domain.health_config import parse_health_config
-from fleetyard.errors import BadRequest
+from fleetyard.policy.brakes import BreakerLimits
 from fleetyard.sim import FaultModel, Scenario, SimPolicy, SimReport, compare
 
 
@@ -99,11 +98,8 @@ def sim(
     fm = FaultModel(**{k: v for k, v in changes.items() if v is not None})
     scenario = Scenario(boards=boards, days=days, seed=seed, faults=fm)
     if health is not None:
-        try:
-            text = health.read_text()
-        except OSError as exc:
-            raise BadRequest(f"cannot read {health}: {exc.strerror}; pass a readable YAML file") from None
-        scenario = dataclasses.replace(scenario, health=parse_health_config(text, source=str(health)))
+        cfg = read_health_config(health)
+        scenario = dataclasses.replace(scenario, health=cfg, breaker=BreakerLimits(**cfg.breaker.model_dump()))
     chosen = policy or list(SimPolicy)
     if not as_json:
         err().print(f"simulating {boards:,} boards for {days:g} days under {', '.join(chosen)} …")

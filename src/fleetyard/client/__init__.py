@@ -32,6 +32,7 @@ from fleetyard.protocol.api import (
     LogChunk,
     LogsOut,
     RankOut,
+    RepairOut,
     ResultsOut,
     TokenOut,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "LogsOut",
     "Placement",
     "RankOut",
+    "RepairOut",
     "ResultsOut",
     "Role",
     "TokenOut",

@@ -41,6 +41,7 @@ from fleetyard.protocol.api import (
     LogsOut,
     PriorityClassOut,
     QueueOut,
+    RepairOut,
     ResultsOut,
     TokenOut,
     WhyOut,
@@ -206,6 +207,10 @@ class Client:
     def board_ops(self, board_id: str, limit: int = 100) -> list[BoardOpOut]:
         """A board's ops and their results, newest first."""
         return self._many(BoardOpOut, f"/v1/boards/{_q(board_id)}/ops", params={"limit": limit})
+
+    def repairs(self, board_id: str, limit: int = 20) -> list[RepairOut]:
+        """A board's remediation cases (its repair records), newest first."""
+        return self._many(RepairOut, f"/v1/boards/{_q(board_id)}/repairs", params={"limit": limit})
 
     # -- jobs ---------------------------------------------------------------------------------
 

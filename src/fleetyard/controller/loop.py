@@ -2,6 +2,7 @@
 
 fleetyard controller --data-dir .fleetyard        # SQLite; leader by file lock
 fleetyard controller --db postgresql://…          # leader by advisory lock; others stand by
+fleetyard controller --health health.yaml         # health checks and remediation per generation
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from fleetyard.controller.leader import Leadership
 from fleetyard.controller.reconcile import Reconciler
+from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
 from fleetyard.store import migrate
 from fleetyard.store.db import Store, now
@@ -30,7 +32,7 @@ def run_controller(
     db_url: str,
     host_timeout_s: float = 10.0,
     tick_s: float = 0.02,
-    suspect_cooldown_s: float = 2.0,
+    health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,
     stop: threading.Event | None = None,
 ) -> None:
@@ -53,7 +55,7 @@ def run_controller(
         if stop.wait(1.0):
             return
     log.info("controller leads (store %s)", store.engine.url.render_as_string())
-    rec = Reconciler(store, host_timeout_s=host_timeout_s, suspect_cooldown_s=suspect_cooldown_s, watching_since=now())
+    rec = Reconciler(store, host_timeout_s=host_timeout_s, watching_since=now(), health_config=health)
     rec.scheduler.half_life_s = half_life_s
     rec.scheduler.freeze_gc = True
     last_slow = 0.0

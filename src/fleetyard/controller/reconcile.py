@@ -10,16 +10,22 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from fleetyard.controller.healing import Healer
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.health_config import DEFAULT_HEALTH, BreakerPolicy, HealthConfig
+from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
-from fleetyard.policy.liveness import HostView, SuspectView, lost_hosts, suspects_to_release, watching_since
+from fleetyard.policy.health import Finding, Reading, findings, worst
+from fleetyard.policy.liveness import HostView, lost_hosts, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
 from fleetyard.store import tables as t
+from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.breakers import open_breakers, taken_out_since, trip
 from fleetyard.store.db import Store
+from fleetyard.store.healing import open_cases
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
 
@@ -27,9 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class HealthPass(NamedTuple):
-    failing: list[str]  # became suspect
-    released: list[str]  # back in service
-    quarantined: list[str]  # lemons
+    failing: list[str]  # taken out: suspect
+    released: list[str]  # healed: back in service
+    quarantined: list[str]  # remediation exhausted, or lemons
     tripped: list[str]  # generations whose breaker tripped in this pass
 
 
@@ -37,14 +43,20 @@ class HealthPass(NamedTuple):
 class Reconciler:
     store: Store
     host_timeout_s: float = 10.0
-    suspect_cooldown_s: float = 2.0
     watching_since: float = 0.0
+    health_config: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
     breaker: BreakerLimits = field(default_factory=BreakerLimits)
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     scheduler: SchedulerShell = field(init=False)
+    healer: Healer = field(init=False)
+    _readings: dict[str, Reading] = field(init=False, default_factory=dict)  # each board's last telemetry
+    _telemetry_seen: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
+        if self.health_config.breaker != BreakerPolicy():  # the config's, where it says otherwise
+            self.breaker = BreakerLimits(**self.health_config.breaker.model_dump())
         self.scheduler = SchedulerShell(self.store)
+        self.healer = Healer(self.health_config, lemons=self._lemons)
 
     def schedule(self, now: float) -> int:
         """One scheduling pass (:class:`~fleetyard.controller.scheduler.SchedulerShell`); how many attempts started."""
@@ -75,70 +87,84 @@ class Reconciler:
         return lost
 
     def health(self, now: float) -> HealthPass:
-        """Available boards that fail their probe become suspect; suspects that pass return to
-        service, but lemons go to quarantine. A generation's circuit breaker bounds how many of
-        its boards are taken out at once; tripped, it stops both until an operator resets it
-        (:mod:`fleetyard.policy.brakes`)."""
+        """Boards in service that fail their probe, or whose telemetry breaks a rule that acts
+        (:func:`~fleetyard.policy.health.findings`), are taken out: available ones become suspect;
+        allocated ones end their job's attempt as an infrastructure error (the job re-queues on
+        other boards) and become suspect with it. A generation's circuit breaker bounds how many
+        of its boards are taken out at once (:mod:`fleetyard.policy.brakes`). Then the healing
+        shell runs the periodic L1 checks and the remediation ladder (:mod:`.healing`)."""
         with self.store.write() as conn:
+            b = t.boards.c
             failing = conn.execute(
-                sa.select(t.boards.c.id, t.boards.c.probe_reason, t.boards.c.generation).where(
-                    t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.probe_ok.is_(False)
+                sa.select(b.id, b.probe_reason, b.generation, b.state, b.attempt_id).where(
+                    b.probe_ok.is_(False),
+                    sa.or_(
+                        b.state == str(BoardState.AVAILABLE),
+                        # A probe taken after the job began (not one from before it).
+                        sa.and_(b.state == str(BoardState.ALLOCATED), b.telemetry_at >= b.state_changed_at),
+                    ),
                 )
             ).all()
+            why = {r.id: f"failed its probe: {r.probe_reason or 'no reason given'}" for r in failing}
+            ruled = self._rules(conn)
+            for r, finding in ruled:
+                why.setdefault(r.id, finding.message)
+            candidates = [*failing, *(r for r, _ in ruled if r.id not in {f.id for f in failing})]
             tripped = set(open_breakers(conn))
-            intake = self._intake(conn, failing, tripped, now)
-            tripped |= set(intake.trips)
-            why_failing = {b.id: b.probe_reason for b in failing}
+            intake = self._intake(conn, candidates, tripped, now)
+            rows = {r.id: r for r in candidates}
+            action = {r.id: f.action for r, f in ruled}
             for board_id in intake.boards:
-                switch_board_state(
-                    conn,
-                    board_id,
-                    BoardState.SUSPECT,
-                    current=BoardState.AVAILABLE,
-                    reason=f"failed its probe: {why_failing[board_id] or 'no reason given'}",
-                    actor=Actor.POLICY,
-                    at=now,
-                )
-            suspects = conn.execute(
-                sa.select(
-                    t.boards.c.id,
-                    t.boards.c.generation,
-                    t.boards.c.state_changed_at,
-                    t.boards.c.probe_ok,
-                    t.boards.c.telemetry_at,
-                    t.hosts.c.state.label("host_state"),
-                )
-                .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
-                .where(t.boards.c.state == str(BoardState.SUSPECT), t.boards.c.drain_reason.is_(None))
-            ).all()
-            views = [
-                SuspectView(s.id, s.host_state == "online", s.state_changed_at, s.probe_ok, s.telemetry_at)
-                for s in suspects
-            ]
-            passed = suspects_to_release(views, now=now, cooldown_s=self.suspect_cooldown_s)
-            lemons = self._lemons(conn, passed, now)
-            generation_of = {s.id: s.generation for s in suspects}
-            released, quarantined = [], []
-            for board_id in passed:
-                if board_id in lemons:
-                    if generation_of[board_id] in tripped:
-                        continue  # held as suspect: neither back in service nor quarantined
-                    for to in (BoardState.REMEDIATING, BoardState.QUARANTINED):
-                        switch_board_state(conn, board_id, to, reason=lemons[board_id], actor=Actor.POLICY, at=now)
-                    log.warning("board %s quarantined: %s", board_id, lemons[board_id])
-                    quarantined.append(board_id)
-                    continue
-                switch_board_state(
-                    conn,
-                    board_id,
-                    BoardState.AVAILABLE,
-                    current=BoardState.SUSPECT,
-                    reason="passed its probe after the cooldown",
-                    actor=Actor.POLICY,
-                    at=now,
-                )
-                released.append(board_id)
-        return HealthPass(intake.boards, released, quarantined, sorted(intake.trips))
+                r = rows[board_id]
+                if r.state == BoardState.ALLOCATED:
+                    self._fail_attempt_on(conn, board_id, r.attempt_id, why[board_id], now)
+                else:
+                    switch_board_state(
+                        conn, board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=why[board_id],
+                        actor=Actor.POLICY, at=now,
+                    )  # fmt: skip
+                if board_id in action and board_id not in {f.id for f in failing}:
+                    self.healer.take(conn, board_id, why[board_id], action[board_id], r.generation, now)
+            healed = self.healer.pass_(conn, now)
+        return HealthPass(intake.boards, healed.healed, healed.quarantined, sorted(intake.trips))
+
+    def _rules(self, conn: sa.Connection) -> list[tuple[Any, Finding]]:
+        """Boards in service whose latest telemetry breaks a rule that acts, with the worst finding
+        (growth rules compare with the report before, as this controller saw it)."""
+        b = t.boards.c
+        rows = conn.execute(
+            sa.select(b.id, b.generation, b.state, b.attempt_id, b.telemetry, b.telemetry_at).where(
+                b.state.in_((str(BoardState.AVAILABLE), str(BoardState.ALLOCATED))),
+                b.telemetry_at > self._telemetry_seen,
+            )
+        ).all()
+        out = []
+        for r in rows:
+            self._telemetry_seen = max(self._telemetry_seen, r.telemetry_at)
+            reading = Reading(r.telemetry_at, r.telemetry or {})
+            previous = self._readings.get(r.id)
+            self._readings[r.id] = reading
+            found = worst(findings(self.health_config.of(r.generation).rules, reading, previous))
+            if found is not None:
+                out.append((r, found))
+        return out
+
+    def _fail_attempt_on(
+        self, conn: sa.Connection, board_id: str, attempt_id: int | None, why: str, now: float
+    ) -> None:
+        """End the live rank on a board that stopped answering as an infrastructure error (its
+        siblings are asked to stop; the job re-queues); the board goes suspect with the reason."""
+        a = t.assignments
+        rank = conn.execute(
+            sa.select(a).where(
+                a.c.attempt_id == attempt_id, a.c.board_id == board_id, a.c.state != str(AssignmentState.EXITED)
+            )
+        ).first()
+        if rank is None:
+            return
+        end_rank(conn, rank, outcome=Outcome.INFRA_ERROR, at=now, message=f"board {board_id} {why}", board_ok=False)
+        settle(conn, rank.attempt_id, at=now)
+        log.warning("board %s %s: its job %d's attempt ends as an infrastructure error", board_id, why, rank.job_id)
 
     def watchdog(self, now: float) -> list[Overdue]:
         """Fail boards stuck in a transitional state safely (:mod:`fleetyard.policy.watchdog`);
@@ -151,8 +177,11 @@ class Reconciler:
                     t.boards.c.state.in_(timed)
                 )
             ).all()
+            on_ladder = {c.case.board for c in open_cases(conn)}  # their case keeps its own deadlines
             views = [
-                StateView(r.id, BoardState(r.state), r.state_changed_at) for r in rows if r.generation not in tripped
+                StateView(r.id, BoardState(r.state), r.state_changed_at)
+                for r in rows
+                if r.generation not in tripped and r.id not in on_ladder
             ]
             due = overdue(views, now=now, timeouts=self.timeouts)
             for o in due:

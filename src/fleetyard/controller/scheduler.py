@@ -176,7 +176,8 @@ class SchedulerShell:
                     # A lease ends when it expires (renewals move it), not at its 7-day time limit.
                     expected_end=run.lease_expires_at or run.created_at + self._runtime(spec),
                     preempted_for=run.preempted_for,
-                    preemptible=spec.kind != "lease",  # an engineer's lease is not taken away
+                    # An engineer's lease is not taken away, nor a board's health check.
+                    preemptible=spec.kind not in ("lease", "health-check"),
                 )
             )
         held: dict[str, int] = defaultdict(int)

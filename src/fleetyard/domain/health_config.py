@@ -15,6 +15,7 @@
           - {step: host_reboot, timeout_s: 900}
       sim-g3:
         l1: {every_s: 14400}
+    breaker: {fraction: 0.1, boards: 50, window_s: 900}   # at most this much of a generation out at once
 
 Pure: validated here (a bad file names the field and the fix) and read by
 :mod:`fleetyard.policy.health` and :mod:`fleetyard.policy.remediation`. :data:`DEFAULT_HEALTH`
@@ -34,6 +35,7 @@ from fleetyard.errors import BadRequest
 
 __all__ = [
     "DEFAULT_HEALTH",
+    "BreakerPolicy",
     "CheckTier",
     "GenerationHealth",
     "HealthConfig",
@@ -73,8 +75,8 @@ class RemedyOp(StrEnum):
 
     SOFT_RESET = "soft_reset"
     HARD_RESET = "hard_reset"
-    REFLASH = "reflash"
-    HOST_REBOOT = "host_reboot"
+    REFLASH = "reflash"  # write the firmware the board already runs again
+    HOST_REBOOT = "host_reboot"  # every board of the host: workers stopped, boards hard-reset
 
 
 class TelemetryRule(BaseModel):
@@ -186,10 +188,22 @@ class GenerationHealth(BaseModel):
         return self.l2 if tier is CheckTier.L2 else self.l3
 
 
+class BreakerPolicy(BaseModel):
+    """The circuit breaker (:class:`fleetyard.policy.brakes.BreakerLimits`): at most ``fraction`` of
+    a generation, and never more than ``boards``, taken out of service within ``window_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(0.10, gt=0)
+    boards: int = Field(50, ge=1)
+    window_s: float = Field(900.0, gt=0)
+
+
 class HealthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     generations: dict[str, GenerationHealth] = Field(default_factory=lambda: {"default": GenerationHealth()})
+    breaker: BreakerPolicy = BreakerPolicy()
 
     def of(self, generation: str) -> GenerationHealth:
         """The policy of ``generation`` (``default``'s when it is not named)."""
@@ -211,9 +225,9 @@ def parse_health_config(data: Any, *, source: str = "health config") -> HealthCo
         raise BadRequest(
             f"{source}: expected a mapping with a 'generations' key (generation name or 'default' -> its policy)"
         )
-    unknown = sorted(set(data) - {"generations"})
+    unknown = sorted(set(data) - {"generations", "breaker"})
     if unknown:
-        raise BadRequest(f"{source}: unknown top-level key(s) {', '.join(unknown)}; only 'generations' is read")
+        raise BadRequest(f"{source}: unknown top-level key(s) {', '.join(unknown)}; only 'generations' and 'breaker'")
     raw: Mapping[str, Any] = data["generations"]
     base = raw.get("default") or {}
     merged: dict[str, Any] = {}
@@ -223,7 +237,7 @@ def parse_health_config(data: Any, *, source: str = "health config") -> HealthCo
         merged[str(gen)] = {**base, **(body or {})} if gen != "default" else dict(base)
     merged.setdefault("default", dict(base))
     try:
-        return HealthConfig.model_validate({"generations": merged})
+        return HealthConfig.model_validate({"generations": merged, "breaker": data.get("breaker") or {}})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()

@@ -1,4 +1,4 @@
-"""Host liveness and the v0 return of suspect boards to service."""
+"""Host liveness: which hosts are lost, and since when silence means anything."""
 
 from __future__ import annotations
 
@@ -40,29 +40,3 @@ def watching_since(previous: float, *, newest_server_seen: float | None, now: fl
     if newest_server_seen is None or now - newest_server_seen > timeout_s / 2:
         return now
     return previous
-
-
-@dataclass(frozen=True)
-class SuspectView:
-    id: str
-    host_online: bool
-    suspect_since: float
-    probe_ok: bool | None
-    telemetry_at: float | None
-
-
-def suspects_to_release(boards: Sequence[SuspectView], *, now: float, cooldown_s: float) -> list[str]:
-    """Suspect boards that passed their agent's probe in a report made after a cooldown.
-
-    Until tiered health checks exist, the driver's probe is the check a board must pass
-    before it returns to service.
-    """
-    return sorted(
-        b.id
-        for b in boards
-        if b.host_online
-        and b.probe_ok
-        and b.telemetry_at is not None
-        and b.telemetry_at >= b.suspect_since + cooldown_s
-        and now >= b.suspect_since + cooldown_s
-    )

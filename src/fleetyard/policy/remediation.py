@@ -44,6 +44,7 @@ class Case:
     since: float  # when the phase began
     deadline: float  # when it counts as failed if nothing was heard
     evidence: tuple[str, ...] = ()
+    tier: CheckTier = CheckTier.L2  # of the check under way (phase CHECK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,29 +54,37 @@ class Act:
     reason: str
     op: RemedyOp | None = None
     tier: CheckTier | None = None
+    evidence: tuple[str, ...] = ()  # heal, quarantine: every step and check of the case, how it went
 
 
 def open_case(
-    board: str, *, cause: str, now: float, policy: GenerationHealth, check_first: bool
+    board: str,
+    *,
+    cause: str,
+    now: float,
+    policy: GenerationHealth,
+    check_first: bool,
+    first: CheckTier = CheckTier.L2,
 ) -> tuple[Case | None, Act]:
-    """A new case: an L2 check first (``check_first``), else the ladder's first step."""
+    """A new case: a check of tier ``first`` (L2; L1 for a board back from a lost host) when
+    ``check_first``, else the ladder's first step."""
     if check_first:
-        case = Case(board, cause, -1, Phase.CHECK, now, now + policy.l2.timeout_s)
-        return case, Act(Do.CHECK, board, f"L2 check after: {cause}", tier=CheckTier.L2)
+        case = Case(board, cause, -1, Phase.CHECK, now, now + policy.tier(first).timeout_s, tier=first)
+        return case, Act(Do.CHECK, board, f"{first} check after: {cause}", tier=first)
     return _operate(Case(board, cause, -1, Phase.CHECK, now, now), 0, now, policy)
 
 
 def on_result(case: Case, *, ok: bool, detail: str, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:
     """The phase under way ended (``ok`` or not, ``detail`` says how): the case's next act, and the
     case as it goes on (None once the board is healed or quarantined)."""
-    what = "L2 check" if case.phase is Phase.CHECK else str(policy.ladder[case.step].step)
+    what = f"{case.tier} check" if case.phase is Phase.CHECK else str(policy.ladder[case.step].step)
     case = replace(case, evidence=(*case.evidence, f"{what}: {'passed' if ok else 'failed'}{_tail(detail)}"))
     if ok and case.phase is Phase.OPERATE:
-        checking = replace(case, phase=Phase.CHECK, since=now, deadline=now + policy.l2.timeout_s)
+        checking = replace(case, phase=Phase.CHECK, since=now, deadline=now + policy.l2.timeout_s, tier=CheckTier.L2)
         return checking, Act(Do.CHECK, case.board, f"L2 check after {what}", tier=CheckTier.L2)
     if ok:
-        how = "passed its L2 check" if case.step < 0 else f"healed by {policy.ladder[case.step].step}"
-        return None, Act(Do.HEAL, case.board, f"{how} (left service for: {case.cause})")
+        how = f"passed its {case.tier} check" if case.step < 0 else f"healed by {policy.ladder[case.step].step}"
+        return None, Act(Do.HEAL, case.board, f"{how} (left service for: {case.cause})", evidence=case.evidence)
     return _operate(case, case.step + 1, now, policy)
 
 
@@ -91,7 +100,8 @@ def on_time(case: Case, *, now: float, policy: GenerationHealth) -> tuple[Case |
 def _operate(case: Case, step: int, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:
     if step >= len(policy.ladder):
         tried = "; ".join(case.evidence) or "nothing tried"
-        return None, Act(Do.QUARANTINE, case.board, f"remediation exhausted after: {case.cause}; {tried}")
+        reason = f"remediation exhausted after: {case.cause}; {tried}"
+        return None, Act(Do.QUARANTINE, case.board, reason, evidence=case.evidence)
     rung = policy.ladder[step]
     nxt = replace(case, step=step, phase=Phase.OPERATE, since=now, deadline=now + rung.timeout_s)
     return nxt, Act(Do.OPERATE, case.board, f"remediation step {step + 1}: {rung.step}", op=rung.step)

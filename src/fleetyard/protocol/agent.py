@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from fleetyard.domain.health_config import RemedyOp
 from fleetyard.domain.job import Outcome
 
 # How many warm artifacts a board reports (and the server keeps), most recently used last.
@@ -73,13 +74,9 @@ class LeaveRequest(BaseModel):
     session: str
 
 
-class BoardOp(StrEnum):
-    """A remediation step the host's agent carries out on a board (the controller's ladder)."""
-
-    SOFT_RESET = "soft_reset"
-    HARD_RESET = "hard_reset"
-    REFLASH = "reflash"  # write the firmware the board already runs again
-    HOST_REBOOT = "host_reboot"  # every board of the host: workers stopped, boards hard-reset
+# A remediation step the host's agent carries out on a board (the controller's ladder): one
+# enum with the health config's ladder steps.
+BoardOp = RemedyOp
 
 
 # How long an op may take, from its order to its result, unless the order says otherwise:

@@ -188,6 +188,25 @@ class BoardOpIn(BaseModel):
     )
 
 
+class RepairOut(BaseModel):
+    """A board's remediation case: open while it goes up the ladder; closed, its repair record."""
+
+    id: int
+    board_id: str
+    opened_at: float
+    cause: str = Field(description="why the board left service")
+    step: int = Field(description="the ladder step under way or last tried (0-based; -1: its first check)")
+    phase: str = Field(description="operate or check")
+    closed_at: float | None = None
+    outcome: str | None = Field(None, description="healed, quarantined or abandoned; none while open")
+    reason: str | None = None
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="steps (each step and check, how it went); for a quarantined board also its last "
+        "telemetry, recent events and the outputs of its failed checks (blob sha256s)",
+    )
+
+
 class BoardOpOut(BaseModel):
     """A remediation step ordered for a board, and what its host's agent reported."""
 

@@ -869,12 +869,16 @@ class FleetSim:
         for b in self.host_boards[h]:
             if b.state is not S.OFFLINE:
                 continue
-            self._to(b, S.SUSPECT, "host back: a check before service")
+            self._to(b, S.SUSPECT, "host back: must pass a check before service")
             if self.policy is SimPolicy.NO_CHECKS:
                 self._to(b, S.AVAILABLE, "host back")
                 self._make_free(b)
             else:
-                self._check(b, CheckTier.L1)
+                cause = "host back: must pass a check before service"
+                pol = self._pol(b)
+                self._advance(
+                    b, *open_case(b.id, cause=cause, now=self.now, policy=pol, check_first=True, first=CheckTier.L1)
+                )
 
     # ---- the figures
 

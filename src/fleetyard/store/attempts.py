@@ -110,11 +110,17 @@ def end_rank(
     if res.rowcount != 1:
         return []
     board = conn.execute(
-        sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason).where(t.boards.c.id == a.board_id)
+        sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason, t.boards.c.check_job_id).where(
+            t.boards.c.id == a.board_id
+        )
     ).first()
     if board is not None and board.attempt_id == a.attempt_id:
         if board.state == BoardState.ALLOCATED:
             to, why = board_after_rank(outcome, board_ok=board_ok, drain_requested=board.drain_reason is not None)
+            # A user job counts towards the board's next L1 check (its own check does not).
+            counted: dict[str, Any] = (
+                {} if board.check_job_id == a.job_id else {"jobs_since_l1": t.boards.c.jobs_since_l1 + 1}
+            )
             switch_board_state(
                 conn,
                 a.board_id,
@@ -126,6 +132,7 @@ def end_rank(
                 actor=Actor.OPERATOR if to is BoardState.DRAINED else Actor.POLICY,
                 at=at,
                 job_id=a.job_id,
+                **counted,
             )
         else:  # e.g. offline: the board keeps its state, but no longer holds the attempt
             conn.execute(t.boards.update().where(t.boards.c.id == a.board_id).values(attempt_id=None, job_id=None))

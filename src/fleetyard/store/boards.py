@@ -147,6 +147,7 @@ def schedulable_boards(conn: sa.Connection, *, json_as_text: bool = False) -> Se
             t.boards.c.drain_reason,
             t.hosts.c.state.label("host_state"),
             t.boards.c.device,
+            t.boards.c.check_due,
         )
         .join(t.hosts, t.hosts.c.id == t.boards.c.host_id)
         .where(t.boards.c.state.in_([str(s) for s in SCHEDULABLE_SOMEDAY]))
@@ -176,8 +177,11 @@ def board_view(
 
 
 def is_free(r: sa.Row[Any]) -> bool:
-    """Whether a row of :func:`schedulable_boards` can take work now."""
-    return r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online"
+    """Whether a row of :func:`schedulable_boards` can take work now (a board whose health check
+    is due takes none: its check goes first)."""
+    return (
+        r.state == BoardState.AVAILABLE and r.drain_reason is None and r.host_state == "online" and r.check_due is None
+    )
 
 
 def transitions(

@@ -48,7 +48,8 @@ boards = sa.Table(
     sa.Column("state_reason", sa.Text),
     sa.Column("state_changed_at", Time, nullable=False),
     sa.Column("drain_reason", sa.Text),
-    # Invariant: state == 'allocated' <=> attempt_id IS NOT NULL.
+    # Invariant: state == 'allocated' => attempt_id IS NOT NULL; a board out of service
+    # (suspect, remediating) holds one only for its health check (see store.healing).
     sa.Column("attempt_id", sa.Integer),
     sa.Column("job_id", sa.Integer),
     sa.Column("telemetry", Json, nullable=False),
@@ -57,6 +58,13 @@ boards = sa.Table(
     sa.Column("probe_reason", sa.Text),
     # Artifacts (sha256) this board's worker has loaded lately, as its agent reports: warm affinity.
     sa.Column("warm", Json, nullable=False, server_default="[]"),
+    # L1 bookkeeping (policy.health.l1_due): the last passing L1 check and user jobs since; a
+    # board whose check is due takes no new user job (check_due: why) until its check
+    # (check_job_id) ran.
+    sa.Column("l1_at", Time),
+    sa.Column("jobs_since_l1", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("check_due", sa.Text),
+    sa.Column("check_job_id", sa.Integer),
 )
 
 board_events = sa.Table(
@@ -283,4 +291,28 @@ board_ops = sa.Table(
     sa.Column("message", sa.Text),
     sa.Index("ix_board_ops_board_id_id", "board_id", "id"),
     sa.Index("ix_board_ops_finished_at", "finished_at"),
+)
+
+# A failing board's case on the remediation ladder (policy.remediation.Case), open until it is
+# healed or quarantined (closed_at, outcome); closed, it is the board's repair record: the cause,
+# every step and check with how it went (evidence), and why it ended (reason).
+remediations = sa.Table(
+    "remediations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.String(200), sa.ForeignKey("boards.id"), nullable=False),
+    sa.Column("opened_at", Time, nullable=False),
+    sa.Column("cause", sa.Text, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(20), nullable=False),
+    sa.Column("since", Time, nullable=False),
+    sa.Column("deadline", Time, nullable=False),
+    sa.Column("evidence", Json, nullable=False),
+    sa.Column("op_id", sa.Integer),
+    sa.Column("check_job_id", sa.Integer),
+    sa.Column("closed_at", Time),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_remediations_board_id_id", "board_id", "id"),
+    sa.Index("ix_remediations_closed_at", "closed_at"),
 )

@@ -17,6 +17,7 @@ from fleetyard.protocol.api import (
     FleetStatsOut,
     HostOut,
     ReasonIn,
+    RepairOut,
 )
 from fleetyard.server.auth import ANY, STAFF
 from fleetyard.server.routers.deps import store
@@ -104,6 +105,16 @@ def history(
     s: Store = Depends(store),
 ) -> list[BoardEventOut]:
     return svc.history(s, board_id=board_id, limit=limit)
+
+
+@router.get("/boards/{board_id}/repairs", response_model=list[RepairOut])
+def repairs(
+    board_id: str,
+    limit: int = Query(20, ge=1, le=1000),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
+) -> list[RepairOut]:
+    return svc.repairs(s, board_id=board_id, limit=limit)
 
 
 @router.post("/boards/{board_id}/ops", response_model=BoardOpOut, status_code=201)

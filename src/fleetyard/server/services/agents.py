@@ -83,6 +83,7 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                         state_reason=f"found by the agent of {host_id}",
                         state_changed_at=at,
                         telemetry={},
+                        l1_at=at,  # its L1 clock starts as it enters service
                         **fields,
                     )
                 )

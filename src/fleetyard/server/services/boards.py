@@ -10,9 +10,9 @@ from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.errors import BadRequest, Conflict, NotFound
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
-from fleetyard.protocol.api import BoardEventOut, BoardOpOut, BoardOut, FaultOrderOut, HostOut
+from fleetyard.protocol.api import BoardEventOut, BoardOpOut, BoardOut, FaultOrderOut, HostOut, RepairOut
 from fleetyard.server.services.views import board_out, event_out, host_out
-from fleetyard.store import board_ops
+from fleetyard.store import board_ops, healing
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store
@@ -179,3 +179,10 @@ def list_ops(store: Store, *, board_id: str, at: float, limit: int = 100) -> lis
     with store.read() as conn:
         _board(conn, board_id)
         return [op_out(o, at) for o in board_ops.ops_for(conn, board_id, limit=limit)]
+
+
+def repairs(store: Store, *, board_id: str, limit: int = 20) -> list[RepairOut]:
+    """A board's remediation cases, newest first."""
+    with store.read() as conn:
+        _board(conn, board_id)
+        return [RepairOut.model_validate(r) for r in healing.repairs_of(conn, board_id, limit=limit)]

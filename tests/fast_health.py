@@ -1,0 +1,20 @@
+"""A health configuration for tests: the default's rules and ladder, with checks and steps that
+take a test's seconds rather than a fleet's minutes."""
+
+from __future__ import annotations
+
+from fleetyard.domain.health_config import HealthConfig, parse_health_config
+
+FAST_HEALTH_YAML = """
+generations:
+  default:
+    l1: {every_s: 86400, every_jobs: 1000, repeat: 1, timeout_s: 30}
+    l2: {duration_s: 0.2, timeout_s: 30}
+    l3: {duration_s: 0.5, timeout_s: 30}
+    ladder:
+      - {step: soft_reset, timeout_s: 20}
+      - {step: reflash, timeout_s: 20}
+      - {step: host_reboot, timeout_s: 30}
+"""
+
+FAST_HEALTH: HealthConfig = parse_health_config(FAST_HEALTH_YAML, source="tests/fast_health.py")
