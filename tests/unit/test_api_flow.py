@@ -220,10 +220,13 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
         conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(last_heartbeat_at=later - 30))
         conn.execute(t.servers.update().values(seen_at=later))  # a server was listening all along
     assert fleet.rec.liveness(later) == [host]
-    assert fleet.job(job["id"])["state"] == "queued"
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "queued" and "grace of 5 s" in detail["pending_reason"]
     b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
     assert b["state"] == "offline"
-    fleet.rec.schedule(later)
+    # It waits out the grace (the host timeout: its agent may still run it, cut off by the network).
+    assert fleet.rec.schedule(later + 1) == 0
+    assert fleet.rec.schedule(later + 5) == 1
     [again] = fleet.take(other)
     assert again["job_id"] == job["id"]
     # The lost host returns: it is told to kill the rank it still runs; its board becomes suspect.
@@ -719,3 +722,50 @@ def test_telemetry_rules_take_boards_out_as_they_recommend(fleet: Fleet) -> None
     [record] = fleet.client.get("/v1/boards/h1-b1/repairs", headers=fleet.h(fleet.user)).json()
     assert record["outcome"] == "quarantined" and record["evidence"]["telemetry"]["values"]["ecc_uncorrected"] == 2.0
     assert state("h1-b2")["state"] == "available"
+
+
+def test_a_board_where_a_job_fails_while_the_same_job_passes_elsewhere_becomes_suspect(fleet: Fleet) -> None:
+    fleet.register("h1", n=3)
+    params = {"command": "./validate model.onnx"}
+
+    def run_on(board: str, outcome: str, code: int) -> int:
+        job = fleet.submit(params=params, board_ids=[board])
+        assert fleet.rec.schedule(time.time()) == 1
+        [a] = fleet.take("h1")
+        fleet.events("h1", finish(a, code=code, outcome=outcome))
+        return int(job["id"])
+
+    bad = run_on("h1-b0", "user_error", 3)
+    assert fleet.rec.health(time.time()).failing == []  # no other board ran it yet
+    run_on("h1-b1", "success", 0)
+    run_on("h1-b2", "success", 0)
+    assert fleet.rec.health(time.time()).failing == ["h1-b0"]
+    b = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "suspect"  # an L2 check first: the board may be fine
+    assert b["state_reason"] == f"job {bad} failed here (user_error) while the same job passed on h1-b1, h1-b2"
+    [check] = fleet.take("h1")
+    assert check["kind"] == "health-check" and check["board_id"] == "h1-b0"
+    assert fleet.rec.health(time.time()).failing == []  # blamed once for that failure
+
+
+def test_a_repaired_board_serves_again_once_it_passes_its_burn_in(fleet: Fleet) -> None:
+    from fleetyard.domain.board import Actor, BoardState
+    from fleetyard.store.boards import switch_board_state
+
+    fleet.register("h1", n=1)
+    with fleet.store.write() as conn:
+        for to in (BoardState.REMEDIATING, BoardState.QUARANTINED):
+            switch_board_state(conn, "h1-b0", to, reason="remediation exhausted", actor=Actor.POLICY, at=time.time())
+    path = "/v1/boards/h1-b0/repaired"
+    assert fleet.client.post(path, json={"reason": "HBM swapped"}, headers=fleet.h(fleet.user)).status_code == 403
+    r = fleet.client.post(path, json={"reason": "HBM swapped"}, headers=fleet.h(fleet.admin))
+    assert r.status_code == 200 and r.json()["state"] == "onboarding"
+    assert fleet.client.post(path, json={"reason": "again"}, headers=fleet.h(fleet.admin)).status_code == 409
+    fleet.rec.health(time.time())
+    [burn_in] = fleet.take("h1")
+    assert burn_in["kind"] == "health-check" and burn_in["params"]["tier"] == "L3"
+    fleet.events("h1", finish(burn_in))
+    assert fleet.rec.health(time.time()).released == ["h1-b0"]
+    hist = fleet.client.get("/v1/boards/h1-b0/history", headers=fleet.h(fleet.user)).json()
+    assert [(e["to_state"], e["actor"]) for e in hist[:2]] == [("available", "policy"), ("onboarding", "operator")]
+    assert hist[0]["reason"] == "passed its L3 burn-in"

@@ -187,3 +187,18 @@ def test_fleetyard_sim_prints_the_policies_side_by_side(tmp_path: Path) -> None:
     health.write_text("generations: {default: {l1: {every_s: -1}}}\n")
     bad = runner.invoke(app, ["sim", "--boards", "64", "--days", "1", "--health", str(health)])
     assert bad.exit_code == 1 and "generations.default.l1.every_s" in bad.output and str(health) in bad.output
+
+
+@pytest.mark.parametrize("policy", list(SimPolicy))
+def test_under_a_storm_of_faults_every_transition_keeps_to_the_lifecycle(policy: SimPolicy) -> None:
+    # The board lifecycle's allow-list is checked on every transition the simulator makes.
+    storm = FaultModel(
+        board_faults_per_1000_board_days=80.0,
+        host_loss_per_1000_host_days=40.0,
+        silent_corruption_per_1000_board_days=8.0,
+        lemon_share=0.05,
+    )
+    report = simulate(Scenario(boards=200, days=6.0, seed=11, faults=storm), policy)
+    assert sum(report.faults.values()) > 50 and report.faults.get("host_loss", 0) > 0
+    assert 0.5 < report.availability <= report.availability_accounted <= 1.0
+    assert report.jobs_done > 0

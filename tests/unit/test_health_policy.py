@@ -172,3 +172,23 @@ def test_every_case_ends_healed_or_quarantined_within_the_ladder(results: list[b
     assert case is None
     assert act.do in (Do.HEAL, Do.QUARANTINE)
     assert steps <= 2 * len(POLICY.ladder) + 1  # a first check, then an operation and a check per step
+
+
+def test_a_board_where_the_same_job_fails_while_it_passes_elsewhere_is_blamed() -> None:
+    from fleetyard.policy.blame import RankEnd, blame, fingerprint
+
+    fp = fingerprint("validate", {"artifact": "a" * 64, "sets": 4})
+    assert fp == fingerprint("validate", {"sets": 4, "artifact": "a" * 64})  # key order does not matter
+    assert fp != fingerprint("validate", {"artifact": "a" * 64, "sets": 5})
+
+    def end(board: str, passed: bool, at: float = 100.0, job: int = 1, f: str = fp) -> RankEnd:
+        return RankEnd(f, board, passed, at, job, "success" if passed else "user_error")
+
+    ends = [end("x", False, job=7), end("y", True), end("z", True)]
+    assert blame(ends, now=200.0) == {"x": "job 7 failed here (user_error) while the same job passed on y, z"}
+    # The job fails as often as it passes: the job's fault, not the boards'.
+    assert blame([end("x", False), end("w", False), end("y", True), end("z", True)], now=200.0) == {}
+    # It passed on x too: no blame. Another job's passes prove nothing. Out of the window: forgotten.
+    assert blame([*ends, end("x", True)], now=200.0) == {}
+    assert blame([end("x", False), end("y", True, f="other"), end("z", True, f="other")], now=200.0) == {}
+    assert blame(ends, now=100.0 + 7 * 3600.0) == {}

@@ -16,7 +16,7 @@ from fleetyard.controller.scheduler import QUEUE_RESYNC_S, SchedulerShell
 from fleetyard.store import tables as t
 
 # The statement that reads every queued job's id (and nothing else runs exactly this text).
-IDS_SQL = "SELECT jobs.id FROM jobs WHERE jobs.state = ?"
+IDS_SQL = "SELECT jobs.id FROM jobs WHERE jobs.state = ? AND (jobs.not_before IS NULL OR jobs.not_before <= ?)"
 BOARDS_SQL = "FROM boards JOIN hosts"  # schedulable_boards: a pass that got past its early return
 
 

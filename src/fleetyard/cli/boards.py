@@ -141,6 +141,15 @@ def boards_undrain(
         _print_board_state(fy.undrain(board_id, reason), as_json)
 
 
+@boards_app.command("repaired")
+def boards_repaired(
+    ctx: typer.Context, board_id: Annotated[str, typer.Argument()], reason: ReasonOpt, as_json: JsonOpt = False
+) -> None:
+    """A quarantined board is back from repair: it serves again once it passes its L3 burn-in."""
+    with client(ctx) as fy:
+        _print_board_state(fy.repaired(board_id, reason), as_json)
+
+
 @boards_app.command("history")
 def boards_history(
     ctx: typer.Context,

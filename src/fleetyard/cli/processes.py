@@ -19,6 +19,7 @@ import typer
 from fleetyard.cli._common import DEFAULT_DATA_DIR, DataDirOpt, DbOpt, db_url, parse_labels, read_health_config
 from fleetyard.cli._output import note
 from fleetyard.errors import FleetyardError
+from fleetyard.policy.liveness import HOST_TIMEOUT_S
 
 db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
 
@@ -94,8 +95,14 @@ def controller(
     db: DbOpt = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     host_timeout: Annotated[
-        float, typer.Option("--host-timeout", min=0.1, help="Seconds without heartbeat before a host is lost.")
-    ] = 10.0,
+        float,
+        typer.Option(
+            "--host-timeout",
+            min=0.1,
+            help="Seconds without heartbeat before a host is lost: 3 missed heartbeats (the server's"
+            " --heartbeat-interval) and 1 s of write-behind.",
+        ),
+    ] = HOST_TIMEOUT_S,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
     health: Annotated[
         Path | None,

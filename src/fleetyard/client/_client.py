@@ -180,6 +180,10 @@ class Client:
         """Return a drained or suspect board to service."""
         return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/undrain", json={"reason": reason})
 
+    def repaired(self, board_id: str, reason: str) -> BoardOut:
+        """A quarantined board is back from repair: onboarding, an L3 burn-in, then service."""
+        return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/repaired", json={"reason": reason})
+
     def board_history(self, board_id: str, limit: int = 100) -> list[BoardEventOut]:
         """A board's state transitions, newest first."""
         return self._many(BoardEventOut, f"/v1/boards/{_q(board_id)}/history", params={"limit": limit})

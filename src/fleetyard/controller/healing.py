@@ -66,14 +66,15 @@ class Healer:
         out = HealPass()
         tripped = set(open_breakers(conn))
         self._periodic(conn, now, out)
+        self._onboarding(conn, now, out)
         self._cases(conn, now, tripped, out)
         return out
 
     def take(
         self, conn: sa.Connection, board: str, cause: str, action: RuleAction, generation: str, now: float
     ) -> None:
-        """A board just taken out (suspect) for a telemetry rule: its case at once, as the rule
-        recommends: a check first, the ladder straight away, or quarantine."""
+        """A board just taken out (suspect) for a telemetry rule or blame: its case at once, as
+        ``action`` says: a check first, the ladder straight away, or quarantine."""
         policy = self.config.of(generation)
         case, act = open_case(board, cause=cause, now=now, policy=policy, check_first=action is RuleAction.CHECK)
         assert case is not None
@@ -87,7 +88,9 @@ class Healer:
     def _periodic(self, conn: sa.Connection, now: float, out: HealPass) -> None:
         b = t.boards.c
         # Checks that ended: a pass restarts the clock; a failure made the board suspect already.
-        for r in conn.execute(sa.select(b.id, b.check_job_id).where(b.check_job_id.is_not(None))).all():
+        for r in conn.execute(
+            sa.select(b.id, b.check_job_id).where(b.check_job_id.is_not(None), b.state != str(S.ONBOARDING))
+        ).all():
             res = check_result(conn, r.check_job_id)
             if res is None:
                 continue
@@ -100,7 +103,7 @@ class Healer:
         every_s = min(g.l1.every_s for g in gens)
         every_jobs = min(g.l1.every_jobs for g in gens)
         due = conn.execute(
-            sa.select(b.id, b.generation, b.state, b.l1_at, b.jobs_since_l1, b.job_id).where(
+            sa.select(b.id, b.generation, b.state, b.l1_at, b.jobs_since_l1).where(
                 b.state.in_(IN_SERVICE),
                 b.check_due.is_(None),
                 b.check_job_id.is_(None),
@@ -132,6 +135,40 @@ class Healer:
             )
             conn.execute(t.boards.update().where(b.id == f.id).values(check_job_id=job_id))
             out.checks_started.append(f.id)
+
+    # ---- onboarding
+
+    def _onboarding(self, conn: sa.Connection, now: float, out: HealPass) -> None:
+        """A board in onboarding (back from repair) runs its L3 burn-in: passed, it enters service;
+        failed, back to quarantine with the failure as reason."""
+        b = t.boards.c
+        rows = conn.execute(
+            sa.select(b.id, b.generation, b.check_job_id)
+            .join(t.hosts, t.hosts.c.id == b.host_id)
+            .where(b.state == str(S.ONBOARDING), t.hosts.c.state == "online")
+        ).all()
+        for r in rows:
+            if r.check_job_id is None:
+                job_id = start_check(
+                    conn, r.id, tier=CheckTier.L3, policy=self.config.of(r.generation), reason="burn-in", at=now
+                )
+                conn.execute(t.boards.update().where(b.id == r.id).values(check_job_id=job_id))
+                continue
+            res = check_result(conn, r.check_job_id)
+            if res is None:
+                continue
+            if res.passed:
+                switch_board_state(
+                    conn, r.id, S.AVAILABLE, current=S.ONBOARDING, reason="passed its L3 burn-in",
+                    actor=Actor.POLICY, at=now, l1_at=now, jobs_since_l1=0, check_job_id=None,
+                )  # fmt: skip
+                out.healed.append(r.id)
+            else:
+                switch_board_state(
+                    conn, r.id, S.QUARANTINED, current=S.ONBOARDING, reason=f"L3 burn-in failed: {res.detail}",
+                    actor=Actor.POLICY, at=now, check_job_id=None,
+                )  # fmt: skip
+                out.quarantined.append(r.id)
 
     # ---- cases
 

@@ -18,6 +18,7 @@ from fleetyard.controller.leader import Leadership
 from fleetyard.controller.reconcile import Reconciler
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
+from fleetyard.policy.liveness import HOST_TIMEOUT_S
 from fleetyard.store import migrate
 from fleetyard.store.db import Store, now
 
@@ -30,7 +31,7 @@ SLOW_EVERY_S = 1.0
 def run_controller(
     *,
     db_url: str,
-    host_timeout_s: float = 10.0,
+    host_timeout_s: float = HOST_TIMEOUT_S,
     tick_s: float = 0.02,
     health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from fleetyard.controller.healing import Healer
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.health_config import DEFAULT_HEALTH, BreakerPolicy, HealthConfig
+from fleetyard.domain.health_config import DEFAULT_HEALTH, BreakerPolicy, HealthConfig, RuleAction
 from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
 from fleetyard.policy.health import Finding, Reading, findings, worst
-from fleetyard.policy.liveness import HostView, lost_hosts, watching_since
+from fleetyard.policy.liveness import HOST_TIMEOUT_S, HostView, lost_hosts, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
 from fleetyard.store import tables as t
@@ -25,7 +26,7 @@ from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.breakers import open_breakers, taken_out_since, trip
 from fleetyard.store.db import Store
-from fleetyard.store.healing import open_cases
+from fleetyard.store.healing import CHECK_KIND, open_cases
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
 
@@ -42,14 +43,18 @@ class HealthPass(NamedTuple):
 @dataclass
 class Reconciler:
     store: Store
-    host_timeout_s: float = 10.0
+    host_timeout_s: float = HOST_TIMEOUT_S
     watching_since: float = 0.0
+    requeue_grace_s: float | None = None  # a lost host's jobs wait this long (None: host_timeout_s)
     health_config: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
     breaker: BreakerLimits = field(default_factory=BreakerLimits)
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     scheduler: SchedulerShell = field(init=False)
     healer: Healer = field(init=False)
     _readings: dict[str, Reading] = field(init=False, default_factory=dict)  # each board's last telemetry
+    _ends: dict[str, deque[RankEnd]] = field(init=False, default_factory=dict)  # per job fingerprint, the window's
+    _ends_seen: float = field(init=False, default=0.0)
+    _blame_pending: dict[str, dict[str, str]] = field(init=False, default_factory=dict)  # fingerprint -> board -> why
     _telemetry_seen: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
@@ -83,7 +88,13 @@ class Reconciler:
             lost = lost_hosts(hosts, now=now, timeout_s=self.host_timeout_s, watching_since=self.watching_since)
             for host_id in lost:
                 log.warning("host %s lost: no heartbeat for %.0f s", host_id, self.host_timeout_s)
-                lose_host(conn, host_id, reason=f"host lost: no heartbeat for {self.host_timeout_s:.0f} s", at=now)
+                lose_host(
+                    conn,
+                    host_id,
+                    reason=f"host lost: no heartbeat for {self.host_timeout_s:.0f} s",
+                    at=now,
+                    requeue_grace_s=self.host_timeout_s if self.requeue_grace_s is None else self.requeue_grace_s,
+                )
         return lost
 
     def health(self, now: float) -> HealthPass:
@@ -106,14 +117,18 @@ class Reconciler:
                 )
             ).all()
             why = {r.id: f"failed its probe: {r.probe_reason or 'no reason given'}" for r in failing}
-            ruled = self._rules(conn)
-            for r, finding in ruled:
-                why.setdefault(r.id, finding.message)
-            candidates = [*failing, *(r for r, _ in ruled if r.id not in {f.id for f in failing})]
+            action: dict[str, RuleAction] = {}
+            flagged = [(r, f.message, f.action) for r, f in self._rules(conn)]
+            flagged += [(r, reason, RuleAction.CHECK) for r, reason in self._blamed(conn, now)]
+            candidates = list(failing)
+            for r, reason, act in flagged:
+                if r.id not in why:
+                    why[r.id], action[r.id] = reason, act
+                    candidates.append(r)
             tripped = set(open_breakers(conn))
             intake = self._intake(conn, candidates, tripped, now)
             rows = {r.id: r for r in candidates}
-            action = {r.id: f.action for r, f in ruled}
+            self._forgive(intake.boards)
             for board_id in intake.boards:
                 r = rows[board_id]
                 if r.state == BoardState.ALLOCATED:
@@ -123,7 +138,7 @@ class Reconciler:
                         conn, board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=why[board_id],
                         actor=Actor.POLICY, at=now,
                     )  # fmt: skip
-                if board_id in action and board_id not in {f.id for f in failing}:
+                if board_id in action:
                     self.healer.take(conn, board_id, why[board_id], action[board_id], r.generation, now)
             healed = self.healer.pass_(conn, now)
         return HealthPass(intake.boards, healed.healed, healed.quarantined, sorted(intake.trips))
@@ -148,6 +163,56 @@ class Reconciler:
             if found is not None:
                 out.append((r, found))
         return out
+
+    def _blamed(self, conn: sa.Connection, now: float) -> list[tuple[Any, str]]:
+        """Available boards on which a job failed while the same job passed elsewhere
+        (:func:`~fleetyard.policy.blame.blame`), with why. Reads the rank ends since the last pass
+        (a restarted controller: those of the window) and judges the jobs they touch."""
+        a, j = t.assignments.c, t.jobs.c
+        since = self._ends_seen or now - BLAME_WINDOW_S
+        new = conn.execute(
+            sa.select(a.board_id, a.outcome, a.finished_at, a.job_id, j.kind, j.spec)
+            .join(t.jobs, t.jobs.c.id == a.job_id)
+            .where(
+                a.finished_at > since,
+                a.outcome.in_([str(Outcome.SUCCESS), str(Outcome.USER_ERROR), str(Outcome.TIMEOUT)]),
+                j.kind != CHECK_KIND,
+            )
+        ).all()
+        self._ends_seen = max([since, *(e.finished_at for e in new)])
+        touched = set()
+        for e in new:
+            fp = fingerprint(e.kind, (e.spec or {}).get("params", {}))
+            ends = self._ends.setdefault(fp, deque())
+            ends.append(RankEnd(fp, e.board_id, e.outcome == Outcome.SUCCESS, e.finished_at, e.job_id, e.outcome))
+            touched.add(fp)
+        for fp in touched:
+            ends = self._ends[fp]
+            while ends and ends[0].at < now - BLAME_WINDOW_S:
+                ends.popleft()
+            self._blame_pending[fp] = blame(ends, now=now)
+        if len(self._ends) > 4 * len(touched) + 10_000:  # now and then: drop jobs gone quiet
+            self._ends = {fp: e for fp, e in self._ends.items() if e and e[-1].at >= now - BLAME_WINDOW_S}
+        blamed = {b: why for by_board in self._blame_pending.values() for b, why in by_board.items()}
+        if not blamed:
+            return []
+        b = t.boards.c
+        rows = conn.execute(
+            sa.select(b.id, b.generation, b.state, b.attempt_id).where(
+                b.id.in_(list(blamed)), b.state == str(BoardState.AVAILABLE)
+            )
+        ).all()  # a busy board is taken out once its job is done
+        return [(r, blamed[r.id]) for r in rows]
+
+    def _forgive(self, boards: list[str]) -> None:
+        """Boards just taken out: their failures are dealt with (their check decides now)."""
+        gone = set(boards) & {b for by_board in self._blame_pending.values() for b in by_board}
+        if not gone:
+            return
+        for fp, by_board in self._blame_pending.items():
+            if gone & set(by_board):
+                self._ends[fp] = deque(e for e in self._ends[fp] if e.passed or e.board not in gone)
+                self._blame_pending[fp] = {b: why for b, why in by_board.items() if b not in gone}
 
     def _fail_attempt_on(
         self, conn: sa.Connection, board_id: str, attempt_id: int | None, why: str, now: float
@@ -174,7 +239,8 @@ class Reconciler:
             tripped = set(open_breakers(conn))
             rows = conn.execute(
                 sa.select(t.boards.c.id, t.boards.c.state, t.boards.c.state_changed_at, t.boards.c.generation).where(
-                    t.boards.c.state.in_(timed)
+                    t.boards.c.state.in_(timed),
+                    t.boards.c.attempt_id.is_(None),  # a check runs on it: its own time limit applies
                 )
             ).all()
             on_ladder = {c.case.board for c in open_cases(conn)}  # their case keeps its own deadlines

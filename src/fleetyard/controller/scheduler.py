@@ -111,7 +111,7 @@ class SchedulerShell:
         with self.store.read() as conn:
             count, id_sum, queued_max = conn.execute(
                 sa.select(sa.func.count(t.jobs.c.id), sa.func.sum(t.jobs.c.id), sa.func.max(t.jobs.c.id)).where(
-                    t.jobs.c.state == str(JobState.QUEUED)
+                    _eligible(now)
                 )
             ).one()
             if not count:
@@ -215,7 +215,7 @@ class SchedulerShell:
         if (count, id_sum) == (len(line), sum(line.ids())) and now - self._queue_synced_at < QUEUE_RESYNC_S:
             return
         self._queue_synced_at = now
-        queued = set(conn.execute(sa.select(t.jobs.c.id).where(t.jobs.c.state == str(JobState.QUEUED))).scalars())
+        queued = set(conn.execute(sa.select(t.jobs.c.id).where(_eligible(now))).scalars())
         for gone in line.ids() - queued:
             self._leave(gone)
         new = sorted(queued - line.ids())
@@ -461,3 +461,10 @@ def _runtime_estimates(conn: sa.Connection) -> dict[tuple[str, str | None], floa
 def _artifact(spec: JobSpec) -> str | None:
     value = spec.params.get("artifact")
     return value if isinstance(value, str) else None
+
+
+def _eligible(now: float) -> sa.ColumnElement[bool]:
+    """Queued jobs the scheduler may place now (a lost host's work waits out its grace)."""
+    return sa.and_(
+        t.jobs.c.state == str(JobState.QUEUED), sa.or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now)
+    )

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# A host is lost after 3 missed heartbeats (the server's default interval: 2 s), and the second
+# the server's write-behind may hold its last one.
+HOST_TIMEOUT_S = 3 * 2.0 + 1.0
+
 
 @dataclass(frozen=True)
 class HostView:

@@ -388,7 +388,9 @@ class FleetSim:
             self.jobs_corrupt += 1
         self.jobs_done += 1
         self._finish(job)
-        for b in job.boards:
+        boards, job.boards = job.boards, ()
+        for b in boards:
+            b.job = None
             b.jobs_since += 1
             b.streak = 0
             self._release(b)
@@ -479,6 +481,7 @@ class FleetSim:
         self._make_free(b)
 
     def _make_free(self, b: _Board) -> None:
+        assert b.job is None, f"board {b.id} freed while job {b.job.id} holds it"
         self._to(b, S.AVAILABLE)
         b.in_check = False
         if self.host_lost[b.host]:

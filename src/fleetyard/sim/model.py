@@ -157,7 +157,9 @@ class Scenario:
     heartbeat_s: float = 10.0
     host_timeout_beats: int = 3  # missed heartbeats before a host is lost
     health_pass_s: float = 1.0  # the controller's health pass (controller.loop.SLOW_EVERY_S)
-    requeue_grace_s: float = 60.0  # a lost host's attempts wait this long before they re-queue
+    requeue_grace_s: float = (
+        30.0  # a lost host's attempts wait this long before they re-queue (the controller: its host timeout)
+    )
     pass_s: float = 300.0  # the scheduler's pass, at most this often (a real controller: far more often)
     window: int = 16  # jobs left waiting that a pass explains and reserves boards for (the controller: 200-2000)
     operator_response_s: float = 8 * HOUR_S

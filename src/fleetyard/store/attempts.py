@@ -187,8 +187,9 @@ def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> No
         settle(conn, attempt_id, at=at)
 
 
-def settle(conn: sa.Connection, attempt_id: int, *, at: float) -> JobState | None:
-    """If every rank of the attempt has ended, end the attempt and decide its job's next state."""
+def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float | None = None) -> JobState | None:
+    """If every rank of the attempt has ended, end the attempt and decide its job's next state
+    (a job that runs again waits until ``requeue_at`` when given)."""
     ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()
     if not ranks or any(r.state != AssignmentState.EXITED for r in ranks):
         return None
@@ -217,6 +218,11 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float) -> JobState | Non
     }
     if nxt.infra_retry:
         values["infra_retries"] = job.infra_retries + 1
+    if state is JobState.QUEUED and requeue_at is not None and requeue_at > at:
+        values["not_before"] = requeue_at
+        values["pending_reason"] = (
+            f"re-queued after its host was lost; runs again after a grace of {requeue_at - at:.0f} s"
+        )
     if state.finished:
         values["finished_at"] = at
     conn.execute(t.jobs.update().where(t.jobs.c.id == job.id).values(**values))

@@ -15,27 +15,43 @@ LIVE = [str(AssignmentState.PENDING), str(AssignmentState.DELIVERED), str(Assign
 
 
 def end_live_ranks(
-    conn: sa.Connection, host_id: str, *, reason: str, at: float, outcome: Outcome = Outcome.INFRA_ERROR
+    conn: sa.Connection,
+    host_id: str,
+    *,
+    reason: str,
+    at: float,
+    outcome: Outcome = Outcome.INFRA_ERROR,
+    requeue_grace_s: float = 0.0,
 ) -> None:
-    """End every live rank on a host (as an infra error unless told otherwise) and settle their attempts."""
+    """End every live rank on a host (as an infra error unless told otherwise) and settle their
+    attempts; jobs that run again wait ``requeue_grace_s``."""
     live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE))).all()
     attempts = set()
     for a in live:
         end_rank(conn, a, outcome=outcome, at=at, message=reason)
         attempts.add(a.attempt_id)
     for attempt_id in sorted(attempts):
-        settle(conn, attempt_id, at=at)
+        settle(conn, attempt_id, at=at, requeue_at=at + requeue_grace_s if requeue_grace_s > 0 else None)
 
 
 def lose_host(
-    conn: sa.Connection, host_id: str, *, reason: str, at: float, outcome: Outcome = Outcome.INFRA_ERROR
+    conn: sa.Connection,
+    host_id: str,
+    *,
+    reason: str,
+    at: float,
+    outcome: Outcome = Outcome.INFRA_ERROR,
+    requeue_grace_s: float = 0.0,
 ) -> None:
-    """A host stopped answering (or its agent left): boards go offline, live ranks end with ``outcome``."""
+    """A host stopped answering (or its agent left): boards go offline (a quarantined one stays
+    quarantined: it must not come back through a check), live ranks end with ``outcome``, and
+    their jobs wait ``requeue_grace_s`` before they run elsewhere: a host cut off by the network
+    may still be running them, and its agent gets that long again to notice and stop."""
     conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline", offline_since=at))
     boards = conn.execute(
         sa.select(t.boards.c.id, t.boards.c.state).where(
             t.boards.c.host_id == host_id,
-            t.boards.c.state.notin_([str(BoardState.OFFLINE), str(BoardState.RETIRED)]),
+            t.boards.c.state.notin_([str(BoardState.OFFLINE), str(BoardState.RETIRED), str(BoardState.QUARANTINED)]),
         )
     ).all()
     for b in boards:
@@ -48,7 +64,7 @@ def lose_host(
             actor=Actor.POLICY,
             at=at,
         )
-    end_live_ranks(conn, host_id, reason=reason, at=at, outcome=outcome)
+    end_live_ranks(conn, host_id, reason=reason, at=at, outcome=outcome, requeue_grace_s=requeue_grace_s)
 
 
 def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:

@@ -104,6 +104,8 @@ jobs = sa.Table(
     # Why a queued job waits, as the scheduler last saw it (with the numbers).
     sa.Column("pending_reason", sa.Text),
     # A lease (kind "lease") ends then unless renewed.
+    # Not schedulable before this (a lost host's work waits a grace period: store.hosts.lose_host).
+    sa.Column("not_before", Time),
     sa.Column("lease_expires_at", Time),
     sa.Index("ix_jobs_state_priority_id", "state", "priority", "id"),
 )
@@ -145,6 +147,7 @@ assignments = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_assignments_host_id_state", "host_id", "state"),
     sa.Index("ix_assignments_state", "state"),
+    sa.Index("ix_assignments_finished_at", "finished_at"),  # the controller reads the ranks that ended lately
 )
 
 logs = sa.Table(

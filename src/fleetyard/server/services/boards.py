@@ -106,6 +106,24 @@ def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, a
         return board_out(_board(conn, board_id))
 
 
+def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
+    """A quarantined board came back from repair: it goes through onboarding (an L3 burn-in,
+    run by the controller) before it serves again."""
+    with store.write() as conn:
+        b = _board(conn, board_id)
+        state = BoardState(b.state)
+        if state is not BoardState.QUARANTINED:
+            raise Conflict(
+                f"board {board_id} is {state}, not quarantined: only a quarantined board comes back from repair",
+                detail={"state": str(state)},
+            )
+        why = f"repaired, by {principal.name}: {reason}; a burn-in before service"
+        switch_board_state(
+            conn, board_id, BoardState.ONBOARDING, current=state, reason=why, actor=Actor.OPERATOR, at=at
+        )
+        return board_out(_board(conn, board_id))
+
+
 def history(store: Store, *, board_id: str, limit: int = 100) -> list[BoardEventOut]:
     with store.read() as conn:
         _board(conn, board_id)

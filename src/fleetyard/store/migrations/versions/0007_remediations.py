@@ -1,4 +1,5 @@
-"""remediations (a failing board's case on the ladder: its repair record); boards' L1 bookkeeping
+"""remediations (a failing board's case on the ladder: its repair record); boards' L1 bookkeeping;
+jobs.not_before (a lost host's work waits a grace period before it runs elsewhere)
 
 Revision ID: 0007
 Revises: 0006
@@ -46,11 +47,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("jobs_since_l1", sa.Integer(), server_default="0", nullable=False))
         batch.add_column(sa.Column("check_due", sa.Text(), nullable=True))
         batch.add_column(sa.Column("check_job_id", sa.Integer(), nullable=True))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("not_before", sa.Double(), nullable=True))
+    op.create_index("ix_assignments_finished_at", "assignments", ["finished_at"], unique=False)
     # Boards in the fleet already passed their onboarding: their L1 clock starts now.
     op.execute("UPDATE boards SET l1_at = state_changed_at")
 
 
 def downgrade() -> None:
+    op.drop_index("ix_assignments_finished_at", table_name="assignments")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("not_before")
     with op.batch_alter_table("boards") as batch:
         batch.drop_column("check_job_id")
         batch.drop_column("check_due")
