@@ -97,3 +97,31 @@ def test_board_ops_reset_and_reflash_boards_through_their_agent(stack: Stack) ->
     wait_for(lambda: probe_ok(hung) and probe_ok(dropped), what="rebooted boards to pass their probes")
     done = order(dropped, "reflash")
     assert (done["state"], done["message"]) == ("succeeded", "firmware 1.4.2 written again")
+
+
+def test_a_board_is_flashed_to_a_registered_image_through_its_agent(stack: Stack) -> None:
+    import hashlib
+
+    from fleetyard.domain.firmware_image import sim_image
+
+    stack.start(hosts=1, driver="sim:1:sim-g1")
+    [board] = [b["id"] for b in stack.boards(host="h1")]
+    data = sim_image("sim-g1", "1.5.0")
+    sha = hashlib.sha256(data).hexdigest()
+    assert stack.http("PUT", f"/v1/blobs/{sha}", as_="ops", content=data).status_code in (200, 201)
+    stack.ok("POST", "/v1/firmware", as_="ops", json={"generation": "sim-g1", "version": "1.5.0", "sha256": sha})
+    missing = stack.http("POST", f"/v1/boards/{board}/ops", as_="ops", json={"op": "flash", "version": "9.9.9"})
+    assert missing.status_code == 404 and "no sim-g1 firmware 9.9.9" in missing.json()["error"]["message"]
+    ordered = stack.ok("POST", f"/v1/boards/{board}/ops", as_="ops", json={"op": "flash", "version": "1.5.0"})
+    done = wait_for(
+        lambda: (
+            (o := stack.ok("GET", f"/v1/boards/{board}/ops")[0])["id"] == ordered["id"]
+            and o["state"] not in ("ordered", "delivered")
+            and o
+        ),
+        what="the flash to finish",
+    )
+    assert done["state"] == "succeeded" and done["message"] == "firmware 1.5.0 flashed", done
+    assert stack.ok("GET", f"/v1/boards/{board}")["firmware"] == "1.5.0"
+    job = stack.wait_job(stack.submit(params={"command": "true"}, firmware="==1.5.0"))
+    assert job["state"] == "succeeded"  # a job that pins the new version runs on it

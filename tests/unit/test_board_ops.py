@@ -51,7 +51,9 @@ def test_an_op_reaches_its_hosts_agent_and_its_result_is_stored_once(fleet: Flee
     )
     assert fleet.beat("h2")["ops"] == []
     answer = fleet.beat("h1")
-    assert answer["ops"] == [{"id": op["id"], "board_id": "h1-b0", "op": "soft_reset", "timeout_s": 120.0}]
+    assert answer["ops"] == [
+        {"id": op["id"], "board_id": "h1-b0", "op": "soft_reset", "timeout_s": 120.0, "image": None, "version": None}
+    ]
     assert history(fleet, "h1-b0")[0]["state"] == "delivered"
     now = time.time()
     done = {"id": op["id"], "ok": True, "message": "soft reset done", "started_at": now - 1, "finished_at": now}

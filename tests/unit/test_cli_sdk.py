@@ -200,6 +200,7 @@ def test_the_public_surface_is_pinned() -> None:
     assert sorted(fleetyard.client.__all__) == [
         "ArtifactOut",
         "AttemptOut",
+        "AuditEntryOut",
         "BoardEventOut",
         "BoardOp",
         "BoardOpOut",
@@ -208,6 +209,7 @@ def test_the_public_surface_is_pinned() -> None:
         "FaultAction",
         "FaultKind",
         "FaultOrderOut",
+        "FirmwareOut",
         "FleetStatsOut",
         "HostOut",
         "JobDetail",
@@ -382,6 +384,31 @@ def test_listings_print_tables_for_people(srv: Scripted) -> None:
     assert srv.seen[0].query["label"] == ["rack=r1"]
 
 
+def audit_entry(action: str = "board.drain", target: str | None = "b1") -> dict[str, Any]:
+    return {
+        "id": 1,
+        "at": 1.0,
+        "actor": "olga",
+        "role": "operator",
+        "action": action,
+        "target": target,
+        "reason": "fan noise",
+        "detail": {"state": "available"},
+    }
+
+
+def test_audit_ls_sends_the_filters_and_prints_the_entries(srv: Scripted) -> None:
+    srv.on("GET", "/v1/audit", (200, [audit_entry(), audit_entry("queues.apply", None)]))
+    result = cli(srv, "audit", "ls", "--since", "2h", "--actor", "olga", "--action", "board.drain", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    assert "board.drain" in result.stdout and "fan noise" in result.stdout and "queues.apply" in result.stdout
+    assert srv.seen[0].query == {"since_s": ["7200.0"], "actor": ["olga"], "action": ["board.drain"], "limit": ["5"]}
+    result = cli(srv, "audit", "ls", "--target", "b1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["detail"] == {"state": "available"}
+    assert srv.seen[1].query["target"] == ["b1"] and srv.seen[1].query["since_s"] == ["604800.0"]
+
+
 def test_a_server_error_is_a_red_message_and_exit_1(srv: Scripted) -> None:
     srv.on("POST", "/v1/boards/b9/drain", (404, error("not_found", "no board b9", {"board": "b9"})))
     result = cli(srv, "boards", "drain", "b9", "--reason", "fan")
@@ -551,3 +578,23 @@ def test_board_repairs_show_each_case_its_steps_and_how_it_ended(srv: Scripted) 
     assert srv.seen[0].query == {"limit": ["5"]}
     as_json = cli(srv, "boards", "repairs", "b1", "--json")
     assert as_json.exit_code == 0 and '"outcome": "quarantined"' in as_json.stdout
+
+
+def test_firmware_ls_shows_each_generations_images_and_its_standard(srv: Scripted) -> None:
+    image = {
+        "generation": "sim-g2",
+        "version": "2.2.0",
+        "sha256": "ab" * 32,
+        "size": 2048,
+        "notes": "fixes ECC scrub",
+        "hardware_revisions": [],
+        "standard": True,
+        "uploaded_by": "ops",
+        "uploaded_at": 100.0,
+    }
+    srv.on("GET", "/v1/firmware", (200, [image]))
+    listed = cli(srv, "firmware", "ls", "--gen", "sim-g2")
+    assert listed.exit_code == 0, listed.output
+    for text in ("sim-g2", "2.2.0", "standard", "abababababab", "fixes ECC scrub", "all"):
+        assert text in listed.stdout
+    assert srv.seen[0].query == {"generation": ["sim-g2"]}

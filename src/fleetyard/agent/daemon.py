@@ -35,7 +35,7 @@ from fleetyard.agent.link import Backoff, Revival, ServerLink, Unreachable, desc
 from fleetyard.agent.outbox import EventSender, Outbox
 from fleetyard.agent.runner import BoardRunner, RunnerConfig
 from fleetyard.agent.worker import stop_outcome
-from fleetyard.drivers.base import BoardDriver, FaultInjectable, Reflashable, Resettable, load_driver
+from fleetyard.drivers.base import BoardDriver, FaultInjectable, Flashable, Reflashable, Resettable, load_driver
 from fleetyard.errors import FleetyardError, StaleSession
 from fleetyard.protocol.agent import (
     CACHED_MAX,
@@ -528,6 +528,18 @@ class Agent:
         """Carry out one board op through the driver; what happened, or an exception saying why not."""
         if o.board_id not in self.runners:
             raise OpFailed(f"board {o.board_id} is not on host {self.host}")
+        if o.op is BoardOp.FLASH:
+            if not isinstance(self.driver, Flashable):
+                raise OpFailed(f"driver {self.driver_spec} cannot flash boards")
+            if not o.image or not o.version:
+                raise OpFailed("a flash needs an image and its version")
+            # The image is fetched (and kept from eviction) before the board is held: its work goes on meanwhile.
+            with (
+                self.blobs.held([o.image]) as images,
+                self._holding([o.board_id], f"the board is being flashed (op {o.id})", o.timeout_s),
+            ):
+                version = self.driver.flash(o.board_id, images[o.image], o.version)
+            return f"firmware {version} flashed"
         if o.op is BoardOp.REFLASH:
             if not isinstance(self.driver, Reflashable):
                 raise OpFailed(f"driver {self.driver_spec} cannot reflash boards")

@@ -206,14 +206,17 @@ def boards_op(
     board_id: Annotated[str, typer.Argument()],
     op: Annotated[BoardOp, typer.Argument(help="host_reboot acts on every board of the board's host.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept with the op).")] = "",
+    version: Annotated[
+        str | None, typer.Option("--version", help="flash: a registered firmware version (fleetyard firmware ls).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Have the board's agent carry out a remediation step: soft_reset, hard_reset, reflash, host_reboot.
+    """Have the board's agent carry out an op: soft_reset, hard_reset, reflash, host_reboot, or flash --version V.
 
     The board's running job (every job on the host, for host_reboot) ends as an infra error.
     `fleetyard boards ops BOARD` shows how it went."""
     with client(ctx) as fy:
-        order = fy.order_board_op(board_id, op, reason)
+        order = fy.order_board_op(board_id, op, reason, version=version)
     if as_json:
         emit_json(order)
     else:

@@ -16,8 +16,10 @@ from typer.core import TyperGroup
 from fleetyard import __version__
 from fleetyard.cli import (
     artifacts,
+    audit,
     bench,
     boards,
+    firmware,
     fleet,
     jobs,
     processes,
@@ -101,6 +103,8 @@ app.add_typer(processes.db_app, name="db", rich_help_panel="Programs")
 app.add_typer(boards.boards_app, name="boards")
 app.add_typer(boards.hosts_app, name="hosts")
 app.add_typer(fleet.app, name="fleet")
+app.add_typer(audit.app, name="audit")
+app.add_typer(firmware.app, name="firmware")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(lease_app, name="lease")
 app.add_typer(queues.app, name="queues")

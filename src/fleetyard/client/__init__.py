@@ -21,10 +21,12 @@ from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import (
     ArtifactOut,
     AttemptOut,
+    AuditEntryOut,
     BoardEventOut,
     BoardOpOut,
     BoardOut,
     FaultOrderOut,
+    FirmwareOut,
     FleetStatsOut,
     HostOut,
     JobDetail,
@@ -40,6 +42,7 @@ from fleetyard.protocol.api import (
 __all__ = [
     "ArtifactOut",
     "AttemptOut",
+    "AuditEntryOut",
     "BoardEventOut",
     "BoardOp",
     "BoardOpOut",
@@ -48,6 +51,7 @@ __all__ = [
     "FaultAction",
     "FaultKind",
     "FaultOrderOut",
+    "FirmwareOut",
     "FleetStatsOut",
     "HostOut",
     "JobDetail",

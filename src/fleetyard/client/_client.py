@@ -6,7 +6,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,11 +26,13 @@ from fleetyard.errors import BadRequest, DigestMismatch
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import (
     ArtifactOut,
+    AuditEntryOut,
     BoardEventOut,
     BoardOpOut,
     BoardOut,
     BreakerOut,
     FaultOrderOut,
+    FirmwareOut,
     FleetStatsOut,
     HostOut,
     JobDetail,
@@ -199,13 +201,20 @@ class Client:
         return self._one(FaultOrderOut, "POST", f"/v1/admin/boards/{_q(board_id)}/faults", json=body)
 
     def order_board_op(
-        self, board_id: str, op: BoardOp | str, reason: str = "", timeout_s: float | None = None
+        self,
+        board_id: str,
+        op: BoardOp | str,
+        reason: str = "",
+        timeout_s: float | None = None,
+        version: str | None = None,
     ) -> BoardOpOut:
-        """Have the board's agent carry out a remediation step (soft_reset, hard_reset, reflash,
-        host_reboot: every board of its host); see :meth:`board_ops` for how it went."""
+        """Have the board's agent carry out an op (soft_reset, hard_reset, reflash, host_reboot:
+        every board of its host; flash: a registered ``version``); see :meth:`board_ops` for how it went."""
         body: dict[str, Any] = {"op": str(op), "reason": reason}
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
+        if version is not None:
+            body["version"] = version
         return self._one(BoardOpOut, "POST", f"/v1/boards/{_q(board_id)}/ops", json=body)
 
     def board_ops(self, board_id: str, limit: int = 100) -> list[BoardOpOut]:
@@ -350,6 +359,34 @@ class Client:
         body = {"sha256": sha, "name": name or Path(path).name}
         return self._one(ArtifactOut, "POST", "/v1/artifacts", json=body)
 
+    def push_firmware(
+        self,
+        path: str | os.PathLike[str],
+        generation: str,
+        version: str,
+        *,
+        notes: str = "",
+        hardware_revisions: Sequence[str] = (),
+    ) -> FirmwareOut:
+        """Upload a firmware image and register it for a generation (staff)."""
+        sha = self.upload_blob(path)
+        body = {
+            "generation": generation,
+            "version": version,
+            "sha256": sha,
+            "notes": notes,
+            "hardware_revisions": list(hardware_revisions),
+        }
+        return self._one(FirmwareOut, "POST", "/v1/firmware", json=body)
+
+    def firmware(self, generation: str | None = None) -> list[FirmwareOut]:
+        """The registered firmware images, by generation, newest version first."""
+        return self._many(FirmwareOut, "/v1/firmware", params=self._params(generation=generation))
+
+    def set_standard_firmware(self, generation: str, version: str) -> FirmwareOut:
+        """Make a registered image its generation's standard: what onboarding flashes (staff)."""
+        return self._one(FirmwareOut, "POST", f"/v1/firmware/{_q(generation)}/{_q(version)}/standard")
+
     def resolve_artifact(self, ref: str | os.PathLike[str]) -> ArtifactOut:
         """An artifact from a reference: a local file is pushed, a sha256 must name a pushed one."""
         path = Path(ref)
@@ -378,6 +415,20 @@ class Client:
 
     def revoke_token(self, name: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_q(name)}")
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    def audit(
+        self,
+        since_s: float | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntryOut]:
+        """Operator actions, newest first (admin, operator): who did what to which target, when and why."""
+        params = self._params(since_s=since_s, actor=actor, action=action, target=target, limit=limit)
+        return self._many(AuditEntryOut, "/v1/audit", params=params)
 
     # -- queues and priority classes ----------------------------------------------------------
 

@@ -32,6 +32,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, HealthConfig, RuleAction
 from fleetyard.policy.health import l1_due
 from fleetyard.policy.remediation import Act, Case, Do, Phase, on_result, on_time, open_case
+from fleetyard.protocol.agent import BoardOp
 from fleetyard.store import tables as t
 from fleetyard.store.board_ops import get_op, order_op
 from fleetyard.store.boards import switch_board_state
@@ -251,7 +252,7 @@ class Healer:
                     conn, board, S.REMEDIATING, current=state, reason=act.reason, actor=Actor.POLICY, at=now
                 )
             op_id = order_op(
-                conn, board, act.op, reason=act.reason, at=now, actor=str(Actor.POLICY),
+                conn, board, BoardOp(str(act.op)), reason=act.reason, at=now, actor=str(Actor.POLICY),
                 timeout_s=policy.ladder[case.step].timeout_s,
             )  # fmt: skip
             save_case(conn, case, row_id=c.id, at=now, op_id=op_id)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetyard import __version__
+from fleetyard.domain.firmware_image import read_header
 from fleetyard.drivers.base import BoardFault, BoardIdentity, DriverSpec, Probe
 from fleetyard.errors import BadRequest
 from fleetyard.protocol.agent import FaultKind
@@ -383,10 +384,16 @@ class SimDriver:
     # -- Flashable
 
     def flash(self, serial: str, image: Path, version: str) -> str:
-        """Write a firmware image; fails (firmware left corrupt) while ``bad_flash`` is injected."""
-        self._board(serial)
+        """Write a firmware image; fails (firmware left corrupt) while ``bad_flash`` is injected.
+        An image whose header names another generation (or version) is refused before writing."""
+        gen = self._board(serial).gen
         if not Path(image).is_file():
             raise FileNotFoundError(f"firmware image {image} not found")
+        header = read_header(Path(image))
+        if header is not None and header["generation"] != gen.name:
+            raise BoardFault(f"image is for {header['generation']}, not for this {gen.name} board: nothing written")
+        if header is not None and header["version"] != version:
+            raise BoardFault(f"image is version {header['version']}, not {version}: nothing written")
         return self._write_firmware(serial, version)
 
     def reflash(self, serial: str) -> str:

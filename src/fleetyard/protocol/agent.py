@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from fleetyard.domain.health_config import RemedyOp
 from fleetyard.domain.job import Outcome
 
 # How many warm artifacts a board reports (and the server keeps), most recently used last.
@@ -74,9 +73,15 @@ class LeaveRequest(BaseModel):
     session: str
 
 
-# A remediation step the host's agent carries out on a board (the controller's ladder): one
-# enum with the health config's ladder steps.
-BoardOp = RemedyOp
+class BoardOp(StrEnum):
+    """An operation the host's agent carries out on a board: the remediation ladder's steps
+    (:class:`~fleetyard.domain.health_config.RemedyOp`, same values) and ``flash``."""
+
+    SOFT_RESET = "soft_reset"
+    HARD_RESET = "hard_reset"
+    REFLASH = "reflash"  # write the firmware the board already runs again
+    HOST_REBOOT = "host_reboot"  # every board of the host: workers stopped, boards hard-reset
+    FLASH = "flash"  # write a registered firmware image (``image``, ``version``)
 
 
 # How long an op may take, from its order to its result, unless the order says otherwise:
@@ -86,6 +91,7 @@ OP_TIMEOUT_S: dict[BoardOp, float] = {
     BoardOp.HARD_RESET: 300.0,
     BoardOp.REFLASH: 600.0,
     BoardOp.HOST_REBOOT: 900.0,
+    BoardOp.FLASH: 900.0,
 }
 
 
@@ -94,6 +100,8 @@ class OpOrder(BaseModel):
     board_id: str
     op: BoardOp
     timeout_s: float
+    image: str | None = Field(None, description="flash: the image's sha256 (a blob the agent fetches)")
+    version: str | None = Field(None, description="flash: the image's version")
 
 
 class OpResult(BaseModel):

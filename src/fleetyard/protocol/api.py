@@ -165,6 +165,19 @@ class TokenOut(BaseModel):
     token: str | None = Field(None, description="the secret, shown once at creation")
 
 
+class AuditEntryOut(BaseModel):
+    """One operator action in the audit log."""
+
+    id: int
+    at: float
+    actor: str = Field(description="the name of the token that made the call")
+    role: str
+    action: str = Field(description="what was done, e.g. board.drain, breaker.reset, token.create")
+    target: str | None = Field(description="what it was done to: a board id, generation, queue, token name, job id")
+    reason: str | None = Field(description="the operator's words, for calls that take a reason")
+    detail: dict[str, Any] = Field(description="the rest of the request (never a secret)")
+
+
 class ResultsOut(BaseModel):
     job_id: int
     state: str
@@ -183,6 +196,9 @@ class FaultOrderOut(BaseModel):
 class BoardOpIn(BaseModel):
     op: BoardOp
     reason: str = Field("", max_length=1000, description="why (kept with the op)")
+    version: str | None = Field(
+        None, max_length=100, description="flash: a registered firmware version of the board's generation"
+    )
     timeout_s: float | None = Field(
         None, gt=0, le=86400, description="no result by then: the op failed (default: the op's own)"
     )
@@ -223,6 +239,7 @@ class BoardOpOut(BaseModel):
     finished_at: float | None = Field(None, description="agent's clock")
     ok: bool | None = None
     message: str | None = None
+    version: str | None = Field(None, description="flash: the firmware version written")
 
 
 class ArtifactIn(BaseModel):
@@ -239,6 +256,30 @@ class ArtifactOut(BaseModel):
     info: dict[str, Any] = Field(description="inputs, outputs, functions, targets (fleetyard.runtimes.ArtifactInfo)")
     created_at: float
     created_by: str
+
+
+class FirmwareIn(BaseModel):
+    """A firmware image to register: its bytes were uploaded as a blob (PUT /v1/blobs/{sha256})."""
+
+    generation: str = Field(min_length=1, max_length=100)
+    version: str = Field(min_length=1, max_length=100, description="a PEP 440 version, e.g. 2.2.0")
+    sha256: str = Field(description="the uploaded image")
+    notes: str = Field("", max_length=10_000)
+    hardware_revisions: list[str] = Field(
+        default_factory=list, max_length=100, description="the board revisions it supports; empty: all"
+    )
+
+
+class FirmwareOut(BaseModel):
+    generation: str
+    version: str
+    sha256: str
+    size: int
+    notes: str
+    hardware_revisions: list[str]
+    standard: bool = Field(description="the generation's standard: what onboarding flashes")
+    uploaded_by: str
+    uploaded_at: float
 
 
 class QueueGenerationOut(BaseModel):

@@ -30,7 +30,7 @@ from fleetyard.server.auth import ANY, TokenCache
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.metrics import make_registry
-from fleetyard.server.routers import agent, artifacts, blobs, fleet, jobs, leases, queues, tokens
+from fleetyard.server.routers import agent, artifacts, audit, blobs, firmware, fleet, jobs, leases, queues, tokens
 from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
 from fleetyard.store.blobs import BlobStore
@@ -116,6 +116,8 @@ def create_app(
     for r in (fleet.router, jobs.router, queues.router, blobs.router, artifacts.router, tokens.router, agent.router):
         app.include_router(r)
     app.include_router(leases.router)
+    app.include_router(audit.router)
+    app.include_router(firmware.router)
     return app
 
 

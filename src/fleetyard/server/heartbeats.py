@@ -260,7 +260,12 @@ class HeartbeatSink:
             ):
                 answers.faults[o.host_id].append(FaultOrder(id=o.id, board_id=o.board_id, kind=o.kind, action=o.action))
             for h, ops in board_ops.open_ops(conn, at=at).items():
-                answers.ops[h] = [OpOrder(id=o.id, board_id=o.board_id, op=o.op, timeout_s=o.timeout_s) for o in ops]
+                answers.ops[h] = [
+                    OpOrder(
+                        id=o.id, board_id=o.board_id, op=o.op, timeout_s=o.timeout_s, image=o.image, version=o.version
+                    )
+                    for o in ops
+                ]
         # Written above (or not this host's to report): whatever is no longer open is acked.
         for h, p in batch.items():
             if p.req.op_results:

@@ -63,6 +63,8 @@ class OpRecord:
     reported_at: float | None
     ok: bool | None
     message: str | None
+    image: str | None = None  # flash: the image's sha256
+    version: str | None = None  # flash: its version
 
     @property
     def deadline(self) -> float:
@@ -92,6 +94,8 @@ def _record(r: sa.Row[Any]) -> OpRecord:
         reported_at=r.reported_at,
         ok=r.ok,
         message=r.message,
+        image=r.image,
+        version=r.version,
     )
 
 
@@ -104,8 +108,11 @@ def order_op(
     at: float,
     actor: str,
     timeout_s: float | None = None,
+    image: str | None = None,
+    version: str | None = None,
 ) -> int:
-    """Order ``op`` on a board (it must exist); its id. ``timeout_s`` defaults to the op's own."""
+    """Order ``op`` on a board (it must exist); its id. ``timeout_s`` defaults to the op's own;
+    a flash names its image (sha256) and version."""
     return int(
         conn.execute(
             OPS.insert()
@@ -116,6 +123,8 @@ def order_op(
                 actor=actor,
                 ordered_at=at,
                 timeout_s=OP_TIMEOUT_S[op] if timeout_s is None else timeout_s,
+                image=image,
+                version=version,
             )
             .returning(OPS.c.id)
         ).scalar_one()
@@ -158,9 +167,14 @@ def record_results(conn: sa.Connection, results: Iterable[OpResult], *, at: floa
             q = q.where(OPS.c.board_id.in_(sa.select(t.boards.c.id).where(t.boards.c.host_id == host)))
         message = None if r.message is None else r.message[:MESSAGE_MAX]
         res = conn.execute(
-            q.values(ok=r.ok, message=message, started_at=r.started_at, finished_at=r.finished_at, reported_at=at)
+            q.values(
+                ok=r.ok, message=message, started_at=r.started_at, finished_at=r.finished_at, reported_at=at
+            ).returning(OPS.c.board_id, OPS.c.op, OPS.c.version)
         )
-        stored += res.rowcount
+        for board_id, op, version in res.all():
+            stored += 1
+            if op == BoardOp.FLASH and r.ok and version:  # the board runs it now
+                conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(firmware=version))
     return stored
 
 

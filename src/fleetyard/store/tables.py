@@ -185,6 +185,24 @@ tokens = sa.Table(
     sa.Column("revoked_at", Time),
 )
 
+# The audit log: every operator action (a staff call that changes state, another's job
+# cancelled), written in the action's own transaction. ``actor`` is the token's name;
+# ``detail`` the request body without its reason (a column of its own) and never a secret.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", Json, nullable=False),
+    sa.Index("ix_audit_at", "at"),
+    sa.Index("ix_audit_target_at", "target", "at"),
+)
+
 # Artifacts: blobs a runtime can run, inspected once when pushed (format, signature, targets).
 artifacts = sa.Table(
     "artifacts",
@@ -292,6 +310,8 @@ board_ops = sa.Table(
     sa.Column("reported_at", Time),
     sa.Column("ok", sa.Boolean),
     sa.Column("message", sa.Text),
+    sa.Column("image", sa.String(64)),  # flash: the firmware image (a blob's sha256)
+    sa.Column("version", sa.String(100)),  # flash: its version
     sa.Index("ix_board_ops_board_id_id", "board_id", "id"),
     sa.Index("ix_board_ops_finished_at", "finished_at"),
 )
@@ -318,4 +338,22 @@ remediations = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Index("ix_remediations_board_id_id", "board_id", "id"),
     sa.Index("ix_remediations_closed_at", "closed_at"),
+)
+
+# The firmware registry: images per generation (the bytes are a blob), and which one is the
+# generation's standard (what onboarding flashes; at most one per generation).
+firmware_images = sa.Table(
+    "firmware_images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("generation", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(100), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("notes", sa.Text, nullable=False),
+    sa.Column("hardware_revisions", Json, nullable=False),
+    sa.Column("standard", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("uploaded_by", sa.String(100), nullable=False),
+    sa.Column("uploaded_at", Time, nullable=False),
+    sa.UniqueConstraint("generation", "version", name="uq_firmware_images_generation_version"),
 )

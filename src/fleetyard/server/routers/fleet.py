@@ -125,7 +125,14 @@ def repairs(
 @router.post("/boards/{board_id}/ops", response_model=BoardOpOut, status_code=201)
 def order_op(board_id: str, body: BoardOpIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOpOut:
     return svc.order_op(
-        s, board_id=board_id, op=body.op, reason=body.reason, principal=p, at=now(), timeout_s=body.timeout_s
+        s,
+        board_id=board_id,
+        op=body.op,
+        reason=body.reason,
+        principal=p,
+        at=now(),
+        timeout_s=body.timeout_s,
+        version=body.version,
     )
 
 
@@ -140,5 +147,5 @@ def list_ops(
 
 
 @router.post("/admin/boards/{board_id}/faults", response_model=FaultOrderOut, status_code=201)
-def fault(board_id: str, body: FaultIn, _: Principal = Depends(STAFF), s: Store = Depends(store)) -> FaultOrderOut:
-    return svc.order_fault(s, board_id=board_id, kind=body.kind, action=body.action, at=now())
+def fault(board_id: str, body: FaultIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> FaultOrderOut:
+    return svc.order_fault(s, board_id=board_id, kind=body.kind, action=body.action, principal=p, at=now())

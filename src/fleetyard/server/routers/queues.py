@@ -36,8 +36,8 @@ def put_queue(name: str, body: QueueQuota, p: Principal = Depends(STAFF), s: Sto
 
 
 @router.delete("/queues/{name}", status_code=204)
-def delete_queue(name: str, _: Principal = Depends(STAFF), s: Store = Depends(store)) -> Response:
-    svc.delete_queue(s, name=name)
+def delete_queue(name: str, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> Response:
+    svc.delete_queue(s, name=name, principal=p, at=now())
     return Response(status_code=204)
 
 

@@ -9,14 +9,14 @@ from fleetyard.protocol.api import TokenIn, TokenOut
 from fleetyard.server.auth import ADMIN
 from fleetyard.server.routers.deps import store
 from fleetyard.server.services import tokens as svc
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, now
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
 
 @router.post("", response_model=TokenOut, status_code=201)
-def create(body: TokenIn, _: Principal = Depends(ADMIN), s: Store = Depends(store)) -> TokenOut:
-    return svc.create(s, req=body)
+def create(body: TokenIn, p: Principal = Depends(ADMIN), s: Store = Depends(store)) -> TokenOut:
+    return svc.create(s, req=body, principal=p, at=now())
 
 
 @router.get("", response_model=list[TokenOut])
@@ -25,7 +25,7 @@ def list_tokens(_: Principal = Depends(ADMIN), s: Store = Depends(store)) -> lis
 
 
 @router.delete("/{name}", status_code=204)
-def revoke(name: str, request: Request, _: Principal = Depends(ADMIN), s: Store = Depends(store)) -> Response:
-    svc.revoke(s, name=name)
+def revoke(name: str, request: Request, p: Principal = Depends(ADMIN), s: Store = Depends(store)) -> Response:
+    svc.revoke(s, name=name, principal=p, at=now())
     request.app.state.tokens.forget()
     return Response(status_code=204)

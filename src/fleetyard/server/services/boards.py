@@ -11,6 +11,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.errors import BadRequest, Conflict, NotFound
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import BoardEventOut, BoardOpOut, BoardOut, FaultOrderOut, HostOut, RepairOut
+from fleetyard.server.services.audit import note
 from fleetyard.server.services.views import board_out, event_out, host_out
 from fleetyard.store import board_ops, healing
 from fleetyard.store import tables as t
@@ -84,6 +85,7 @@ def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at:
             switch_board_state(
                 conn, board_id, BoardState.DRAINED, current=state, reason=why, actor=Actor.OPERATOR, at=at
             )
+        note(conn, principal, "board.drain", board_id, at=at, reason=reason, detail={"state": str(state)})
         return board_out(_board(conn, board_id))
 
 
@@ -103,6 +105,7 @@ def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, a
                 detail={"state": str(state)},
             )
         conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(drain_reason=None))
+        note(conn, principal, "board.undrain", board_id, at=at, reason=reason, detail={"state": str(state)})
         return board_out(_board(conn, board_id))
 
 
@@ -121,6 +124,7 @@ def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, 
         switch_board_state(
             conn, board_id, BoardState.ONBOARDING, current=state, reason=why, actor=Actor.OPERATOR, at=at
         )
+        note(conn, principal, "board.repaired", board_id, at=at, reason=reason)
         return board_out(_board(conn, board_id))
 
 
@@ -137,7 +141,7 @@ def history(store: Store, *, board_id: str, limit: int = 100) -> list[BoardEvent
 
 
 def order_fault(
-    store: Store, *, board_id: str, kind: FaultKind | None, action: FaultAction, at: float
+    store: Store, *, board_id: str, kind: FaultKind | None, action: FaultAction, principal: Principal, at: float
 ) -> FaultOrderOut:
     """Queue a fault order; the board's agent applies it on its next heartbeat."""
     with store.write() as conn:
@@ -149,6 +153,8 @@ def order_fault(
             .values(board_id=board_id, kind=kind and str(kind), action=str(action), created_at=at)
             .returning(t.fault_orders.c.id)
         ).scalar_one()
+        detail = {"kind": kind and str(kind), "action": str(action), "order_id": order_id}
+        note(conn, principal, "board.fault", board_id, at=at, detail=detail)
     return FaultOrderOut(id=order_id, board_id=board_id, kind=kind and str(kind), action=str(action))
 
 
@@ -167,6 +173,7 @@ def op_out(o: board_ops.OpRecord, at: float) -> BoardOpOut:
         finished_at=o.finished_at,
         ok=o.ok,
         message=o.message,
+        version=o.version,
     )
 
 
@@ -179,17 +186,51 @@ def order_op(
     principal: Principal,
     at: float,
     timeout_s: float | None = None,
+    version: str | None = None,
 ) -> BoardOpOut:
-    """Order a board op by hand; the board's agent carries it out after its next heartbeat."""
+    """Order a board op by hand; the board's agent carries it out after its next heartbeat (a
+    flash: the registered ``version`` of the board's generation)."""
     why = f"ordered by {principal.name}" + (f": {reason}" if reason else "")
     with store.write() as conn:
-        _board(conn, board_id)
+        board = _board(conn, board_id)
+        image = _image(conn, board, op, version)
         op_id = board_ops.order_op(
-            conn, board_id, op, reason=why, at=at, actor=str(Actor.OPERATOR), timeout_s=timeout_s
+            conn,
+            board_id,
+            op,
+            reason=why,
+            at=at,
+            actor=str(Actor.OPERATOR),
+            timeout_s=timeout_s,
+            image=image,
+            version=version if image else None,
         )
+        detail = {"op": str(op), "timeout_s": timeout_s, "op_id": op_id, "version": version}
+        note(conn, principal, "board.op", board_id, at=at, reason=reason, detail=detail)
         record = board_ops.get_op(conn, op_id)
     assert record is not None
     return op_out(record, at)
+
+
+def _image(conn: sa.Connection, board: Any, op: BoardOp, version: str | None) -> str | None:
+    """A flash's image: the registered ``version`` of the board's generation (None for other ops)."""
+    if op is not BoardOp.FLASH:
+        if version is not None:
+            raise BadRequest(f"only a flash takes a version; {op} does not")
+        return None
+    if not version:
+        raise BadRequest(
+            f"a flash needs a version: one of {board.generation}'s (fleetyard firmware ls --gen {board.generation})"
+        )
+    f = t.firmware_images.c
+    sha = conn.execute(sa.select(f.sha256).where(f.generation == board.generation, f.version == version)).scalar()
+    if sha is None:
+        raise NotFound(
+            f"no {board.generation} firmware {version} to flash on {board.id}: push it first "
+            f"(fleetyard firmware push IMAGE --gen {board.generation} --version {version})",
+            detail={"generation": board.generation, "version": version},
+        )
+    return str(sha)
 
 
 def list_ops(store: Store, *, board_id: str, at: float, limit: int = 100) -> list[BoardOpOut]:

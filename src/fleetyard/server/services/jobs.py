@@ -17,6 +17,7 @@ from fleetyard.policy.placement import Constraints
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job, why_unschedulable
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
+from fleetyard.server.services.audit import note
 from fleetyard.server.services.views import job_detail, job_out, rank_out
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import stop_job
@@ -238,6 +239,10 @@ def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> Job
         if JobState(job.state).finished:
             return job_out(job)
         stop_job(conn, job_id, at=at, message=f"canceled by {principal.name}")
+        if principal.name != job.owner and not job.cancel_requested:
+            # Cancelling one's own job is ordinary use; cancelling another's is an action to account
+            # for (once: a second cancel of a running job that is stopping changes nothing).
+            note(conn, principal, "job.cancel", str(job_id), at=at, detail={"owner": job.owner, "team": job.team})
         return job_out(_job_row(conn, job_id))
 
 

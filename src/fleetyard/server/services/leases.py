@@ -19,6 +19,7 @@ from fleetyard.errors import BadRequest, Conflict, Forbidden, NotFound
 from fleetyard.policy.leases import expires_at
 from fleetyard.protocol.api import LeaseBoardOut, LeaseIn, LeaseOut
 from fleetyard.server.services import jobs
+from fleetyard.server.services.audit import note
 from fleetyard.store import tables as t
 from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
@@ -106,6 +107,9 @@ def renew(store: Store, *, principal: Principal, lease_id: int, ttl_s: float | N
             # The job's time limit stops its ranks then, whatever the lease says.
             until = min(until, job.started_at + float(job.spec.get("time_limit_s", MAX_TIME_LIMIT_S)))
         conn.execute(t.jobs.update().where(t.jobs.c.id == lease_id).values(lease_expires_at=until))
+        if principal.name != job.owner:
+            detail = {"owner": job.owner, "team": job.team, "until": until}
+            note(conn, principal, "lease.renew", str(lease_id), at=at, detail=detail)
     return get(store, lease_id=lease_id)
 
 
@@ -115,6 +119,9 @@ def release(store: Store, *, principal: Principal, lease_id: int, at: float) -> 
         job = _lease_row(conn, lease_id, lock=True)
         _may_change(principal, job, "release")
         end_lease(conn, lease_id, at=at, message=f"released by {principal.name}")
+        # Only another's lease, and only one not yet ending: releasing one's own is ordinary use.
+        if principal.name != job.owner and not (JobState(job.state).finished or job.cancel_requested):
+            note(conn, principal, "lease.release", str(lease_id), at=at, detail={"owner": job.owner, "team": job.team})
     return get(store, lease_id=lease_id)
 
 

@@ -13,6 +13,7 @@ from fleetyard.domain.queue_config import QueueConfig, QueueEntry, QueueQuota
 from fleetyard.errors import BadRequest, NotFound
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
 from fleetyard.protocol.api import PriorityClassOut, QueueGenerationOut, QueueOut
+from fleetyard.server.services.audit import note
 from fleetyard.store import queues as q
 from fleetyard.store import tables as t
 from fleetyard.store.db import Store
@@ -105,18 +106,22 @@ def put_queue(store: Store, *, name: str, quota: QueueQuota, principal: Principa
     spec = _entry(name, quota)
     with store.write() as conn:
         q.put_queue(conn, spec, by=principal.name, at=at)
+        note(conn, principal, "queue.put", name, at=at, detail=quota.model_dump(mode="json", exclude_unset=True))
     return get_queue(store, name=name)
 
 
-def delete_queue(store: Store, *, name: str) -> None:
+def delete_queue(store: Store, *, name: str, principal: Principal, at: float) -> None:
     with store.write() as conn:
         q.delete_queue(conn, name)
+        note(conn, principal, "queue.delete", name, at=at)
 
 
 def apply_config(store: Store, *, config: QueueConfig, principal: Principal, at: float) -> list[QueueOut]:
     """Replace every queue and priority class at once."""
     with store.write() as conn:
         q.apply_config(conn, config, by=principal.name, at=at)
+        # No one target: the whole configuration was replaced; the detail holds it.
+        note(conn, principal, "queues.apply", None, at=at, detail=config.model_dump(mode="json", exclude_unset=True))
     return list_queues(store)
 
 

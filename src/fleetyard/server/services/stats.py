@@ -11,6 +11,7 @@ from fleetyard.errors import NotFound
 from fleetyard.policy.uptime import Fault, FleetUptime, uptime
 from fleetyard.protocol.agent import FaultAction
 from fleetyard.protocol.api import BreakerOut, FleetStatsOut, GenerationStatsOut, IncidentOut
+from fleetyard.server.services.audit import note
 from fleetyard.store import breakers
 from fleetyard.store import tables as t
 from fleetyard.store.boards import transitions
@@ -104,6 +105,7 @@ def reset_breaker(store: Store, *, generation: str, principal: Principal, reason
                 f"the breaker of generation {generation!r} is not tripped (fleetyard fleet breakers lists them)",
                 detail={"generation": generation},
             )
+        note(conn, principal, "breaker.reset", generation, at=at, reason=reason)
         row = conn.execute(
             sa.select(t.breakers).where(t.breakers.c.generation == generation).order_by(t.breakers.c.id.desc())
         ).first()
