@@ -97,6 +97,10 @@ def test_the_cli_writes_a_sim_image_and_lists_the_registry(tmp_path: Path) -> No
     r = CliRunner().invoke(app, ["firmware", "make-sim-image", str(out), "--gen", "sim-g3", "--version", "3.1.0"])
     assert r.exit_code == 0, r.output
     assert read_header(out) == {"generation": "sim-g3", "version": "3.1.0"}
+    bad = tmp_path / "bad.bin"
+    args = ["firmware", "make-sim-image", str(bad), "--gen", "sim-g3", "--version", "3.2.0", "--sdc-per-hour", "5"]
+    assert CliRunner().invoke(app, [*args, "--no-boot"]).exit_code == 0
+    assert read_header(bad) == {"generation": "sim-g3", "version": "3.2.0", "sdc_per_hour": 5.0, "boots": False}
 
 
 def test_a_flash_names_a_registered_version_of_the_boards_generation(fleet: Fleet) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from fleetyard.drivers.base import (
     BoardFault,
     FaultInjectable,
     Flashable,
+    Probe,
     Resettable,
     load_driver,
 )
@@ -291,3 +293,47 @@ def test_reset_and_flash_take_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     t0 = time.monotonic()
     d.reset(s, "hard")  # 1.0 s * 0.05
     assert time.monotonic() - t0 >= 0.04
+
+
+def test_firmware_sits_in_two_banks_and_an_image_that_does_not_boot_falls_back(tmp_path: Path) -> None:
+    from fleetyard.domain.firmware_image import sim_image
+
+    d = SimDriver("sim:1:sim-g2", host="h", state_dir=tmp_path)
+    s = d.discover()[0].serial
+    good, dud = tmp_path / "good.bin", tmp_path / "dud.bin"
+    good.write_bytes(sim_image("sim-g2", "2.2.0"))
+    dud.write_bytes(sim_image("sim-g2", "2.3.0", boots=False))
+    assert d.flash(s, good, "2.2.0") == "2.2.0"
+    with pytest.raises(
+        BoardFault, match=re.escape("2.3.0 did not boot; fell back to the other bank, still running 2.2.0")
+    ):
+        d.flash(s, dud, "2.3.0")
+    assert d.discover()[0].firmware == "2.2.0" and d.probe(s).ok  # the old bank runs on
+    # A bricked board: no bank boots, no flash or reset helps; a repair (clear) does.
+    d.inject(s, "brick")
+    assert d.probe(s) == Probe(False, "bricked: no firmware bank boots")
+    with pytest.raises(BoardFault, match="bricked"):
+        d.flash(s, good, "2.2.0")
+    d.reset(s, "hard")
+    assert not d.probe(s).ok
+    d.clear(s, "brick")
+    assert d.probe(s).ok
+
+
+def test_an_image_can_raise_its_boards_crash_and_corruption_rates(tmp_path: Path) -> None:
+    import time
+
+    from fleetyard.domain.firmware_image import sim_image
+
+    d = SimDriver("sim:2:sim-g1", host="h", state_dir=tmp_path)  # no random faults of its own
+    bad_board, calm_board = (b.serial for b in d.discover())
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(sim_image("sim-g1", "1.5.0", sdc_per_hour=3.6e9))  # a fault every microsecond
+    assert d.flash(bad_board, bad, "1.5.0") == "1.5.0"
+    for board in (bad_board, calm_board):
+        d.telemetry(board)  # time starts being observed
+    time.sleep(0.01)
+    for board in (bad_board, calm_board):
+        d.telemetry(board)
+    assert d.active_faults(bad_board) == {"silent_corruption"}
+    assert d.active_faults(calm_board) == set()

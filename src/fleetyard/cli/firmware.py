@@ -9,7 +9,7 @@ fleetyard firmware ls --gen sim-g2
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -95,7 +95,18 @@ def make_sim_image(
     out_path: Annotated[Path, typer.Argument(dir_okay=False, help="Where to write it.")],
     generation: GenOpt,
     version: VersionOpt,
+    boots: Annotated[bool, typer.Option("--boots/--no-boot", help="--no-boot: an image that fails to boot.")] = True,
+    crash_per_hour: Annotated[
+        float, typer.Option("--crash-per-hour", min=0.0, help="Crashes per board-hour it adds (a bad image).")
+    ] = 0.0,
+    sdc_per_hour: Annotated[
+        float, typer.Option("--sdc-per-hour", min=0.0, help="Silent corruptions per board-hour it adds.")
+    ] = 0.0,
 ) -> None:
-    """Write a firmware image for simulated boards (its header names the generation and version)."""
-    out_path.write_bytes(sim_image(generation, version))
+    """Write a firmware image for simulated boards (its header names the generation and version;
+    a bad one can fail to boot, or raise its boards' crash and corruption rates)."""
+    extra: dict[str, Any] = {k: v for k, v in (("crash_per_hour", crash_per_hour), ("sdc_per_hour", sdc_per_hour)) if v}
+    if not boots:
+        extra["boots"] = False
+    out_path.write_bytes(sim_image(generation, version, **extra))
     out().print(f"wrote {out_path}: sim firmware {version} for {generation}")

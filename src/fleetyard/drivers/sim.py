@@ -4,7 +4,7 @@ Spec: ``sim[:COUNT[:GEN1,GEN2,…]][:seed=N][:faults=RATE]``, e.g. ``sim:8``, ``
 ``sim:16:sim-g1,sim-g3:seed=7:faults=0.5``. Boards cycle through the listed generations
 (default ``sim-g1``); ``faults`` is a rate of random faults per board-hour (default 0).
 
-Faults (``protocol.agent.FaultKind`` plus the driver-only ``bad_flash``):
+Faults (``protocol.agent.FaultKind``, each injectable through the admin API):
 
     hang               persistent until reset/clear; probe fails; a workload started on it blocks
     crash              one-shot: the next workload's worker process dies abruptly
@@ -13,6 +13,11 @@ Faults (``protocol.agent.FaultKind`` plus the driver-only ``bad_flash``):
     bus_drop           the board vanishes from discover(); probe fails; cleared by reset or clear
     bad_flash          persistent: flash() and reflash() fail and leave the firmware corrupt until
                        a good flash (after a clear)
+    brick              persistent: no bank boots; probe fails; no flash or reset helps (a repair does)
+
+Firmware sits in two banks (A/B): a flash writes the inactive one and boots it; an image that does
+not boot leaves the board on the bank it ran before. An image's header may raise its board's
+crash and silent-corruption rates (:mod:`fleetyard.domain.firmware_image`).
 
 Board state that the agent and the per-board worker processes share (faults, firmware) lives in
 one small JSON file per board under ``state_dir/sim`` (written via tmp + rename under an flock),
@@ -45,8 +50,9 @@ from fleetyard.protocol.agent import FaultKind
 
 __all__ = ["FAULT_KINDS", "GENERATIONS", "Generation", "SimDriver", "SimSession", "corrupt", "time_scale"]
 
-BAD_FLASH = "bad_flash"
-FAULT_KINDS: frozenset[str] = frozenset({*(k.value for k in FaultKind), BAD_FLASH})
+BAD_FLASH = FaultKind.BAD_FLASH.value
+BRICK = FaultKind.BRICK.value
+FAULT_KINDS: frozenset[str] = frozenset(k.value for k in FaultKind)
 # Faults a reset clears; the others are hardware (or flash-path) trouble that a reset does not fix.
 RESET_CLEARS = frozenset({FaultKind.HANG.value, FaultKind.BUS_DROP.value, FaultKind.CRASH.value})
 # Relative weights of the random fault model.
@@ -277,8 +283,14 @@ class SimDriver:
         return self._store.update(serial, apply)
 
     def _maybe_random_fault(self, serial: str) -> None:
-        """Draw faults from a Poisson process with the spec's rate (only where time is observed)."""
-        if self.fault_rate <= 0:
+        """Draw faults from a Poisson process with the spec's rate, plus what the running image adds
+        (``crash_per_hour``, ``sdc_per_hour``): only where time is observed (probes, telemetry)."""
+        image = self._state(serial).get("image_rates") or {}
+        weights = {k: self.fault_rate * w for k, w in _RANDOM_FAULT_WEIGHTS.items()}
+        weights[FaultKind.CRASH.value] += image.get("crash_per_hour", 0.0)
+        weights[FaultKind.SILENT_CORRUPTION.value] += image.get("sdc_per_hour", 0.0)
+        rate = sum(weights.values())
+        if rate <= 0:
             return
         now = time.monotonic()
         with self._lock:
@@ -286,11 +298,11 @@ class SimDriver:
             self._last_draw[serial] = now
             if last is None:
                 return
-            p = 1.0 - math.exp(-self.fault_rate * (now - last) / 3600.0)
+            p = 1.0 - math.exp(-rate * (now - last) / 3600.0)
             if self._fault_rng.random() >= p:
                 return
-            kinds = list(_RANDOM_FAULT_WEIGHTS)
-            kind = self._fault_rng.choices(kinds, weights=[_RANDOM_FAULT_WEIGHTS[k] for k in kinds])[0]
+            kinds = list(weights)
+            kind = self._fault_rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
         self.inject(serial, kind)
 
     # -- BoardDriver
@@ -384,44 +396,67 @@ class SimDriver:
     # -- Flashable
 
     def flash(self, serial: str, image: Path, version: str) -> str:
-        """Write a firmware image; fails (firmware left corrupt) while ``bad_flash`` is injected.
-        An image whose header names another generation (or version) is refused before writing."""
+        """Write a firmware image to the inactive bank and boot it (A/B banks).
+
+        An image whose header names another generation (or version) is refused before writing.
+        An image that does not boot (header ``"boots": false``) leaves the board on its old bank,
+        and the flash fails saying so. While ``bad_flash`` is injected the write fails and leaves
+        the firmware corrupt; a ``brick`` leaves the board dead for good. An image's
+        ``crash_per_hour`` and ``sdc_per_hour`` raise its board's random fault rates while it runs."""
         gen = self._board(serial).gen
         if not Path(image).is_file():
             raise FileNotFoundError(f"firmware image {image} not found")
-        header = read_header(Path(image))
-        if header is not None and header["generation"] != gen.name:
+        header = read_header(Path(image)) or {}
+        if header and header["generation"] != gen.name:
             raise BoardFault(f"image is for {header['generation']}, not for this {gen.name} board: nothing written")
-        if header is not None and header["version"] != version:
+        if header and header["version"] != version:
             raise BoardFault(f"image is version {header['version']}, not {version}: nothing written")
-        return self._write_firmware(serial, version)
+        rates = {k: float(header.get(k, 0.0)) for k in ("crash_per_hour", "sdc_per_hour")}
+        return self._write_firmware(serial, version, boots=bool(header.get("boots", True)), rates=rates)
 
     def reflash(self, serial: str) -> str:
         """Write the board's current firmware again: repairs a corrupt flash unless ``bad_flash`` persists."""
         return self._write_firmware(serial, str(self._state(serial)["firmware"]))
 
-    def _write_firmware(self, serial: str, version: str) -> str:
+    def _write_firmware(
+        self, serial: str, version: str, *, boots: bool = True, rates: Mapping[str, float] | None = None
+    ) -> str:
         gen = self._board(serial).gen
-        if FaultKind.BUS_DROP.value in self._state(serial)["faults"]:
+        faults = self._state(serial)["faults"]
+        if FaultKind.BUS_DROP.value in faults:
             raise BoardFault("cannot flash: fell off the bus")
+        if BRICK in faults:
+            raise BoardFault("cannot flash: the board is bricked (no bank boots); it needs a repair")
         _sleep(gen.flash_s)
-        failed = False
+        outcome = "ok"
 
         def apply(state: dict[str, Any]) -> None:
-            nonlocal failed
+            nonlocal outcome
+            banks = state.setdefault("banks", {"active": "a", "a": state["firmware"], "b": None})
+            other = "b" if banks["active"] == "a" else "a"
             if BAD_FLASH in state["faults"]:
-                failed = True
+                outcome = "bad_flash"
                 state["firmware_corrupt"] = True
-            else:
-                state["firmware"] = version
-                state["firmware_corrupt"] = False
-                # A fresh image restarts the board: transient faults go with it.
-                for kind in RESET_CLEARS:
-                    state["faults"].pop(kind, None)
+                return
+            banks[other] = version
+            if not boots:
+                outcome = "no_boot"  # the boot loader falls back to the bank that ran before
+                return
+            banks["active"] = other
+            state["firmware"] = version
+            state["firmware_corrupt"] = False
+            state["image_rates"] = {k: v for k, v in (rates or {}).items() if v > 0}
+            # A fresh image restarts the board: transient faults go with it.
+            for kind in RESET_CLEARS:
+                state["faults"].pop(kind, None)
 
         state = self._update(serial, apply)
-        if failed:
+        if outcome == "bad_flash":
             raise BoardFault(f"flash of firmware {version} failed: verify mismatch at block 0x3f00")
+        if outcome == "no_boot":
+            raise BoardFault(
+                f"firmware {version} did not boot; fell back to the other bank, still running {state['firmware']}"
+            )
         return str(state["firmware"])
 
     # -- FaultInjectable
@@ -476,6 +511,8 @@ def _probe_state(state: dict[str, Any]) -> Probe:
         return Probe(False, "fell off the bus")
     if FaultKind.HANG.value in faults:
         return Probe(False, "board not responding")
+    if BRICK in faults:
+        return Probe(False, "bricked: no firmware bank boots")
     if state.get("firmware_corrupt"):
         return Probe(False, "firmware corrupt (failed flash)")
     return Probe(True)

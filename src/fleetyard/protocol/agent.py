@@ -135,6 +135,8 @@ class FaultKind(StrEnum):
     ECC_STORM = "ecc_storm"
     SILENT_CORRUPTION = "silent_corruption"
     BUS_DROP = "bus_drop"
+    BAD_FLASH = "bad_flash"  # flashes fail and leave the firmware corrupt
+    BRICK = "brick"  # no firmware bank boots: only a repair helps
 
 
 class FaultAction(StrEnum):
