@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetyard.domain.board import BoardState
+from fleetyard.domain.health_config import BreakerPolicy
 from fleetyard.policy.brakes import BreakerLimits
 from fleetyard.sim import FaultKind, FaultModel, FleetSim, Scenario, SimPolicy, SimReport, compare, simulate
 
@@ -125,13 +126,14 @@ def test_a_board_that_keeps_failing_is_quarantined_as_a_lemon() -> None:
 
 
 def test_the_circuit_breaker_stops_taking_boards_out() -> None:
-    scenario = dataclasses.replace(SMALL, breaker=BreakerLimits(fraction=0.01, boards=2))
+    health = SMALL.health.model_copy(update={"breaker": BreakerPolicy(fraction=0.01, boards=2)})
+    scenario = dataclasses.replace(SMALL, health=health)
     sim = FleetSim(scenario, SimPolicy.FLEETYARD)
     boards = [f"h0000{h}-{s}" for h in range(2) for s in range(2)]  # one generation
     for i, b in enumerate(boards):
         sim.inject(T + i, b, FaultKind.HANG, permanent=True)
     report = sim.run()
-    assert scenario.breaker.limit(32) == 1
+    assert BreakerLimits.of(scenario.health).limit(32) == 1
     # The first board goes out; the next trips the breaker, and nothing more goes out until an
     # operator resets it (here: after the operator's response time; then it trips again).
     left = sorted((t.at, t.board) for t in sim.transitions if t.at > 0 and t.to_state is BoardState.SUSPECT)

@@ -15,7 +15,6 @@ import typer
 
 from fleetyard.cli._common import JsonOpt, read_health_config
 from fleetyard.cli._output import emit_json, err, fmt_duration, note, out, table
-from fleetyard.policy.brakes import BreakerLimits
 from fleetyard.sim import FaultModel, Scenario, SimPolicy, SimReport, compare
 
 
@@ -98,8 +97,7 @@ def sim(
     fm = FaultModel(**{k: v for k, v in changes.items() if v is not None})
     scenario = Scenario(boards=boards, days=days, seed=seed, faults=fm)
     if health is not None:
-        cfg = read_health_config(health)
-        scenario = dataclasses.replace(scenario, health=cfg, breaker=BreakerLimits(**cfg.breaker.model_dump()))
+        scenario = dataclasses.replace(scenario, health=read_health_config(health))
     chosen = policy or list(SimPolicy)
     if not as_json:
         err().print(f"simulating {boards:,} boards for {days:g} days under {', '.join(chosen)} …")

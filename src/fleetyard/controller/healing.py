@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, HealthConfig, RuleAction
+from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, GenerationHealth, HealthConfig, RuleAction
 from fleetyard.policy.health import l1_due
 from fleetyard.policy.remediation import Act, Case, Do, Phase, on_result, on_time, open_case
 from fleetyard.protocol.agent import BoardOp
@@ -48,11 +48,8 @@ ON_LADDER = (str(S.SUSPECT), str(S.REMEDIATING))
 
 @dataclass
 class HealPass:
-    checks_started: list[str] = field(default_factory=list)  # boards whose periodic L1 began
-    opened: list[str] = field(default_factory=list)  # boards that got a case
     healed: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
-    lemons: list[str] = field(default_factory=list)  # of quarantined: lemons
 
 
 @dataclass
@@ -82,7 +79,7 @@ class Healer:
         row = CaseRow(save_case(conn, case, row_id=None, at=now), case, now, None, None)
         if action is RuleAction.QUARANTINE:
             act = Act(Do.QUARANTINE, board, cause)
-        self._act(conn, row, case, act, generation=generation, now=now, out=HealPass())
+        self._act(conn, row, case, act, generation=generation, state=S.SUSPECT, now=now, out=HealPass())
 
     # ---- periodic L1
 
@@ -135,7 +132,6 @@ class Healer:
                 conn, f.id, tier=CheckTier.L1, policy=self.config.of(f.generation), reason=f.check_due, at=now
             )
             conn.execute(t.boards.update().where(b.id == f.id).values(check_job_id=job_id))
-            out.checks_started.append(f.id)
 
     # ---- onboarding
 
@@ -198,9 +194,9 @@ class Healer:
                 continue
             if r.generation in tripped:
                 continue
-            moved = self._collect(conn, c, now)
+            moved = self._collect(conn, c, self.config.of(r.generation), now)
             if moved is not None:
-                self._act(conn, c, *moved, generation=r.generation, now=now, out=out)
+                self._act(conn, c, *moved, generation=r.generation, state=BoardState(r.state), now=now, out=out)
         for board_id, r in boards.items():
             if board_id in cases or r.state != S.SUSPECT or r.drain_reason is not None or r.generation in tripped:
                 continue
@@ -214,13 +210,13 @@ class Healer:
             case, act = open_case(board_id, cause=cause, now=now, policy=policy, check_first=not dead, first=first)
             assert case is not None  # a ladder has at least one step
             row = CaseRow(save_case(conn, case, row_id=None, at=now), case, now, None, None)
-            out.opened.append(board_id)
             log.info("board %s: remediation case opened (%s)", board_id, cause)
-            self._act(conn, row, case, act, generation=r.generation, now=now, out=out)
+            self._act(conn, row, case, act, generation=r.generation, state=S.SUSPECT, now=now, out=out)
 
-    def _collect(self, conn: sa.Connection, c: CaseRow, now: float) -> tuple[Case | None, Act] | None:
+    def _collect(
+        self, conn: sa.Connection, c: CaseRow, policy: GenerationHealth, now: float
+    ) -> tuple[Case | None, Act] | None:
         """What the phase under way came to, as the case's next act (None: nothing yet)."""
-        policy = self.config.of(self._generation(conn, c.case.board))
         if c.case.phase is Phase.OPERATE and c.op_id is not None:
             op = get_op(conn, c.op_id)
             if op is not None and op.ok is not None:
@@ -239,12 +235,13 @@ class Healer:
         act: Act,
         *,
         generation: str,
+        state: BoardState,
         now: float,
         out: HealPass,
     ) -> None:
+        """Carry out the case's next act on its board (in ``state``, as the caller read it)."""
         board = act.board
         policy = self.config.of(generation)
-        state = BoardState(conn.execute(sa.select(t.boards.c.state).where(t.boards.c.id == board)).scalar_one())
         if act.do is Do.OPERATE:
             assert case is not None and act.op is not None
             if state is S.SUSPECT:
@@ -266,7 +263,6 @@ class Healer:
             if lemon is not None:
                 self._quarantine(conn, c, act, board, state, lemon, now)
                 out.quarantined.append(board)
-                out.lemons.append(board)
                 return
             switch_board_state(
                 conn,
@@ -295,10 +291,6 @@ class Healer:
         switch_board_state(conn, board, S.QUARANTINED, reason=reason, actor=Actor.POLICY, at=now)
         close_case(conn, c.id, outcome="quarantined", reason=reason, evidence=_record(conn, c, act, board), at=now)
         log.warning("board %s quarantined: %s", board, reason)
-
-    @staticmethod
-    def _generation(conn: sa.Connection, board: str) -> str:
-        return str(conn.execute(sa.select(t.boards.c.generation).where(t.boards.c.id == board)).scalar_one())
 
 
 def _evidence(case: Case, act: Act | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fleetyard.controller.healing import Healer
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.health_config import DEFAULT_HEALTH, BreakerPolicy, HealthConfig, RuleAction
+from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAction
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
@@ -47,7 +47,7 @@ class Reconciler:
     watching_since: float = 0.0
     requeue_grace_s: float | None = None  # a lost host's jobs wait this long (None: host_timeout_s)
     health_config: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
-    breaker: BreakerLimits = field(default_factory=BreakerLimits)
+    breaker: BreakerLimits = field(init=False)  # the health config's (tests may narrow it)
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     scheduler: SchedulerShell = field(init=False)
     healer: Healer = field(init=False)
@@ -58,8 +58,7 @@ class Reconciler:
     _telemetry_seen: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        if self.health_config.breaker != BreakerPolicy():  # the config's, where it says otherwise
-            self.breaker = BreakerLimits(**self.health_config.breaker.model_dump())
+        self.breaker = BreakerLimits.of(self.health_config)
         self.scheduler = SchedulerShell(self.store)
         self.healer = Healer(self.health_config, lemons=self._lemons)
 
@@ -98,8 +97,9 @@ class Reconciler:
         return lost
 
     def health(self, now: float) -> HealthPass:
-        """Boards in service that fail their probe, or whose telemetry breaks a rule that acts
-        (:func:`~fleetyard.policy.health.findings`), are taken out: available ones become suspect;
+        """Boards in service that fail their probe, break a telemetry rule that acts
+        (:func:`~fleetyard.policy.health.findings`), or fail a job that passes elsewhere
+        (:func:`~fleetyard.policy.blame.blame`) are taken out: available ones become suspect;
         allocated ones end their job's attempt as an infrastructure error (the job re-queues on
         other boards) and become suspect with it. A generation's circuit breaker bounds how many
         of its boards are taken out at once (:mod:`fleetyard.policy.brakes`). Then the healing

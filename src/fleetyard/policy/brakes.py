@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from fleetyard.domain.health_config import HealthConfig
 from fleetyard.policy.uptime import Incident
 
 __all__ = ["LEMON_INCIDENTS", "LEMON_WINDOW_S", "BreakerLimits", "Intake", "lemon_reason", "take_out"]
@@ -30,6 +31,11 @@ class BreakerLimits:
     fraction: float = 0.10  # of a generation's boards
     boards: int = 50  # and never more than this many
     window_s: float = 900.0
+
+    @classmethod
+    def of(cls, config: HealthConfig) -> BreakerLimits:
+        """The limits a health configuration sets (its ``breaker:``)."""
+        return cls(**config.breaker.model_dump())
 
     def limit(self, size: int) -> int:
         """How many boards of a generation of ``size`` may go out within the window."""

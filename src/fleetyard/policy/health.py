@@ -76,11 +76,7 @@ def worst(found: Iterable[Finding]) -> Finding | None:
     acting = [f for f in found if f.action is not RuleAction.NONE]
     if not acting:
         return None
-    return max(acting, key=lambda f: (_RANK[f.action], f.severity is Severity.CRITICAL, _neg(f.rule)))
-
-
-def _neg(name: str) -> tuple[int, ...]:
-    return tuple(-ord(c) for c in name)
+    return min(acting, key=lambda f: (-_RANK[f.action], f.severity is not Severity.CRITICAL, f.rule))
 
 
 def l1_due(policy: L1Policy, *, last_l1_at: float | None, jobs_since: int, now: float) -> str | None:

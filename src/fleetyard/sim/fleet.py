@@ -30,14 +30,14 @@ import math
 import random
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fleetyard.domain.board import Actor, BoardState, check_transition
 from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
 from fleetyard.domain.job import JobState, Outcome
 from fleetyard.domain.spec import Placement
-from fleetyard.policy.brakes import LEMON_WINDOW_S, lemon_reason, take_out
+from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, worst
 from fleetyard.policy.line import Line
@@ -171,7 +171,6 @@ class SimReport:
     check_overhead: float  # board-time in health checks / board-time counted
     utilization: float  # board-time in user jobs / board-time counted
     wall_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -198,6 +197,7 @@ class FleetSim:
         # How faults play out on work varies with the policy: its own stream, so that the
         # fault stream (what strikes where, when) is the same under every policy.
         self.fate_rng = random.Random(f"{sc.seed}:fates")
+        self.breaker = BreakerLimits.of(sc.health)
         hosts = math.ceil(sc.boards / sc.boards_per_host)
         racks_per_gen = max(1, math.ceil(hosts / sc.hosts_per_rack / len(sc.generations)))
         self.boards: list[_Board] = []
@@ -557,11 +557,11 @@ class FleetSim:
         """Out of service for ``cause``: the policy's next step (the ladder, an operator, quarantine)."""
         if self.policy is SimPolicy.FLEETYARD and b.state in IN_SERVICE:
             recent = self.taken_out[b.gen]
-            while recent and recent[0] < self.now - self.sc.breaker.window_s:
+            while recent and recent[0] < self.now - self.breaker.window_s:
                 recent.popleft()
             intake = take_out(
                 {b.gen: [b.id]}, recent={b.gen: len(recent)}, sizes=self.gen_size, tripped=self.tripped,
-                limits=self.sc.breaker,
+                limits=self.breaker,
             )  # fmt: skip
             if b.gen in intake.trips:
                 self.trips += 1

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RemedyOp
-from fleetyard.policy.brakes import BreakerLimits
 
 __all__ = [
     "HEALED_BY",
@@ -153,7 +152,6 @@ class Scenario:
     faults: FaultModel = field(default_factory=FaultModel)
     workload: WorkloadModel = field(default_factory=WorkloadModel)
     health: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
-    breaker: BreakerLimits = field(default_factory=BreakerLimits)
     heartbeat_s: float = 10.0
     host_timeout_beats: int = 3  # missed heartbeats before a host is lost
     health_pass_s: float = 1.0  # the controller's health pass (controller.loop.SLOW_EVERY_S)

@@ -29,11 +29,12 @@ class NewAttempt:
     boards: tuple[tuple[str, str], ...]  # (board id, host id); index = rank
 
 
-def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> list[int]:
+def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float, allocate: bool = True) -> list[int]:
     """Start attempts of queued jobs on available boards, in a few statements for all of them.
 
     The caller holds the rows: every job is queued and every board available (read in this
-    transaction with ``FOR UPDATE``). Returns the attempt ids, in order.
+    transaction with ``FOR UPDATE``). Returns the attempt ids, in order. ``allocate=False``: the
+    boards keep their state and only hold the attempt (a health check on a board out of service).
     """
     if not new:
         return []
@@ -67,7 +68,14 @@ def bind_many(conn: sa.Connection, new: Sequence[NewAttempt], *, at: float) -> l
             for rank, (board_id, host_id) in enumerate(n.boards)
         ],
     )
-    allocate_ranks(conn, attempt_ids, at=at)
+    if allocate:
+        allocate_ranks(conn, attempt_ids, at=at)
+    else:
+        conn.execute(
+            t.boards.update()
+            .where(t.boards.c.id == A.c.board_id, A.c.attempt_id.in_(attempt_ids))
+            .values(attempt_id=A.c.attempt_id, job_id=A.c.job_id)
+        )
     for part in (attempt_ids[i : i + 5000] for i in range(0, len(attempt_ids), 5000)):
         conn.execute(
             t.jobs.update()

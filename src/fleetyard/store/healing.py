@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth
-from fleetyard.domain.job import AssignmentState, AttemptState, JobState
+from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.remediation import Case, Phase
 from fleetyard.store import tables as t
@@ -80,30 +80,9 @@ def start_check(
         )
         .returning(t.jobs.c.id)
     ).scalar_one()
-    if board.state == BoardState.AVAILABLE:
-        bind_many(conn, [NewAttempt(job_id, 1, ((board_id, board.host_id),))], at=at)
-        return job_id
-    # Out of service: the board keeps its state; it only holds the check's attempt.
-    attempt_id: int = conn.execute(
-        t.attempts.insert()
-        .values(job_id=job_id, number=1, state=str(AttemptState.RUNNING), created_at=at)
-        .returning(t.attempts.c.id)
-    ).scalar_one()
-    conn.execute(
-        t.assignments.insert().values(
-            attempt_id=attempt_id,
-            job_id=job_id,
-            rank=0,
-            board_id=board_id,
-            host_id=board.host_id,
-            state=str(AssignmentState.PENDING),
-            created_at=at,
-            result={},
-            outputs={},
-        )
-    )
-    conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(state=str(JobState.RUNNING), attempts=1))
-    conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(attempt_id=attempt_id, job_id=job_id))
+    # Out of service, the board keeps its state: it only holds the check's attempt.
+    allocate = board.state == BoardState.AVAILABLE
+    bind_many(conn, [NewAttempt(job_id, 1, ((board_id, board.host_id),))], at=at, allocate=allocate)
     return job_id
 
 
