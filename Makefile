@@ -65,6 +65,8 @@ bench-quick: venv
 	$(BIN)/python bench/warm.py --quick
 	$(BIN)/python bench/scheduler.py --quick --no-postgres
 	$(BIN)/python bench/fleet_sim.py --quick
+	$(BIN)/python bench/onboard.py --quick
+	$(BIN)/python bench/rollout.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fleetyard

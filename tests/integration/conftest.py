@@ -40,3 +40,14 @@ def stack(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterat
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(s.logs())  # the processes' own account, shown with the failure
+
+
+@pytest.fixture
+def sqlite_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """A stack on SQLite only: for a slow test whose store-specific paths another test already
+    runs on both stores (the suite's time is budgeted on two cores)."""
+    with running_stack(f"sqlite:///{tmp_path / 'fleetyard.db'}", tmp_path) as s:
+        yield s
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(s.logs())

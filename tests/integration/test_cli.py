@@ -60,7 +60,12 @@ def test_jobs_and_boards_commands(sqlite_stack: Stack, tmp_path: Path) -> None:
 
 def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "FLEETYARD_SIM_TIME_SCALE": "0.05"}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "FLEETYARD_SIM_TIME_SCALE": "0.05",
+        "FLEETYARD_SIM_FLASH_SCALE": "0.1",  # a flash takes minutes: about a second here
+    }
     env.pop("FLEETYARD_SERVER", None)
     env.pop("FLEETYARD_TOKEN", None)
     up = subprocess.Popen(

@@ -218,6 +218,8 @@ def test_the_public_surface_is_pinned() -> None:
         "JobState",
         "LogChunk",
         "LogsOut",
+        "OnboardingBatchOut",
+        "OnboardingBoardOut",
         "Placement",
         "RankOut",
         "RepairOut",

@@ -73,7 +73,8 @@ def test_only_staff_push_and_an_image_must_be_uploaded_first(fleet: Fleet) -> No
     assert r.status_code == 404 and "fleetyard firmware ls --gen sim-g1" in r.json()["error"]["message"]
 
 
-def test_a_sim_board_refuses_an_image_of_another_generation(tmp_path: Path) -> None:
+def test_a_sim_board_refuses_an_image_of_another_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETYARD_SIM_TIME_SCALE", "0")  # a sim flash takes minutes
     driver = SimDriver("sim:1:sim-g1", host="h1")
     [board] = [b.serial for b in driver.discover()]
     wrong, right = tmp_path / "g2.bin", tmp_path / "g1.bin"
@@ -130,3 +131,22 @@ def test_a_flash_names_a_registered_version_of_the_boards_generation(fleet: Flee
     now = 1.0
     fleet.beat("h1", op_results=[{"id": op["id"], "ok": True, "message": "ok", "started_at": now, "finished_at": now}])
     assert fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()["firmware"] == "1.5.0"
+
+
+def test_an_image_whose_bytes_do_not_hash_as_its_publisher_says_is_refused_unsent(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fleetyard.cli.main import app
+    from fleetyard.client import Client
+    from fleetyard.errors import DigestMismatch
+
+    image = tmp_path / "fw.bin"
+    image.write_bytes(sim_image("sim-g1", "1.5.0"))
+    published = hashlib.sha256(sim_image("sim-g1", "1.5.0", payload=b"the vendor's")).hexdigest()
+    # No server listens there: the refusal comes before anything is sent.
+    client = Client("http://127.0.0.1:9", token="t")
+    with pytest.raises(DigestMismatch, match=f"hashes to sha256 {hashlib.sha256(image.read_bytes()).hexdigest()}"):
+        client.push_firmware(image, "sim-g1", "1.5.0", sha256=published)
+    args = ["--server", "http://127.0.0.1:9", "firmware", "push", str(image), "--gen", "sim-g1", "--version", "1.5.0"]
+    r = CliRunner().invoke(app, [*args, "--sha256", published])
+    assert r.exit_code != 0 and f"not the expected {published}" in r.output, r.output

@@ -326,6 +326,7 @@ class Agent:
                     firmware=b.firmware,
                     device=b.device,
                     labels=dict(b.labels),
+                    hardware_revision=b.hardware_revision,
                 )
                 for b in boards
             ],

@@ -90,10 +90,12 @@ def show_board(board: BoardOut) -> None:
         ("host / slot", f"{board.host_id} / {board.slot}"),
         ("device", board.device),
         ("generation", board.generation),
+        ("hardware revision", board.hardware_revision),
         ("firmware", board.firmware),
         ("state", styled(board.state)),
         ("state reason", board.state_reason),
         ("drain reason", board.drain_reason),
+        ("onboarding batch", board.onboard_batch),
         ("job / attempt", "" if board.job_id is None else f"{board.job_id} / {board.attempt_id}"),
         ("labels", fmt_labels(board.labels)),
         ("probe", "" if board.probe_ok is None else ("ok" if board.probe_ok else f"FAIL {board.probe_reason}")),
@@ -148,6 +150,31 @@ def boards_repaired(
     """A quarantined board is back from repair: it serves again once it passes its L3 burn-in."""
     with client(ctx) as fy:
         _print_board_state(fy.repaired(board_id, reason), as_json)
+
+
+@boards_app.command("approve")
+def boards_approve(
+    ctx: typer.Context,
+    serials: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SERIAL...", help="Boards waiting in discovered (fleetyard boards ls --state discovered)."
+        ),
+    ],
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="Their onboarding batch (default approved-YYYYmmddTHHMM).")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in each board's history).")] = "approved",
+    as_json: JsonOpt = False,
+) -> None:
+    """Let boards waiting in discovered onboard (inspect, flash, burn-in, then service), as one batch."""
+    with client(ctx) as fy:
+        boards = fy.approve_boards(serials, reason, batch=batch)
+    if as_json:
+        emit_json(boards)
+        return
+    for b in boards:
+        out().print(f"{b.id}: ", styled(b.state), f" (batch {b.onboard_batch})" if b.onboard_batch else "", sep="")
 
 
 @boards_app.command("history")

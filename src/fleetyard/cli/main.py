@@ -21,7 +21,9 @@ from fleetyard.cli import (
     boards,
     firmware,
     fleet,
+    inventory,
     jobs,
+    onboarding,
     processes,
     queues,
     reduce,
@@ -105,6 +107,8 @@ app.add_typer(boards.hosts_app, name="hosts")
 app.add_typer(fleet.app, name="fleet")
 app.add_typer(audit.app, name="audit")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(inventory.app, name="inventory")
+app.add_typer(onboarding.app, name="onboarding")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(lease_app, name="lease")
 app.add_typer(queues.app, name="queues")

@@ -35,16 +35,23 @@ from fleetyard.protocol.api import (
     FirmwareOut,
     FleetStatsOut,
     HostOut,
+    InventoryDiffOut,
+    InventoryOut,
+    InventorySyncOut,
     JobDetail,
     JobOut,
     LeaseIn,
     LeaseOut,
     LogChunk,
     LogsOut,
+    OnboardingBatchOut,
+    OnboardingBoardOut,
     PriorityClassOut,
     QueueOut,
     RepairOut,
     ResultsOut,
+    RolloutDetail,
+    RolloutOut,
     TokenOut,
     WhyOut,
 )
@@ -225,6 +232,25 @@ class Client:
         """A board's remediation cases (its repair records), newest first."""
         return self._many(RepairOut, f"/v1/boards/{_q(board_id)}/repairs", params={"limit": limit})
 
+    def approve_boards(self, serials: Sequence[str], reason: str, batch: str | None = None) -> list[BoardOut]:
+        """Let boards waiting in discovered onboard, as one batch (staff; default batch approved-<minute>)."""
+        body = {"boards": list(serials), "batch": batch, "reason": reason}
+        return [BoardOut.model_validate(x) for x in self._request("POST", "/v1/boards/approve", json=body).json()]
+
+    # -- the declared inventory ---------------------------------------------------------------
+
+    def inventory(self) -> InventoryOut:
+        """The stored inventory, its auto-approve rules and onboarding parallelism."""
+        return self._one(InventoryOut, "GET", "/v1/inventory")
+
+    def inventory_diff(self, text: str) -> InventoryDiffOut:
+        """What syncing this inventory (YAML text) would change, and where the fleet disagrees with it (staff)."""
+        return self._one(InventoryDiffOut, "POST", "/v1/inventory/diff", json={"text": text})
+
+    def sync_inventory(self, text: str, dry_run: bool = False) -> InventorySyncOut:
+        """Make this inventory (YAML text) the stored one; discovered boards it names onboard (staff)."""
+        return self._one(InventorySyncOut, "POST", "/v1/inventory/sync", json={"text": text, "dry_run": dry_run})
+
     # -- jobs ---------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobOut:
@@ -311,11 +337,7 @@ class Client:
             self._request("PUT", f"/v1/blobs/{digest}", content=data)
             return digest
         path = Path(data)
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = _file_digest(path)
         with path.open("rb") as f:
             self._request("PUT", f"/v1/blobs/{digest}", content=f)
         return digest
@@ -367,8 +389,18 @@ class Client:
         *,
         notes: str = "",
         hardware_revisions: Sequence[str] = (),
+        sha256: str | None = None,
     ) -> FirmwareOut:
-        """Upload a firmware image and register it for a generation (staff)."""
+        """Upload a firmware image and register it for a generation (staff). ``sha256``: what the
+        image's publisher says it hashes to; a file that hashes otherwise is refused unsent."""
+        if sha256 is not None:
+            have = _file_digest(Path(path))
+            if have != sha256.strip().lower():
+                raise DigestMismatch(
+                    f"{path} hashes to sha256 {have}, not the expected {sha256.strip()}: the file is damaged "
+                    "or not the image you meant; fetch it again from its publisher",
+                    detail={"sha256": have, "expected": sha256},
+                )
         sha = self.upload_blob(path)
         body = {
             "generation": generation,
@@ -386,6 +418,36 @@ class Client:
     def set_standard_firmware(self, generation: str, version: str) -> FirmwareOut:
         """Make a registered image its generation's standard: what onboarding flashes (staff)."""
         return self._one(FirmwareOut, "POST", f"/v1/firmware/{_q(generation)}/{_q(version)}/standard")
+
+    def start_rollout(self, generation: str, version: str, *, reason: str, **plan: Any) -> RolloutDetail:
+        """Start a staged firmware rollout of a generation to a registered version (staff). ``plan``:
+        canary, shares, soak_s, control, drain, drain_timeout_s, step_timeout_s (left out: defaults)."""
+        body = {"generation": generation, "version": version, "reason": reason}
+        body.update({k: v for k, v in plan.items() if v is not None})
+        return self._one(RolloutDetail, "POST", "/v1/rollouts", json=body)
+
+    def rollouts(self, generation: str | None = None, *, active: bool = False) -> list[RolloutOut]:
+        """Firmware rollouts, newest first."""
+        params = self._params(generation=generation, active="true" if active else None)
+        return self._many(RolloutOut, "/v1/rollouts", params=params)
+
+    def rollout(self, rollout_id: int) -> RolloutDetail:
+        """A rollout: each wave (boards by step, figures, gate, verdict) and each board."""
+        return self._one(RolloutDetail, "GET", f"/v1/rollouts/{_q(rollout_id)}")
+
+    def control_rollout(self, rollout_id: int, action: str, reason: str) -> RolloutDetail:
+        """``pause``, ``resume`` or ``abort`` a rollout (staff)."""
+        if action not in ("pause", "resume", "abort"):
+            raise BadRequest(f"unknown rollout action {action!r}; use pause, resume or abort")
+        return self._one(RolloutDetail, "POST", f"/v1/rollouts/{_q(rollout_id)}/{action}", json={"reason": reason})
+
+    def onboarding(self) -> list[OnboardingBatchOut]:
+        """Onboarding progress per batch, newest first: boards per step, done and failed."""
+        return self._many(OnboardingBatchOut, "/v1/onboarding")
+
+    def onboarding_batch(self, batch: str) -> list[OnboardingBoardOut]:
+        """Each board of an onboarding batch: its step, since when, evidence and outcome."""
+        return self._many(OnboardingBoardOut, f"/v1/onboarding/{_q(batch)}")
 
     def resolve_artifact(self, ref: str | os.PathLike[str]) -> ArtifactOut:
         """An artifact from a reference: a local file is pushed, a sha256 must name a pushed one."""
@@ -516,3 +578,11 @@ class Client:
             if ready or lease.ended or (deadline is not None and time.monotonic() >= deadline):
                 return lease
             time.sleep(poll)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

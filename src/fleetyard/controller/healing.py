@@ -64,7 +64,6 @@ class Healer:
         out = HealPass()
         tripped = set(open_breakers(conn))
         self._periodic(conn, now, out)
-        self._onboarding(conn, now, out)
         self._cases(conn, now, tripped, out)
         return out
 
@@ -86,6 +85,7 @@ class Healer:
     def _periodic(self, conn: sa.Connection, now: float, out: HealPass) -> None:
         b = t.boards.c
         # Checks that ended: a pass restarts the clock; a failure made the board suspect already.
+        # (An onboarding board's burn-in is the onboarding record's: controller.onboarding.)
         for r in conn.execute(
             sa.select(b.id, b.check_job_id).where(b.check_job_id.is_not(None), b.state != str(S.ONBOARDING))
         ).all():
@@ -132,40 +132,6 @@ class Healer:
                 conn, f.id, tier=CheckTier.L1, policy=self.config.of(f.generation), reason=f.check_due, at=now
             )
             conn.execute(t.boards.update().where(b.id == f.id).values(check_job_id=job_id))
-
-    # ---- onboarding
-
-    def _onboarding(self, conn: sa.Connection, now: float, out: HealPass) -> None:
-        """A board in onboarding (back from repair) runs its L3 burn-in: passed, it enters service;
-        failed, back to quarantine with the failure as reason."""
-        b = t.boards.c
-        rows = conn.execute(
-            sa.select(b.id, b.generation, b.check_job_id)
-            .join(t.hosts, t.hosts.c.id == b.host_id)
-            .where(b.state == str(S.ONBOARDING), t.hosts.c.state == "online")
-        ).all()
-        for r in rows:
-            if r.check_job_id is None:
-                job_id = start_check(
-                    conn, r.id, tier=CheckTier.L3, policy=self.config.of(r.generation), reason="burn-in", at=now
-                )
-                conn.execute(t.boards.update().where(b.id == r.id).values(check_job_id=job_id))
-                continue
-            res = check_result(conn, r.check_job_id)
-            if res is None:
-                continue
-            if res.passed:
-                switch_board_state(
-                    conn, r.id, S.AVAILABLE, current=S.ONBOARDING, reason="passed its L3 burn-in",
-                    actor=Actor.POLICY, at=now, l1_at=now, jobs_since_l1=0, check_job_id=None,
-                )  # fmt: skip
-                out.healed.append(r.id)
-            else:
-                switch_board_state(
-                    conn, r.id, S.QUARANTINED, current=S.ONBOARDING, reason=f"L3 burn-in failed: {res.detail}",
-                    actor=Actor.POLICY, at=now, check_job_id=None,
-                )  # fmt: skip
-                out.quarantined.append(r.id)
 
     # ---- cases
 

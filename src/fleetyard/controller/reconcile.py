@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from fleetyard.controller.healing import Healer
+from fleetyard.controller.onboarding import Onboarder
+from fleetyard.controller.rollouts import Roller
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAction
@@ -29,14 +31,15 @@ from fleetyard.store.db import Store
 from fleetyard.store.healing import CHECK_KIND, open_cases
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
+from fleetyard.store.onboarding import open_records
 
 log = logging.getLogger(__name__)
 
 
 class HealthPass(NamedTuple):
     failing: list[str]  # taken out: suspect
-    released: list[str]  # healed: back in service
-    quarantined: list[str]  # remediation exhausted, or lemons
+    released: list[str]  # healed, or onboarded: into service
+    quarantined: list[str]  # remediation exhausted, lemons, or failed onboarding
     tripped: list[str]  # generations whose breaker tripped in this pass
 
 
@@ -51,6 +54,8 @@ class Reconciler:
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
     scheduler: SchedulerShell = field(init=False)
     healer: Healer = field(init=False)
+    onboarder: Onboarder = field(init=False)
+    roller: Roller = field(init=False)
     _readings: dict[str, Reading] = field(init=False, default_factory=dict)  # each board's last telemetry
     _ends: dict[str, deque[RankEnd]] = field(init=False, default_factory=dict)  # per job fingerprint, the window's
     _ends_seen: float = field(init=False, default=0.0)
@@ -61,6 +66,8 @@ class Reconciler:
         self.breaker = BreakerLimits.of(self.health_config)
         self.scheduler = SchedulerShell(self.store)
         self.healer = Healer(self.health_config, lemons=self._lemons)
+        self.onboarder = Onboarder(self.health_config)
+        self.roller = Roller(self.health_config)
 
     def schedule(self, now: float) -> int:
         """One scheduling pass (:class:`~fleetyard.controller.scheduler.SchedulerShell`); how many attempts started."""
@@ -103,7 +110,8 @@ class Reconciler:
         allocated ones end their job's attempt as an infrastructure error (the job re-queues on
         other boards) and become suspect with it. A generation's circuit breaker bounds how many
         of its boards are taken out at once (:mod:`fleetyard.policy.brakes`). Then the healing
-        shell runs the periodic L1 checks and the remediation ladder (:mod:`.healing`)."""
+        shell runs the periodic L1 checks and the remediation ladder (:mod:`.healing`), and the
+        onboarding shell walks boards in onboarding through their steps (:mod:`.onboarding`)."""
         with self.store.write() as conn:
             b = t.boards.c
             failing = conn.execute(
@@ -141,7 +149,25 @@ class Reconciler:
                 if board_id in action:
                     self.healer.take(conn, board_id, why[board_id], action[board_id], r.generation, now)
             healed = self.healer.pass_(conn, now)
-        return HealthPass(intake.boards, healed.healed, healed.quarantined, sorted(intake.trips))
+            onboarded = self.onboarder.pass_(conn, now)
+        self.rollouts(now)
+        return HealthPass(
+            intake.boards,
+            healed.healed + onboarded.available,
+            healed.quarantined + onboarded.quarantined,
+            sorted(intake.trips),
+        )
+
+    def rollouts(self, now: float) -> None:
+        """The staged firmware rollouts' pass (:mod:`.rollouts`), in its own transaction: a rollout
+        that cannot go on (a bug, a row changed under it) holds still, and the fleet's health goes on."""
+        try:
+            with self.store.write() as conn:
+                self.roller.pass_(conn, now)
+        except sa.exc.OperationalError:
+            raise
+        except Exception:
+            log.exception("rollouts: the pass failed; nothing of it applied")
 
     def _rules(self, conn: sa.Connection) -> list[tuple[Any, Finding]]:
         """Boards in service whose latest telemetry breaks a rule that acts, with the worst finding
@@ -244,6 +270,7 @@ class Reconciler:
                 )
             ).all()
             on_ladder = {c.case.board for c in open_cases(conn)}  # their case keeps its own deadlines
+            on_ladder |= {r.board_id for r in open_records(conn)}  # so does an onboarding record (queued: none)
             views = [
                 StateView(r.id, BoardState(r.state), r.state_changed_at)
                 for r in rows

@@ -41,9 +41,12 @@ ALLOWED: dict[BoardState, frozenset[BoardState]] = {
     S.ALLOCATED: frozenset({S.AVAILABLE, S.DRAINED, S.SUSPECT}),
     S.DRAINED: frozenset({S.AVAILABLE, S.REMEDIATING, S.SERVICING}),
     S.SUSPECT: frozenset({S.AVAILABLE, S.REMEDIATING, S.DRAINED}),
-    S.REMEDIATING: frozenset({S.AVAILABLE, S.QUARANTINED}),
+    # A rollback takes over a board its image broke (drained for the flash that is the remedy).
+    S.REMEDIATING: frozenset({S.AVAILABLE, S.QUARANTINED, S.DRAINED}),
     S.QUARANTINED: frozenset({S.ONBOARDING}),
-    S.OFFLINE: frozenset({S.SUSPECT}),
+    # Back from offline: a check before service; a board never approved waits for approval again,
+    # and one that was onboarding starts its onboarding over.
+    S.OFFLINE: frozenset({S.SUSPECT, S.DISCOVERED, S.ONBOARDING}),
     S.SERVICING: frozenset({S.AVAILABLE, S.SUSPECT, S.QUARANTINED}),
     S.RETIRED: frozenset(),
 }

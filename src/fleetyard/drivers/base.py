@@ -28,6 +28,7 @@ class BoardIdentity:
     firmware: str
     device: str
     labels: dict[str, str] = field(default_factory=dict)
+    hardware_revision: str | None = None  # the board's revision as the driver reads it; None: unknown
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,12 @@ def _firmware(cpuinfo: dict[int, dict[str, str]], cores: tuple[int, ...]) -> str
     return f"linux {platform.release()}"
 
 
+def _model(cpuinfo: dict[int, dict[str, str]]) -> str | None:
+    """The CPU model name (a board's hardware revision, for the inventory); None when unknown."""
+    first = cpuinfo[min(cpuinfo)] if cpuinfo else {}
+    return (first.get("model name") or platform.processor() or "").strip()[:100] or None
+
+
 def _online_cpus() -> set[int] | None:
     text = _read("/sys/devices/system/cpu/online")
     return set(parse_cpu_list(text.strip())) if text else None
@@ -227,6 +233,7 @@ class CpuDriver:
                     "kernel": platform.release(),
                     "model": next(iter(cpuinfo.values()), {}).get("model name", platform.processor()),
                 },
+                hardware_revision=_model(cpuinfo),
             )
             self._boards[identity.serial] = _Board(identity, mine)
         self._lock = threading.Lock()

@@ -135,6 +135,7 @@ class CudaDriver:
         if mem is not None:
             labels["memory_mb"] = str(int(mem.total) // 2**20)
         generation = cuda_generation(name)
+        part = self._try(nvml.nvmlDeviceGetBoardPartNumber, h)  # cheap; absent on some boards
         identity = BoardIdentity(
             serial=serial,
             generation=generation,
@@ -142,6 +143,7 @@ class CudaDriver:
             firmware=f"vbios {_text(vbios)}" if vbios else f"driver {self.driver_version}",
             device=f"cuda:{index}",
             labels={"generation": generation, **labels},
+            hardware_revision=(_text(part).strip()[:100] or None) if part else None,
         )
         return _Board(identity, index, uuid)
 

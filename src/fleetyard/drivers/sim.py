@@ -22,7 +22,9 @@ crash and silent-corruption rates (:mod:`fleetyard.domain.firmware_image`).
 Board state that the agent and the per-board worker processes share (faults, firmware) lives in
 one small JSON file per board under ``state_dir/sim`` (written via tmp + rename under an flock),
 or in memory when there is no ``state_dir``. Latencies scale with ``FLEETYARD_SIM_TIME_SCALE``
-(tests set it to 0).
+(tests set it to 0). A flash takes minutes, as on real boards (``Generation.flash_s``: sim-g1
+240 s, sim-g2 180 s, sim-g3 120 s); ``FLEETYARD_SIM_FLASH_SCALE`` (default 1) scales flashes and
+reflashes further, on top of the time scale (the integration tests: 0.05 x 0.1, about a second).
 """
 
 from __future__ import annotations
@@ -81,15 +83,16 @@ class Generation:
     firmware: str  # what a new board ships with
     reset_soft_s: float
     reset_hard_s: float
-    flash_s: float
+    flash_s: float  # a firmware write and reboot: minutes, as on real boards (FLEETYARD_SIM_FLASH_SCALE)
+    hardware_revision: str = "r1"  # what its boards report (firmware images name the revisions they support)
 
 
 GENERATIONS: dict[str, Generation] = {
     g.name: g
     for g in (
-        Generation("sim-g1", "SG1", 1.0, 46.0, 35.0, 150.0, 16384, "1.4.2", 0.2, 1.0, 1.5),
-        Generation("sim-g2", "SG2", 0.6, 41.0, 30.0, 220.0, 32768, "2.1.0", 0.15, 0.8, 1.2),
-        Generation("sim-g3", "SG3", 0.35, 38.0, 25.0, 300.0, 65536, "3.0.1", 0.1, 0.6, 1.0),
+        Generation("sim-g1", "SG1", 1.0, 46.0, 35.0, 150.0, 16384, "1.4.2", 0.2, 1.0, 240.0, hardware_revision="r1"),
+        Generation("sim-g2", "SG2", 0.6, 41.0, 30.0, 220.0, 32768, "2.1.0", 0.15, 0.8, 180.0, hardware_revision="r2"),
+        Generation("sim-g3", "SG3", 0.35, 38.0, 25.0, 300.0, 65536, "3.0.1", 0.1, 0.6, 120.0, hardware_revision="r1"),
     )
 }
 
@@ -100,6 +103,15 @@ def time_scale() -> float:
     """Factor applied to every simulated latency (env ``FLEETYARD_SIM_TIME_SCALE``, default 1)."""
     try:
         return max(0.0, float(os.environ.get("FLEETYARD_SIM_TIME_SCALE", "1")))
+    except ValueError:
+        return 1.0
+
+
+def flash_scale() -> float:
+    """Extra factor on flash (and reflash) times, on top of :func:`time_scale` (env
+    ``FLEETYARD_SIM_FLASH_SCALE``, default 1): a flash takes minutes, so tests shorten it further."""
+    try:
+        return max(0.0, float(os.environ.get("FLEETYARD_SIM_FLASH_SCALE", "1")))
     except ValueError:
         return 1.0
 
@@ -252,6 +264,7 @@ class SimDriver:
                 firmware=gen.firmware,
                 device=f"sim:{slot}",
                 labels={"generation": gen.name},
+                hardware_revision=gen.hardware_revision,
             )
             self._boards[serial] = _Board(ident, gen)
         self._busy: set[str] = set()
@@ -427,7 +440,7 @@ class SimDriver:
             raise BoardFault("cannot flash: fell off the bus")
         if BRICK in faults:
             raise BoardFault("cannot flash: the board is bricked (no bank boots); it needs a repair")
-        _sleep(gen.flash_s)
+        _sleep(gen.flash_s * flash_scale())
         outcome = "ok"
 
         def apply(state: dict[str, Any]) -> None:

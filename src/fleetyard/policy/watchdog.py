@@ -3,7 +3,9 @@ through is failed safely, with the time it spent as its reason (Ironic's and MAA
 timeouts). The time counts from the board's last transition (``boards.state_changed_at``), so a
 restarted controller finds what got stuck while it was away.
 
-- **onboarding** past its timeout: quarantined (it never proved itself);
+- **onboarding** past its timeout: quarantined (it never proved itself); the controller does not
+  ask about a board with an open onboarding record: each step keeps its own deadline there
+  (:mod:`fleetyard.policy.onboarding`), and a queued board may wait longer than this for its place;
 - **remediating**: quarantined (the step did not come back);
 - **servicing** (an operator's maintenance, e.g. a firmware flash): suspect, so that it must pass
   a check before it serves again;

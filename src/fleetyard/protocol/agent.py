@@ -38,6 +38,7 @@ class BoardInfo(BaseModel):
     firmware: str
     device: str = Field(description="how the worker addresses it, e.g. 'sim:3', 'cpu:0-3', 'cuda:0'")
     labels: dict[str, str] = Field(default_factory=dict)
+    hardware_revision: str | None = Field(None, max_length=100, description="as the driver reads it off the board")
 
 
 class RegisterRequest(BaseModel):

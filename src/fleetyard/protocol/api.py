@@ -47,6 +47,8 @@ class BoardOut(BaseModel):
         default_factory=list,
         description="sha256 of the artifacts its worker holds loaded, most recently used last, as its agent reports",
     )
+    hardware_revision: str | None = Field(None, description="as its driver reads it off the board")
+    onboard_batch: str | None = Field(None, description="the batch it onboards in (site/rack, auto/HOST, approved-…)")
 
 
 class BoardEventOut(BaseModel):
@@ -58,6 +60,112 @@ class BoardEventOut(BaseModel):
     reason: str
     actor: str
     job_id: int | None
+
+
+# ---- the declared inventory, and approving boards into onboarding -----------------------------
+
+
+class ApproveIn(BaseModel):
+    """Let boards waiting in ``discovered`` onboard, as one batch."""
+
+    model_config = {"extra": "forbid"}
+
+    boards: list[str] = Field(min_length=1, max_length=10_000, description="serials of boards in discovered")
+    batch: str | None = Field(
+        None, min_length=1, max_length=200, description="their onboarding batch; default approved-YYYYmmddTHHMM"
+    )
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class InventoryIn(BaseModel):
+    """An inventory file's text (YAML), validated by the server: errors name the field and line."""
+
+    model_config = {"extra": "forbid"}
+
+    text: str = Field(max_length=16 * 1024 * 1024)
+    dry_run: bool = Field(False, description="sync only: say what it would do, change nothing")
+
+
+class InventoryBoardOut(BaseModel):
+    serial: str
+    site: str
+    rack: str
+    host: str
+    slot: int
+    generation: str
+    hardware_revision: str | None = None
+
+
+class InventoryHostOut(BaseModel):
+    id: str
+    site: str
+    rack: str
+    boards: int
+
+
+class MissingBoardOut(InventoryBoardOut):
+    why: str = Field(description="no agent has found it, or its board is offline or retired")
+
+
+class MovedBoardOut(BaseModel):
+    serial: str
+    from_host: str = Field(description="where the inventory declares it")
+    from_slot: int
+    to_host: str = Field(description="where its agent found it")
+    to_slot: int
+
+
+class FoundBoardOut(BaseModel):
+    serial: str
+    host: str
+    slot: int
+    generation: str
+    hardware_revision: str | None = None
+    state: str
+
+
+class MismatchedBoardOut(BaseModel):
+    serial: str
+    field: str = Field(description="generation or hardware_revision")
+    declared: str | None
+    found: str | None
+
+
+class InventoryDiffOut(BaseModel):
+    """A declared inventory against the stored one and against what agents found."""
+
+    new: list[InventoryBoardOut] = Field(description="declared, not in the stored inventory yet")
+    removed: list[InventoryBoardOut] = Field(description="in the stored inventory, no longer declared")
+    changed: list[InventoryBoardOut] = Field(description="stored, declared differently now (as declared)")
+    missing: list[MissingBoardOut] = Field(description="declared, but no agent finds it (or it is offline, retired)")
+    moved: list[MovedBoardOut] = Field(description="found on another host or slot than declared")
+    unexpected: list[FoundBoardOut] = Field(description="found by agents, not declared")
+    mismatched: list[MismatchedBoardOut] = Field(description="found with another generation or hardware revision")
+    counts: dict[str, int] = Field(description="declared, stored, found (boards agents find now)")
+
+
+class ApprovedBoardOut(BaseModel):
+    serial: str
+    batch: str | None
+    reason: str
+
+
+class InventorySyncOut(BaseModel):
+    diff: InventoryDiffOut = Field(description="against the inventory stored before")
+    approved: list[ApprovedBoardOut] = Field(description="discovered boards it let onboard (would, on a dry run)")
+    dry_run: bool
+    synced_at: float | None
+
+
+class InventoryOut(BaseModel):
+    """The stored inventory and its settings; ``synced_at`` null: never synced (the open fleet)."""
+
+    synced_at: float | None
+    synced_by: str | None
+    auto_approve: list[str]
+    parallelism: int = Field(description="boards onboarding at once")
+    hosts: list[InventoryHostOut]
+    boards: list[InventoryBoardOut]
 
 
 class ReasonIn(BaseModel):
@@ -429,3 +537,104 @@ class BreakerOut(BaseModel):
     reset_at: float | None = None
     reset_by: str | None = None
     reset_reason: str | None = None
+
+
+class OnboardingBatchOut(BaseModel):
+    """A batch of boards onboarding together (``repair``: boards back from repair), as it stands."""
+
+    batch: str
+    boards: int = Field(description="onboarding records in the batch")
+    steps: dict[str, int] = Field(description="records per step: queued, inspect, flash, burn_in, done, failed")
+    done: int = Field(description="boards that passed: in service")
+    failed: int = Field(description="boards that failed (quarantined) or left onboarding another way")
+    first_created_at: float | None = Field(description="when its first board was queued")
+    last_finished_at: float | None = Field(description="when its last finished board finished")
+
+
+class OnboardingBoardOut(BaseModel):
+    """One board of a batch: its latest onboarding record there."""
+
+    board_id: str
+    batch: str
+    step: str = Field(description="queued, inspect, flash, burn_in, done or failed")
+    since: float = Field(description="when it entered the step")
+    created_at: float
+    finished_at: float | None = None
+    outcome: str | None = Field(None, description="available, quarantined or abandoned; none while open")
+    op_id: int | None = Field(None, description="its flash op (GET /v1/boards/{id}/ops)")
+    check_job_id: int | None = Field(None, description="its burn-in check job")
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="log (each step and what it came to), facts (what inspection read), problems, reason",
+    )
+
+
+class RolloutIn(BaseModel):
+    """A staged firmware rollout: every board of ``generation`` to ``version``, in waves. The plan's
+    fields left out take their defaults (canary 8 boards, shares 5/25/50/100 %, soak 30 min, 8
+    control boards, drain by waiting for running jobs)."""
+
+    generation: str = Field(min_length=1, max_length=100)
+    version: str = Field(min_length=1, max_length=100, description="a registered image of the generation")
+    reason: str = Field(min_length=1, max_length=1000)
+    canary: int | None = Field(None, description="boards in the first wave")
+    shares: list[float] | None = Field(None, description="of the generation, cumulative, after the canary; last 1")
+    soak_s: float | None = Field(None, description="after each wave, before its gate")
+    control: int | None = Field(None, description="boards kept on the old firmware until the last wave")
+    drain: str | None = Field(None, description="wait: running jobs finish; requeue: re-queued after drain_timeout_s")
+    drain_timeout_s: float | None = None
+    step_timeout_s: float | None = Field(None, description="a flash or check that takes longer failed")
+
+
+class RolloutWaveOut(BaseModel):
+    """One wave: its boards by step and, once gated, the figures, the gate's table and the verdict."""
+
+    index: int
+    boards: int
+    steps: dict[str, int] = Field(description="the wave's boards per step")
+    started_at: float | None = None
+    flashed_at: float | None = Field(None, description="every board of the wave done or failed")
+    soak_checks_at: float | None = None
+    checks_in: bool = False
+    verdict: bool | None = Field(None, description="passed its gate; none until gated")
+    figures: dict[str, Any] | None = Field(None, description="wave and control: checks, infra errors, validations, …")
+    gate: dict[str, Any] | None = Field(None, description="each measure: the wave's, the control's, the limit")
+    reasons: list[str] = Field(default_factory=list, description="why it failed its gate")
+
+
+class RolloutBoardOut(BaseModel):
+    board_id: str
+    wave: int
+    control: bool = Field(description="kept on the old firmware until the last wave")
+    step: str
+    step_at: float
+    from_version: str = Field(description="what it ran before: what a rollback flashes back")
+    firmware: str | None = Field(None, description="what it runs now")
+    state: str | None = Field(None, description="its board state now")
+    op_id: int | None = None
+    check_job_id: int | None = None
+    flashed_at: float | None = None
+    message: str | None = None
+
+
+class RolloutOut(BaseModel):
+    id: int
+    generation: str
+    version: str
+    image: str
+    state: str = Field(description="running, paused, rolling_back, rolled_back, completed or aborted")
+    wave: int = Field(description="the wave under way")
+    waves: int
+    plan: dict[str, Any]
+    counts: dict[str, int] = Field(description="boards per step")
+    created_by: str
+    reason: str
+    created_at: float
+    updated_at: float
+    ended_at: float | None = None
+    message: str | None = None
+
+
+class RolloutDetail(RolloutOut):
+    wave_records: list[RolloutWaveOut]
+    boards: list[RolloutBoardOut]

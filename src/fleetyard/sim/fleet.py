@@ -221,7 +221,9 @@ class FleetSim:
         self.line = Line()
         self.running: dict[int, RunningJob] = {}
         self.queues = {
-            t.name: QueueSpec(t.name, {g: math.floor(t.share * n) for g, n in self.gen_size.items()}, "fleet")
+            t.name: QueueSpec(
+                t.name, {g: math.floor(t.share * sc.quota_share * n) for g, n in self.gen_size.items()}, "fleet"
+            )
             for t in sc.workload.teams
         }
         self.usage: dict[str, float] = dict.fromkeys(self.queues, 0.0)

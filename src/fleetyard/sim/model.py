@@ -170,6 +170,9 @@ class Scenario:
         }
     )
     l1_s: float = 30.0  # an L1 check's run (seconds: a golden artifact)
+    # Of each generation, what the teams' nominal quotas promise altogether (the rest is only
+    # lent): 1 promises every board; a fleet that keeps headroom for maintenance promises less.
+    quota_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.boards < self.boards_per_host:

@@ -65,6 +65,11 @@ boards = sa.Table(
     sa.Column("jobs_since_l1", sa.Integer, nullable=False, server_default="0"),
     sa.Column("check_due", sa.Text),
     sa.Column("check_job_id", sa.Integer),
+    # What the agent read off the board (the driver's identity); firmware images name the
+    # revisions they support.
+    sa.Column("hardware_revision", sa.String(100)),
+    # Boards approved together onboard as a batch (progress per batch); NULL once it serves.
+    sa.Column("onboard_batch", sa.String(200)),
 )
 
 board_events = sa.Table(
@@ -356,4 +361,99 @@ firmware_images = sa.Table(
     sa.Column("uploaded_by", sa.String(100), nullable=False),
     sa.Column("uploaded_at", Time, nullable=False),
     sa.UniqueConstraint("generation", "version", name="uq_firmware_images_generation_version"),
+)
+
+# The declared inventory (``fleetyard inventory sync``): hosts in racks and sites, and the boards
+# each should hold. A board's identity is its serial; where agents find it is in ``boards``.
+inventory_hosts = sa.Table(
+    "inventory_hosts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("site", sa.String(100), nullable=False),
+    sa.Column("rack", sa.String(100), nullable=False),
+    sa.Column("synced_at", Time, nullable=False),
+)
+
+inventory_boards = sa.Table(
+    "inventory_boards",
+    metadata,
+    sa.Column("serial", sa.String(200), primary_key=True),
+    sa.Column("host_id", sa.String(200), nullable=False),
+    sa.Column("slot", sa.Integer, nullable=False),
+    sa.Column("generation", sa.String(100), nullable=False),
+    sa.Column("hardware_revision", sa.String(100)),
+    sa.Column("synced_at", Time, nullable=False),
+)
+
+# Fleet-wide settings an operator changes without restarting anything (e.g. the inventory's
+# auto-approve rules and the onboarding parallelism), one JSON value per key.
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", Json, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+)
+
+# A board's run through onboarding (queued, inspect, flash, burn-in; then done or failed), kept
+# as its record: what each step found (evidence) and how it ended.
+onboardings = sa.Table(
+    "onboardings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.String(200), sa.ForeignKey("boards.id"), nullable=False),
+    sa.Column("batch", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(20), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("step_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("op_id", sa.Integer),
+    sa.Column("check_job_id", sa.Integer),
+    sa.Column("evidence", Json, nullable=False),
+    sa.Index("ix_onboardings_board_id_id", "board_id", "id"),
+    sa.Index("ix_onboardings_batch", "batch"),
+    sa.Index("ix_onboardings_finished_at", "finished_at"),
+)
+
+# A staged firmware rollout of one generation to one version: its plan (waves, soak, gates),
+# each wave's figures and verdict (waves), and where it stands.
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("generation", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(100), nullable=False),
+    sa.Column("image", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("plan", Json, nullable=False),
+    sa.Column("waves", Json, nullable=False),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("ended_at", Time),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_rollouts_generation_state", "generation", "state"),
+)
+
+# Each board of a rollout: its wave (-1: a control board), how far it got, and what it ran
+# before (what a rollback flashes back).
+rollout_boards = sa.Table(
+    "rollout_boards",
+    metadata,
+    sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), primary_key=True),
+    sa.Column("board_id", sa.String(200), primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("step", sa.String(20), nullable=False),
+    sa.Column("from_version", sa.String(100), nullable=False),
+    sa.Column("from_image", sa.String(64)),
+    sa.Column("op_id", sa.Integer),
+    sa.Column("check_job_id", sa.Integer),
+    sa.Column("step_at", Time, nullable=False),
+    sa.Column("flashed_at", Time),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_rollout_boards_board_id", "board_id"),
 )

@@ -12,14 +12,18 @@ import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.inventory import DeclaredBoard
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.errors import BadRequest, Forbidden, StaleSession
+from fleetyard.policy.inventory import admit
 from fleetyard.protocol.agent import (
     Assignment,
+    BoardInfo,
     Event,
     EventType,
     RegisterRequest,
 )
+from fleetyard.store import inventory
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import record_arrival, switch_board_state
@@ -64,6 +68,11 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
             if host.state == "offline":
                 host_back(conn, host_id, at=at)
         known = {r.id: r for r in conn.execute(sa.select(t.boards).where(t.boards.c.id.in_(serials)))}
+        new = [b for b in req.boards if b.serial not in known]
+        # Only a fleet with a synced inventory holds new boards back (the open fleet serves them).
+        synced = bool(new) and inventory.is_synced(conn)
+        declared = inventory.declared_for(conn, [b.serial for b in new]) if synced else {}
+        auto = inventory.auto_approve(conn) if synced else []
         for b in req.boards:
             row = known.get(b.serial)
             fields = {
@@ -73,28 +82,10 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 "firmware": b.firmware,
                 "device": b.device,
                 "labels": b.labels,
+                "hardware_revision": b.hardware_revision,
             }
             if row is None:
-                # Until inventory and onboarding exist, a board an agent finds enters service.
-                conn.execute(
-                    t.boards.insert().values(
-                        id=b.serial,
-                        state=str(BoardState.AVAILABLE),
-                        state_reason=f"found by the agent of {host_id}",
-                        state_changed_at=at,
-                        telemetry={},
-                        l1_at=at,  # its L1 clock starts as it enters service
-                        **fields,
-                    )
-                )
-                record_arrival(
-                    conn,
-                    b.serial,
-                    BoardState.AVAILABLE,
-                    reason=f"found by the agent of {host_id}",
-                    actor=Actor.AGENT,
-                    at=at,
-                )
+                _arrive(conn, b, host_id, fields, synced=synced, declared=declared, auto=auto, at=at)
                 continue
             conn.execute(t.boards.update().where(t.boards.c.id == b.serial).values(**fields))
             if row.host_id != host_id:
@@ -108,7 +99,30 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                         actor=str(Actor.AGENT),
                     )
                 )
-            if row.state == BoardState.OFFLINE:
+            before = _state_before_offline(conn, b.serial) if row.state == BoardState.OFFLINE else None
+            if before is BoardState.DISCOVERED:
+                # Never approved: coming back must not slip it into service through a check.
+                switch_board_state(
+                    conn,
+                    b.serial,
+                    BoardState.DISCOVERED,
+                    current=BoardState.OFFLINE,
+                    reason=f"back on host {host_id}; still not approved: fleetyard boards approve {b.serial}",
+                    actor=Actor.AGENT,
+                    at=at,
+                )
+            elif before is BoardState.ONBOARDING:
+                # Its onboarding was cut short: it starts over (inspect, flash, burn-in) before service.
+                switch_board_state(
+                    conn,
+                    b.serial,
+                    BoardState.ONBOARDING,
+                    current=BoardState.OFFLINE,
+                    reason=f"back on host {host_id}: its onboarding starts over",
+                    actor=Actor.AGENT,
+                    at=at,
+                )
+            elif row.state == BoardState.OFFLINE:
                 switch_board_state(
                     conn,
                     b.serial,
@@ -135,6 +149,72 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 actor=Actor.AGENT,
                 at=at,
             )
+
+
+def _state_before_offline(conn: sa.Connection, board_id: str) -> BoardState | None:
+    """The state an offline board left when it went offline (its last transition into offline)."""
+    e = t.board_events.c
+    found = conn.execute(
+        sa.select(e.from_state)
+        .where(e.board_id == board_id, e.to_state == str(BoardState.OFFLINE), e.from_state != str(BoardState.OFFLINE))
+        .order_by(e.id.desc())
+        .limit(1)
+    ).scalar()
+    return None if found is None else BoardState(found)
+
+
+def _arrive(
+    conn: sa.Connection,
+    b: BoardInfo,
+    host_id: str,
+    fields: dict[str, Any],
+    *,
+    synced: bool,
+    declared: dict[str, DeclaredBoard],
+    auto: list[str],
+    at: float,
+) -> None:
+    """A board no agent reported before: the open fleet serves it at once; with an inventory it
+    arrives discovered and onboards at once if the inventory names or auto-approves it."""
+    a = admit(b.serial, b.generation, host=host_id, synced=synced, declared=declared.get(b.serial), auto_approve=auto)
+    if a.state is BoardState.AVAILABLE:
+        conn.execute(
+            t.boards.insert().values(
+                id=b.serial,
+                state=str(BoardState.AVAILABLE),
+                state_reason=a.reason,
+                state_changed_at=at,
+                telemetry={},
+                l1_at=at,  # its L1 clock starts as it enters service
+                **fields,
+            )
+        )
+        record_arrival(conn, b.serial, BoardState.AVAILABLE, reason=a.reason, actor=Actor.AGENT, at=at)
+        return
+    found = f"found by the agent of {host_id}"
+    waits = a.state is BoardState.DISCOVERED
+    conn.execute(
+        t.boards.insert().values(
+            id=b.serial,
+            state=str(BoardState.DISCOVERED),
+            state_reason=a.reason if waits else found,
+            state_changed_at=at,
+            telemetry={},
+            **fields,
+        )
+    )
+    record_arrival(conn, b.serial, BoardState.DISCOVERED, reason=a.reason if waits else found, actor=Actor.AGENT, at=at)
+    if not waits:
+        switch_board_state(
+            conn,
+            b.serial,
+            BoardState.ONBOARDING,
+            current=BoardState.DISCOVERED,
+            reason=a.reason,
+            actor=Actor.POLICY,
+            at=at,
+            onboard_batch=a.batch,
+        )
 
 
 def _check_session(conn: sa.Connection, host_id: str, session: str) -> sa.Row[Any]:

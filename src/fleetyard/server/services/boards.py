@@ -110,8 +110,8 @@ def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, a
 
 
 def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
-    """A quarantined board came back from repair: it goes through onboarding (an L3 burn-in,
-    run by the controller) before it serves again."""
+    """A quarantined board came back from repair: it goes through onboarding (inspect, flash to
+    the standard firmware, L3 burn-in: the controller's) before it serves again."""
     with store.write() as conn:
         b = _board(conn, board_id)
         state = BoardState(b.state)
@@ -120,7 +120,7 @@ def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, 
                 f"board {board_id} is {state}, not quarantined: only a quarantined board comes back from repair",
                 detail={"state": str(state)},
             )
-        why = f"repaired, by {principal.name}: {reason}; a burn-in before service"
+        why = f"repaired, by {principal.name}: {reason}; onboarding (inspect, flash, burn-in) before service"
         switch_board_state(
             conn, board_id, BoardState.ONBOARDING, current=state, reason=why, actor=Actor.OPERATOR, at=at
         )

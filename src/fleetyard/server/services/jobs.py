@@ -74,6 +74,43 @@ def _refusal(specs: list[JobSpec], fleet: list[FleetBoard]) -> tuple[int, str] |
     return None
 
 
+def _firmware_pins(store: Store, specs: list[JobSpec], view: FleetView) -> list[JobSpec]:
+    """The specs as the fleet check should see them. A firmware selector that a registered image of
+    a generation the job may use matches is no refusal (a rollout may flash it; the job waits):
+    checked without it. One that no board runs and no such image matches is refused, saying so."""
+    if not any(s.firmware for s in specs):
+        return specs
+    with store.read() as conn:
+        f = t.firmware_images.c
+        images = [(r.generation, r.version) for r in conn.execute(sa.select(f.generation, f.version))]
+    out = []
+    for i, spec in enumerate(specs):
+        selector = spec.firmware_selector()
+        if selector is None:
+            out.append(spec)
+            continue
+        gens = set(spec.generations) or {b.generation for b in view.boards(store)} | {g for g, _ in images}
+        if any(g in gens and selector.matches(v) for g, v in images):
+            out.append(spec.model_copy(update={"firmware": None}))
+            continue
+        for fresh in (False, True):  # a refusal is confirmed against a fresh read
+            runs = sorted({b.firmware for b in view.boards(store, fresh=fresh) if b.generation in gens})
+            if any(selector.matches(v) for v in runs):
+                break
+        else:
+            where = f"jobs[{i}]: " if len(specs) > 1 else ""
+            registered = sorted(v for g, v in images if g in gens)
+            raise UnschedulableJob(
+                f"{where}no board runs firmware {selector} and no image of it is registered: "
+                f"{'/'.join(sorted(gens)) or 'the fleet'} boards run {', '.join(runs) or 'nothing'}; registered "
+                f"images: {', '.join(registered) or 'none'}; push an image (fleetyard firmware push) and roll it "
+                "out (fleetyard firmware rollout), or change the job's firmware selector",
+                detail={"index": i, "firmware": str(selector), "runs": runs, "registered": registered},
+            )
+        out.append(spec)
+    return out
+
+
 def _team_for(principal: Principal, spec: JobSpec) -> str:
     if principal.role is Role.USER:
         if spec.team and spec.team != principal.team:
@@ -180,7 +217,8 @@ def submit(
                 "submitted_at": at,
             }
         )
-    if _refusal(specs, view.boards(store)) and (refused := _refusal(specs, view.boards(store, fresh=True))):
+    placed = _firmware_pins(store, specs, view)
+    if _refusal(placed, view.boards(store)) and (refused := _refusal(placed, view.boards(store, fresh=True))):
         index, reason = refused
         where = f"jobs[{index}]: " if len(specs) > 1 else ""
         raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": index, "reason": reason})

@@ -54,6 +54,8 @@ def board_out(r: Row) -> BoardOut:
         probe_ok=r.probe_ok,
         probe_reason=r.probe_reason,
         warm=r.warm,
+        hardware_revision=r.hardware_revision,
+        onboard_batch=r.onboard_batch,
     )
 
 

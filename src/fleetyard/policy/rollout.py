@@ -1,0 +1,422 @@
+"""Staged firmware rollouts (pure): waves, capacity, gates, and what a rollout does next.
+
+A rollout takes every board of one generation to one firmware version, in waves: a canary of a
+few boards, then 5 %, 25 %, 50 % and 100 % of the generation (cumulative), each followed by a
+soak. A few *control* boards stay on the old firmware until the last wave, so that every gate
+compares boards that share the hardware, the work and the time, and differ only in firmware
+(Azure's Gandalf attributes faults to the rollout that causes them the same way).
+
+Each board of a wave goes ``pending → draining → flashing → checking → done``: drained (its
+running job finishes, or is re-queued after ``drain_timeout_s`` when the plan says so), flashed
+through its agent, and back in service only after a golden (L1) check passes. At the end of the
+soak every wave board and every control board runs a check again, and the gate compares the two
+groups (:func:`gate`): health-check failures, infrastructure errors, validation passes and
+benchmark throughput; a wave whose flashes fail too often fails whatever the control boards do.
+A failed gate halts the rollout and rolls every board it flashed back to the firmware it ran
+before (``revert_* → reverted``), with the figures as evidence.
+
+Capacity: at most a wave's boards are out of service for the rollout at once, and never so many
+that the boards in service fall below what the queues' nominal quotas need (:func:`queue_need`).
+A rollback is not planned work: every board on the failed image comes out at once, and the jobs
+on them are re-queued rather than left to finish on a board that may compute wrong numbers.
+
+Everything here is a function of a snapshot and an explicit time; the controller
+(:mod:`fleetyard.controller.rollouts`) and the fleet simulator (:mod:`fleetyard.sim.rollout`)
+carry out the acts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Act",
+    "BoardSeen",
+    "Do",
+    "Figures",
+    "Gates",
+    "RolloutPlan",
+    "RolloutState",
+    "Step",
+    "Verdict",
+    "WaveSeen",
+    "gate",
+    "next_acts",
+    "plan_waves",
+    "queue_need",
+]
+
+
+class RolloutState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"  # a gate failed: every flashed board goes back
+    ROLLED_BACK = "rolled_back"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+    @property
+    def active(self) -> bool:
+        return self in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK)
+
+
+class Step(StrEnum):
+    PENDING = "pending"
+    DRAINING = "draining"
+    FLASHING = "flashing"
+    CHECKING = "checking"
+    DONE = "done"  # on the new firmware, in service
+    FAILED = "failed"  # its flash or check failed: handed to the remediation ladder
+    REVERT_PENDING = "revert_pending"
+    REVERT_DRAINING = "revert_draining"
+    REVERT_FLASHING = "revert_flashing"
+    REVERT_CHECKING = "revert_checking"
+    REVERTED = "reverted"  # back on the firmware it ran before
+
+    @property
+    def in_flight(self) -> bool:
+        """Out of service (or on its way out) for the rollout."""
+        return self in _IN_FLIGHT
+
+
+_IN_FLIGHT = frozenset(
+    {Step.DRAINING, Step.FLASHING, Step.CHECKING, Step.REVERT_DRAINING, Step.REVERT_FLASHING, Step.REVERT_CHECKING}
+)
+_NEXT = {
+    Step.PENDING: Step.DRAINING,
+    Step.DRAINING: Step.FLASHING,
+    Step.FLASHING: Step.CHECKING,
+    Step.CHECKING: Step.DONE,
+    Step.REVERT_PENDING: Step.REVERT_DRAINING,
+    Step.REVERT_DRAINING: Step.REVERT_FLASHING,
+    Step.REVERT_FLASHING: Step.REVERT_CHECKING,
+    Step.REVERT_CHECKING: Step.REVERTED,
+}
+CONTROL = -1  # a control board's wave
+
+
+@dataclass(frozen=True)
+class Gates:
+    """How much worse than the control boards a wave may do before the rollout halts."""
+
+    check_failure_margin: float = 0.02  # failed health checks / checks, above the control's
+    infra_error_margin: float = 0.02  # infrastructure errors / attempts, above the control's
+    validation_margin: float = 0.02  # passed validations / validations, below the control's
+    throughput_drop: float = 0.05  # benchmark throughput, relative, below the control's
+    flash_failures: float = 0.10  # failed flashes / flashes of the wave (control boards flash nothing)
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    canary: int = 8  # boards in the first wave
+    shares: tuple[float, ...] = (0.05, 0.25, 0.50, 1.0)  # of the generation, cumulative, after the canary
+    soak_s: float = 1800.0  # after each wave, before its gate
+    control: int = 8  # boards kept on the old firmware until the last wave
+    drain: str = "wait"  # "wait": running jobs finish; "requeue": re-queued after drain_timeout_s
+    drain_timeout_s: float = 1800.0
+    step_timeout_s: float = 1800.0  # a flash or check that takes longer failed
+    gates: Gates = field(default_factory=Gates)
+
+    def __post_init__(self) -> None:
+        if self.canary < 1:
+            raise ValueError(f"canary must be at least 1 board, got {self.canary}")
+        if not self.shares or any(not 0 < s <= 1 for s in self.shares) or list(self.shares) != sorted(self.shares):
+            raise ValueError(f"shares must rise within (0, 1], e.g. 0.05,0.25,0.5,1; got {list(self.shares)}")
+        if self.shares[-1] != 1.0:
+            raise ValueError(f"the last share must be 1 (the whole generation); got {self.shares[-1]}")
+        if self.drain not in ("wait", "requeue"):
+            raise ValueError(f"drain must be 'wait' or 'requeue', got {self.drain!r}")
+        if self.soak_s < 0 or self.control < 0:
+            raise ValueError("soak_s and control must not be negative")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "canary": self.canary, "shares": list(self.shares), "soak_s": self.soak_s, "control": self.control,
+            "drain": self.drain, "drain_timeout_s": self.drain_timeout_s, "step_timeout_s": self.step_timeout_s,
+            "gates": vars(self.gates).copy(),
+        }  # fmt: skip
+
+    @classmethod
+    def of(cls, d: Mapping[str, Any]) -> RolloutPlan:
+        d = dict(d)
+        gates = Gates(**d.pop("gates", {}))
+        if "shares" in d:
+            d["shares"] = tuple(float(s) for s in d["shares"])
+        return cls(**d, gates=gates)
+
+
+def _order(board_id: str, salt: str) -> str:
+    return hashlib.sha256(f"{salt}:{board_id}".encode()).hexdigest()
+
+
+def plan_waves(boards: Sequence[str], plan: RolloutPlan, *, salt: str) -> tuple[list[list[str]], list[str]]:
+    """The waves (lists of board ids) and the control boards of a rollout over ``boards``.
+
+    Boards are taken in an order drawn from ``salt`` (the rollout's identity): every wave spreads
+    over hosts and racks rather than emptying one. The control boards are in the last wave.
+    """
+    n = len(boards)
+    order = sorted(boards, key=lambda b: _order(b, salt))
+    control = order[n - min(plan.control, max(0, n - 1)) :] if n > 1 else []
+    body = order[: n - len(control)]
+    waves: list[list[str]] = []
+    taken = 0
+    targets = [min(plan.canary, len(body))] + [math.ceil(s * n) for s in plan.shares]
+    for i, target in enumerate(targets):
+        last = i == len(targets) - 1
+        upto = len(body) if last else min(max(target, taken + 1), len(body))
+        if upto > taken:
+            waves.append(body[taken:upto])
+            taken = upto
+    if control:
+        if waves:
+            waves[-1] = waves[-1] + control
+        else:
+            waves.append(control)
+    return waves, control
+
+
+def queue_need(nominal: Mapping[str, int], demand: Mapping[str, int]) -> int:
+    """Boards of a generation the queues' nominal quotas need now: each queue's quota, as far as
+    its work (boards held plus boards its queued jobs ask for) uses it."""
+    return sum(min(q, demand.get(name, 0)) for name, q in nominal.items())
+
+
+# ---- gates
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a group of boards did since a time: the gate's inputs."""
+
+    checks: int = 0
+    check_failures: int = 0
+    attempts: int = 0
+    infra_errors: int = 0
+    validations: int = 0
+    validation_passes: int = 0
+    # benchmark: what was measured (kind and params) -> throughputs; compared like with like
+    throughput: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    flashes: int = 0
+    flash_failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flashes": self.flashes, "flash_failures": self.flash_failures,
+            "checks": self.checks, "check_failures": self.check_failures, "attempts": self.attempts,
+            "infra_errors": self.infra_errors, "validations": self.validations,
+            "validation_passes": self.validation_passes,
+            "throughput": {k: list(v) for k, v in self.throughput.items()},
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: tuple[str, ...]  # why it failed (empty when it passed)
+    table: dict[str, Any]  # each gate: the wave's figure, the control's, the limit
+
+
+def _rate(n: int, d: int) -> float | None:
+    return None if d == 0 else n / d
+
+
+def gate(wave: Figures, control: Figures, gates: Gates) -> Verdict:
+    """Compare a wave's boards with the control boards. A measure with no data on either side is
+    reported and not judged; a wave may fail on several at once."""
+    reasons: list[str] = []
+    table: dict[str, Any] = {}
+
+    def worse_if_above(name: str, w: float | None, c: float | None, margin: float, what: str) -> None:
+        table[name] = {"wave": w, "control": c, "limit": None if c is None else c + margin}
+        if w is not None and c is not None and w > c + margin:
+            reasons.append(f"{what} {w:.1%} on the wave vs {c:.1%} on control boards (limit +{margin:.1%})")
+
+    worse_if_above(
+        "check_failure_rate", _rate(wave.check_failures, wave.checks), _rate(control.check_failures, control.checks),
+        gates.check_failure_margin, "health-check failure rate",
+    )  # fmt: skip
+    worse_if_above(
+        "infra_error_rate", _rate(wave.infra_errors, wave.attempts), _rate(control.infra_errors, control.attempts),
+        gates.infra_error_margin, "infra-error rate",
+    )  # fmt: skip
+    w, c = _rate(wave.validation_passes, wave.validations), _rate(control.validation_passes, control.validations)
+    limit = None if c is None else c - gates.validation_margin
+    table["validation_pass_rate"] = {"wave": w, "control": c, "limit": limit}
+    if w is not None and c is not None and w < c - gates.validation_margin:
+        reasons.append(
+            f"validation pass rate {w:.1%} on the wave vs {c:.1%} on control boards "
+            f"(limit -{gates.validation_margin:.1%})"
+        )
+    ratios = [
+        _mean(wave.throughput[k]) / _mean(control.throughput[k])
+        for k in sorted(set(wave.throughput) & set(control.throughput))
+        if wave.throughput[k] and control.throughput[k] and _mean(control.throughput[k]) > 0
+    ]
+    ratio = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else None
+    table["throughput_ratio"] = {"wave": ratio, "control": 1.0 if ratios else None, "limit": 1 - gates.throughput_drop}
+    if ratio is not None and ratio < 1 - gates.throughput_drop:
+        reasons.append(
+            f"benchmark throughput {ratio:.1%} of the control boards' (limit {1 - gates.throughput_drop:.0%}), "
+            f"over {len(ratios)} benchmark(s)"
+        )
+    share = _rate(wave.flash_failures, wave.flashes)
+    table["flash_failure_share"] = {"wave": share, "control": None, "limit": gates.flash_failures}
+    if share is not None and share > gates.flash_failures:
+        reasons.append(f"{wave.flash_failures} of {wave.flashes} flashes failed (limit {gates.flash_failures:.0%})")
+    return Verdict(not reasons, tuple(reasons), table)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+# ---- what a rollout does next
+
+
+class Do(StrEnum):
+    DRAIN = "drain"  # keep new work off the board (it may still run a job)
+    REQUEUE = "requeue"  # re-queue the job that keeps a draining board
+    FLASH = "flash"  # the board is drained: flash it (to the target, or back when reverting)
+    CHECK = "check"  # flashed: a golden check before service
+    RELEASE = "release"  # passed: back in service
+    FAIL = "fail"  # its flash or check failed: to the remediation ladder
+    SKIP = "skip"  # it left service (quarantined, retired, lost): the rollout goes on without it
+    SOAK_CHECKS = "soak_checks"  # the soak is over: check the wave and the control boards
+    GATE = "gate"  # the soak checks are in: judge the wave
+    HALT = "halt"  # the gate failed: roll back
+    NEXT_WAVE = "next_wave"
+    FINISH = "finish"  # completed, or rolled back
+
+
+@dataclass(frozen=True)
+class Act:
+    do: Do
+    board: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BoardSeen:
+    """A rollout's board as the shell sees it now."""
+
+    id: str
+    wave: int  # CONTROL for a control board not yet in a wave
+    step: Step
+    step_at: float
+    # Out of service, holding no work: ready to flash. When reverting, a board out of service for
+    # any reason but quarantine (suspect, on the remediation ladder) counts: the rollback is its remedy.
+    drained: bool
+    op_ok: bool | None = None  # the flash under way: None while it runs
+    check_ok: bool | None = None  # the check under way: None while it runs
+    detail: str = ""  # why the op or check failed
+    gone: str = ""  # why it is out of the rollout's reach (quarantined, retired, its host lost)
+
+
+@dataclass(frozen=True)
+class WaveSeen:
+    started_at: float | None = None
+    flashed_at: float | None = None  # every board of the wave done or failed
+    soak_checks_at: float | None = None  # the soak's checks were asked for
+    checks_in: bool = False  # every wave and control board has run a check since soak_checks_at
+    verdict: bool | None = None
+
+
+def next_acts(
+    *,
+    state: RolloutState,
+    wave: int,
+    waves: Sequence[WaveSeen],
+    sizes: int,
+    boards: Sequence[BoardSeen],
+    plan: RolloutPlan,
+    generation_size: int,
+    in_service: int,
+    need: int,
+    now: float,
+) -> list[Act]:
+    """What the rollout does now. ``wave`` is the wave under way (its index into ``waves``);
+    ``sizes`` how many waves there are; ``in_service`` the generation's boards in service now and
+    ``need`` what the queues' nominal quotas need of them (:func:`queue_need`)."""
+    if state not in (RolloutState.RUNNING, RolloutState.ROLLING_BACK, RolloutState.PAUSED):
+        return []
+    acts: list[Act] = []
+    reverting = state is RolloutState.ROLLING_BACK
+    # Boards in flight move on whatever the rollout's state: a paused rollout finishes what it began.
+    for b in boards:
+        acts.extend(_advance(b, plan, now))
+    if state is RolloutState.PAUSED:
+        return acts
+    in_flight = sum(1 for b in boards if b.step.in_flight)
+    if reverting:
+        # An image that failed its gate may be computing wrong numbers: every board on it comes
+        # out at once, whatever the capacity (the limits are for planned work).
+        todo = [b for b in boards if b.step is Step.REVERT_PENDING and not b.gone]
+        acts.extend(Act(Do.DRAIN, b.id, "rollback") for b in todo)
+        if not todo and in_flight == 0:
+            acts.append(Act(Do.FINISH, reason="rolled back"))
+        return acts
+    todo = [b for b in boards if b.wave == wave and b.step is Step.PENDING and not b.gone]
+    cap = max(1, sum(1 for b in boards if b.wave == wave))
+    room = min(cap - in_flight, in_service - need)
+    acts.extend(Act(Do.DRAIN, b.id, f"wave {wave}") for b in todo[: max(0, room)])
+    w = waves[wave]
+    mine = [b for b in boards if b.wave == wave]
+    settled = all(b.step in (Step.DONE, Step.FAILED) for b in mine)
+    if not settled or w.flashed_at is None:
+        return acts
+    if w.soak_checks_at is None:
+        if now >= w.flashed_at + plan.soak_s:
+            acts.append(Act(Do.SOAK_CHECKS, reason=f"wave {wave} soaked {plan.soak_s:g} s"))
+        return acts
+    if not w.checks_in:
+        return acts
+    if w.verdict is None:
+        acts.append(Act(Do.GATE, reason=f"wave {wave}"))
+    elif not w.verdict:
+        acts.append(Act(Do.HALT, reason=f"wave {wave} failed its gate"))
+    elif wave + 1 < sizes:
+        acts.append(Act(Do.NEXT_WAVE, reason=f"wave {wave} passed its gate"))
+    else:
+        acts.append(Act(Do.FINISH, reason="every wave passed its gate"))
+    return acts
+
+
+def _advance(b: BoardSeen, plan: RolloutPlan, now: float) -> list[Act]:
+    step = b.step
+    if b.gone and step not in (Step.DONE, Step.FAILED, Step.REVERTED):
+        return [Act(Do.SKIP, b.id, b.gone)]
+    if step in (Step.DRAINING, Step.REVERT_DRAINING):
+        if b.drained:
+            return [Act(Do.FLASH, b.id)]
+        if step is Step.REVERT_DRAINING:
+            return [Act(Do.REQUEUE, b.id, "its firmware is being rolled back (the rollout failed a gate)")]
+        if plan.drain == "requeue" and now >= b.step_at + plan.drain_timeout_s:
+            return [Act(Do.REQUEUE, b.id, f"drained for a firmware flash ({plan.drain_timeout_s:g} s passed)")]
+        return []
+    if step in (Step.FLASHING, Step.REVERT_FLASHING):
+        if b.op_ok is True:
+            return [Act(Do.CHECK, b.id)]
+        if b.op_ok is False:
+            return [Act(Do.FAIL, b.id, f"flash failed: {b.detail}")]
+        if now >= b.step_at + plan.step_timeout_s:
+            return [Act(Do.FAIL, b.id, f"flash took more than {plan.step_timeout_s:g} s")]
+        return []
+    if step in (Step.CHECKING, Step.REVERT_CHECKING):
+        if b.check_ok is True:
+            return [Act(Do.RELEASE, b.id)]
+        if b.check_ok is False:
+            return [Act(Do.FAIL, b.id, f"check after the flash failed: {b.detail}")]
+        if now >= b.step_at + plan.step_timeout_s:
+            return [Act(Do.FAIL, b.id, f"check after the flash took more than {plan.step_timeout_s:g} s")]
+    return []
+
+
+def after(step: Step) -> Step:
+    """The step a board goes to when its act succeeds."""
+    return _NEXT[step]

@@ -1,0 +1,270 @@
+"""The rollout policy (pure): waves, gates, capacity, rollback and pause."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetyard.policy.rollout import (
+    CONTROL,
+    BoardSeen,
+    Do,
+    Figures,
+    Gates,
+    RolloutPlan,
+    RolloutState,
+    Step,
+    WaveSeen,
+    after,
+    gate,
+    next_acts,
+    plan_waves,
+    queue_need,
+)
+
+GATES = Gates()
+
+
+def _ids(n: int) -> list[str]:
+    return [f"B{i:04d}" for i in range(n)]
+
+
+# ---- plan_waves
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    canary=st.integers(1, 20),
+    control=st.integers(0, 20),
+    shares=st.lists(st.floats(0.01, 1.0), min_size=0, max_size=4).map(lambda xs: (*sorted(xs), 1.0)),
+    salt=st.text(max_size=8),
+)
+def test_waves_cover_every_board_exactly_once(n: int, canary: int, control: int, shares: tuple[float, ...],
+                                              salt: str) -> None:  # fmt: skip
+    plan = RolloutPlan(canary=canary, shares=shares, control=control)
+    boards = _ids(n)
+    waves, ctl = plan_waves(boards, plan, salt=salt)
+    flat = [b for w in waves for b in w]
+    assert sorted(flat) == sorted(boards)  # every board, once
+    assert all(w for w in waves)  # no empty wave
+    assert len(ctl) == (min(control, n - 1) if n > 1 else 0)  # at least one board is rolled before the controls
+    assert set(ctl) <= set(waves[-1]) if waves else not ctl  # the controls go last
+    if n > len(ctl):
+        assert len([b for b in waves[0] if b not in ctl]) == min(canary, n - len(ctl))  # the canary first
+    # Cumulative sizes never run ahead of the shares (besides the canary and one board a wave).
+    taken = 0
+    for i, w in enumerate(waves[1:-1], start=1):
+        taken += len(waves[i - 1])
+        assert taken + len(w) <= max(math.ceil(max(shares) * n), taken + 1)
+
+
+def test_waves_of_a_small_generation() -> None:
+    waves, ctl = plan_waves(_ids(8), RolloutPlan(canary=1, shares=(0.5, 1.0), control=1), salt="x")
+    assert [len(w) for w in waves] == [1, 3, 4] and len(ctl) == 1 and ctl[0] in waves[-1]
+    waves, ctl = plan_waves(_ids(1), RolloutPlan(canary=8, control=8), salt="x")
+    assert waves == [["B0000"]] and ctl == []
+
+
+def test_the_order_depends_on_the_salt_not_the_input_order() -> None:
+    plan = RolloutPlan(canary=2, shares=(0.5, 1.0), control=2)
+    a, _ = plan_waves(_ids(40), plan, salt="r1")
+    b, _ = plan_waves(list(reversed(_ids(40))), plan, salt="r1")
+    c, _ = plan_waves(_ids(40), plan, salt="r2")
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize(
+    ("kw", "what"),
+    [
+        ({"canary": 0}, "canary"),
+        ({"shares": (0.5, 0.25, 1.0)}, "shares"),
+        ({"shares": (0.5,)}, "last share"),
+        ({"drain": "now"}, "drain"),
+        ({"soak_s": -1}, "negative"),
+    ],
+)
+def test_a_bad_plan_is_refused(kw: dict[str, object], what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        RolloutPlan(**kw)  # type: ignore[arg-type]
+
+
+def test_a_plan_round_trips_through_its_dict() -> None:
+    plan = RolloutPlan(canary=3, shares=(0.1, 1.0), soak_s=60, control=2, drain="requeue", gates=Gates(0.1))
+    assert RolloutPlan.of(plan.as_dict()) == plan
+
+
+def test_queue_need_counts_each_quota_as_far_as_its_work_uses_it() -> None:
+    assert queue_need({"a": 10, "b": 4}, {"a": 3, "b": 9}) == 3 + 4
+    assert queue_need({"a": 10}, {}) == 0
+    assert queue_need({}, {"a": 5}) == 0
+
+
+# ---- gate
+
+
+def test_gate_passes_a_wave_like_its_control_boards() -> None:
+    f = Figures(checks=10, check_failures=0, attempts=100, infra_errors=1, validations=10, validation_passes=10,
+                throughput={"k": [100.0, 102.0]})  # fmt: skip
+    v = gate(f, f, GATES)
+    assert v.passed and not v.reasons
+    assert v.table["throughput_ratio"]["wave"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("wave", "measure"),
+    [
+        (Figures(checks=10, check_failures=1), "health-check failure rate"),
+        (Figures(attempts=100, infra_errors=5), "infra-error rate"),
+        (Figures(validations=10, validation_passes=9), "validation pass rate"),
+        (Figures(throughput={"k": [90.0]}), "benchmark throughput"),
+    ],
+)
+def test_gate_fails_a_wave_worse_than_its_control_on_each_measure(wave: Figures, measure: str) -> None:
+    control = Figures(checks=10, attempts=100, validations=10, validation_passes=10, throughput={"k": [100.0]})
+    v = gate(wave, control, GATES)
+    assert not v.passed
+    assert len(v.reasons) == 1 and measure in v.reasons[0]
+
+
+def test_gate_within_the_margins_passes_and_no_data_is_not_judged() -> None:
+    control = Figures(checks=100, check_failures=1, attempts=100, throughput={"k": [100.0]})
+    wave = Figures(checks=100, check_failures=2, attempts=100, infra_errors=1, throughput={"k": [96.0]})
+    assert gate(wave, control, GATES).passed
+    # Nothing on the control side: reported, not judged.
+    v = gate(Figures(checks=1, check_failures=1), Figures(), GATES)
+    assert v.passed and v.table["check_failure_rate"] == {"wave": 1.0, "control": None, "limit": None}
+    # Benchmarks compare like with like only.
+    assert gate(Figures(throughput={"a": [1.0]}), Figures(throughput={"b": [100.0]}), GATES).passed
+
+
+def test_gate_may_fail_on_several_measures_at_once() -> None:
+    v = gate(Figures(checks=4, check_failures=4, attempts=10, infra_errors=10), Figures(checks=4, attempts=10), GATES)
+    assert not v.passed and len(v.reasons) == 2
+
+
+# ---- next_acts
+
+
+def _board(i: int, wave: int, step: Step = Step.PENDING, **kw: object) -> BoardSeen:
+    return BoardSeen(f"B{i:04d}", wave, step, 0.0, **{"drained": False, **kw})  # type: ignore[arg-type]
+
+
+def _acts(boards: list[BoardSeen], *, state: RolloutState = RolloutState.RUNNING, wave: int = 0,
+          waves: list[WaveSeen] | None = None, in_service: int = 100, need: int = 0, plan: RolloutPlan | None = None,
+          now: float = 10.0, size: int = 100) -> list:  # type: ignore[type-arg]  # fmt: skip
+    waves = waves or [WaveSeen(started_at=0.0), WaveSeen(), WaveSeen()]
+    return next_acts(
+        state=state, wave=wave, waves=waves, sizes=len(waves), boards=boards, plan=plan or RolloutPlan(canary=2),
+        generation_size=size, in_service=in_service, need=need, now=now,
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wave_size=st.integers(1, 30),
+    in_flight=st.integers(0, 30),
+    in_service=st.integers(0, 60),
+    need=st.integers(0, 60),
+)
+def test_drains_never_exceed_the_wave_cap_nor_what_the_queues_leave(
+    wave_size: int, in_flight: int, in_service: int, need: int
+) -> None:
+    boards = [_board(i, 0) for i in range(wave_size)]
+    boards += [_board(100 + i, 0, Step.FLASHING) for i in range(in_flight)]
+    drains = [a for a in _acts(boards, in_service=in_service, need=need) if a.do is Do.DRAIN]
+    total = wave_size + in_flight
+    assert len(drains) <= max(0, min(total - in_flight, in_service - need))
+    assert len(drains) + in_flight <= max(1, total) or not drains
+    assert {a.board for a in drains} <= {b.id for b in boards if b.step is Step.PENDING}
+
+
+def test_only_the_wave_under_way_is_drained_and_control_boards_wait() -> None:
+    boards = [_board(0, 0), _board(1, 1), _board(2, CONTROL)]
+    assert [(a.do, a.board) for a in _acts(boards)] == [(Do.DRAIN, "B0000")]
+
+
+def test_each_step_moves_on_as_its_op_and_check_come_in() -> None:
+    b = [
+        _board(0, 0, Step.DRAINING, drained=True),
+        _board(1, 0, Step.FLASHING, op_ok=True),
+        _board(2, 0, Step.FLASHING, op_ok=False, detail="verify mismatch"),
+        _board(3, 0, Step.CHECKING, check_ok=True),
+        _board(4, 0, Step.CHECKING, check_ok=False, detail="wrong numbers"),
+        _board(5, 0, Step.DRAINING),  # still runs its job: waits
+    ]
+    acts = {a.board: a for a in _acts(b)}
+    assert acts["B0000"].do is Do.FLASH and acts["B0001"].do is Do.CHECK and acts["B0003"].do is Do.RELEASE
+    assert acts["B0002"].do is Do.FAIL and "verify mismatch" in acts["B0002"].reason
+    assert acts["B0004"].do is Do.FAIL and "wrong numbers" in acts["B0004"].reason
+    assert "B0005" not in acts
+    assert [after(s) for s in (Step.PENDING, Step.DRAINING, Step.FLASHING, Step.CHECKING)] == [
+        Step.DRAINING, Step.FLASHING, Step.CHECKING, Step.DONE,
+    ]  # fmt: skip
+
+
+def test_steps_that_take_too_long_fail_and_requeue_drains_after_its_timeout() -> None:
+    plan = RolloutPlan(canary=2, step_timeout_s=5, drain="requeue", drain_timeout_s=3)
+    b = [_board(0, 0, Step.FLASHING), _board(1, 0, Step.CHECKING), _board(2, 0, Step.DRAINING)]
+    assert {a.do for a in _acts(b, plan=plan, now=2.0)} == set()
+    acts = {a.board: a.do for a in _acts(b, plan=plan, now=6.0)}
+    assert acts == {"B0000": Do.FAIL, "B0001": Do.FAIL, "B0002": Do.REQUEUE}
+
+
+def test_a_settled_wave_soaks_then_is_checked_then_gated() -> None:
+    done = [_board(0, 0, Step.DONE), _board(1, 0, Step.FAILED)]
+    plan = RolloutPlan(canary=2, soak_s=60)
+    w = WaveSeen(started_at=0.0, flashed_at=100.0)
+    assert _acts(done, plan=plan, waves=[w, WaveSeen()], now=150.0) == []
+    assert [a.do for a in _acts(done, plan=plan, waves=[w, WaveSeen()], now=160.0)] == [Do.SOAK_CHECKS]
+    w = WaveSeen(started_at=0.0, flashed_at=100.0, soak_checks_at=160.0)
+    assert _acts(done, plan=plan, waves=[w, WaveSeen()], now=170.0) == []  # checks not in yet
+    w = WaveSeen(started_at=0.0, flashed_at=100.0, soak_checks_at=160.0, checks_in=True)
+    assert [a.do for a in _acts(done, plan=plan, waves=[w, WaveSeen()], now=170.0)] == [Do.GATE]
+    passed = WaveSeen(0.0, 100.0, 160.0, True, verdict=True)
+    assert [a.do for a in _acts(done, plan=plan, waves=[passed, WaveSeen()], now=170.0)] == [Do.NEXT_WAVE]
+    assert [a.do for a in _acts(done, plan=plan, waves=[passed], now=170.0)] == [Do.FINISH]
+    failed = WaveSeen(0.0, 100.0, 160.0, True, verdict=False)
+    assert [a.do for a in _acts(done, plan=plan, waves=[failed, WaveSeen()], now=170.0)] == [Do.HALT]
+
+
+def test_rolling_back_drains_every_board_to_revert_at_once_and_finishes_when_none_is_left() -> None:
+    plan = RolloutPlan(canary=1, shares=(0.5, 1.0))
+    boards = [_board(i, 0, Step.REVERT_PENDING) for i in range(4)] + [_board(9, 1)]
+    acts = _acts(boards, state=RolloutState.ROLLING_BACK, plan=plan, size=4, in_service=0)
+    # An image that failed its gate comes off every board at once, whatever the capacity; boards
+    # of later waves (still on the old firmware) are not touched.
+    assert sorted(a.board for a in acts if a.do is Do.DRAIN) == [f"B{i:04d}" for i in range(4)]
+    assert Do.FINISH not in {a.do for a in acts}
+    reverting = [
+        _board(0, 0, Step.REVERT_DRAINING, drained=True),
+        _board(1, 0, Step.REVERT_FLASHING, op_ok=True),
+        _board(2, 0, Step.REVERT_CHECKING, check_ok=True),
+    ]
+    acts = {a.board: a.do for a in _acts(reverting, state=RolloutState.ROLLING_BACK, plan=plan)}
+    assert acts == {"B0000": Do.FLASH, "B0001": Do.CHECK, "B0002": Do.RELEASE}
+    assert after(Step.REVERT_CHECKING) is Step.REVERTED
+    over = [_board(0, 0, Step.REVERTED), _board(1, 0, Step.FAILED), _board(2, 1)]
+    assert [a.do for a in _acts(over, state=RolloutState.ROLLING_BACK, plan=plan)] == [Do.FINISH]
+
+
+def test_a_paused_rollout_finishes_what_is_in_flight_and_starts_nothing() -> None:
+    boards = [_board(0, 0), _board(1, 0, Step.DRAINING, drained=True), _board(2, 0, Step.CHECKING, check_ok=True)]
+    acts = _acts(boards, state=RolloutState.PAUSED)
+    assert {(a.do, a.board) for a in acts} == {(Do.FLASH, "B0001"), (Do.RELEASE, "B0002")}
+    settled = [_board(0, 0, Step.DONE)]
+    w = WaveSeen(0.0, 1.0, 2.0, True, verdict=True)
+    assert _acts(settled, state=RolloutState.PAUSED, waves=[w, WaveSeen()]) == []
+
+
+@pytest.mark.parametrize("state", [RolloutState.COMPLETED, RolloutState.ROLLED_BACK, RolloutState.ABORTED])
+def test_an_ended_rollout_does_nothing(state: RolloutState) -> None:
+    assert _acts([_board(0, 0, Step.DRAINING, drained=True)], state=state) == []
+
+
+def test_a_board_gone_from_the_fleet_is_skipped() -> None:
+    acts = _acts([_board(0, 0, Step.FLASHING, gone="quarantined"), _board(1, 0, gone="retired")])
+    assert {(a.do, a.board) for a in acts} == {(Do.SKIP, "B0000"), (Do.SKIP, "B0001")}
