@@ -65,6 +65,10 @@ def test_a_hung_board_is_taken_out_and_healed_by_the_ladder(stack: Stack) -> Non
 def test_board_ops_reset_and_reflash_boards_through_their_agent(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:2:sim-g1")
     hung, dropped = (b["id"] for b in stack.boards(host="h1"))
+    # An operator working on boards by hand drains them first: the controller's remediation ladder
+    # takes only boards in service, so it does not reset them between the faults and our ops.
+    for b in (hung, dropped):
+        stack.ok("POST", f"/v1/boards/{b}/drain", as_="ops", json={"reason": "bench work"})
 
     def probe_ok(board: str) -> bool:
         return bool(stack.ok("GET", f"/v1/boards/{board}")["probe_ok"])
@@ -73,7 +77,6 @@ def test_board_ops_reset_and_reflash_boards_through_their_agent(stack: Stack) ->
         ordered = stack.ok("POST", f"/v1/boards/{board}/ops", as_="ops", json={"op": op, "reason": "test"})
 
         def finished() -> dict[str, Any] | None:
-            # The controller's ladder may order ops of its own on a failing board meanwhile: find ours.
             [o] = [o for o in stack.ok("GET", f"/v1/boards/{board}/ops") if o["id"] == ordered["id"]]
             return o if o["state"] not in ("ordered", "delivered") else None
 
