@@ -220,6 +220,8 @@ def test_the_public_surface_is_pinned() -> None:
         "LogsOut",
         "OnboardingBatchOut",
         "OnboardingBoardOut",
+        "PipelineRunOut",
+        "PipelineStageOut",
         "Placement",
         "RankOut",
         "RepairOut",

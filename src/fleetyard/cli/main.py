@@ -35,6 +35,7 @@ from fleetyard.cli import (
     validate,
 )
 from fleetyard.cli import eval as eval_cli
+from fleetyard.cli import pipeline as pipeline_cli
 from fleetyard.cli._common import CliState
 from fleetyard.cli._output import print_error
 from fleetyard.cli.lease import app as lease_app
@@ -116,6 +117,7 @@ app.add_typer(queues.app, name="queues")
 app.add_typer(tokens.app, name="token")
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(pipeline_cli.app, name="pipeline")
 app.command("reduce")(reduce.reduce)
 app.command("bench")(bench.bench)
 app.command("validate")(validate.validate)

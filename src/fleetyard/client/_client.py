@@ -46,6 +46,7 @@ from fleetyard.protocol.api import (
     LogsOut,
     OnboardingBatchOut,
     OnboardingBoardOut,
+    PipelineRunOut,
     PriorityClassOut,
     QueueOut,
     RepairOut,
@@ -440,6 +441,22 @@ class Client:
         if action not in ("pause", "resume", "abort"):
             raise BadRequest(f"unknown rollout action {action!r}; use pause, resume or abort")
         return self._one(RolloutDetail, "POST", f"/v1/rollouts/{_q(rollout_id)}/{action}", json={"reason": reason})
+
+    def start_pipeline(self, text: str, params: Mapping[str, Any] | None = None) -> PipelineRunOut:
+        """Start a pipeline run from its spec's YAML text (``params``: overrides, as ``--set``)."""
+        return self._one(PipelineRunOut, "POST", "/v1/pipelines", json={"text": text, "params": dict(params or {})})
+
+    def pipeline(self, run_id: int) -> PipelineRunOut:
+        """A pipeline run with each stage instance (state, job, metrics, outputs) and its DAG."""
+        return self._one(PipelineRunOut, "GET", f"/v1/pipelines/{_q(run_id)}")
+
+    def pipelines(self, state: str | None = None, limit: int = 50) -> list[PipelineRunOut]:
+        """Pipeline runs, newest first."""
+        return self._many(PipelineRunOut, "/v1/pipelines", params=self._params(state=state, limit=limit))
+
+    def cancel_pipeline(self, run_id: int) -> PipelineRunOut:
+        """Cancel a running pipeline run: its running jobs are canceled, its waiting stages skipped."""
+        return self._one(PipelineRunOut, "POST", f"/v1/pipelines/{_q(run_id)}/cancel")
 
     def onboarding(self) -> list[OnboardingBatchOut]:
         """Onboarding progress per batch, newest first: boards per step, done and failed."""

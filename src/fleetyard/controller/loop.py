@@ -69,6 +69,7 @@ def run_controller(
                     last_slow = t0
                     rec.liveness(t0)
                     rec.health(t0)
+                    rec.pipelines(t0)
                     rec.watchdog(t0)
                     rec.leases(t0)
                     if not leadership.still_held():

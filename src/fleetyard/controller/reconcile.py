@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from fleetyard.controller.healing import Healer
 from fleetyard.controller.onboarding import Onboarder
+from fleetyard.controller.pipelines import Pipeliner
 from fleetyard.controller.rollouts import Roller
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
@@ -56,6 +57,7 @@ class Reconciler:
     healer: Healer = field(init=False)
     onboarder: Onboarder = field(init=False)
     roller: Roller = field(init=False)
+    pipeliner: Pipeliner = field(init=False)
     _readings: dict[str, Reading] = field(init=False, default_factory=dict)  # each board's last telemetry
     _ends: dict[str, deque[RankEnd]] = field(init=False, default_factory=dict)  # per job fingerprint, the window's
     _ends_seen: float = field(init=False, default=0.0)
@@ -68,6 +70,7 @@ class Reconciler:
         self.healer = Healer(self.health_config, lemons=self._lemons)
         self.onboarder = Onboarder(self.health_config)
         self.roller = Roller(self.health_config)
+        self.pipeliner = Pipeliner()
 
     def schedule(self, now: float) -> int:
         """One scheduling pass (:class:`~fleetyard.controller.scheduler.SchedulerShell`); how many attempts started."""
@@ -157,6 +160,16 @@ class Reconciler:
             healed.quarantined + onboarded.quarantined,
             sorted(intake.trips),
         )
+
+    def pipelines(self, now: float) -> None:
+        """The pipeline runs' pass (:mod:`.pipelines`), in its own transaction, as :meth:`rollouts`."""
+        try:
+            with self.store.write() as conn:
+                self.pipeliner.pass_(conn, now)
+        except sa.exc.OperationalError:
+            raise
+        except Exception:
+            log.exception("pipelines: the pass failed; nothing of it applied")
 
     def rollouts(self, now: float) -> None:
         """The staged firmware rollouts' pass (:mod:`.rollouts`), in its own transaction: a rollout

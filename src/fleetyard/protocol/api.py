@@ -638,3 +638,37 @@ class RolloutOut(BaseModel):
 class RolloutDetail(RolloutOut):
     wave_records: list[RolloutWaveOut]
     boards: list[RolloutBoardOut]
+
+
+class PipelineIn(BaseModel):
+    """A pipeline run to start: the spec's YAML text and ``--set`` params."""
+
+    text: str = Field(min_length=1, max_length=1_000_000, description="the pipeline spec (YAML)")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the spec's params")
+
+
+class PipelineStageOut(BaseModel):
+    name: str  # e.g. "validate[generation=sim-g1]"
+    stage: str
+    matrix: dict[str, Any]
+    state: str  # waiting, running, succeeded, failed, skipped
+    attempts: int
+    job_id: int | None
+    metrics: dict[str, Any]
+    outputs: dict[str, Any]
+    gated: bool  # skipped because its condition was false
+    message: str | None
+    updated_at: float
+
+
+class PipelineRunOut(BaseModel):
+    id: int
+    name: str
+    state: str  # running, succeeded, failed, gated, timed_out, canceled
+    owner: str
+    team: str
+    created_at: float
+    finished_at: float | None
+    message: str | None
+    stages: list[PipelineStageOut] = Field(default_factory=list)
+    needs: dict[str, list[str]] = Field(default_factory=dict, description="stage -> the stages it needs (the DAG)")

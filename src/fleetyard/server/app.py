@@ -33,6 +33,7 @@ from fleetyard.server.metrics import make_registry
 from fleetyard.server.routers import agent, artifacts, audit, blobs, firmware, fleet, jobs, leases, queues, tokens
 from fleetyard.server.routers import inventory as inventory_router
 from fleetyard.server.routers import onboarding as onboarding_router
+from fleetyard.server.routers import pipelines as pipelines_router
 from fleetyard.server.routers import rollouts as rollouts_router
 from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(firmware.router)
     app.include_router(inventory_router.router)
     app.include_router(onboarding_router.router)
+    app.include_router(pipelines_router.router)
     app.include_router(rollouts_router.router)
     return app
 

@@ -457,3 +457,40 @@ rollout_boards = sa.Table(
     sa.Column("message", sa.Text),
     sa.Index("ix_rollout_boards_board_id", "board_id"),
 )
+
+# A pipeline run: its spec as parsed (params filled in), and how it ended (state: running, or
+# its verdict: succeeded, failed, gated, timed_out, canceled).
+pipeline_runs = sa.Table(
+    "pipeline_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("team", sa.String(100), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_pipeline_runs_state", "state"),
+)
+
+# Each instance of a run's stages (one per matrix combination): its current job and what the
+# last one reported (metrics, outputs by name -> blob sha256).
+pipeline_stages = sa.Table(
+    "pipeline_stages",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("pipeline_runs.id"), primary_key=True),
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("stage", sa.String(200), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("matrix", Json, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("job_id", sa.Integer),
+    sa.Column("metrics", Json, nullable=False),
+    sa.Column("outputs", Json, nullable=False),
+    sa.Column("gated", sa.Boolean, nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("updated_at", Time, nullable=False),
+)

@@ -74,7 +74,9 @@ class Workload(Protocol):
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult: ...
 
-    # Optional: ``@classmethod def blobs(cls, params: BaseModel) -> list[str]``, the sha256s of
+    # Optional: ``@staticmethod def metrics(results: list[dict]) -> dict``, a job's metrics from
+    # its ranks' results (a pipeline's conditions read them; absent: rank 0's numbers), and
+    # ``@classmethod def blobs(cls, params: BaseModel) -> list[str]``, the sha256s of
     # the blobs a job needs on its board, and ``@classmethod def admit(cls, params, registry)``
     # (see the module's docstring). Not declared here, so that a kind without them still
     # satisfies the protocol.

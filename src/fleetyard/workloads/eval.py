@@ -137,6 +137,11 @@ class EvalWorkload:
     kind: ClassVar[str] = "eval"
     params_model: ClassVar[type[BaseModel]] = EvalParams
 
+    @staticmethod
+    def metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
+        """The job's metrics from its ranks' results (what a pipeline's conditions read)."""
+        return aggregate(results)
+
     @classmethod
     def blobs(cls, params: BaseModel) -> list[str]:
         p = params_as(params, EvalParams)

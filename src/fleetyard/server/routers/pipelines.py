@@ -1,0 +1,36 @@
+"""Pipeline runs: start, list, show, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from fleetyard.domain.auth import Principal
+from fleetyard.protocol.api import PipelineIn, PipelineRunOut
+from fleetyard.server.auth import ANY, PEOPLE
+from fleetyard.server.routers.deps import store
+from fleetyard.server.services import pipelines as svc
+from fleetyard.store.db import Store, now
+
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+@router.post("", response_model=PipelineRunOut, status_code=201)
+def start(body: PipelineIn, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> PipelineRunOut:
+    return svc.start(s, principal=p, req=body, at=now())
+
+
+@router.get("", response_model=list[PipelineRunOut])
+def list_runs(
+    state: str | None = None, limit: int = 50, _: Principal = Depends(ANY), s: Store = Depends(store)
+) -> list[PipelineRunOut]:
+    return svc.list_runs(s, state=state, limit=limit)
+
+
+@router.get("/{run_id}", response_model=PipelineRunOut)
+def get(run_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> PipelineRunOut:
+    return svc.get(s, run_id=run_id)
+
+
+@router.post("/{run_id}/cancel", response_model=PipelineRunOut)
+def cancel(run_id: int, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> PipelineRunOut:
+    return svc.cancel(s, principal=p, run_id=run_id, at=now())

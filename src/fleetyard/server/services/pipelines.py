@@ -1,0 +1,119 @@
+"""Pipeline runs: start (the spec checked, each job that can be filled in now checked too), list,
+show, cancel. The controller's pipeline shell (:mod:`fleetyard.controller.pipelines`) runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from fleetyard.domain.auth import Principal, Role
+from fleetyard.domain.pipeline import expand, parse_pipeline, render
+from fleetyard.domain.spec import JobSpec
+from fleetyard.errors import BadRequest, Conflict, Forbidden, NotFound
+from fleetyard.policy.pipeline import StageState, context
+from fleetyard.protocol.api import PipelineIn, PipelineRunOut, PipelineStageOut
+from fleetyard.server.services.audit import note
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import stop_job
+from fleetyard.store.db import Store
+from fleetyard.store.pipelines import RUNNING, create_run, instances, spec_of, update_instance
+from fleetyard.workloads.base import validate_params
+
+R = t.pipeline_runs
+
+
+def start(store: Store, *, principal: Principal, req: PipelineIn, at: float) -> PipelineRunOut:
+    if principal.role is Role.AGENT:
+        raise Forbidden("agent tokens cannot start pipelines")
+    spec = parse_pipeline(req.text, overrides=req.params)
+    for inst in expand(spec):
+        try:
+            job = render(spec.stages[inst.stage].job, context(spec, inst, {}))
+        except KeyError:
+            continue  # it reads an earlier stage: checked when it starts
+        try:
+            checked = JobSpec.model_validate(job)
+            validate_params(checked.kind, checked.params)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise BadRequest(
+                f"stage {inst.name}: job.{'.'.join(map(str, first['loc']))}: {first['msg']}",
+                detail={"stage": inst.name},
+            ) from None
+        except BadRequest as e:
+            raise BadRequest(f"stage {inst.name}: {e.message}", detail={"stage": inst.name}) from None
+    team = principal.team or ("default" if principal.role is Role.USER else "ops")
+    with store.write() as conn:
+        run_id = create_run(conn, spec, owner=principal.name, team=team, at=at)
+        note(conn, principal, "pipeline.start", str(run_id), at=at, detail={"name": spec.name, "params": req.params})
+    return get(store, run_id=run_id)
+
+
+def _out(conn: sa.Connection, row: Any, *, stages: bool) -> PipelineRunOut:
+    out = PipelineRunOut(
+        id=row.id, name=row.name, state=row.state, owner=row.owner, team=row.team, created_at=row.created_at,
+        finished_at=row.finished_at, message=row.message,
+    )  # fmt: skip
+    if stages:
+        spec = spec_of(row)
+        out.needs = {s: list(st.needs) for s, st in spec.stages.items()}
+        out.stages = [
+            PipelineStageOut(
+                name=i.name,
+                stage=i.stage,
+                matrix=i.matrix,
+                state=str(i.state),
+                attempts=i.attempts,
+                job_id=i.job_id,
+                metrics=i.metrics,
+                outputs=i.outputs,
+                gated=i.gated,
+                message=i.message,
+                updated_at=i.updated_at,
+            )
+            for i in instances(conn, row.id)
+        ]
+    return out
+
+
+def _row(conn: sa.Connection, run_id: int) -> Any:
+    row = conn.execute(sa.select(R).where(R.c.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"no pipeline run {run_id} (fleetyard pipeline ls)", detail={"id": run_id})
+    return row
+
+
+def get(store: Store, *, run_id: int) -> PipelineRunOut:
+    with store.read() as conn:
+        return _out(conn, _row(conn, run_id), stages=True)
+
+
+def list_runs(store: Store, *, state: str | None = None, limit: int = 50) -> list[PipelineRunOut]:
+    q = sa.select(R).order_by(R.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(R.c.state == state)
+    with store.read() as conn:
+        return [_out(conn, r, stages=False) for r in conn.execute(q)]
+
+
+def cancel(store: Store, *, principal: Principal, run_id: int, at: float) -> PipelineRunOut:
+    with store.write() as conn:
+        row = _row(conn, run_id)
+        if principal.role is Role.USER and row.owner != principal.name:
+            raise Forbidden(f"pipeline run {run_id} is {row.owner}'s: only its owner or staff cancel it")
+        if row.state != RUNNING:
+            raise Conflict(f"pipeline run {run_id} is {row.state} already: nothing to cancel")
+        for i in instances(conn, run_id):
+            if i.state is StageState.RUNNING and i.job_id is not None:
+                stop_job(conn, i.job_id, at=at, message=f"pipeline run {run_id} canceled by {principal.name}")
+            if i.state in (StageState.RUNNING, StageState.WAITING):
+                update_instance(conn, run_id, i.name, at=at, state=str(StageState.SKIPPED), message="canceled")
+        conn.execute(
+            R.update()
+            .where(R.c.id == run_id)
+            .values(state="canceled", finished_at=at, message=f"canceled by {principal.name}")
+        )
+        note(conn, principal, "pipeline.cancel", str(run_id), at=at)
+        return _out(conn, _row(conn, run_id), stages=True)
