@@ -31,6 +31,7 @@ from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.metrics import make_registry
 from fleetyard.server.routers import agent, artifacts, audit, blobs, firmware, fleet, jobs, leases, queues, tokens
+from fleetyard.server.routers import dashboard as dashboard_router
 from fleetyard.server.routers import inventory as inventory_router
 from fleetyard.server.routers import onboarding as onboarding_router
 from fleetyard.server.routers import pipelines as pipelines_router
@@ -126,6 +127,7 @@ def create_app(
     app.include_router(onboarding_router.router)
     app.include_router(pipelines_router.router)
     app.include_router(rollouts_router.router)
+    app.include_router(dashboard_router.router)
     return app
 
 

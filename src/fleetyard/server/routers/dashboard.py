@@ -1,0 +1,258 @@
+"""The web dashboard's routes (``/ui``): server-rendered pages behind the API's tokens.
+
+A browser logs in once by pasting a token at ``/ui/login``; the server checks it as the API does
+and keeps it in an HttpOnly, SameSite=Strict cookie. The ``Authorization: Bearer`` header works
+too. Any role may read; draining a board needs an operator or admin token, as in the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from fleetyard.domain.auth import Principal, Role
+from fleetyard.errors import FleetyardError
+from fleetyard.server.auth import TokenCache
+from fleetyard.server.dashboard import fleet as fleet_pages
+from fleetyard.server.dashboard import work as work_pages
+from fleetyard.server.dashboard.html import e, page
+from fleetyard.server.services import boards as boards_svc
+from fleetyard.store.db import Store, now
+
+router = APIRouter(prefix="/ui", tags=["dashboard"], include_in_schema=False)
+
+COOKIE = "fleetyard_token"
+COOKIE_MAX_AGE_S = 7 * 86400
+MAX_FORM_BYTES = 64 * 1024
+DRAINERS = (Role.ADMIN, Role.OPERATOR)
+
+
+def plotly_js_path() -> Path:
+    """plotly's own bundled ``plotly.min.js`` (the pages load it from this server, never a CDN)."""
+    return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+
+
+def _secret(request: Request) -> str | None:
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        return secret.strip()
+    return request.cookies.get(COOKIE) or None
+
+
+def _check(request: Request, secret: str) -> Principal | None:
+    """The token's principal, as the API's check finds it (its cache, else the store)."""
+    cache: TokenCache = request.app.state.tokens
+    hit, principal = cache.cached(secret)
+    if not hit:
+        principal = cache.load(secret)
+    return principal
+
+
+def _who(request: Request) -> Principal | None:
+    secret = _secret(request)
+    return None if secret is None else _check(request, secret)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/ui/login?next={quote(target, safe='')}", status_code=303)
+
+
+def _html(
+    title: str, body: str, who: Principal | None, *, status: int = 200, head: str = "", charts: bool = False
+) -> HTMLResponse:
+    return HTMLResponse(page(title, body, who=who, head=head, charts=charts), status_code=status)
+
+
+def _error_page(exc: FleetyardError, who: Principal | None) -> HTMLResponse:
+    return _html("Error", f'<p class="err">{e(exc.message)}</p>', who, status=exc.status)
+
+
+def _render(request: Request, title: str, build: Callable[[Store], str], *, charts: bool = False) -> Response:
+    who = _who(request)
+    if who is None:
+        return _to_login(request)
+    try:
+        body = build(request.app.state.store)
+    except FleetyardError as exc:
+        return _error_page(exc, who)
+    return _html(title, body, who, charts=charts)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A url-encoded form's fields (first value of each), without needing python-multipart."""
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return {}
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a page of this dashboard: never an open redirect elsewhere."""
+    if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/ui/fleet"
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/fleet", status_code=303)
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js() -> FileResponse:
+    return FileResponse(
+        plotly_js_path(), media_type="application/javascript", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
+def _login_form(next_: str, message: str = "") -> str:
+    err = f'<p class="err">{e(message)}</p>' if message else ""
+    return (
+        f"{err}<p>Paste a Fleetyard token (<code>fleetyard token create</code> makes one). "
+        "It is kept in an HttpOnly cookie of this site.</p>"
+        f'<form method="post" action="/ui/login"><input type="hidden" name="next" value="{e(next_)}">'
+        '<input type="password" name="token" size="50" autofocus required> <button>log in</button></form>'
+    )
+
+
+@router.get("/login")
+def login_page(next: str | None = None) -> HTMLResponse:
+    return _html("Log in", _login_form(_safe_next(next)), None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    secret = form.get("token", "").strip()
+    target = _safe_next(form.get("next"))
+    principal = await run_in_threadpool(_check, request, secret) if secret else None
+    if principal is None:
+        return _html("Log in", _login_form(target, "unknown or revoked token"), None, status=401)
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(
+        COOKIE,
+        secret,
+        max_age=COOKIE_MAX_AGE_S,
+        path="/ui",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return resp
+
+
+@router.get("/logout")
+def logout() -> RedirectResponse:
+    resp = RedirectResponse("/ui/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/ui")
+    return resp
+
+
+@router.get("/fleet")
+def fleet_page(
+    request: Request, state: str | None = None, generation: str | None = None, host: str | None = None
+) -> Response:
+    return _render(
+        request,
+        "Fleet",
+        lambda s: fleet_pages.fleet_body(s, state=state or None, generation=generation or None, host=host or None),
+    )
+
+
+@router.get("/boards/{board_id}")
+def board_page(request: Request, board_id: str) -> Response:
+    who = _who(request)
+    can_drain = who is not None and who.role in DRAINERS
+    return _render(
+        request,
+        f"Board {board_id}",
+        lambda s: fleet_pages.board_body(s, board_id=board_id, can_drain=can_drain),
+        charts=True,
+    )
+
+
+@router.post("/boards/{board_id}/drain")
+async def drain_board(request: Request, board_id: str) -> Response:
+    who = await run_in_threadpool(_who, request)
+    if who is None:
+        return _to_login(request)
+    if who.role not in DRAINERS:
+        return _html("Forbidden", f'<p class="err">draining needs an operator or admin token; {e(who.name)} is '
+                     f"{e(who.role)}</p>", who, status=403)  # fmt: skip
+    reason = (await _form(request)).get("reason", "").strip()
+    if not reason:
+        return _html("Drain", '<p class="err">a drain needs a reason</p>', who, status=422)
+    store: Store = request.app.state.store
+    try:
+        await run_in_threadpool(
+            lambda: boards_svc.drain(store, board_id=board_id, reason=reason[:1000], principal=who, at=now())
+        )
+    except FleetyardError as exc:
+        return _error_page(exc, who)
+    return RedirectResponse(f"/ui/boards/{quote(board_id, safe='')}", status_code=303)
+
+
+@router.get("/availability")
+def availability(request: Request, hours: int = Query(24, ge=1, le=168)) -> Response:
+    return _render(
+        request,
+        "Fleet availability",
+        lambda s: fleet_pages.availability_body(s, until=now(), hours=hours),
+        charts=True,
+    )
+
+
+@router.get("/jobs")
+def jobs_page(
+    request: Request,
+    state: str | None = None,
+    team: str | None = None,
+    kind: str | None = None,
+    limit: int = Query(200, ge=1, le=2000),
+) -> Response:
+    return _render(
+        request,
+        "Queues and jobs",
+        lambda s: work_pages.jobs_body(s, state=state or None, team=team or None, kind=kind or None, limit=limit),
+    )
+
+
+def _live_page(request: Request, build: Callable[[Store], tuple[str, str, bool]]) -> Response:
+    """A page that reloads itself while what it shows is still going."""
+    who = _who(request)
+    if who is None:
+        return _to_login(request)
+    try:
+        title, body, going = build(request.app.state.store)
+    except FleetyardError as exc:
+        return _error_page(exc, who)
+    head = f'<meta http-equiv="refresh" content="{work_pages.LOG_REFRESH_S}">' if going else ""
+    return _html(title, body, who, head=head)
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: int) -> Response:
+    return _live_page(request, lambda s: work_pages.job_page(s, job_id=job_id))
+
+
+@router.get("/pipelines")
+def pipelines_page(request: Request, state: str | None = None) -> Response:
+    return _render(request, "Pipeline runs", lambda s: work_pages.pipelines_body(s, state=state or None))
+
+
+@router.get("/pipelines/{run_id}")
+def pipeline_page(request: Request, run_id: int) -> Response:
+    return _live_page(request, lambda s: work_pages.pipeline_page(s, run_id=run_id))
+
+
+@router.get("/firmware-rollouts")
+def rollouts_page(request: Request) -> Response:
+    return _render(request, "Firmware rollouts", lambda s: work_pages.rollouts_body(s))
