@@ -42,7 +42,8 @@ def _wait_state(stack: Stack, rollout_id: int, states: set[str], timeout: float 
     )
 
 
-def test_a_good_image_rolls_out_wave_by_wave(stack: Stack) -> None:
+def test_a_good_image_rolls_out_wave_by_wave(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack  # SQLite only: the bad-image test runs the same shell on both stores
     stack.start(hosts=2, driver="sim:4:sim-g1")
     _push(stack, OLD)
     _push(stack, "2.0.0")
@@ -91,7 +92,8 @@ def test_a_bad_image_fails_and_every_flashed_board_goes_back(stack: Stack) -> No
     assert not images["2.0.0"]["standard"]
 
 
-def test_an_image_that_does_not_boot_fails_the_gate_on_its_flashes(stack: Stack) -> None:
+def test_an_image_that_does_not_boot_fails_the_gate_on_its_flashes(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack  # SQLite only: the bad-image test runs the same shell on both stores
     stack.start(hosts=1, driver="sim:4:sim-g1")
     _push(stack, OLD)
     _push(stack, "2.0.0", boots=False)
