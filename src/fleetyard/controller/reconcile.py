@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -162,25 +162,23 @@ class Reconciler:
         )
 
     def pipelines(self, now: float) -> None:
-        """The pipeline runs' pass (:mod:`.pipelines`), in its own transaction, as :meth:`rollouts`."""
-        try:
-            with self.store.write() as conn:
-                self.pipeliner.pass_(conn, now)
-        except sa.exc.OperationalError:
-            raise
-        except Exception:
-            log.exception("pipelines: the pass failed; nothing of it applied")
+        """The pipeline runs' pass (:mod:`.pipelines`), in its own transaction (:meth:`_apart`)."""
+        self._apart("pipelines", self.pipeliner.pass_, now)
 
     def rollouts(self, now: float) -> None:
-        """The staged firmware rollouts' pass (:mod:`.rollouts`), in its own transaction: a rollout
-        that cannot go on (a bug, a row changed under it) holds still, and the fleet's health goes on."""
+        """The staged firmware rollouts' pass (:mod:`.rollouts`), in its own transaction (:meth:`_apart`)."""
+        self._apart("rollouts", self.roller.pass_, now)
+
+    def _apart(self, what: str, pass_: Callable[[sa.Connection, float], object], now: float) -> None:
+        """A pass in its own transaction: one that cannot go on (a bug, a row changed under it)
+        holds still, and the fleet's health goes on. A store that does not answer is the loop's."""
         try:
             with self.store.write() as conn:
-                self.roller.pass_(conn, now)
+                pass_(conn, now)
         except sa.exc.OperationalError:
             raise
         except Exception:
-            log.exception("rollouts: the pass failed; nothing of it applied")
+            log.exception("%s: the pass failed; nothing of it applied", what)
 
     def _rules(self, conn: sa.Connection) -> list[tuple[Any, Finding]]:
         """Boards in service whose latest telemetry breaks a rule that acts, with the worst finding

@@ -151,6 +151,8 @@ class _Pass:
         """Draining boards the rollout may take now: one that became available (its job ended, or
         the remediation ladder healed it) is drained; a suspect one nobody works on (no case, no
         check) is taken as it is: its check after the flash tells whether it serves again."""
+        if not any(rb.step in _DRAINING for rb in self.rows.values()):
+            return  # most passes: nothing draining, no case to read
         cases = {c.case.board: c for c in open_cases(self.conn)}
         for rb in self.rows.values():
             b = boards.get(rb.board_id)

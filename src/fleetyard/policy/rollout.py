@@ -400,20 +400,20 @@ def _advance(b: BoardSeen, plan: RolloutPlan, now: float) -> list[Act]:
             return [Act(Do.REQUEUE, b.id, f"drained for a firmware flash ({plan.drain_timeout_s:g} s passed)")]
         return []
     if step in (Step.FLASHING, Step.REVERT_FLASHING):
-        if b.op_ok is True:
-            return [Act(Do.CHECK, b.id)]
-        if b.op_ok is False:
-            return [Act(Do.FAIL, b.id, f"flash failed: {b.detail}")]
-        if now >= b.step_at + plan.step_timeout_s:
-            return [Act(Do.FAIL, b.id, f"flash took more than {plan.step_timeout_s:g} s")]
-        return []
+        return _verdict(b, b.op_ok, Do.CHECK, "flash", plan, now)
     if step in (Step.CHECKING, Step.REVERT_CHECKING):
-        if b.check_ok is True:
-            return [Act(Do.RELEASE, b.id)]
-        if b.check_ok is False:
-            return [Act(Do.FAIL, b.id, f"check after the flash failed: {b.detail}")]
-        if now >= b.step_at + plan.step_timeout_s:
-            return [Act(Do.FAIL, b.id, f"check after the flash took more than {plan.step_timeout_s:g} s")]
+        return _verdict(b, b.check_ok, Do.RELEASE, "check after the flash", plan, now)
+    return []
+
+
+def _verdict(b: BoardSeen, ok: bool | None, then: Do, what: str, plan: RolloutPlan, now: float) -> list[Act]:
+    """A flash or check under way: passed (``then``), failed, or over its time (failed)."""
+    if ok is True:
+        return [Act(then, b.id)]
+    if ok is False:
+        return [Act(Do.FAIL, b.id, f"{what} failed: {b.detail}")]
+    if now >= b.step_at + plan.step_timeout_s:
+        return [Act(Do.FAIL, b.id, f"{what} took more than {plan.step_timeout_s:g} s")]
     return []
 
 

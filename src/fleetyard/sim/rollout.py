@@ -407,13 +407,13 @@ class RolloutSim(FleetSim):
             self._to(b, S.AVAILABLE)
             self._to(b, S.DRAINED, "drained for a firmware flash")
             return
-        r = self._rollout_of(b.id) or self._controlling(b.id)
-        if r is not None and b.id in r.soak_due and b.state in IN_SERVICE:
+        if self._controlling(b.id) is not None and b.state in IN_SERVICE:
             self._l1(b)
             return
         super()._release(b)
 
     def _controlling(self, board: str) -> _Rollout | None:
+        """The active rollout that owes this board a soak check."""
         for r in self.rollouts:
             if r.state.active and board in r.soak_due:
                 return r

@@ -99,39 +99,9 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                         actor=str(Actor.AGENT),
                     )
                 )
-            before = _state_before_offline(conn, b.serial) if row.state == BoardState.OFFLINE else None
-            if before is BoardState.DISCOVERED:
-                # Never approved: coming back must not slip it into service through a check.
-                switch_board_state(
-                    conn,
-                    b.serial,
-                    BoardState.DISCOVERED,
-                    current=BoardState.OFFLINE,
-                    reason=f"back on host {host_id}; still not approved: fleetyard boards approve {b.serial}",
-                    actor=Actor.AGENT,
-                    at=at,
-                )
-            elif before is BoardState.ONBOARDING:
-                # Its onboarding was cut short: it starts over (inspect, flash, burn-in) before service.
-                switch_board_state(
-                    conn,
-                    b.serial,
-                    BoardState.ONBOARDING,
-                    current=BoardState.OFFLINE,
-                    reason=f"back on host {host_id}: its onboarding starts over",
-                    actor=Actor.AGENT,
-                    at=at,
-                )
-            elif row.state == BoardState.OFFLINE:
-                switch_board_state(
-                    conn,
-                    b.serial,
-                    BoardState.SUSPECT,
-                    current=BoardState.OFFLINE,
-                    reason=f"back on host {host_id}: must pass a check before service",
-                    actor=Actor.AGENT,
-                    at=at,
-                )
+            if row.state == BoardState.OFFLINE:
+                to, why = _back_from_offline(_state_before_offline(conn, b.serial), b.serial, host_id)
+                switch_board_state(conn, b.serial, to, current=BoardState.OFFLINE, reason=why, actor=Actor.AGENT, at=at)
         missing = conn.execute(
             sa.select(t.boards.c.id, t.boards.c.state).where(
                 t.boards.c.host_id == host_id,
@@ -149,6 +119,16 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 actor=Actor.AGENT,
                 at=at,
             )
+
+
+def _back_from_offline(before: BoardState | None, serial: str, host_id: str) -> tuple[BoardState, str]:
+    """Where a board back from offline goes: a check before service, but a board never approved
+    waits for approval again, and one cut short in onboarding starts its onboarding over."""
+    if before is BoardState.DISCOVERED:
+        return BoardState.DISCOVERED, f"back on host {host_id}; still not approved: fleetyard boards approve {serial}"
+    if before is BoardState.ONBOARDING:
+        return BoardState.ONBOARDING, f"back on host {host_id}: its onboarding starts over"
+    return BoardState.SUSPECT, f"back on host {host_id}: must pass a check before service"
 
 
 def _state_before_offline(conn: sa.Connection, board_id: str) -> BoardState | None:
