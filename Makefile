@@ -7,11 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres lint typecheck test demo bench-quick clean
+.PHONY: help venv postgres chromium lint typecheck test demo bench-quick clean
 
 help:
 	@echo "make demo         start a local fleet, run the example jobs, keep serving until Ctrl-C"
-	@echo "make test         ruff, mypy and pytest (installs PostgreSQL through apt when missing)"
+	@echo "make test         ruff, mypy and pytest (installs PostgreSQL and Chromium through apt when missing)"
 	@echo "make lint         ruff check and ruff format --check"
 	@echo "make bench-quick  the benchmarks' short runs"
 	@echo "make clean        remove the venv, caches and the local fleet's data"
@@ -44,6 +44,19 @@ postgres:
 	       "install it with: sudo apt-get install postgresql" >&2; \
 	fi
 
+# The dashboard's browser tests (tests/browser) drive Debian's Chromium with Playwright: never a
+# browser that Playwright downloads.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium not found: installing it through apt-get"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else \
+	  echo "warning: chromium not found and not root: the browser tests will be skipped;" \
+	       "install it with: sudo apt-get install --no-install-recommends chromium" >&2; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -51,8 +64,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv postgres lint typecheck
-	$(BIN)/pytest tests/
+# Three workers on two cores: most tests wait on real processes, so the suite takes about half
+# the time it takes in one; the browser tests stay on one worker (xdist_group).
+test: venv postgres chromium lint typecheck
+	$(BIN)/pytest -n 3 --dist loadgroup tests/
 
 demo: venv
 	$(BIN)/fleetyard up --demo

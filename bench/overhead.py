@@ -254,10 +254,16 @@ def check_outputs(reference: Path, other: Path) -> float:
 
 
 def fleetyard(
-    work: Path, models: dict[str, Path], inputs: Path, job: dict[str, Any], cores: list[int]
+    work: Path,
+    models: dict[str, Path],
+    inputs: Path,
+    job: dict[str, Any],
+    cores: list[int],
+    *,
+    driver: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
-    """A stack with one ``cpu`` board; per model (in order), bench jobs offline then single-stream;
-    their results by model and scenario."""
+    """A stack with one board of ``driver`` (``cpu``, or ``cuda`` for bench/gpu_overhead.py); per
+    model (in order), bench jobs offline then single-stream; their results by model and scenario."""
     use_repo_root()
     from tests.integration.harness import Stack, wait_for
 
@@ -267,8 +273,8 @@ def fleetyard(
         stack.setup()
         stack.start_server()
         stack.start_controller()
-        stack.start_agent("h1", "cpu")
-        [board] = stack.boards(host="h1")
+        stack.start_agent("h1", driver)
+        [board, *_] = stack.boards(host="h1")
         say(f"fleetyard: board {board.get('serial', board.get('id'))} up")
 
         def put(path: Path) -> str:
@@ -308,7 +314,7 @@ def fleetyard(
                         f"the {kind} artifact ran on {runtime.get('runtime')!r}, expected {RUNTIMES[kind]!r}"
                     )
                 threads = runtime.get("threads")
-                if threads != len(cores):
+                if driver == "cpu" and threads != len(cores):
                     raise RuntimeError(
                         f"the board's {kind} session used {threads} threads, expected {len(cores)}: {runtime}"
                     )

@@ -3,6 +3,8 @@ matrix, a gate on earlier metrics holds a stage back, and the CLI exits non-zero
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +12,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.integration.harness import Stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+import models
+
+COMPILER_CI = Path(__file__).resolve().parents[2] / "examples" / "pipelines" / "compiler-ci.yaml"
 
 SPEC = """
 name: smoke
@@ -29,9 +36,12 @@ stages:
 """
 
 
+def _env(stack: Stack) -> dict[str, str]:
+    return {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens["alice"], "COLUMNS": "250"}
+
+
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens["alice"], "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "fleetyard", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "fleetyard", *args], capture_output=True, text=True, env=_env(stack),
                           timeout=90)  # fmt: skip
 
 
@@ -79,3 +89,68 @@ def test_a_pipeline_runs_its_dag_and_a_gate_fails_the_ci_step(sqlite_stack: Stac
         "POST", "/v1/pipelines", as_="alice", json={"text": SPEC.replace("kind: command", "kind: nope", 1)}
     )
     assert bad.status_code == 422 and "stage build[n=1]" in bad.json()["error"]["message"]
+
+
+def test_the_compiler_ci_example_runs_end_to_end_and_its_accuracy_gate_fails_the_step(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    """examples/pipelines/compiler-ci.yaml as CI runs it, on sim boards of three generations: the
+    build validated on each, benchmarked, evaluated over 4 boards, reported; and the same build
+    against a bar it cannot reach, at the same time: the report is gated and the step exits 1."""
+    stack = sqlite_stack.start(hosts=1, driver="sim:4:sim-g1,sim-g2,sim-g3")
+    model = models.mlp(batch="batch").SerializeToString()  # generated here: nothing is downloaded
+    sha = hashlib.sha256(model).hexdigest()
+    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=model)
+    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    run = [sys.executable, "-m", "fleetyard", "pipeline", "run", str(COMPILER_CI), "--set", f"artifact={sha}",
+           "--set", "bench_s=0.2", "--set", "eval_samples=40", "--poll", "0.3", "--json"]  # fmt: skip
+    procs = {
+        name: subprocess.Popen(
+            [*run, *extra, "--junit", str(tmp_path / f"{name}.xml")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(stack),
+        )
+        for name, extra in (("passed", []), ("gated", ["--set", "min_top1=1.01"]))
+    }
+    done = {name: p.communicate(timeout=120) for name, p in procs.items()}
+    assert procs["passed"].returncode == 0, [(s["name"], s["message"]) for s in json.loads(done["passed"][0])["stages"]]
+    assert procs["gated"].returncode == 1, done["gated"]
+    runs = {name: json.loads(out) for name, (out, _) in done.items()}
+    names = [*(f"validate[generation=sim-g{n}]" for n in (1, 2, 3)), "bench", "eval", "report"]
+
+    passed = stack.ok("GET", f"/v1/pipelines/{runs['passed']['id']}")
+    assert passed["state"] == "succeeded"
+    stages = {s["name"]: s for s in passed["stages"]}
+    assert list(stages) == names and all(s["state"] == "succeeded" and s["job_id"] for s in stages.values())
+    jobs = {n: stack.job(s["job_id"]) for n, s in stages.items()}
+    for n in (1, 2, 3):  # each generation's validate ran on a board of it
+        [rank] = stack.ok("GET", f"/v1/jobs/{stages[f'validate[generation=sim-g{n}]']['job_id']}/results")["ranks"]
+        assert rank["result"]["board"]["generation"] == f"sim-g{n}"
+    assert jobs["bench"]["submitted_at"] >= max(jobs[n]["finished_at"] for n in names[:3])
+    assert jobs["eval"]["submitted_at"] >= jobs["bench"]["finished_at"]
+    assert jobs["report"]["submitted_at"] >= jobs["eval"]["finished_at"]
+    assert jobs["bench"]["spec"]["params"]["min_duration_s"] == 0.2 and jobs["eval"]["spec"]["boards"] == 4
+    ev = stages["eval"]
+    assert ev["metrics"]["top1"] == 1.0 and ev["metrics"]["samples"] == 40  # labels are the reference's
+    # Four ranks each wrote samples.jsonl: every rank's is kept as NAME@RANK, rank 0's also as NAME.
+    assert {f"samples.jsonl@{r}" for r in range(4)} <= set(ev["outputs"])
+    assert ev["outputs"]["samples.jsonl"] == ev["outputs"]["samples.jsonl@0"] != ev["outputs"]["samples.jsonl@3"]
+    command = jobs["report"]["spec"]["params"]["command"]
+    assert f"release {sha}," in command
+    assert f"records {ev['outputs']['samples.jsonl@0']} {ev['outputs']['samples.jsonl@3']}" in command
+    suite = ET.parse(tmp_path / "passed.xml").getroot().find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "0", "0")
+    assert [c.get("name") for c in suite.iter("testcase")] == names
+
+    gated = stack.ok("GET", f"/v1/pipelines/{runs['gated']['id']}")
+    assert gated["state"] == "gated" and "skipped report" in gated["message"]
+    states = {s["name"]: (s["state"], s["gated"]) for s in gated["stages"]}
+    assert states == {**{n: ("succeeded", False) for n in names[:-1]}, "report": ("skipped", True)}
+    report = gated["stages"][-1]
+    assert report["job_id"] is None and "its condition is false" in report["message"]
+    suite = ET.parse(tmp_path / "gated.xml").getroot().find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "1", "0")
+    [failed] = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed.get("name") == "report" and "min_top1" in (failed.find("failure").get("message") or "")  # type: ignore[union-attr]

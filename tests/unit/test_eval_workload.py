@@ -250,3 +250,97 @@ def test_cli_show_and_compare_read_the_ranks_and_refuse_other_data_sets(
     assert res.exit_code == 0 and "p = 1: not significant at 0.05" in res.stdout, res.output
     res = runner.invoke(cli_eval.app, ["compare", "1", "3"])
     assert res.exit_code == 3 and "different data sets" in res.output
+
+
+def _parquet(path: Path, columns: dict[str, Any], row_group_size: int = 5) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def col(a: Any) -> Any:
+        if isinstance(a, np.ndarray) and a.ndim == 2:  # a fixed-size list per row
+            return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+        return pa.array(a)
+
+    pq.write_table(pa.table({k: col(v) for k, v in columns.items()}), path, row_group_size=row_group_size)
+    return path
+
+
+def test_parquet_eval_reads_only_its_row_groups_and_equals_the_npz_eval(
+    tmp_path: Path, mlp_path: Path, dataset: Any
+) -> None:
+    from fleetyard.evaluation.parquet import block, read_shard
+
+    npz, x, labels, targets = dataset
+    data = _parquet(tmp_path / "data.parquet", {"features": x, "labels": labels, "targets": targets})
+    assert data.read_bytes()[:4] == b"PAR1"
+    # Columns to arrays: fixed-size lists are 2-D; one input and one other column need no name.
+    whole = read_shard(data, inputs=["x"])
+    assert whole.columns["x"].shape == (N, 4) and whole.columns["x"].dtype == np.float32
+    assert np.array_equal(whole.columns["x"], x) and np.array_equal(whole.columns["labels"], labels)
+    assert whole.columns["targets"].shape == targets.shape and whole.row_groups_total == 5
+    # Rank 1 of 3 takes rows 7..14 (block sharding): it reads row groups 1 and 2 of 5, nothing else.
+    shard = read_shard(data, inputs=["x"], rank=1, world_size=3)
+    assert shard.rows == block(N, 1, 3) == range(7, 15) and shard.row_groups_read == 2
+    assert np.array_equal(shard.columns["x"], x[7:15])
+    assert sorted(i for r in range(4) for i in block(N, r, 4)) == list(range(N))
+
+    params = EvalParams(artifact=_sha(mlp_path), data=_sha(data))
+    one = eval_local(params, artifact_path=mlp_path, data_path=data, output_dir=tmp_path / "one")
+    assert one.outcome is Outcome.SUCCESS, one.message
+    assert one.result["dataset"]["kind"] == "parquet"
+    ref = eval_local(
+        EvalParams(artifact=_sha(mlp_path), data=_sha(npz)), artifact_path=mlp_path, data_path=npz,
+        output_dir=tmp_path / "npz",
+    )  # fmt: skip
+    assert one.result["tally"] == ref.result["tally"]
+    digests = [r["input_sha256"] for r in _records(tmp_path / "npz")]
+    assert [r["input_sha256"] for r in _records(tmp_path / "one")] == digests
+    ranks = [
+        eval_local(params, artifact_path=mlp_path, data_path=data, output_dir=tmp_path / f"r{r}", rank=r, world_size=3)
+        for r in range(3)
+    ]
+    assert [r.result["tally"]["samples"] for r in ranks] == [7, 8, 8]
+    combined = aggregate([r.result for r in ranks])
+    assert combined["samples"] == N and combined["top1"] == one.result["top1"]
+
+    # A folder of Parquet files reads as one table, in name order.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _parquet(folder / "part-0.parquet", {"x": x[:10], "labels": labels[:10]}, row_group_size=4)
+    _parquet(folder / "part-1.parquet", {"x": x[10:], "labels": labels[10:]}, row_group_size=4)
+    last = read_shard(folder, inputs=["x"], rank=2, world_size=3)
+    assert last.rows == range(15, 23) and np.array_equal(last.columns["x"], x[15:])
+    # part-0: rows 0-3, 4-7, 8-9; part-1: 10-13, 14-17, 18-21, 22. Rows 15-22 overlap the last three.
+    assert last.row_groups_read == 3 and last.row_groups_total == 7
+    from_folder = eval_local(params, artifact_path=mlp_path, data_path=folder, output_dir=tmp_path / "folder-out")
+    assert from_folder.outcome is Outcome.SUCCESS and from_folder.result["top1"] == one.result["top1"]
+
+
+def test_a_parquet_data_set_that_does_not_fit_says_which_columns_it_needs(tmp_path: Path, mlp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    params = EvalParams(artifact=_sha(mlp_path), data="0" * 64)
+    x = np.zeros((3, 4), np.float32)
+
+    def run(path: Path) -> str:
+        r = eval_local(params, artifact_path=mlp_path, data_path=path, output_dir=tmp_path / "out")
+        assert r.outcome is Outcome.USER_ERROR
+        return r.message or ""
+
+    no_labels = _parquet(tmp_path / "a.parquet", {"x": x, "other": np.arange(3)})
+    message = run(no_labels)
+    assert "needs columns 'x' (input) and 'labels'" in message and "it has 'x', 'other'" in message
+    ragged = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"x": pa.array([[1.0], [1.0, 2.0], [3.0]], pa.list_(pa.float32())),
+                             "labels": [0, 1, 2]}), ragged)  # fmt: skip
+    assert "column 'x' holds lists of different lengths (1 to 2)" in run(ragged)
+    nulls = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"x": pa.array([[1.0] * 4, None, [3.0] * 4], pa.list_(pa.float32(), 4)),
+                             "labels": [0, 1, 2]}), nulls)  # fmt: skip
+    assert "column 'x' has 1 null(s)" in run(nulls)
+    (tmp_path / "empty").mkdir()
+    from fleetyard.evaluation.parquet import read_shard
+
+    with pytest.raises(ValueError, match=r"holds no \.parquet files"):
+        read_shard(tmp_path / "empty", inputs=["x"])

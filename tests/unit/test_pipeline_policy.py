@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fleetyard.domain.pipeline import Instance, condition, expand, parse_pipeline, render
 from fleetyard.errors import BadRequest
-from fleetyard.policy.pipeline import Seen, StageState, Verdict, advance
+from fleetyard.policy.pipeline import Seen, StageState, Verdict, advance, stage_outputs
 
 CI = """
 name: compiler-ci
@@ -156,3 +156,31 @@ def test_the_example_compiler_ci_pipeline_parses_and_expands() -> None:
     spec = parse_pipeline(text, overrides={"artifact": SHA})
     assert [i.name for i in expand(spec)][-3:] == ["bench", "eval", "report"]
     assert len(expand(spec)) == 6
+
+
+def test_a_gangs_outputs_keep_every_rank_and_the_bare_name_is_the_lowest_ranks() -> None:
+    one = {"report.json": "a" * 64}
+    assert stage_outputs({0: one}) == one  # one rank: its names, nothing added
+    gang = stage_outputs(
+        {1: {"samples.jsonl": "s1", "report.json": "r1"}, 0: {"samples.jsonl": "s0"}, 2: {"extra": "e2"}}
+    )
+    assert gang == {
+        "samples.jsonl": "s0", "report.json": "r1", "extra": "e2",  # bare: the lowest rank that wrote it
+        "samples.jsonl@0": "s0", "samples.jsonl@1": "s1", "report.json@1": "r1", "extra@2": "e2",
+    }  # fmt: skip
+    assert stage_outputs({}) == {}
+    # A reference reads either; a condition may name a rank's output too.
+    ctx = {"params": {}, "matrix": {}, "stages": {"eval": {"metrics": {}, "outputs": gang}}}
+    assert render("${{ stages.eval.outputs.samples.jsonl@1 }}", ctx) == "s1"
+    assert render("x ${{ stages.eval.outputs.samples.jsonl }}", ctx) == "x s0"
+    assert condition("${{ stages.eval.outputs.report.json@1 == 'r1' }}", ctx)
+    spec = parse_pipeline(CI.replace("outputs.report }}", "outputs.report@1 }}"), overrides={"artifact": SHA})
+    assert "report@1" in str(spec.stages["report"].job)
+
+
+def test_reading_a_matrix_stages_outputs_is_refused_naming_the_stage() -> None:
+    text = CI.replace("needs: [eval]", "needs: [eval, validate]").replace(
+        "${{ stages.eval.outputs.report }}", "${{ stages.validate.outputs.report }}"
+    )
+    with pytest.raises(BadRequest, match="reads matrix stage validate"):
+        parse_pipeline(text, overrides={"artifact": SHA})

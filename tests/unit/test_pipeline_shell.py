@@ -81,3 +81,64 @@ def test_cancel_stops_the_run_and_only_its_owner_or_staff_may(fleet: Fleet) -> N
     assert r.status_code == 200 and r.json()["state"] == "canceled"
     assert {s["state"] for s in r.json()["stages"]} == {"skipped"}
     assert fleet.client.post(f"/v1/pipelines/{run['id']}/cancel", headers=fleet.h(fleet.admin)).status_code == 409
+
+
+REFUSED = """
+name: refused
+time_limit: 1h
+stages:
+  ok:
+    job: {kind: command, params: {command: "true"}}
+  nowhere:
+    needs: [ok]
+    job: {kind: command, generations: ["${{ stages.ok.metrics.gen }}"], params: {command: "true"}}
+  classless:
+    needs: [ok]
+    job: {kind: command, priority_class: "${{ stages.ok.metrics.klass }}", params: {command: "true"}}
+  after:
+    needs: [nowhere]
+    job: {kind: command, params: {command: "true"}}
+"""
+
+
+def test_a_stage_job_that_a_submit_would_refuse_fails_its_stage_with_the_submits_message(fleet: Fleet) -> None:
+    """The Pipeliner inserts stage jobs itself: it runs the submit's admission checks
+    (fleetyard.store.admission.check_jobs), so a job that could never run, known only once an
+    earlier stage reported, fails its stage, saying why in the submit's words, and the pass goes
+    on (the loop lives; what needs it is skipped; the run fails)."""
+    fleet.register("h1", n=1)
+    run = _start(fleet, REFUSED)
+    fleet.rec.pipelines(time.time())
+    assert fleet.rec.schedule(time.time()) == 1
+    [a] = fleet.take("h1")
+    events = finish(a)
+    events[-1]["result"] = {"gen": "sim-g9", "klass": "platinum"}  # what `ok` reported
+    fleet.events("h1", events)
+    fleet.rec.pipelines(time.time())
+    stages = {s["name"]: s for s in _run(fleet, run["id"])["stages"]}
+    assert stages["ok"]["state"] == "succeeded"
+    for name, spec in (("nowhere", {"generations": ["sim-g9"]}), ("classless", {"priority_class": "platinum"})):
+        r = fleet.client.post(
+            "/v1/jobs", json={"kind": "command", "params": {"command": "true"}, **spec}, headers=fleet.h(fleet.user)
+        )
+        assert r.status_code == 422
+        refused = stages[name]
+        assert refused["state"] == "failed" and refused["job_id"] is None
+        assert refused["message"] == f"its job was refused: {r.json()['error']['message']}"
+    assert "sim-g9" in stages["nowhere"]["message"] and "platinum" in stages["classless"]["message"]
+    fleet.rec.pipelines(time.time())
+    done = _run(fleet, run["id"])
+    assert done["state"] == "failed"
+    after = done["stages"][3]
+    assert after["state"] == "skipped" and "needs nowhere failed" in after["message"]
+
+
+def test_a_stage_job_that_can_be_checked_at_start_is_refused_up_front(fleet: Fleet) -> None:
+    """What a stage's job is, when it reads no earlier stage, is known at start: the run is
+    refused as its submit would be, naming the stage."""
+    fleet.register("h1", n=1)
+    text = REFUSED.replace('"${{ stages.ok.metrics.gen }}"', "sim-g9")
+    r = fleet.client.post("/v1/pipelines", json={"text": text}, headers=fleet.h(fleet.user))
+    assert r.status_code == 422
+    assert r.json()["error"]["message"].startswith("stage nowhere: job can never run: unknown generation sim-g9")
+    assert r.json()["error"]["detail"]["stage"] == "nowhere"

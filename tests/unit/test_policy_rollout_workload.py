@@ -19,8 +19,10 @@ from fleetyard.drivers.cpu import CpuDriver
 from fleetyard.drivers.sim import SimDriver
 from fleetyard.errors import BadRequest
 from fleetyard.runtimes import artifacts
+from fleetyard.workloads import policy_rollout
 from fleetyard.workloads.base import WorkloadContext, WorkloadResult, admit, required_blobs, validate_params
 from fleetyard.workloads.policy_rollout import (
+    CARTPOLE_WEIGHTS,
     EPISODES_FILE,
     TRAJECTORIES_FILE,
     PolicyRolloutWorkload,
@@ -185,6 +187,25 @@ def test_continuous_actions_are_clipped_to_the_box(tmp_path: Path) -> None:
         assert acts.shape == (200, 1) and acts.min() == -2.0 and acts.max() == 2.0
 
 
+def test_a_mujoco_env_steps_on_the_host_with_the_policy_on_the_board(tmp_path: Path) -> None:
+    """InvertedPendulum-v5 (MuJoCo: the dev extra installs gymnasium[mujoco]): a linear state
+    feedback balances the pole for the whole episode on both arms; with no gain it falls at once."""
+    gains = [[1.0], [10.0], [1.0], [1.0]]  # cart position, pole angle, cart velocity, pole velocity
+    path, sha = _save(tmp_path / "pendulum.onnx", linear_policy(gains, name="pendulum_policy"))
+    params = {"artifact": sha, "env": "InvertedPendulum-v5", "seeds": [0, 1]}
+    res, out, _ = run_rank(tmp_path, params, path, cpu_env())
+    assert res.outcome is Outcome.SUCCESS, res.message
+    r = res.result
+    assert r["action"] == "clip" and r["board"]["successes"] == 2 and r["board"]["return_mean"] == 1000.0
+    assert r["control"]["return_mean"] == 1000.0 and r["comparison"]["diverged"] == 0
+    with np.load(out / TRAJECTORIES_FILE) as z:
+        assert z["board_seed0_observations"].shape == (1001, 4) and z["board_seed0_actions"].shape == (1000, 1)
+    limp = _save(tmp_path / "limp.onnx", linear_policy([[0.0]] * 4, name="limp_policy"))
+    res, _, _ = run_rank(tmp_path, {**params, "artifact": limp[1], "control": False}, limp[0], cpu_env())
+    assert res.outcome is Outcome.SUCCESS and res.result["board"]["successes"] == 0
+    assert res.result["board"]["return_mean"] < 100
+
+
 def test_seeds_shard_across_ranks_exactly_once(tmp_path: Path, cartpole: tuple[Path, str]) -> None:
     assert rank_seeds([5, 6, 7, 8, 9], 1, 2) == [6, 8]
     path, sha = cartpole
@@ -201,6 +222,49 @@ def test_seeds_shard_across_ranks_exactly_once(tmp_path: Path, cartpole: tuple[P
             assert list(z["seeds"]) == seeds[rank::3]
         seen += res.result["seeds"]
     assert sorted(seen) == sorted(seeds)
+
+
+def test_stop_is_asked_before_the_first_step_and_every_64_steps(tmp_path: Path) -> None:
+    # Stopping at the third ask (steps 0, 64, 128) cancels the rank before its first 500-step
+    # episode ends.
+    path, sha = _save(tmp_path / "cartpole.onnx", cartpole_policy())
+    asks: list[int] = []
+
+    def stop() -> bool:
+        asks.append(1)
+        return len(asks) >= 3
+
+    res = policy_rollout.execute(
+        validate_params("rollout", {"artifact": sha, "episodes": 1}),  # type: ignore[arg-type]
+        artifact_path=path,
+        output_dir=tmp_path / "stopped",
+        env=cpu_env(),
+        should_stop=stop,
+    )
+    assert res.outcome is Outcome.CANCELED and len(asks) == 3 and "stopped after 0 of 1" in res.message
+
+
+def test_a_float64_policy_gets_the_observation_cast(tmp_path: Path) -> None:
+    # CartPole's observations are float32; a policy that takes float64 gets each one cast (the
+    # board's fast path feeds a view only when the dtypes agree), on the board and in the control arm.
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.asarray(CARTPOLE_WEIGHTS, dtype=np.float64)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "W"], ["action"])],
+        "cartpole_f64",
+        inputs=[helper.make_tensor_value_info("obs", TensorProto.DOUBLE, ["batch", 4])],
+        outputs=[helper.make_tensor_value_info("action", TensorProto.DOUBLE, ["batch", 2])],
+        initializer=[numpy_helper.from_array(np.stack([-w, w], axis=1), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path, sha = _save(tmp_path / "f64.onnx", model.SerializeToString())
+    res, out, _ = run_rank(tmp_path, {"artifact": sha, "seeds": [0, 1]}, path, cpu_env())
+    assert res.outcome is Outcome.SUCCESS, res.message
+    assert res.result["board"]["return_mean"] == 500.0 and res.result["comparison"]["verdict"] == "identical"
+    with np.load(out / TRAJECTORIES_FILE) as z:
+        assert z["board_seed0_observations"].dtype == np.float32 and z["board_seed0_actions"].dtype == np.int64
 
 
 # ---- params and admission -----------------------------------------------------------------------

@@ -169,6 +169,48 @@ def test_released_model_refuses_to_run(model_dir: Path) -> None:
     model.release()  # twice is fine
 
 
+def test_runner_is_run_for_the_first_output_with_the_input_checked_once(model_dir: Path) -> None:
+    # The single-input path a closed loop calls every step (the rollout kind): names bound once,
+    # the example checked against the signature at bind, then one session.run per call.
+    model = runtimes.load(model_dir / "mlp_dyn.onnx")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    run_first = model.runner(x)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(run_first(x), model.run({"x": x})["y"])
+    np.testing.assert_allclose(run_first(x[:1]), models.mlp_reference(x[:1]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(InputMismatch, match="dtype: expected float32, got float64"):
+        model.runner(np.zeros((1, 4)))  # type: ignore[attr-defined]
+    with pytest.raises(ExecutionFailed, match="onnxruntime failed running"):
+        run_first(np.zeros((1, 4)))  # not checked per call: the runtime's own error, wrapped
+    with pytest.raises(InputMismatch, match="takes 2 inputs"):
+        runtimes.load(model_dir / "two.onnx").runner()  # type: ignore[attr-defined]
+    model.release()
+    with pytest.raises(ExecutionFailed, match="released"):
+        run_first(x)
+    with pytest.raises(ExecutionFailed, match="released"):
+        model.runner()  # type: ignore[attr-defined]
+
+
+def test_without_load_time_assignment_the_first_run_is_profiled_then_not(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # onnxruntime < 1.24: the first run (through run() or a runner) profiles; later runs do not.
+    name = "get_provider_graph_assignment_info"
+    for cls in ort.InferenceSession.__mro__:  # the base Session defines it in 1.24+
+        if name in vars(cls):
+            monkeypatch.delattr(cls, name)
+    assert not hasattr(ort.InferenceSession, name)
+    model = runtimes.load(model_dir / "mlp.onnx", DeviceSettings(kind="cpu"))
+    assert model.record().nodes_complete is False
+    x = np.ones((2, 4), np.float32)
+    run_first = model.runner(x)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(run_first(x), models.mlp_reference(x), rtol=1e-6, atol=1e-6)
+    rec = model.record()
+    assert rec.nodes_complete is True and list(rec.nodes_by_provider) == ["CPUExecutionProvider"]
+    assert rec.nodes_by_provider["CPUExecutionProvider"]  # the optimised graph's nodes (fused names)
+    assert model._run == model.session.run  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(model.run({"x": x})["y"], run_first(x))
+
+
 def test_onnx_type_names() -> None:
     assert onnx_type_to_dtype("tensor(float)") == "float32"
     assert onnx_type_to_dtype("tensor(double)") == "float64"

@@ -200,12 +200,20 @@ def test_kill_takes_the_workload_with_it(worker: WorkerHandle, tmp_path: Path) -
 
 
 def test_a_new_worker_kills_what_an_earlier_one_left(tmp_path: Path, driver: SimDriver) -> None:
+    """What this agent's earlier worker of the board started dies; a process of a board of the
+    same serial served by another agent on this machine (another state folder) does not."""
     import os
     import subprocess
 
     serial = driver.discover()[1].serial
-    orphan = subprocess.Popen(["sleep", "30"], env={**os.environ, "FLEETYARD_BOARD_ID": serial})
-    other = subprocess.Popen(["sleep", "30"], env={**os.environ, "FLEETYARD_BOARD_ID": "someone-else"})
+
+    def sleeper(state_dir: Path) -> subprocess.Popen[bytes]:
+        out = state_dir / "work" / serial / "out"  # the FLEETYARD_OUTPUT_DIR a worker gives a rank
+        return subprocess.Popen(
+            ["sleep", "30"], env={**os.environ, "FLEETYARD_BOARD_ID": serial, "FLEETYARD_OUTPUT_DIR": str(out)}
+        )
+
+    orphan, other = sleeper(tmp_path), sleeper(tmp_path / "another-agent")
     handle = WorkerHandle(driver=SPEC, host=HOST, serial=serial, state_dir=tmp_path)
     handle.start()
     try:

@@ -245,7 +245,7 @@ def worker_main(conn: Connection, driver_spec: str, host: str, serial: str, stat
         with contextlib.suppress(OSError):
             conn.send(("fatal", f"cannot open board {serial}: {exc}"))
         return
-    killed = _kill_orphans(serial)
+    killed = _kill_orphans(_rank_root(Path(state_dir), serial) / "out")
     if killed:
         log.warning("board %s: killed %d processes left by an earlier worker", serial, killed)
     worker = _Worker(conn, session, serial, Path(state_dir))
@@ -260,17 +260,25 @@ def _ignore(signum: int, frame: object) -> None:
     pass
 
 
-def _kill_orphans(serial: str) -> int:
+def _rank_root(state_dir: Path, serial: str) -> Path:
+    """Where a board's worker keeps a rank's files (under this agent's state folder)."""
+    return state_dir / "work" / serial
+
+
+def _kill_orphans(output_dir: Path) -> int:
     """Kill processes a previous worker of this board started (e.g. before the agent was
-    SIGKILLed: commands run in their own sessions and outlive it). They carry the board's id."""
+    SIGKILLed: commands run in their own sessions and outlive it). They carry the output folder
+    of this agent's board, which names both (the board's id alone does not: another agent on this
+    machine, say a test's, may serve a board of the same serial)."""
     import psutil
 
+    want = str(output_dir)
     killed = 0
     for p in psutil.process_iter():
         if p.pid == os.getpid():
             continue
         try:
-            if p.environ().get("FLEETYARD_BOARD_ID") == serial:
+            if p.environ().get("FLEETYARD_OUTPUT_DIR") == want:
                 p.kill()
                 killed += 1
         except psutil.Error:
@@ -284,7 +292,7 @@ class _Worker:
         self.session = session
         self.serial = serial
         self.state_dir = state_dir
-        root = state_dir / "work" / serial
+        root = _rank_root(state_dir, serial)
         # A killed predecessor may have left a rank's files behind.
         shutil.rmtree(root, ignore_errors=True)
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh

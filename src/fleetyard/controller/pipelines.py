@@ -5,14 +5,17 @@ asks :func:`~fleetyard.policy.pipeline.advance` what next, and carries it out: a
 instance that starts (its spec rendered from params, matrix and earlier stages; the run's owner
 and team), an instance skipped or failed with the reason, jobs canceled past the time limit, and
 the run's verdict. A job's metrics are its kind's (``metrics(results)`` on the workload class,
-e.g. the eval kind's accuracy over every rank), else rank 0's numbers; its outputs are every
-rank's files by name (blob sha256s).
+e.g. the eval kind's accuracy over every rank), else rank 0's numbers; its outputs are its
+ranks' files by name (blob sha256s), by the rule of
+:func:`~fleetyard.policy.pipeline.stage_outputs` (rank 0's under the bare name, each rank's as
+``NAME@RANK``). Before a job is queued it passes the checks a submit makes
+(:func:`fleetyard.store.admission.check_jobs`); one refused fails its instance, saying why.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,11 +24,13 @@ from pydantic import ValidationError
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import FleetyardError
-from fleetyard.policy.pipeline import Decision, StageState, advance
+from fleetyard.policy.pipeline import Decision, StageState, advance, stage_outputs
 from fleetyard.store import tables as t
+from fleetyard.store.admission import FleetView, StoreRegistry, Within, check_jobs
 from fleetyard.store.attempts import stop_job
+from fleetyard.store.blobs import BlobStore
 from fleetyard.store.pipelines import RUNNING, instances, spec_of, update_instance
-from fleetyard.workloads.base import validate_params, workload_class
+from fleetyard.workloads.base import workload_class
 
 __all__ = ["Pipeliner", "job_metrics"]
 
@@ -49,7 +54,13 @@ def job_metrics(kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class Pipeliner:
-    """Keeps nothing between passes: everything is in the store."""
+    """Keeps nothing between passes but a cache of the fleet's boards: everything is in the store.
+
+    ``blobs``: the blob store's files, where this process can read them (then a stage job's
+    inputs are checked against its artifact as at submit; without, that check is the board's)."""
+
+    blobs: BlobStore | None = None
+    view: FleetView = field(default_factory=FleetView)
 
     def pass_(self, conn: sa.Connection, now: float) -> int:
         """One pass over every running run; how many runs ended."""
@@ -97,9 +108,7 @@ class Pipeliner:
         for r in ranks:  # the last attempt's ranks
             last.setdefault(r.rank, r)
         results = [dict(last[k].result or {}) for k in sorted(last)]
-        outputs: dict[str, Any] = {}
-        for k in sorted(last):
-            outputs.update(dict(last[k].outputs or {}))
+        outputs = stage_outputs({k: dict(last[k].outputs or {}) for k in last})
         ok = job.state == JobState.SUCCEEDED
         update_instance(
             conn, run_id, name, at=now,
@@ -107,6 +116,11 @@ class Pipeliner:
             metrics=job_metrics(job.kind, results) if ok else {},
             outputs=outputs, message=None if ok else f"job {job_id} {job.state}: {job.message or ''}".strip(),
         )  # fmt: skip
+
+    def _refuse(self, conn: sa.Connection, run: Any, name: str, now: float, spent: int, message: str) -> None:
+        """An instance whose job a submit would refuse fails, for good (its retries would be too)."""
+        update_instance(conn, run.id, name, at=now, state=str(StageState.FAILED), attempts=spent, message=message)
+        log.warning("pipeline run %d: %s cannot start: %s", run.id, name, message)
 
     def _apply(
         self, conn: sa.Connection, run: Any, rows: dict[str, Any], d: Decision, now: float, *, spent: dict[str, int]
@@ -116,13 +130,19 @@ class Pipeliner:
             attempt = rows[inst.name].attempts + 1
             try:
                 spec = JobSpec.model_validate({**job, "name": f"pipeline {run.id} {inst.name}", "team": run.team})
-                validate_params(spec.kind, spec.params)
-            except (ValidationError, FleetyardError) as e:
-                message = e.message if isinstance(e, FleetyardError) else str(e.errors()[0]["msg"])
-                update_instance(
-                    conn, run.id, inst.name, at=now, state=str(StageState.FAILED), attempts=spent[inst.stage],
-                    message=f"its job spec is invalid: {message}",
-                )  # fmt: skip
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                self._refuse(
+                    conn, run, inst.name, now, spent[inst.stage], f"its job spec is invalid: {where}: {first['msg']}"
+                )
+                continue
+            reader = Within(conn)
+            try:  # the checks a submit makes (fleetyard.store.admission), with the same messages
+                check_jobs(reader, [spec], lambda _: str(run.team), view=self.view,
+                           registry=StoreRegistry(reader, self.view, self.blobs))  # fmt: skip
+            except FleetyardError as e:
+                self._refuse(conn, run, inst.name, now, spent[inst.stage], f"its job was refused: {e.message}")
                 continue
             job_id: int = conn.execute(
                 t.jobs.insert()

@@ -22,7 +22,9 @@
 A string that is exactly one ``${{ … }}`` takes the referenced value's type; inside a longer
 string the value is written in. References: ``params.NAME``, ``matrix.AXIS`` (its own stage's
 instance), ``stages.STAGE.metrics.NAME`` and ``stages.STAGE.outputs.NAME`` (an earlier stage it
-needs, directly or not; not a matrix stage: which instance would it mean?). A condition is
+needs, directly or not; not a matrix stage: which instance would it mean?). A job of several
+ranks records each rank's file ``NAME`` as ``NAME@RANK`` and rank 0's also as plain ``NAME``
+(:func:`fleetyard.policy.pipeline.stage_outputs`): ``stages.eval.outputs.samples.jsonl@1``. A condition is
 references and literals compared with ``== != < <= > >=`` and joined by ``and`` / ``or`` / ``not``;
 nothing else is evaluated.
 
@@ -63,7 +65,7 @@ _REF = re.compile(
 )
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<str>'[^']*'|\"[^\"]*\")|(?P<op>==|!=|<=|>=|<|>|\(|\))"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.\-]*))"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.\-@]*))"
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from fleetyard.domain.pipeline import Instance, PipelineSpec, condition, expand, render
 
-__all__ = ["Decision", "Seen", "StageState", "Verdict", "advance", "context"]
+__all__ = ["Decision", "Seen", "StageState", "Verdict", "advance", "context", "stage_outputs"]
 
 
 class StageState(StrEnum):
@@ -64,6 +64,33 @@ class Decision:
     fail: list[tuple[Instance, str]] = field(default_factory=list)  # could not start (e.g. a reference unset)
     cancel: list[Instance] = field(default_factory=list)
     verdict: Verdict | None = None
+
+
+def stage_outputs(ranks: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """A job's outputs as its stage records them (``ranks``: rank -> its files by name).
+
+    The rule, so that ranks that write files of one name never overwrite each other silently:
+
+    - a job of one rank: its files, by name;
+    - a job of several ranks (a gang, an eval sharded over boards): every rank's file ``X`` as
+      ``X@RANK`` (``report.json@0``, ``report.json@1``…), and the bare ``X`` is the lowest rank's
+      that wrote one (rank 0's when every rank writes it).
+
+    So ``${{ stages.S.outputs.X }}`` reads rank 0's file and ``${{ stages.S.outputs.X@2 }}`` rank 2's.
+    (A matrix stage's outputs are not readable at all: :func:`~fleetyard.domain.pipeline.parse_pipeline`
+    refuses the reference, naming the stage, since which instance it means is unclear.)
+    """
+    if len(ranks) == 1:
+        [only] = ranks.values()
+        return dict(only)
+    out: dict[str, Any] = {}
+    for rank in sorted(ranks):
+        for name, value in ranks[rank].items():
+            out.setdefault(name, value)
+    for rank in sorted(ranks):
+        for name, value in ranks[rank].items():
+            out[f"{name}@{rank}"] = value
+    return out
 
 
 def context(spec: PipelineSpec, inst: Instance, seen: Mapping[str, Seen]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from fleetyard.domain.board import Actor, BoardState
 
-__all__ = ["BoardUptime", "Fault", "FleetUptime", "Incident", "Transition", "uptime"]
+__all__ = ["BoardUptime", "Fault", "FleetUptime", "Incident", "Transition", "counted", "uptime"]
 
 S = BoardState
 IN_SERVICE = frozenset({S.AVAILABLE, S.ALLOCATED})
@@ -156,7 +156,8 @@ def _down(state: BoardState, actor: Actor) -> bool:
     return not (state in MAINTENANCE and actor is Actor.OPERATOR)
 
 
-def _counted(state: BoardState, actor: Actor) -> bool:
+def counted(state: BoardState, actor: Actor) -> bool:
+    """Whether time in ``state``, entered by ``actor``, counts towards availability at all."""
     return state not in NOT_IN_FLEET and not (state in MAINTENANCE and actor is Actor.OPERATOR)
 
 
@@ -187,7 +188,7 @@ def uptime(
     for board in sorted(generation_of):
         gen = generation_of[board]
         events = sorted(per_board.get(board, ()), key=lambda t: t.at)
-        counted = served = 0.0
+        counted_s = served = 0.0
         open_incident: tuple[float, BoardState, str] | None = None
         was_down = False  # one incident per stretch of down time, whatever down states it passes
         n_incidents = 0
@@ -196,8 +197,8 @@ def uptime(
             end = min(events[k + 1].at, until) if k + 1 < len(events) else until
             span = max(0.0, end - start)
             down = _down(t.to_state, t.actor)
-            if _counted(t.to_state, t.actor):
-                counted += span
+            if counted(t.to_state, t.actor):
+                counted_s += span
                 if t.to_state in IN_SERVICE:
                     served += span
             if down and not was_down and t.at >= since:
@@ -212,7 +213,7 @@ def uptime(
             began, state, cause = open_incident
             out.incidents.append(Incident(board, gen, began, None, state, cause, repaired=False))
             n_incidents += 1
-        out.boards.append(BoardUptime(board, gen, counted, served, n_incidents))
+        out.boards.append(BoardUptime(board, gen, counted_s, served, n_incidents))
     _detection(out, faults)
     return out
 

@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -46,6 +46,7 @@ from fleetyard.runtimes.errors import (
     CpuFallbackRefused,
     DeviceUnavailable,
     ExecutionFailed,
+    InputMismatch,
     RuntimeUnavailable,
 )
 from fleetyard.runtimes.formats import file_sha256
@@ -213,6 +214,11 @@ class OnnxModel:
         self._signature = info.signature
         self._output_names = [t.name for t in self._signature.outputs]
         self._providers = tuple(session.get_providers())
+        # What a run calls: the session's own ``run``; before it, while the first run is to be
+        # profiled (onnxruntime < 1.24), a wrapper that then finishes the profile; after
+        # release(), a function that refuses. Rebound on those events, so that neither run()
+        # nor a runner() looks at profiling or release on every call.
+        self._run: Callable[[list[str], dict[str, Any]], list[Any]] = self._run_profiled if profiling else session.run
 
     @property
     def signature(self) -> Signature:
@@ -226,21 +232,65 @@ class OnnxModel:
         return self._session
 
     def run(self, inputs: Mapping[str, Any], *, check: bool = True) -> dict[str, np.ndarray]:
-        session = self.session
-        feeds = check_inputs(self._signature, inputs) if check else dict(inputs)
+        feeds = check_inputs(self._signature, inputs) if check else inputs
+        if type(feeds) is not dict:
+            feeds = dict(feeds)  # onnxruntime takes a dict; one given is passed as it is, not copied
         try:
-            outputs = session.run(self._output_names, feeds)
+            outputs = self._run(self._output_names, feeds)
+        except ExecutionFailed:
+            raise
         except Exception as exc:
             raise ExecutionFailed(f"onnxruntime failed running {self.info.sha256[:12]}: {exc}") from None
-        if self._profiling:
-            self._finish_profile()
         return dict(zip(self._output_names, outputs, strict=True))
+
+    def runner(self, example: Any = None) -> Callable[[np.ndarray], np.ndarray]:
+        """``x -> run({the input: x})[the first output]`` for a model of one input, bound once.
+
+        The per-step path of a closed loop: the names are bound here, so each call builds one
+        feed dict and asks ONNX Runtime for the first output only; no per-call validation, no
+        copy of the feeds, no output dict. ``example`` (an array as the calls will pass it) is
+        checked against the signature here, once (:class:`InputMismatch` naming what does not
+        fit); the caller keeps every call's array to that dtype and shape. A released model's
+        runner raises :class:`ExecutionFailed`, as :meth:`run` does.
+        """
+        inputs = self._signature.inputs
+        if len(inputs) != 1:
+            raise InputMismatch(
+                f"model {self.info.sha256[:12]} takes {len(inputs)} inputs; runner() is for a model of one input: "
+                "use run()",
+                detail={"inputs": [t.name for t in inputs]},
+            )
+        _ = self.session  # a released model is refused now, not at the first call
+        name, first = inputs[0].name, self._output_names[:1]
+        if example is not None:
+            check_inputs(self._signature, {name: example})
+        model, sha = self, self.info.sha256[:12]
+
+        def run_first(x: np.ndarray) -> np.ndarray:
+            try:
+                return model._run(first, {name: x})[0]  # type: ignore[no-any-return]
+            except ExecutionFailed:
+                raise
+            except Exception as exc:
+                raise ExecutionFailed(f"onnxruntime failed running {sha}: {exc}") from None
+
+        return run_first
+
+    def _run_profiled(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        # The first run with an onnxruntime that cannot report the node assignment at load.
+        outputs: list[Any] = self.session.run(names, feeds)
+        self._finish_profile()
+        return outputs
+
+    def _released(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        raise ExecutionFailed(f"model {self.info.sha256[:12]} was released; load it again")
 
     def _finish_profile(self) -> None:
         with self._lock:
             if not self._profiling or self._session is None:
                 return
             self._profiling = False
+            self._run = self._session.run
             trace = self._session.end_profiling()
             try:
                 self._nodes = nodes_from_profile(trace)
@@ -263,6 +313,7 @@ class OnnxModel:
     def release(self) -> None:
         with self._lock:
             session, self._session = self._session, None
+            self._run = self._released
             if session is not None and self._profiling:
                 self._profiling = False
                 trace = session.end_profiling()

@@ -5,7 +5,8 @@ Modelled on MLPerf LoadGen's two simplest scenarios:
 ``single-stream``
     One query at a time, the next issued as soon as the last returns; each query's latency is
     timed with ``time.perf_counter_ns`` around the runtime call alone. Reports latency
-    p50/p90/p99/p99.9 (ms), mean, min, max, and queries/s.
+    p50/p90/p99/p99.9 (ms), mean, min, max, queries/s, and ``latency_histogram``: the
+    queries' latencies in fixed log bins (10 a decade; at most 80 counts, however many queries).
 ``offline``
     Queries back to back as fast as the board runs them; reports samples/s and queries/s.
     A query is one call of the model on the inputs, and carries ``samples_per_query`` samples:
@@ -78,7 +79,16 @@ from fleetyard.workloads.base import WorkloadResult, board_record
 from fleetyard.workloads.run import INPUTS_FILE, SHA256, timing
 from fleetyard.workloads.tensors import describe_arrays, generate_inputs, load_inputs, save_arrays
 
-__all__ = ["BENCH_FILE", "PERCENTILES", "BenchParams", "BenchWorkload", "bench_local", "execute", "required_queries"]
+__all__ = [
+    "BENCH_FILE",
+    "PERCENTILES",
+    "BenchParams",
+    "BenchWorkload",
+    "bench_local",
+    "execute",
+    "latency_histogram",
+    "required_queries",
+]
 
 BENCH_FILE = "bench.json"
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
@@ -271,6 +281,27 @@ def _percentile(ordered: np.ndarray, p: float) -> float:
     return float(ordered[rank - 1])
 
 
+# Per-query latencies are not kept (a run may make millions); their histogram is, in fixed log
+# bins: bin k is [HIST_LOW_MS·10^(k/10), HIST_LOW_MS·10^((k+1)/10)), 10 a decade from 1 µs to
+# 100 s, the first and last bins also holding what falls below or above. At most 80 counts.
+HIST_LOW_MS = 1e-3
+HIST_BINS_PER_DECADE = 10
+HIST_BINS = 80
+
+
+def latency_histogram(ms: np.ndarray) -> dict[str, Any]:
+    """The latencies' histogram, trimmed to the bins from the first to the last non-empty one:
+    ``edges_ms`` (one more than ``counts``) and ``counts``."""
+    if not len(ms):
+        return {"bins_per_decade": HIST_BINS_PER_DECADE, "edges_ms": [], "counts": []}
+    k = np.floor(np.log10(np.maximum(ms, 1e-12) / HIST_LOW_MS) * HIST_BINS_PER_DECADE)
+    counts = np.bincount(np.clip(k, 0, HIST_BINS - 1).astype(np.int64), minlength=HIST_BINS)
+    nz = np.flatnonzero(counts)
+    lo, hi = int(nz[0]), int(nz[-1]) + 1
+    edges = [round(HIST_LOW_MS * 10.0 ** (i / HIST_BINS_PER_DECADE), 9) for i in range(lo, hi + 1)]
+    return {"bins_per_decade": HIST_BINS_PER_DECADE, "edges_ms": edges, "counts": counts[lo:hi].tolist()}
+
+
 def _result(
     params: BenchParams, latencies: array[int], elapsed_ns: int, samples: int, *, stopped: bool
 ) -> dict[str, Any]:
@@ -310,6 +341,7 @@ def _result(
         "queries_per_s": round(qps, 3),
         "samples_per_s": round(qps * samples, 3),
         "latency_ms": latency,
+        "latency_histogram": latency_histogram(ms),
         "target_percentile": params.target_percentile,
         "unsupported_percentiles": [f"p{p:g}" for p in PERCENTILES if n < required_queries(p)],
         "settings": params.model_dump(mode="json"),

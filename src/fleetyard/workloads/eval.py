@@ -11,7 +11,11 @@ Data sets (one of):
     model needs no particular name), with the samples on the leading axis, plus ``labels``
     (integers: top-1/top-5) and/or ``targets`` (floats, shaped like each sample's output: MSE).
     Sample ``i`` is ``array[i:i+1]`` of each input. This is also the "folder of arrays" form:
-    pack the folder's arrays into one ``.npz``. Parquet is not read (pyarrow is not installed).
+    pack the folder's arrays into one ``.npz``.
+    Or a Parquet file (told by its magic bytes), or, run locally, a folder of ``.parquet`` files:
+    a column per input and ``labels`` / ``targets`` columns, a row per sample; a column of
+    fixed-size lists is a 2-D array (:mod:`fleetyard.evaluation.parquet`). Each rank reads only
+    the row groups of its contiguous block of rows.
 ``generated: {n, seed, classes}``
     ``n`` samples, sample ``i`` generated from the artifact's signature with seed ``seed + i``
     (:func:`~fleetyard.workloads.tensors.generate_inputs`, symbolic dims 1); its label is the
@@ -58,6 +62,7 @@ from fleetyard.domain.job import Outcome
 from fleetyard.drivers.sim import as_computed_by, time_scale
 from fleetyard.errors import FleetyardError
 from fleetyard.evaluation import RankTally, aggregate, score_sample, shard_indices
+from fleetyard.evaluation.parquet import ParquetError, is_parquet, read_shard
 from fleetyard.runtimes import (
     ArtifactFormat,
     DeviceSettings,
@@ -98,7 +103,9 @@ class EvalParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     artifact: str = Field(pattern=SHA256, description="sha256 of a pushed artifact")
-    data: str | None = Field(None, pattern=SHA256, description="sha256 of an .npz data set (inputs + labels/targets)")
+    data: str | None = Field(
+        None, pattern=SHA256, description="sha256 of an .npz or .parquet data set (inputs + labels/targets)"
+    )
     generated: GeneratedData | None = Field(None, description="a generated data set, labelled by the reference")
     output: str | None = Field(None, description="the output scored (default: the first)")
     metrics_module: str | None = Field(None, pattern=SHA256, description="sha256 of a Python file of metrics")
@@ -109,7 +116,7 @@ class EvalParams(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> EvalParams:
         if (self.data is None) == (self.generated is None):
-            raise ValueError("give one data set: data (an .npz blob) or generated")
+            raise ValueError("give one data set: data (an .npz or .parquet blob) or generated")
         if self.user_metrics and self.metrics_module is None:
             raise ValueError("user_metrics name functions of a metrics_module; give its sha256")
         for name in self.user_metrics:
@@ -267,7 +274,7 @@ def execute(
         "user": user,
         "output": out_name,
         "artifact": artifact_sha256,
-        "dataset": params.dataset_record(),
+        "dataset": {**params.dataset_record(), **({"kind": "parquet"} if data_path and is_parquet(data_path) else {})},
         "records": SAMPLES_FILE,
         "runtime": record,
         "board": board_record(env),
@@ -302,6 +309,8 @@ def _samples(
     world_size: int,
 ) -> Iterator[Sample]:
     if data_path is not None:
+        if is_parquet(data_path):
+            return _parquet_samples(data_path, signature, rank, world_size)
         return _npz_samples(data_path, signature, rank, world_size)
     assert params.generated is not None  # Invariant: exactly one data set.
     return _generated_samples(params.generated, signature, artifact_path, out_name, rank, world_size)
@@ -339,6 +348,26 @@ def _npz_samples(path: Path, signature: Signature, rank: int, world_size: int) -
             inputs,
             None if labels is None else int(labels[i]),
             None if targets is None else np.asarray(targets[i]),
+        )
+
+
+def _parquet_samples(path: Path, signature: Signature, rank: int, world_size: int) -> Iterator[Sample]:
+    names = list(signature.input_names)
+    try:
+        shard = read_shard(path, inputs=names, rank=rank, world_size=world_size)
+    except ParquetError as exc:
+        raise InputMismatch(str(exc)) from None
+    labels = shard.columns.get("labels")
+    targets = shard.columns.get("targets")
+    if labels is not None and labels.dtype.kind not in "iub":
+        raise InputMismatch(f"the labels column must hold integers, not {labels.dtype}")
+    for j, i in enumerate(shard.rows):
+        inputs = check_inputs(signature, {name: shard.columns[name][j : j + 1] for name in names})
+        yield (
+            i,
+            inputs,
+            None if labels is None else int(labels[j]),
+            None if targets is None else np.asarray(targets[j]),
         )
 
 

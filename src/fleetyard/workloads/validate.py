@@ -11,6 +11,7 @@ optimisation off for ONNX, torch for TorchScript/ExportedProgram. Each set's
 
 What a result keeps, so that it can be re-run exactly (``fleetyard repro``): the artifact's
 sha256, the runtime record, the board (serial, firmware, generation), the seeds and tolerances,
+per output a histogram of |error| over every set in fixed decade bins (``error_histograms``),
 and as blobs ``report.json``, ``report.html`` and the inputs, candidate and reference outputs of
 one set (the first failing one, else set 0): ``inputs.npz``, ``candidate.npz``, ``reference.npz``.
 
@@ -212,6 +213,7 @@ def execute(
         expected = _expected_sets(expected_path, signature, total) if expected_path is not None else None
         reference = _REFERENCES[reference_kind](artifact_path) if reference_kind != "expected" else None
         acc = ComparisonAccumulator()
+        histograms: dict[str, dict[str, Any]] = {}
         first_fail: int | None = None
         failing_sets = 0  # sets where any output failed or was missing
         fail_report: ComparisonReport | None = None
@@ -224,6 +226,7 @@ def execute(
             ref = next(expected) if expected is not None else _run_reference(reference, inputs)
             report = compare_outputs(actual, ref, policy)
             acc.add(report)
+            _fold_histograms(histograms, report, actual, ref)
             failing_sets += not report.passed
             # One set's arrays are kept as blobs: set 0, replaced by the first failing set.
             if i == 0 or (first_fail is None and not report.passed):
@@ -264,6 +267,7 @@ def execute(
         "worst_output": worst[0],
         "worst_max_abs": worst[1],
         "comparison": agg,
+        "error_histograms": histograms,
         "failing_report": None if fail_report is None else fail_report.to_json(),
         "layerwise": layerwise,
         "tolerances": {"atol": list(params.atol), "rtol": list(params.rtol), "nan_equal": params.nan_equal},
@@ -291,6 +295,41 @@ def execute(
     if log is not None:
         log(message + "\n")
     return WorkloadResult(Outcome.USER_ERROR, exit_code=1, message=message, result=result)
+
+
+# |actual - reference| per output over every set, in fixed decade bins: bin 0 is [0, 1e-12),
+# bin k is [ERROR_EDGES[k-1], ERROR_EDGES[k]), the last is [1e3, inf); ``zero`` counts the exact
+# zeros (also in bin 0), ``nonfinite`` the NaN/inf differences (in no bin). Bounded: 17 counts an
+# output, at most MAX_HISTOGRAM_OUTPUTS outputs, whatever the sets or the tensors' sizes.
+ERROR_EDGES: tuple[float, ...] = tuple(10.0**k for k in range(-12, 4))
+MAX_HISTOGRAM_OUTPUTS = 64
+
+
+def _fold_histograms(
+    histograms: dict[str, dict[str, Any]], report: ComparisonReport, actual: Arrays, ref: Arrays
+) -> None:
+    """Add one set's absolute errors to each compared output's histogram (the dashboard draws them)."""
+    for o in report.outputs:
+        if o.message is not None or o.size == 0 or o.name not in actual or o.name not in ref:
+            continue  # a shape or dtype mismatch has no element-wise errors
+        h = histograms.get(o.name)
+        if h is None:
+            if len(histograms) >= MAX_HISTOGRAM_OUTPUTS:
+                continue
+            h = histograms[o.name] = {"tolerance": o.tolerance.to_dict(), "edges": list(ERROR_EDGES),
+                                      "counts": [0] * (len(ERROR_EDGES) + 1), "zero": 0, "nonfinite": 0,
+                                      "elements": 0}  # fmt: skip
+        a, r = np.asarray(actual[o.name]), np.asarray(ref[o.name])
+        if a.dtype.kind not in "fiub" or r.dtype.kind not in "fiub":
+            continue
+        with np.errstate(all="ignore"):
+            err = np.abs(a.astype(np.float64).reshape(-1) - r.astype(np.float64).reshape(-1))
+        finite = err[np.isfinite(err)]
+        h["elements"] += int(err.size)
+        h["nonfinite"] += int(err.size - finite.size)
+        h["zero"] += int(np.count_nonzero(finite == 0.0))
+        bins = np.bincount(np.searchsorted(ERROR_EDGES, finite, side="right"), minlength=len(ERROR_EDGES) + 1)
+        h["counts"] = [int(c) + int(n) for c, n in zip(h["counts"], bins.tolist(), strict=True)]
 
 
 def _input_sets(params: ValidateParams, signature: Signature, inputs_path: Path | None) -> Iterator[Arrays]:

@@ -4,20 +4,21 @@ availability over time."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.errors import NotFound
-from fleetyard.policy.uptime import Transition, uptime
+from fleetyard.policy.uptime import IN_SERVICE, counted
 from fleetyard.server.dashboard.html import STATE_COLOURS, chart, e, kv, qs, table, tag, when
 from fleetyard.store import tables as t
 from fleetyard.store.db import Store
 
 B = t.boards.c
-_STATES = frozenset(str(s) for s in BoardState)
-_ACTORS = frozenset(str(a) for a in Actor)
+UNDRAINABLE = frozenset({str(BoardState.DRAINED), str(BoardState.SUSPECT)})  # what the undrain service returns
 
 
 def _pct(x: float | None) -> str:
@@ -68,6 +69,7 @@ def fleet_body(store: Store, *, state: str | None, generation: str | None, host:
                 bid = e(r.id)
                 parts.append(
                     f'<a class="s-{e(r.state)}" href="/ui/boards/{bid}" data-state="{e(r.state)}" '
+                    'data-testid="board-row" '
                     f'title="{bid} · {e(r.state)} · {e(r.generation)} fw {e(r.firmware)} · slot {r.slot}"></a>'
                 )
             parts.append("</div></div>")
@@ -96,7 +98,9 @@ def _legend() -> str:
     return "<p>" + " ".join(tag(s) for s in map(str, BoardState) if s in STATE_COLOURS) + "</p>"
 
 
-def board_body(store: Store, *, board_id: str, can_drain: bool, limit: int = 200) -> str:
+def board_body(store: Store, *, board_id: str, can_drain: bool, csrf: str = "", limit: int = 200) -> str:
+    """A board's page: its facts, drain and undrain forms (for an operator; each carries the
+    session's ``csrf`` token), its telemetry and its timeline."""
     import plotly.graph_objects as go
 
     with store.read() as conn:
@@ -116,19 +120,34 @@ def board_body(store: Store, *, board_id: str, can_drain: bool, limit: int = 200
         "probe": None if b.probe_ok is None else ("ok" if b.probe_ok else f"failing: {b.probe_reason}"),
         "labels": b.labels or None,
     }  # fmt: skip
-    out = [f"<p>{tag(b.state)}</p>", kv({k: v for k, v in facts.items() if v not in (None, "")})]
+    out = [
+        f'<p data-testid="board-state" data-state="{e(b.state)}">{tag(b.state)}</p>',
+        '<div data-testid="board-facts">' + kv({k: v for k, v in facts.items() if v not in (None, "")}) + "</div>",
+    ]
     if can_drain:
+        token = f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         out.append(
-            f'<h2>Drain</h2><form method="post" action="/ui/boards/{e(board_id)}/drain">'
-            '<input name="reason" required placeholder="why" size="40"> <button>drain</button></form>'
+            f'<h2>Drain</h2><form method="post" action="/ui/boards/{e(board_id)}/drain" data-testid="drain-form">'
+            f'{token}<input name="reason" required placeholder="why" size="40" data-testid="drain-reason"> '
+            '<button data-testid="drain-button">drain</button></form>'
         )
+        if b.state in UNDRAINABLE or b.drain_reason is not None:
+            out.append(
+                f'<h2>Undrain</h2><form method="post" action="/ui/boards/{e(board_id)}/undrain" '
+                f'data-testid="undrain-form">{token}<input name="reason" required placeholder="why" size="40" '
+                'data-testid="undrain-reason"> <button data-testid="undrain-button">undrain</button></form>'
+            )
     out.append("<h2>Telemetry</h2>")
     telemetry = {k: v for k, v in (b.telemetry or {}).items() if isinstance(v, int | float)}
     if telemetry:
         names = sorted(telemetry)
         fig = go.Figure(go.Bar(x=names, y=[telemetry[n] for n in names]))
         fig.update_layout(margin={"l": 40, "r": 10, "t": 10, "b": 80})
-        out.append(f'<p class="muted">as of {e(when(b.telemetry_at))}</p>' + chart(fig, height="300px"))
+        out.append(
+            f'<p class="muted">as of {e(when(b.telemetry_at))}</p><div data-testid="telemetry-chart">'
+            + chart(fig, height="300px")
+            + "</div>"
+        )
         out.append(kv(telemetry))
     else:
         out.append('<p class="muted">no telemetry reported</p>')
@@ -143,43 +162,82 @@ def board_body(store: Store, *, board_id: str, can_drain: bool, limit: int = 200
                 )
                 for ev in events
             ),
+            testid="board-timeline",
+            row_testid="timeline-row",
         )
     )  # fmt: skip
     return "".join(out)
 
 
+# (to_state, actor) -> (counted, in service), as policy.uptime counts a board's time.
+_COUNTS = {
+    (str(s), str(a)): (counted(s, a), s in IN_SERVICE) for s in BoardState for a in Actor
+}  # fmt: skip
+
+
+def hourly_availability(
+    transitions: Iterable[tuple[str, str, float, str, str]], generations: Iterable[str], *, since: float, hours: int
+) -> dict[str, list[float | None]]:
+    """Availability of the fleet (``"fleet"``) and of each generation in each hour from ``since``:
+    what :func:`fleetyard.policy.uptime.uptime` gives for each hour's window, in one pass.
+
+    ``transitions``: (board, generation, at, to_state, actor), each board's up to the end,
+    including its last one before ``since``. They cut each board's time into segments (a state
+    from one transition to the next, the last open to the end); every segment's overlap with every
+    hour is taken at once (numpy) and summed per generation as counted and in-service seconds."""
+    gens = sorted(set(generations))
+    gen_index = {g: k for k, g in enumerate(gens)}
+    until = since + hours * 3600.0
+    codes: dict[str, int] = {}
+    kept = [
+        (codes.setdefault(b, len(codes)), gen_index[g], at, *_COUNTS[(state, actor)])
+        for b, g, at, state, actor in transitions
+        if g in gen_index and at <= until and (state, actor) in _COUNTS
+    ]
+    edges = since + 3600.0 * np.arange(hours + 1)
+    counted_s = np.zeros((len(gens), hours))
+    served_s = np.zeros((len(gens), hours))
+    if kept:
+        rows = np.array(kept, dtype=np.float64)
+        order = np.lexsort((rows[:, 2], rows[:, 0]))  # by board, then time; stable among equal times, as uptime()
+        rows = rows[order]
+        board, gen, at = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2]
+        end = np.full(at.shape, until)
+        same = board[1:] == board[:-1]
+        end[:-1][same] = at[1:][same]  # a segment lasts until its board's next transition
+        lo, hi = np.maximum(at[:, None], edges[None, :-1]), np.minimum(end[:, None], edges[None, 1:])
+        overlap = np.clip(hi - lo, 0.0, None)  # seconds of each segment in each hour
+        overlap *= rows[:, 3:4]  # counted time only
+        np.add.at(counted_s, gen, overlap)
+        np.add.at(served_s, gen, overlap * rows[:, 4:5])
+
+    def ratio(served: np.ndarray, count: np.ndarray) -> list[float | None]:
+        return [float(a / c) if c > 0 else None for a, c in zip(served.tolist(), count.tolist(), strict=True)]
+
+    series: dict[str, list[float | None]] = {"fleet": ratio(served_s.sum(axis=0), counted_s.sum(axis=0))}
+    for g, k in gen_index.items():
+        series[g] = ratio(served_s[k], counted_s[k])
+    return series
+
+
 def availability_series(store: Store, *, until: float, hours: int) -> tuple[list[float], dict[str, list[float | None]]]:
-    """Fleet (and per generation) availability for each hour of the last ``hours``, by
-    :func:`fleetyard.policy.uptime.uptime` over ``board_events``: the hours' ends, and the series."""
+    """Fleet (and per generation) availability for each hour of the last ``hours``, as
+    :func:`fleetyard.policy.uptime.uptime` counts it over ``board_events``: the hours' ends, and the series.
+    One query for the transitions in the window and each board's last before it (with its
+    board's generation), one for the generations."""
     since = until - hours * 3600.0
     E = t.board_events.c
     with store.read() as conn:
-        generation_of = dict(conn.execute(sa.select(B.id, B.generation)).all())
+        generations = [g for (g,) in conn.execute(sa.select(B.generation).distinct())]
         before = sa.select(sa.func.max(E.id)).where(E.at < since).group_by(E.board_id).scalar_subquery()
         rows = conn.execute(
-            sa.select(E.board_id, E.at, E.to_state, E.actor, E.reason).where(
-                sa.or_(sa.and_(E.at >= since, E.at <= until), E.id.in_(before))
-            )
+            sa.select(E.board_id, B.generation, E.at, E.to_state, E.actor)
+            .join(t.boards, B.id == E.board_id)
+            .where(sa.or_(sa.and_(E.at >= since, E.at <= until), E.id.in_(before)))
+            .order_by(E.id)
         ).all()
-    transitions = [
-        Transition(r.board_id, r.at, BoardState(r.to_state), Actor(r.actor), r.reason)
-        for r in rows
-        if r.to_state in _STATES and r.actor in _ACTORS
-    ]
-    gens = sorted(set(generation_of.values()))
-    ends: list[float] = []
-    series: dict[str, list[float | None]] = {"fleet": [], **{g: [] for g in gens}}
-    for h in range(hours):
-        t0 = since + h * 3600.0
-        t1 = t0 + 3600.0
-        figures = uptime(transitions, generation_of, since=t0, until=t1)
-        ends.append(t1)
-        series["fleet"].append(figures.availability)
-        per = figures.by_generation
-        for g in gens:
-            a = per.get(g, {}).get("availability")
-            series[g].append(None if a is None else float(a))
-    return ends, series
+    ends = [since + 3600.0 * (h + 1) for h in range(hours)]
+    return ends, hourly_availability(rows, generations, since=since, hours=hours)
 
 
 def availability_body(store: Store, *, until: float, hours: int) -> str:
@@ -204,7 +262,7 @@ def availability_body(store: Store, *, until: float, hours: int) -> str:
     return (
         f"<p>Per hour over the last {hours} h ({links}). In service (available, allocated) over counted time; "
         "drained or servicing by an operator's hand is not counted (policy.uptime).</p>"
-        + chart(fig)
+        + f'<div data-testid="availability-chart">{chart(fig)}</div>'
         + "<h2>Figures</h2>"
-        + table(("hour ending (UTC)", *series), rows)
+        + table(("hour ending (UTC)", *series), rows, testid="availability-table", row_testid="availability-row")
     )

@@ -45,6 +45,13 @@ STATE_COLOURS = {
     "rolling_back": "#f07c29",
     "rolled_back": "#d64545",
     "aborted": "#9a9a9a",
+    # validation and bench verdicts
+    "passed": "#2e9e44",
+    "valid": "#2e9e44",
+    "invalid": "#d64545",
+    # eval comparisons: a significant difference (better or worse), or none
+    "differs": "#f07c29",
+    "same": "#9a9a9a",
 }
 
 NAV = (
@@ -53,6 +60,10 @@ NAV = (
     ("/ui/jobs", "Jobs"),
     ("/ui/pipelines", "Pipelines"),
     ("/ui/firmware-rollouts", "Rollouts"),
+    ("/ui/validations", "Validation"),
+    ("/ui/benchmarks", "Benchmarks"),
+    ("/ui/evals", "Evals"),
+    ("/ui/robotics", "Robotics"),
 )
 
 
@@ -95,10 +106,13 @@ def _css() -> str:
 
 def page(title: str, body: str, *, who: Principal | None = None, head: str = "", charts: bool = False) -> str:
     """A whole page: the layout around ``body`` (already HTML)."""
-    nav = "".join(f'<a href="{href}">{e(label)}</a>' for href, label in NAV)
+    nav = "".join(f'<a href="{href}" data-testid="nav-{e(label.lower())}">{e(label)}</a>' for href, label in NAV)
     user = ""
     if who is not None:
-        user = f'<span class="who">{e(who.name)} ({e(who.role)}) · <a href="/ui/logout">log out</a></span>'
+        user = (
+            f'<span class="who" data-testid="who">{e(who.name)} ({e(who.role)}) · '
+            '<a href="/ui/logout" data-testid="logout">log out</a></span>'
+        )
     script = f'<script src="{PLOTLY_JS}"></script>' if charts else ""
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
@@ -112,11 +126,14 @@ def tag(state: object) -> str:
     return f'<span class="tag s-{s}">{s}</span>'
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A table; the cells are HTML already (escape them with :func:`e`)."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, testid: str = "", row_testid: str = "") -> str:
+    """A table; the cells are HTML already (escape them with :func:`e`). ``testid`` and
+    ``row_testid`` name the table and each body row for browser tests (``data-testid``)."""
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    tr = f'<tr data-testid="{e(row_testid)}">' if row_testid else "<tr>"
+    body = "".join(tr + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    tid = f' data-testid="{e(testid)}"' if testid else ""
+    return f"<table{tid}><tr>{head}</tr>{body}</table>"
 
 
 def kv(values: Mapping[str, Any] | None) -> str:
@@ -137,4 +154,4 @@ def chart(fig: Any, *, height: str = "360px") -> str:
     out: str = pio.to_html(
         fig, include_plotlyjs=False, full_html=False, default_height=height, config={"displaylogo": False}
     )
-    return out
+    return f'<div data-testid="chart">{out}</div>'

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fleetyard.domain.job import JobState
 from fleetyard.protocol.api import PipelineRunOut, RolloutDetail
 from fleetyard.server.dashboard.html import e, kv, qs, table, tag, when
+from fleetyard.server.dashboard.results import RESULT_PAGES
 from fleetyard.server.services import jobs as jobs_svc
 from fleetyard.server.services import pipelines as pipelines_svc
 from fleetyard.server.services import rollouts as rollouts_svc
@@ -50,6 +51,8 @@ def jobs_body(store: Store, *, state: str | None, team: str | None, kind: str | 
                 )
                 for j in jobs
             ),
+            testid="jobs-table",
+            row_testid="job-row",
         )
     )  # fmt: skip
     return "".join(out)
@@ -65,10 +68,14 @@ def job_page(store: Store, *, job_id: int) -> tuple[str, str, bool]:
         "submitted": when(job.submitted_at), "started": when(job.started_at), "finished": when(job.finished_at),
         "outcome": job.outcome, "message": job.message, "attempts": job.attempts, "infra retries": job.infra_retries,
     }  # fmt: skip
-    out = [f"<p>{tag(job.state)}</p>"]
+    out = [f'<p data-testid="job-state" data-state="{e(job.state)}">{tag(job.state)}</p>']
     if job.state == JobState.QUEUED:
         out.append(f"<p><b>Why pending:</b> {e(job.pending_reason or 'not yet looked at by the scheduler')}</p>")
-    out.append(kv({k: v for k, v in facts.items() if v not in (None, "")}))
+    out.append('<div data-testid="job-facts">' + kv({k: v for k, v in facts.items() if v not in (None, "")}) + "</div>")
+    if job.kind in RESULT_PAGES:
+        base, label = RESULT_PAGES[job.kind]
+        target = f"{base}?a={job.id}" if job.kind == "eval" else f"{base}/{job.id}"
+        out.append(f'<p>Results: <a href="{target}" data-testid="job-results-link">{e(label)}</a></p>')
     for a in job.attempt_list:
         out.append(f"<h2>Attempt {a.number} {tag(a.state)} {e(a.outcome)}</h2>")
         out.append(
@@ -141,7 +148,7 @@ def dag_svg(run: PipelineRunOut) -> str:
     pos = {s: (10 + lv * dx, 10 + k * dy) for lv, col in columns.items() for k, s in enumerate(col)}
     width = 20 + dx * (max(columns, default=0) + 1)
     height = 20 + dy * max((len(c) for c in columns.values()), default=1)
-    parts = [f'<svg width="{width}" height="{height}" class="dag">']
+    parts = [f'<svg width="{width}" height="{height}" class="dag" data-testid="dag">']
     for stage, needs in run.needs.items():
         x2, y2 = pos[stage]
         for n in needs:

@@ -2,11 +2,14 @@
 
 A browser logs in once by pasting a token at ``/ui/login``; the server checks it as the API does
 and keeps it in an HttpOnly, SameSite=Strict cookie. The ``Authorization: Bearer`` header works
-too. Any role may read; draining a board needs an operator or admin token, as in the API.
+too. Any role may read; draining or undraining a board needs an operator or admin token, as in
+the API, and the form's CSRF token (:func:`csrf_token`, derived from the login token).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -19,7 +22,9 @@ from starlette.concurrency import run_in_threadpool
 from fleetyard.domain.auth import Principal, Role
 from fleetyard.errors import FleetyardError
 from fleetyard.server.auth import TokenCache
+from fleetyard.server.dashboard import evals as eval_pages
 from fleetyard.server.dashboard import fleet as fleet_pages
+from fleetyard.server.dashboard import results as results_pages
 from fleetyard.server.dashboard import work as work_pages
 from fleetyard.server.dashboard.html import e, page
 from fleetyard.server.services import boards as boards_svc
@@ -31,6 +36,8 @@ COOKIE = "fleetyard_token"
 COOKIE_MAX_AGE_S = 7 * 86400
 MAX_FORM_BYTES = 64 * 1024
 DRAINERS = (Role.ADMIN, Role.OPERATOR)
+CSRF_FIELD = "csrf"
+CSRF_KEY = b"fleetyard-dashboard-csrf-v1"
 
 
 def plotly_js_path() -> Path:
@@ -119,7 +126,8 @@ def _login_form(next_: str, message: str = "") -> str:
         f"{err}<p>Paste a Fleetyard token (<code>fleetyard token create</code> makes one). "
         "It is kept in an HttpOnly cookie of this site.</p>"
         f'<form method="post" action="/ui/login"><input type="hidden" name="next" value="{e(next_)}">'
-        '<input type="password" name="token" size="50" autofocus required> <button>log in</button></form>'
+        '<input type="password" name="token" size="50" autofocus required data-testid="login-token"> '
+        '<button data-testid="login-button">log in</button></form>'
     )
 
 
@@ -171,33 +179,57 @@ def fleet_page(
 def board_page(request: Request, board_id: str) -> Response:
     who = _who(request)
     can_drain = who is not None and who.role in DRAINERS
+    secret = _secret(request)
+    csrf = csrf_token(secret) if can_drain and secret else ""
     return _render(
         request,
         f"Board {board_id}",
-        lambda s: fleet_pages.board_body(s, board_id=board_id, can_drain=can_drain),
+        lambda s: fleet_pages.board_body(s, board_id=board_id, can_drain=can_drain, csrf=csrf),
         charts=True,
     )
 
 
-@router.post("/boards/{board_id}/drain")
-async def drain_board(request: Request, board_id: str) -> Response:
-    who = await run_in_threadpool(_who, request)
-    if who is None:
+def csrf_token(secret: str) -> str:
+    """The token a form of this session carries: derived from the login token (so a page of
+    another site, which cannot read it, cannot forge a post), never the token itself."""
+    return hmac.new(CSRF_KEY, secret.encode(), hashlib.sha256).hexdigest()
+
+
+async def _board_action(request: Request, board_id: str, *, undrain: bool) -> Response:
+    """Drain or undrain from the board page's form: an operator or admin, the form's CSRF token,
+    a reason; then the same service function as the API's."""
+    secret = _secret(request)
+    who = None if secret is None else await run_in_threadpool(_check, request, secret)
+    if who is None or secret is None:
         return _to_login(request)
+    verb = "undraining" if undrain else "draining"
     if who.role not in DRAINERS:
-        return _html("Forbidden", f'<p class="err">draining needs an operator or admin token; {e(who.name)} is '
+        return _html("Forbidden", f'<p class="err">{verb} needs an operator or admin token; {e(who.name)} is '
                      f"{e(who.role)}</p>", who, status=403)  # fmt: skip
-    reason = (await _form(request)).get("reason", "").strip()
+    form = await _form(request)
+    if not hmac.compare_digest(form.get(CSRF_FIELD, ""), csrf_token(secret)):
+        return _html("Forbidden", '<p class="err">the form\'s CSRF token is missing or wrong: reload the board '
+                     "page and send it again</p>", who, status=403)  # fmt: skip
+    reason = form.get("reason", "").strip()
     if not reason:
-        return _html("Drain", '<p class="err">a drain needs a reason</p>', who, status=422)
+        return _html("Undrain" if undrain else "Drain", f'<p class="err">{verb} needs a reason</p>', who, status=422)
     store: Store = request.app.state.store
+    action = boards_svc.undrain if undrain else boards_svc.drain
     try:
-        await run_in_threadpool(
-            lambda: boards_svc.drain(store, board_id=board_id, reason=reason[:1000], principal=who, at=now())
-        )
+        await run_in_threadpool(lambda: action(store, board_id=board_id, reason=reason[:1000], principal=who, at=now()))
     except FleetyardError as exc:
         return _error_page(exc, who)
     return RedirectResponse(f"/ui/boards/{quote(board_id, safe='')}", status_code=303)
+
+
+@router.post("/boards/{board_id}/drain")
+async def drain_board(request: Request, board_id: str) -> Response:
+    return await _board_action(request, board_id, undrain=False)
+
+
+@router.post("/boards/{board_id}/undrain")
+async def undrain_board(request: Request, board_id: str) -> Response:
+    return await _board_action(request, board_id, undrain=True)
 
 
 @router.get("/availability")
@@ -225,7 +257,7 @@ def jobs_page(
     )
 
 
-def _live_page(request: Request, build: Callable[[Store], tuple[str, str, bool]]) -> Response:
+def _live_page(request: Request, build: Callable[[Store], tuple[str, str, bool]], *, charts: bool = False) -> Response:
     """A page that reloads itself while what it shows is still going."""
     who = _who(request)
     if who is None:
@@ -235,7 +267,12 @@ def _live_page(request: Request, build: Callable[[Store], tuple[str, str, bool]]
     except FleetyardError as exc:
         return _error_page(exc, who)
     head = f'<meta http-equiv="refresh" content="{work_pages.LOG_REFRESH_S}">' if going else ""
-    return _html(title, body, who, head=head)
+    return _html(title, body, who, head=head, charts=charts)
+
+
+def _result_page(request: Request, build: Callable[[Store], tuple[str, str]]) -> Response:
+    """A finished job's result page (titled by its builder), with charts."""
+    return _live_page(request, lambda s: (*build(s), False), charts=True)
 
 
 @router.get("/jobs/{job_id}")
@@ -256,3 +293,50 @@ def pipeline_page(request: Request, run_id: int) -> Response:
 @router.get("/firmware-rollouts")
 def rollouts_page(request: Request) -> Response:
     return _render(request, "Firmware rollouts", lambda s: work_pages.rollouts_body(s))
+
+
+@router.get("/validations")
+def validations_page(request: Request) -> Response:
+    return _render(request, "Validation reports", results_pages.validations_body)
+
+
+@router.get("/validations/{job_id}")
+def validation_page(request: Request, job_id: int) -> Response:
+    return _result_page(request, lambda s: results_pages.validation_page(s, job_id=job_id))
+
+
+@router.get("/benchmarks")
+def benchmarks_page(request: Request) -> Response:
+    return _render(request, "Benchmarks", results_pages.benchmarks_body)
+
+
+@router.get("/benchmarks/{job_id}")
+def benchmark_page(request: Request, job_id: int) -> Response:
+    return _result_page(request, lambda s: results_pages.benchmark_page(s, job_id=job_id))
+
+
+@router.get("/evals")
+def evals_page(request: Request, a: int | None = None) -> Response:
+    return _render(request, "Evals", lambda s: eval_pages.evals_body(s, a=a))
+
+
+@router.get("/evals/compare")
+def evals_compare(request: Request, a: int, b: list[int] = Query([])) -> Response:
+    blobs = request.app.state.blobs
+    return _render(
+        request,
+        f"Eval comparison: against job {a}",
+        lambda s: eval_pages.compare_page(s, blobs, a=a, b=b),
+        charts=True,
+    )
+
+
+@router.get("/robotics")
+def robotics_page(request: Request) -> Response:
+    return _render(request, "Robotics rollouts", eval_pages.rollouts_body)
+
+
+@router.get("/robotics/{job_id}")
+def robotics_rollout(request: Request, job_id: int) -> Response:
+    blobs = request.app.state.blobs
+    return _result_page(request, lambda s: eval_pages.rollout_page(s, blobs, job_id=job_id))

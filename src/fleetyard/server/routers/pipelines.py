@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from fleetyard.domain.auth import Principal
 from fleetyard.protocol.api import PipelineIn, PipelineRunOut
@@ -15,8 +15,11 @@ router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
 
 @router.post("", response_model=PipelineRunOut, status_code=201)
-def start(body: PipelineIn, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> PipelineRunOut:
-    return svc.start(s, principal=p, req=body, at=now())
+def start(
+    body: PipelineIn, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)
+) -> PipelineRunOut:
+    state = request.app.state
+    return svc.start(s, principal=p, req=body, at=now(), fleet=state.fleet_view, blobs=state.blobs)
 
 
 @router.get("", response_model=list[PipelineRunOut])

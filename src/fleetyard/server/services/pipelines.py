@@ -16,26 +16,41 @@ from fleetyard.policy.pipeline import StageState, context
 from fleetyard.protocol.api import PipelineIn, PipelineRunOut, PipelineStageOut
 from fleetyard.server.services.audit import note
 from fleetyard.store import tables as t
+from fleetyard.store.admission import FleetView, StoreRegistry, check_jobs
 from fleetyard.store.attempts import stop_job
+from fleetyard.store.blobs import BlobStore
 from fleetyard.store.db import Store
 from fleetyard.store.pipelines import RUNNING, create_run, instances, spec_of, update_instance
-from fleetyard.workloads.base import validate_params
 
 R = t.pipeline_runs
 
 
-def start(store: Store, *, principal: Principal, req: PipelineIn, at: float) -> PipelineRunOut:
+def start(
+    store: Store,
+    *,
+    principal: Principal,
+    req: PipelineIn,
+    at: float,
+    fleet: FleetView | None = None,
+    blobs: BlobStore | None = None,
+) -> PipelineRunOut:
+    """Start a run. Each stage job that can be filled in now (it reads no earlier stage) passes the
+    checks a submit makes (:func:`fleetyard.store.admission.check_jobs`) or the run is refused,
+    naming the stage; the others are checked by the controller when they start."""
     if principal.role is Role.AGENT:
         raise Forbidden("agent tokens cannot start pipelines")
     spec = parse_pipeline(req.text, overrides=req.params)
+    team = principal.team or ("default" if principal.role is Role.USER else "ops")
+    view = fleet or FleetView()
+    registry = StoreRegistry(store, view, blobs)
     for inst in expand(spec):
         try:
             job = render(spec.stages[inst.stage].job, context(spec, inst, {}))
         except KeyError:
             continue  # it reads an earlier stage: checked when it starts
         try:
-            checked = JobSpec.model_validate(job)
-            validate_params(checked.kind, checked.params)
+            checked = JobSpec.model_validate({**job, "team": team})
+            check_jobs(store, [checked], lambda _: team, view=view, registry=registry)
         except ValidationError as e:
             first = e.errors()[0]
             raise BadRequest(
@@ -43,8 +58,8 @@ def start(store: Store, *, principal: Principal, req: PipelineIn, at: float) -> 
                 detail={"stage": inst.name},
             ) from None
         except BadRequest as e:
-            raise BadRequest(f"stage {inst.name}: {e.message}", detail={"stage": inst.name}) from None
-    team = principal.team or ("default" if principal.role is Role.USER else "ops")
+            e.message, e.detail = f"stage {inst.name}: {e.message}", {"stage": inst.name, "refusal": e.detail}
+            raise
     with store.write() as conn:
         run_id = create_run(conn, spec, owner=principal.name, team=team, at=at)
         note(conn, principal, "pipeline.start", str(run_id), at=at, detail={"name": spec.name, "params": req.params})
