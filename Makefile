@@ -65,9 +65,10 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Three workers on two cores: most tests wait on real processes, so the suite takes about half
-# the time it takes in one; the browser tests stay on one worker (xdist_group).
+# the time it takes in one. worksteal: an idle worker takes tests queued on a busy one (the
+# slowest tests take 20-40 s; a plain split left one worker finishing alone for minutes).
 test: venv postgres chromium lint typecheck
-	$(BIN)/pytest -n 3 --dist loadgroup tests/
+	$(BIN)/pytest -n 3 --dist worksteal tests/
 
 demo: venv
 	$(BIN)/fleetyard up --demo

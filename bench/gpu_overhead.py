@@ -34,32 +34,24 @@ from typing import Any
 import numpy as np
 
 from _common import emit, ratio, rnd, say, target
-from overhead import MEASURE, SEED, build_model, fleetyard
+from overhead import IREE_SETUP, MEASURE, SEED, build_model, fleetyard
 
 BENCH = "gpu_overhead"
 TARGET_RATIO = 0.97
 CUDA_TARGET = "sm_80"
 
-IREE_CUDA_SETUP = r"""
-import importlib.metadata, json, math, os, sys, time
-cfg = json.loads(sys.argv[1])
-import numpy as np
-import iree.runtime as rt
-
-config = rt.Config(device=rt.get_device("cuda"))
-module = rt.VmModule.mmap(config.vm_instance, cfg["model"])
-[fn_name] = [n for n in module.function_names if not n.startswith("__") and not n.endswith("$async")]
-context = rt.SystemContext(vm_modules=[module], config=config)
-run = context.modules[module.name][fn_name]
-with np.load(cfg["inputs"]) as z:
-    args = [np.ascontiguousarray(z[k]) for k in z.files]
-samples = int(args[0].shape[0])
-def host(result):
-    values = result if isinstance(result, tuple) else (result,)
-    return [v.to_host() for v in values]
-np.save(cfg["output"], host(run(*args))[0])
-out = {"iree_runtime": importlib.metadata.version("iree-base-runtime"), "function": fn_name}
+# overhead.py's direct IREE script, on the ``cuda`` HAL device: no cores to pin, no task topology.
+_CPU_DEVICE = """os.sched_setaffinity(0, set(cfg["cores"]))
 """
+_CPU_CONFIG = """# As fleetyard.runtimes.iree_runtime loads a module for a cpu board: one local-task worker per
+# board core, pinned to it, configured before the device is created.
+rt.flags.parse_flags("--task_topology_cpu_ids=" + ",".join(map(str, cfg["cores"])))
+config = rt.Config(device=rt.get_device("local-task"))
+"""
+assert _CPU_DEVICE in IREE_SETUP and _CPU_CONFIG in IREE_SETUP, "overhead.IREE_SETUP changed: update gpu_overhead"
+IREE_CUDA_SETUP = IREE_SETUP.replace(_CPU_DEVICE, "").replace(
+    _CPU_CONFIG, 'config = rt.Config(device=rt.get_device("cuda"))\n'
+)
 
 
 def prepare(out: Path, *, layers: int, width: int, batch: int) -> None:

@@ -14,7 +14,6 @@ where its absence fails them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import shutil
@@ -56,27 +55,15 @@ stages:
 """
 
 
-def _artifact(stack: Stack, data: bytes, name: str) -> str:
-    sha = _blob(stack, data)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": name})
-    return sha
-
-
-def _blob(stack: Stack, data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    return sha
-
-
 def submit_result_jobs(stack: Stack) -> dict[str, int]:
     """Small jobs of the kinds whose results have pages: kind -> job id."""
-    mlp = _artifact(stack, models.mlp(batch="batch").SerializeToString(), "mlp")
-    other = _artifact(stack, models.mlp(batch="batch", seed=1).SerializeToString(), "mlp-seed1")
+    mlp = stack.push_artifact(models.mlp(batch="batch").SerializeToString(), "mlp")
+    other = stack.push_artifact(models.mlp(batch="batch", seed=1).SerializeToString(), "mlp-seed1")
     x = np.random.default_rng(0).uniform(-1, 1, (16, 4)).astype(np.float32)
     buf = io.BytesIO()
     np.savez(buf, x=x, labels=models.mlp_reference(x).argmax(1), targets=models.mlp_reference(x).astype(np.float32))
-    data = _blob(stack, buf.getvalue())
-    policy = _artifact(stack, cartpole_policy(), "cartpole")
+    data = stack.put_blob(buf.getvalue())
+    policy = stack.push_artifact(cartpole_policy(), "cartpole")
     validate = {"artifact": mlp, "input_sets": 2, "dims": {"batch": 4}}
     return {
         "validate": stack.submit(kind="validate", name="mlp-check", params=validate),

@@ -19,10 +19,6 @@ from tests.browser import locators as L
 from tests.browser.conftest import Session, UiFleet
 from tests.integration.harness import wait_for
 
-# One worker runs them all (`make test` runs pytest with xdist, --dist loadgroup): one stack and
-# one browser, not one a worker.
-pytestmark = pytest.mark.xdist_group("browser")
-
 # Not pages: the login page is seen in test_drain_through_the_ui, the rest are redirects or files.
 NOT_PAGES = frozenset({"/ui", "/ui/", "/ui/login", "/ui/logout", "/ui/static/plotly.min.js"})
 CHART_PAGES = frozenset({"/ui/availability", "/ui/boards/{board_id}"})  # at least one chart each

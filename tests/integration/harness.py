@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -266,6 +267,18 @@ class Stack:
         r = self.http(method, path, **kw)
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
+
+    def put_blob(self, data: bytes, *, as_: str = "alice") -> str:
+        """Upload ``data`` as a blob; its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        self.ok("PUT", f"/v1/blobs/{sha}", as_=as_, content=data)
+        return sha
+
+    def push_artifact(self, data: bytes, name: str, *, as_: str = "alice") -> str:
+        """Upload ``data`` and register it as the artifact ``name``; its sha256."""
+        sha = self.put_blob(data, as_=as_)
+        self.ok("POST", "/v1/artifacts", as_=as_, json={"sha256": sha, "name": name})
+        return sha
 
     def submit(self, as_: str = "alice", **spec: Any) -> int:
         return int(self.ok("POST", "/v1/jobs", as_=as_, json=spec)["id"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sys
@@ -19,12 +18,6 @@ from typer.testing import CliRunner
 from fleetyard.cli.main import app
 
 
-def _put(stack: Stack, data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    return sha
-
-
 def test_eval_over_two_boards_aggregates_and_compares(
     sqlite_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -35,12 +28,10 @@ def test_eval_over_two_boards_aggregates_and_compares(
     labels = models.mlp_reference(x).argmax(1)  # artifact A (weights seed 0) is right on every sample
     buf = io.BytesIO()
     np.savez(buf, x=x, labels=labels, targets=models.mlp_reference(x).astype(np.float32))
-    data = _put(stack, buf.getvalue())
-    shas = []
-    for seed in (0, 1):
-        sha = _put(stack, models.mlp(batch="batch", seed=seed).SerializeToString())
-        stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": f"mlp{seed}"})
-        shas.append(sha)
+    data = stack.put_blob(buf.getvalue())
+    shas = [
+        stack.push_artifact(models.mlp(batch="batch", seed=seed).SerializeToString(), f"mlp{seed}") for seed in (0, 1)
+    ]
 
     jobs = [stack.submit(kind="eval", boards=2, params={"artifact": sha, "data": data}) for sha in shas]
     for job_id in jobs:

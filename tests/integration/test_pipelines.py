@@ -3,7 +3,6 @@ matrix, a gate on earlier metrics holds a stage back, and the CLI exits non-zero
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -99,9 +98,7 @@ def test_the_compiler_ci_example_runs_end_to_end_and_its_accuracy_gate_fails_the
     against a bar it cannot reach, at the same time: the report is gated and the step exits 1."""
     stack = sqlite_stack.start(hosts=1, driver="sim:4:sim-g1,sim-g2,sim-g3")
     model = models.mlp(batch="batch").SerializeToString()  # generated here: nothing is downloaded
-    sha = hashlib.sha256(model).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=model)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    sha = stack.push_artifact(model, "mlp")
     run = [sys.executable, "-m", "fleetyard", "pipeline", "run", str(COMPILER_CI), "--set", f"artifact={sha}",
            "--set", "bench_s=0.2", "--set", "eval_samples=40", "--poll", "0.3", "--json"]  # fmt: skip
     procs = {

@@ -18,11 +18,7 @@ from tests.unit import models
 
 
 def _push_model(stack: Stack) -> str:
-    data = models.mlp(batch="batch").SerializeToString()
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
-    return sha
+    return stack.push_artifact(models.mlp(batch="batch").SerializeToString(), "mlp")
 
 
 def _arrays(stack: Stack, sha: str) -> dict[str, np.ndarray]:
@@ -89,9 +85,7 @@ def test_a_missing_artifact_is_refused_at_submit_and_a_lost_blob_is_a_config_err
     assert r.status_code == 422 and "params.artifact" in r.json()["error"]["message"]
     # Registered, then its blob lost from the server's store: the board cannot fetch it.
     data = models.mlp(batch="batch").SerializeToString()
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    sha = stack.push_artifact(data, "mlp")
     (stack.dir / "blobs" / sha[:2] / sha).unlink()
     job = stack.wait_job(stack.submit(kind="run", params={"artifact": sha}), timeout=60)
     assert job["state"] == "failed" and job["outcome"] == "config_error", job

@@ -34,10 +34,7 @@ def _arrays(stack: Stack, sha: str) -> dict[str, np.ndarray]:
 def test_run_job_of_a_pt2_matches_torch_eager(stack: Stack, tmp_path: Path) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g1")
     path, module = _exported_mlp(tmp_path / "mlp.pt2")
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp.pt2"})
+    sha = stack.push_artifact(path.read_bytes(), "mlp.pt2")
     (spec,) = runtimes.inspect(path).signature.inputs  # nn.Sequential's forward names it "input"
     symbol = spec.shape[0]  # type: ignore[index]
     assert spec.name == "input" and isinstance(symbol, str)

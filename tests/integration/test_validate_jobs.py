@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -25,10 +24,7 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack.start(hosts=1, driver="sim:3:sim-g1")
-    data = models.mlp(batch="batch").SerializeToString()
-    sha = hashlib.sha256(data).hexdigest()
-    stack.ok("PUT", f"/v1/blobs/{sha}", as_="alice", content=data)
-    stack.ok("POST", "/v1/artifacts", as_="alice", json={"sha256": sha, "name": "mlp"})
+    sha = stack.push_artifact(models.mlp(batch="batch").SerializeToString(), "mlp")
     params = {"artifact": sha, "input_sets": 3, "seed": 5, "dims": {"batch": 4}}
 
     job = stack.wait_job(stack.submit(kind="validate", boards=2, params=params), timeout=60)
