@@ -1,10 +1,10 @@
 """Browser tests of the dashboard: Debian's Chromium, headless, driven by Playwright.
 
 One stack of real processes on loopback (server, controller, two agents with simulated boards, on
-SQLite), one browser and one page serve the whole session (a page keeps plotly compiled: a chart
-page loads several times quicker in it than in a new one). No request leaves the server: each one
-for elsewhere is recorded and aborted; so is every console error and page error. Each test starts
-logged out, with nothing recorded.
+SQLite), one browser and one page serve the whole session of each xdist worker that runs browser
+tests (a page keeps plotly compiled: a chart page loads several times quicker in it than in a new
+one). No request leaves the server: each one for elsewhere is recorded and aborted; so is every
+console error and page error. Each test starts logged out, with nothing recorded.
 
 The browser is the system's ``chromium`` package (``make test`` installs it with apt-get when it
 runs as root); Playwright never downloads one. Without it the tests skip, except in CI (``CI`` set),
