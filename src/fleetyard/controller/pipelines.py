@@ -28,7 +28,6 @@ from fleetyard.policy.pipeline import Decision, StageState, advance, stage_outpu
 from fleetyard.store import tables as t
 from fleetyard.store.admission import FleetView, StoreRegistry, Within, check_jobs
 from fleetyard.store.attempts import stop_job
-from fleetyard.store.blobs import BlobStore
 from fleetyard.store.pipelines import RUNNING, instances, spec_of, update_instance
 from fleetyard.workloads.base import workload_class
 
@@ -56,10 +55,10 @@ def job_metrics(kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 class Pipeliner:
     """Keeps nothing between passes but a cache of the fleet's boards: everything is in the store.
 
-    ``blobs``: the blob store's files, where this process can read them (then a stage job's
-    inputs are checked against its artifact as at submit; without, that check is the board's)."""
+    The controller has no blob files (the server keeps them, maybe on another host): a stage job's
+    blobs are known by their rows, and the checks that read a blob's bytes (inputs against the
+    artifact) are the board's."""
 
-    blobs: BlobStore | None = None
     view: FleetView = field(default_factory=FleetView)
 
     def pass_(self, conn: sa.Connection, now: float) -> int:
@@ -140,7 +139,7 @@ class Pipeliner:
             reader = Within(conn)
             try:  # the checks a submit makes (fleetyard.store.admission), with the same messages
                 check_jobs(reader, [spec], lambda _: str(run.team), view=self.view,
-                           registry=StoreRegistry(reader, self.view, self.blobs))  # fmt: skip
+                           registry=StoreRegistry(reader, self.view))  # fmt: skip
             except FleetyardError as e:
                 self._refuse(conn, run, inst.name, now, spent[inst.stage], f"its job was refused: {e.message}")
                 continue
