@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres chromium lint typecheck test demo bench-quick clean
+.PHONY: help venv postgres chromium lint typecheck test test-long demo bench-quick clean
 
 help:
 	@echo "make demo         start a local fleet, run the example jobs, keep serving until Ctrl-C"
 	@echo "make test         ruff, mypy and pytest (installs PostgreSQL and Chromium through apt when missing)"
+	@echo "make test-long    the long scenarios (marker long) in full: property tests with 10x the examples"
 	@echo "make lint         ruff check and ruff format --check"
 	@echo "make bench-quick  the benchmarks' short runs"
 	@echo "make clean        remove the venv, caches and the local fleet's data"
@@ -69,6 +70,10 @@ typecheck: venv
 # slowest tests take 20-40 s; a plain split left one worker finishing alone for minutes).
 test: venv postgres chromium lint typecheck
 	$(BIN)/pytest -n 3 --dist worksteal tests/
+
+# `make test` runs the long scenarios bounded (the suite's budget: 12 minutes on 2 cores).
+test-long: venv postgres
+	FLEETYARD_TEST_LONG=1 $(BIN)/pytest -n 3 --dist worksteal -m long tests/
 
 demo: venv
 	$(BIN)/fleetyard up --demo

@@ -1,6 +1,6 @@
 """``python -m fleetyard``: the same as the ``fleetyard`` command."""
 
-from fleetyard.cli.main import app
+from fleetyard.cli import entry_point
 
 if __name__ == "__main__":
-    app(prog_name="fleetyard")
+    entry_point()

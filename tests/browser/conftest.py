@@ -13,11 +13,9 @@ where its absence fails them.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,22 +109,10 @@ class UiFleet:
         return dict(
             wait_for(
                 lambda: (r := self.stack.ok("GET", f"/v1/pipelines/{self.pipeline_run}"))["state"] != "running" and r,
-                timeout=30,
+                timeout=60,
                 what="the pipeline run to finish",
             )
         )
-
-
-def stop_together(stack: Stack) -> None:
-    """SIGTERM to every process at once, then wait for each (``running_stack`` would stop them one
-    after the other: a second and more of the suite's time)."""
-    stack.client.close()  # no keep-alive connection for the server to wait for
-    for proc in stack.procs.values():
-        if proc.popen is not None and proc.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-    for proc in stack.procs.values():
-        proc.stop()  # waits; a SIGKILL after 10 s
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +154,6 @@ def ui_fleet(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterato
         assert all(stack.job(j)["state"] == "succeeded" for j in results.values()), stack.logs()
         board = sorted(stack.boards(host="h1"), key=lambda b: b["slot"])[0]["id"]
         yield UiFleet(stack, [ok, bad], results, run, board)
-        stop_together(stack)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from fleetyard.domain.auth import Role
+from fleetyard.parent_death import die_with_parent
 from fleetyard.store import migrate
 from fleetyard.store.tokens import create_token
 from tests.fast_health import FAST_HEALTH_YAML
@@ -34,7 +35,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -58,40 +59,119 @@ def _pg_bin(name: str) -> str:
     return candidates[-1]
 
 
+PG_PREFIX = "fy-pg-"
+
+
 class PostgresCluster:
-    """initdb + pg_ctl in a temp folder, on a free port, as the postgres user when run as root."""
+    """A throwaway cluster: initdb in a temp folder, ``postgres`` run as this process's child on a
+    free port (as the postgres user when run as root). It dies with this process, even one killed
+    with SIGKILL (its parent-death signal is SIGQUIT: an immediate shutdown), and the next
+    cluster's start removes the folders that such a death left (:func:`sweep_stale_clusters`)."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="fy-pg-"))
+        sweep_stale_clusters()
+        self.dir = Path(tempfile.mkdtemp(prefix=PG_PREFIX))
+        (self.dir / "owner").write_text(str(os.getpid()))
         self.port = free_port()
         self.data = self.dir / "data"
+        self.proc: subprocess.Popen[bytes] | None = None
         self._n = 0
 
-    def _run(self, *args: str) -> None:
-        cmd = list(args)
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    def _as_postgres(self) -> dict[str, Any]:
+        if os.geteuid() != 0:
+            return {}
+        shutil.chown(self.dir, "postgres")
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
     def start(self) -> None:
-        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            **self._as_postgres(),
+        )
+        log = open(self.dir / "log", "ab")  # noqa: SIM115 - the child owns it
+        opts = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300"]
+        self.proc = subprocess.Popen(
+            [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir), *opts],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the terminal's Ctrl-C is pytest's to handle
+            preexec_fn=die_with_parent(signal.SIGQUIT),
+            **self._as_postgres(),
+        )
+        log.close()
+        import psycopg
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited ({self.proc.returncode}): {(self.dir / 'log').read_text()[-2000:]}"
+                )
+            try:
+                psycopg.connect(self._url("postgres"), connect_timeout=2).close()
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_for(ready, timeout=60, interval=0.1, what="postgres to accept connections")
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # immediate shutdown: the data is thrown away
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _url(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
     def new_database(self) -> str:
         import psycopg
 
         self._n += 1
         name = f"fy_test_{os.getpid()}_{self._n}"
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as c:
+        with psycopg.connect(self._url("postgres"), autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie does not: it is dead, only not yet reaped)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def sweep_stale_clusters(tmp: str | None = None) -> list[Path]:
+    """Remove the clusters of test processes that died without stopping them (killed outright):
+    their ``postgres`` is stopped if it still runs, and their folder removed. A cluster whose
+    owner lives (another test run on this machine) is left alone. Returns the folders removed."""
+    removed = []
+    for d in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{PG_PREFIX}*")):
+        try:
+            owner = int((d / "owner").read_text())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and _alive(owner):
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((d / "data" / "postmaster.pid").read_text().splitlines()[0])
+            if _alive(pid):
+                os.kill(pid, signal.SIGQUIT)
+                deadline = time.monotonic() + 10
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
 
 
 @dataclass
@@ -117,6 +197,7 @@ class Proc:
             env=env,
             cwd=ROOT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # no orphans, even if pytest is killed
         )
         out.close()
 
@@ -125,11 +206,18 @@ class Proc:
         os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
 
+    def terminate(self) -> None:
+        """SIGTERM to its process group: a clean stop begins (:meth:`stop` waits for it)."""
+        if self.alive:
+            assert self.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+
     def stop(self) -> None:
+        """Stop cleanly; SIGKILL after 10 s."""
         if self.popen is None or self.popen.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.popen.wait(10)
         except subprocess.TimeoutExpired:
@@ -147,7 +235,10 @@ class Stack:
 
     db_url: str
     dir: Path
-    host_timeout_s: float = 3.0
+    # A host is unreachable after 10 missed beats and lost after a minute, as in production: two
+    # cores shared by three stacks delay beats by seconds. A test of host loss sets its own.
+    host_unreachable_s: float = 5.0
+    host_timeout_s: float = 60.0
     heartbeat_s: float = 0.5
     max_blob_mb: int = 1  # small, so that the tests' 413s are cheap; benchmarks raise it
     health_yaml: str = FAST_HEALTH_YAML  # checks and ladder steps in a test's seconds
@@ -210,6 +301,8 @@ class Stack:
                 self.db_url,
                 "--data-dir",
                 str(self.dir),
+                "--host-unreachable",
+                str(min(self.host_unreachable_s, self.host_timeout_s)),
                 "--host-timeout",
                 str(self.host_timeout_s),
                 "--health",
@@ -249,9 +342,16 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for p in reversed(list(self.procs.values())):
-            p.stop()
+        """Stop every process: the agents together (each tells the server it leaves), then the
+        rest together. The test's keep-alive connection goes first: the server would wait for it."""
         self.client.close()
+        agents = [p for name, p in self.procs.items() if name.startswith("agent-")]
+        for group in (agents, [p for p in self.procs.values() if p not in agents]):
+            for p in group:
+                p.terminate()
+            for p in group:
+                p.stop()
+        kill_ranks_under(self.dir)
 
     def logs(self) -> str:
         return "\n".join(
@@ -280,13 +380,25 @@ class Stack:
         self.ok("POST", "/v1/artifacts", as_=as_, json={"sha256": sha, "name": name})
         return sha
 
+    def inject(self, board: str, kind: str, *, as_: str = "ops") -> None:
+        """Inject a fault into a sim board, and wait until its agent has applied it (the order
+        travels with a heartbeat's answer; the ack with a later heartbeat)."""
+        order = self.ok("POST", f"/v1/admin/boards/{board}/faults", as_=as_, json={"kind": kind})
+        faults = f"/v1/admin/boards/{board}/faults"
+        wait_for(
+            lambda: any(f["id"] == order["id"] and f["acked_at"] for f in self.ok("GET", faults, as_=as_)),
+            timeout=30,
+            interval=0.1,
+            what=f"{kind} applied on {board}",
+        )
+
     def submit(self, as_: str = "alice", **spec: Any) -> int:
         return int(self.ok("POST", "/v1/jobs", as_=as_, json=spec)["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
         return dict(self.ok("GET", f"/v1/jobs/{job_id}"))
 
-    def wait_job(self, job_id: int, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_job(self, job_id: int, timeout: float = 90.0) -> dict[str, Any]:
         return dict(
             wait_for(
                 lambda: (j := self.job(job_id))["state"] in ("succeeded", "failed", "canceled") and j,
@@ -301,6 +413,23 @@ class Stack:
 
     def logs_of(self, job_id: int) -> str:
         return "".join(c["data"] for c in self.ok("GET", f"/v1/jobs/{job_id}/logs")["chunks"])
+
+
+def kill_ranks_under(root: Path) -> int:
+    """Kill the ranks that agents under ``root`` started and that outlived them (a command runs in
+    its own session: an agent killed with SIGKILL leaves its running ranks behind)."""
+    import psutil
+
+    want = str(root)
+    killed = 0
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("FLEETYARD_OUTPUT_DIR", "").startswith(want):
+                p.kill()
+                killed += 1
+        except psutil.Error:
+            continue
+    return killed
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ FAULTS = {"h1": "hang", "h2": "crash", "h3": "ecc_storm", "h4": "silent_corrupti
 
 def test_chaos_every_job_completes_and_every_faulty_board_ends_healed_or_quarantined(stack: Stack) -> None:
     stack.health_yaml = CHAOS_HEALTH
+    stack.host_timeout_s = 10.0  # h6's agent is killed: lost after 10 s of silence (production: a minute)
     stack.setup()
     stack.start_server()
     stack.start_controller()

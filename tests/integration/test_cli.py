@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleetyard.parent_death import die_with_parent
 from tests.integration.harness import ROOT, Stack, free_port, running_stack, wait_for
 
 
@@ -91,6 +92,7 @@ def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGKILL),
     )
     try:
         config = tmp_path / "cfg" / "fleetyard" / "config.json"

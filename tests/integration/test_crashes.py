@@ -47,15 +47,19 @@ def test_controller_kill9_standby_takes_over(stack: Stack) -> None:
 
 
 def test_agent_kill9_reruns_its_work_elsewhere(stack: Stack) -> None:
+    stack.host_timeout_s = 8.0  # lost after 8 s of silence (production: a minute)
     stack.setup()
     stack.start_server()
     stack.start_controller()
     stack.start_agent("h1", "sim:2:sim-g1")
-    job_id = stack.submit(params={"command": "echo attempt on $FLEETYARD_BOARD_ID; sleep 3"})
+    on_h1 = "|".join(b["id"] for b in stack.boards(host="h1"))
+    # Still running on h1 when its agent dies, however slow the machine; quick on any other board.
+    cmd = f"echo attempt on $FLEETYARD_BOARD_ID; case $FLEETYARD_BOARD_ID in {on_h1}) sleep 600;; esac"
+    job_id = stack.submit(params={"command": cmd})
     wait_for(lambda: stack.job(job_id)["state"] == "running" and "attempt" in stack.logs_of(job_id), what="start")
     stack.start_agent("h2", "sim:2:sim-g1")
     stack.procs["agent-h1"].kill9()
-    job = stack.wait_job(job_id, timeout=40)
+    job = stack.wait_job(job_id, timeout=90)
     assert job["state"] == "succeeded"
     first, second = job["attempt_list"]
     assert first["outcome"] == "infra_error" and "host lost" in (first["message"] or "")

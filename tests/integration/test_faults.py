@@ -15,14 +15,10 @@ def test_crash_fault_is_an_infra_error_and_the_job_reruns_elsewhere(stack: Stack
     [board] = stack.boards(host="h1")
     r = stack.http("POST", f"/v1/admin/boards/{board['id']}/faults", as_="alice", json={"kind": "crash"})
     assert r.status_code == 403
-    stack.ok("POST", f"/v1/admin/boards/{board['id']}/faults", as_="ops", json={"kind": "crash"})
+    stack.inject(board["id"], "crash")  # applied by h1's agent before any job lands
     stack.start_agent("h2", "sim:1:sim-g1")
     [other] = stack.boards(host="h2")
     stack.ok("POST", f"/v1/boards/{other['id']}/drain", as_="ops", json={"reason": "keep the job on h1"})
-    # Let the fault order reach the agent (next heartbeat) before any job lands.
-    import time
-
-    time.sleep(1.5)
     job_id = stack.submit(params={"command": "echo ran on $FLEETYARD_BOARD_ID"})
     wait_for(
         lambda: stack.job(job_id)["attempts"] >= 1 and stack.job(job_id)["state"] == "queued",

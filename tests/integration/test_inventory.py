@@ -132,7 +132,7 @@ def test_diff_reports_moves_missing_and_unexpected_boards_and_a_moved_board_keep
     assert events[0]["from_state"] is None and "found by the agent of h1" in events[0]["reason"]
     assert [(e["to_state"], e["reason"]) for e in events[-2:]] == [
         ("offline", "moved from host h1 to h9"),
-        ("suspect", "back on host h9: must pass a check before service"),
+        ("suspect", "host back: must pass a check before service"),
     ]
     assert stack.ok("GET", f"/v1/boards/{s0}")["host_id"] == "h9"
 

@@ -45,14 +45,14 @@ def test_failing_command_fails_the_job_with_its_exit_code(stack: Stack) -> None:
 
 def test_time_limit_and_cancel_kill_the_workload(stack: Stack) -> None:
     stack.start(hosts=1)
-    slow = stack.wait_job(stack.submit(time_limit_s=1, params={"command": "sleep 60"}), timeout=30)
+    slow = stack.wait_job(stack.submit(time_limit_s=1, params={"command": "sleep 60"}), timeout=50)
     assert slow["state"] == "failed" and slow["outcome"] == "timeout"
     job_id = stack.submit(params={"command": "echo started; sleep 60"})
     wait_for(lambda: "started" in stack.logs_of(job_id), what="job to start")
     r = stack.http("POST", f"/v1/jobs/{job_id}/cancel", as_="bob")
     assert r.status_code == 403  # another team's job
     stack.ok("POST", f"/v1/jobs/{job_id}/cancel", as_="alice")
-    job = stack.wait_job(job_id, timeout=20)
+    job = stack.wait_job(job_id, timeout=60)
     assert job["state"] == "canceled"
     board = job["attempt_list"][0]["ranks"][0]["board_id"]
     wait_for(lambda: stack.ok("GET", f"/v1/boards/{board}")["state"] == "available", what="board released")

@@ -10,7 +10,7 @@ def test_take_a_lease_reach_its_board_and_release_it(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:2:sim-g1")
     with Client(server=stack.url, token=stack.tokens["alice"]) as fy:
         taken = fy.take_lease(3600, generations=["sim-g1"], note="debugging a hang")
-        lease = fy.wait_lease(taken.id, timeout=30, poll=0.1)
+        lease = fy.wait_lease(taken.id, timeout=60, poll=0.1)
         assert lease.state == "running" and lease.active, (lease, stack.logs())
         [board] = lease.boards
         assert board.host_id == "h1" and board.device is not None and board.device.startswith("sim:")
@@ -26,9 +26,9 @@ def test_take_a_lease_reach_its_board_and_release_it(stack: Stack) -> None:
         assert renewed.expires_at is not None and renewed.expires_at > lease.expires_at
 
         fy.release_lease(lease.id)
-        done = wait_for(lambda: (x := fy.lease(lease.id)).ended and x, timeout=20, what="lease to end")
+        done = wait_for(lambda: (x := fy.lease(lease.id)).ended and x, timeout=60, what="lease to end")
         assert done.state == "succeeded" and done.ended == "released" and done.message == "lease released"
-        wait_for(lambda: len(stack.boards(state="available")) == 2, timeout=20, what="the board back in service")
+        wait_for(lambda: len(stack.boards(state="available")) == 2, timeout=60, what="the board back in service")
         assert fy.leases() == []
     assert "is yours" in stack.logs_of(lease.id)
     assert stack.ok("GET", f"/v1/boards/{board.board_id}")["state"] == "available"

@@ -102,8 +102,7 @@ def test_a_flash_that_fails_quarantines_the_board_with_the_ops_message(stack: St
     [b] = [x["id"] for x in stack.boards(host="h1")]
     push_standard(stack, "sim-g1", "1.5.0")
     quarantine(stack, b)
-    stack.ok("POST", f"/v1/admin/boards/{b}/faults", as_="ops", json={"kind": "bad_flash"})
-    time.sleep(1.5)  # the fault order reaches the agent with its next heartbeat
+    stack.inject(b, "bad_flash")
     stack.ok("POST", f"/v1/boards/{b}/repaired", as_="ops", json={"reason": "new board"})
     got = settled(stack, b)
     why = "flash of firmware 1.5.0 failed: verify mismatch at block 0x3f00"

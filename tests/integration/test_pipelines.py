@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from fleetyard.parent_death import die_with_parent
 from tests.integration.harness import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
@@ -108,6 +110,7 @@ def test_the_compiler_ci_example_runs_end_to_end_and_its_accuracy_gate_fails_the
             stderr=subprocess.PIPE,
             text=True,
             env=_env(stack),
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
         for name, extra in (("passed", []), ("gated", ["--set", "min_top1=1.01"]))
     }

@@ -204,7 +204,7 @@ def test_pause_holds_the_next_wave_and_resume_goes_on(sqlite_stack: Stack, tmp_p
     # The canary finishes what it began; the next wave does not start.
     wait_for(
         lambda: stack.ok("GET", f"/v1/rollouts/{r['id']}")["wave_records"][0]["steps"] == {"done": 1},
-        timeout=20,
+        timeout=60,
         what="the canary flashed",
     )
     time.sleep(2.5)
@@ -242,6 +242,6 @@ def test_a_job_pinned_to_firmware_being_rolled_out_waits_for_the_rollout(sqlite_
     )
     assert stack.job(job_id)["state"] == "queued"
     # Once both boards run 2.0.0 the job runs on them.
-    job = stack.wait_job(job_id, timeout=40)
+    job = stack.wait_job(job_id, timeout=90)
     assert job["state"] == "succeeded"
     assert _wait_state(stack, roll["id"], {"completed"})["state"] == "completed"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -37,8 +36,7 @@ def test_validate_job_passes_and_a_corrupting_board_stands_out(
         assert r["result"]["artifact"] == sha and r["result"]["seeds"] == [5, 7]
 
     bad_board, good_board = sorted(r["board_id"] for r in ranks)
-    stack.ok("POST", f"/v1/admin/boards/{bad_board}/faults", as_="ops", json={"kind": "silent_corruption"})
-    time.sleep(1.5)  # the next heartbeat delivers it to the agent
+    stack.inject(bad_board, "silent_corruption")
     job = stack.wait_job(stack.submit(kind="validate", boards=2, params=params), timeout=60)
     assert job["state"] == "failed" and job["outcome"] == "user_error", job
     by_board = {r["board_id"]: r for r in stack.ok("GET", f"/v1/jobs/{job['id']}/results")["ranks"]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.property.test_scheduler_props import CLASSES, FIRMWARE, GENS, PROPS, queue_specs, shapes
@@ -19,6 +20,7 @@ from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import Binding, Line, PendingJob, Plan, RunningJob, Snapshot, plan
 
 ARTIFACTS = ("a1", "a2")
+pytestmark = pytest.mark.long  # PROPS: bounded in `make test`
 
 
 # ---- strategies (test_scheduler_props', with host names out of order and warm artifacts) ---------

@@ -9,8 +9,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.long import bounded
 
 from fleetyard.domain.firmware import FirmwareSelector
 from fleetyard.domain.spec import Packing, Placement
@@ -24,7 +26,9 @@ SELECTORS = (None, None, None, ">=1.2", "==1.0", "!=2.0", "in 1.0,2.0")  # mostl
 CLASSES = (0, 100, 500, 1000)
 # derandomize: the same 200 examples on every run, so a suite that passed keeps passing until the
 # code changes (the bugs these properties found are pinned as regression tests below).
-PROPS = settings(max_examples=200, deadline=None, derandomize=True)
+# 100 examples in `make test`, 1000 in `make test-long` (derandomized: the same ones every run).
+PROPS = settings(max_examples=bounded(1000, 100), deadline=None, derandomize=True)
+pytestmark = pytest.mark.long
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from tests.fast_health import FAST_HEALTH
 
 from fleetyard.controller.reconcile import HealthPass, Reconciler
 from fleetyard.domain.auth import Role
+from fleetyard.policy.liveness import Liveness
 from fleetyard.server.app import create_app
 from fleetyard.store import migrate
 from fleetyard.store.db import Store
@@ -35,7 +36,12 @@ class Fleet:
         # Heartbeats are written behind; tests flush them explicitly.
         self.app = create_app(self.store, blob_dir=tmp / "blobs", max_blob_bytes=1024, heartbeat_flush_s=3600)
         self.client = TestClient(self.app)
-        self.rec = Reconciler(self.store, host_timeout_s=5.0, watching_since=0.0, health_config=FAST_HEALTH)
+        self.rec = Reconciler(
+            self.store,
+            liveness_config=Liveness(unreachable_after_s=5.0, lost_after_s=10.0),
+            watching_since=0.0,
+            health_config=FAST_HEALTH,
+        )
 
     def h(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -233,6 +239,69 @@ def test_lost_host_requeues_elsewhere(fleet: Fleet) -> None:
     assert fleet.beat(host, running=[a["id"]])["cancel"] == [a["id"]]
     b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
     assert b["state"] == "suspect"
+
+
+def _silence(fleet: Fleet, host: str, *, for_s: float, now: float) -> None:
+    """The host's last heartbeat ``for_s`` ago; a server alive all along, the controller watching."""
+    from fleetyard.store import tables as t
+
+    fleet.rec.watching_since = now - 600
+    with fleet.store.write() as conn:
+        conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(last_heartbeat_at=now - for_s))
+        conn.execute(t.servers.update().values(seen_at=now))
+
+
+def test_an_unreachable_host_keeps_its_work_and_gets_none_new(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.register("h2", n=1)
+    fleet.beat("h1")
+    fleet.beat("h2")
+    job = fleet.submit()
+    fleet.rec.schedule(time.time())
+    [a] = fleet.take("h1") or fleet.take("h2")
+    host = a["board_id"].split("-")[0]
+    other = "h2" if host == "h1" else "h1"
+    later = time.time()
+    _silence(fleet, host, for_s=7, now=later)  # past the unreachable threshold (5 s), within the grace (10 s)
+    _silence(fleet, other, for_s=0, now=later)
+    assert fleet.rec.liveness(later) == []
+    hosts = {h["id"]: h["state"] for h in fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()}
+    assert hosts == {host: "unreachable", other: "online"}
+    # Nothing changed state, nothing re-queued; a new job goes to the reachable host only.
+    assert fleet.job(job["id"])["state"] == "running"
+    b = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
+    assert b["state"] == "allocated"
+    second = fleet.submit()
+    assert fleet.rec.schedule(later) == 1
+    [b2] = fleet.take(other)
+    assert b2["job_id"] == second["id"]
+    # Heard from again: online; its rank's events are accepted and the job ends once, successfully.
+    fleet.beat(host, running=[a["id"]])
+    hosts = {h["id"]: h["state"] for h in fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()}
+    assert hosts[host] == "online"
+    fleet.events(host, finish(a))
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "succeeded" and detail["attempts"] == 1
+
+
+def test_a_late_controller_pass_judges_no_host(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.beat("h1")  # a server has written heartbeats (and marked itself alive)
+    later = time.time()
+    _silence(fleet, "h1", for_s=30, now=later)
+    fleet.rec.liveness(later - 20)  # the previous pass, 20 s ago: the controller fell behind
+    assert fleet.rec.liveness(later) == []
+    hosts = {h["id"]: h["state"] for h in fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()}
+    assert hosts["h1"] == "online"
+    # Caught up (passes on time again), the silence counts from then on.
+    from fleetyard.store import tables as t
+
+    for dt in range(1, 12):
+        with fleet.store.write() as conn:
+            conn.execute(t.servers.update().values(seen_at=later + dt))
+        fleet.rec.liveness(later + dt)
+    hosts = {h["id"]: h["state"] for h in fleet.client.get("/v1/hosts", headers=fleet.h(fleet.user)).json()}
+    assert hosts["h1"] == "offline"
 
 
 def test_agent_restart_ends_old_session_work(fleet: Fleet) -> None:

@@ -100,7 +100,7 @@ def test_stop_all_stops_everyone_even_the_stubborn(sup: Supervisor) -> None:
     t0 = time.monotonic()
     sup.stop_all(grace_s=0.5)
     assert all(not c.alive for c in sup.children)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # the stubborn child sleeps 60 s: it was killed
 
 
 def test_up_refuses_a_busy_port_and_names_the_fix(tmp_path: Path) -> None:

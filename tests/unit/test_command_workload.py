@@ -135,12 +135,12 @@ def test_stop_kills_the_process_group(tmp_path: Path) -> None:
     t0 = time.monotonic()
 
     def stop_soon() -> bool:
-        c.stop = bool(c.chunks) or time.monotonic() - t0 > 5
+        c.stop = bool(c.chunks) or time.monotonic() - t0 > 20
         return c.stop
 
     c.ctx.should_stop = stop_soon
     result = CommandWorkload().run(c.ctx)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 15  # stopped after its first line, not after its `sleep 30`
     assert result.outcome is Outcome.CANCELED
     child = int(marker.read_text())
     time.sleep(0.05)
@@ -165,7 +165,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     t0 = time.monotonic()
     result = CommandWorkload().run(c.ctx)
     assert result.outcome is Outcome.CANCELED
-    assert 0.25 < time.monotonic() - t0 < 2
+    assert 0.25 < time.monotonic() - t0 < 10  # the grace, then SIGKILL (it ignores SIGTERM)
 
 
 def test_background_child_holding_the_pipe_does_not_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,7 +175,7 @@ def test_background_child_holding_the_pipe_does_not_block(tmp_path: Path, monkey
     t0 = time.monotonic()
     result, _ = run(tmp_path, {"command": "sleep 30 & echo done"})
     assert result.outcome is Outcome.SUCCESS
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 15  # not the background `sleep 30`
 
 
 def test_chatty_output_is_batched(tmp_path: Path) -> None:
@@ -191,10 +191,9 @@ def test_chatty_output_is_batched(tmp_path: Path) -> None:
 
 def test_slow_output_is_flushed_promptly(tmp_path: Path) -> None:
     c = Ctx(tmp_path, {"command": "echo one; sleep 0.4; echo two"})
-    t0 = time.monotonic()
     CommandWorkload().run(c.ctx)
     assert [t for _, t in c.chunks] == ["one\n", "two\n"]
-    assert c.chunks[0][0] - t0 < 0.3  # not held until the end
+    assert c.chunks[1][0] - c.chunks[0][0] >= 0.3  # "one" went out before the sleep, not with "two"
 
 
 def test_partial_utf8_is_not_split(tmp_path: Path) -> None:

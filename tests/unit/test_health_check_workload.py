@@ -229,7 +229,7 @@ def test_l2_keeps_checking_for_its_duration_and_logs_progress(tmp_path: Path, mo
     t0 = time.monotonic()
     res = c.run()
     assert res.outcome is Outcome.SUCCESS, res.message
-    assert 0.3 <= time.monotonic() - t0 < 3
+    assert 0.3 <= time.monotonic() - t0 < 15
     r = res.result
     assert r["tier"] == "L2" and r["passed"] is True and r["runs"] > 3 and r["duration_s"] >= 0.3
     text = "".join(c.lines)
@@ -259,7 +259,7 @@ def test_a_duration_past_the_time_limit_is_cut_to_fit(tmp_path: Path) -> None:
     c = Ctx(tmp_path, {"tier": "L3"}, sim_env(), time_limit_s=0.5)  # L3's default is an hour
     t0 = time.monotonic()
     res = c.run()
-    assert res.outcome is Outcome.SUCCESS and time.monotonic() - t0 < 2
+    assert res.outcome is Outcome.SUCCESS and time.monotonic() - t0 < 15  # not L3's hour
     assert "does not fit the job's time limit of 0.5 s; running for 0.45 s" in "".join(c.lines)
 
 

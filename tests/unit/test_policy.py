@@ -5,28 +5,87 @@ from __future__ import annotations
 import pytest
 
 from fleetyard.domain.board import BoardState, can_transition, check_transition
+from fleetyard.domain.host import HostState
 from fleetyard.domain.job import JobState, Outcome, attempt_outcome
 from fleetyard.errors import Conflict
-from fleetyard.policy.liveness import HostView, lost_hosts, watching_since
+from fleetyard.policy.liveness import (
+    HOST_BACK_CHECK,
+    HostView,
+    Liveness,
+    back_from_offline,
+    judge_hosts,
+    watching_since,
+)
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 
 
-def hv(id: str, last: float | None, online: bool = True) -> HostView:
-    return HostView(id, online, last, 0.0)
+def hv(id: str, last: float | None, state: HostState = HostState.ONLINE) -> HostView:
+    return HostView(id, state, last, 0.0)
 
 
-def test_lost_hosts_waits_a_full_timeout_after_start() -> None:
+LV = Liveness(unreachable_after_s=5.0, lost_after_s=10.0)
+
+
+def lost(hosts: list[HostView], now: float, watching_since: float = 0.0) -> list[str]:
+    return judge_hosts(hosts, now=now, liveness=LV, watching_since=watching_since).lost
+
+
+def test_silence_makes_a_host_unreachable_first_and_lost_only_after_the_grace() -> None:
+    hosts = [hv("a", 94.0), hv("b", 89.0), hv("c", 100.0), hv("u", 99.0, HostState.UNREACHABLE)]
+    judged = judge_hosts(hosts, now=100.0, liveness=LV, watching_since=0.0)
+    assert judged.unreachable == ["a", "b"]  # silent 6 and 11 s: past 5 s
+    assert judged.lost == ["b"]  # past 10 s
+    assert judged.reachable == ["u"]  # heard from 1 s ago
+    # An unreachable host is not marked again; an offline one is not judged at all.
+    judged = judge_hosts(
+        [hv("a", 94.0, HostState.UNREACHABLE), hv("o", 0.0, HostState.OFFLINE)],
+        now=100.0,
+        liveness=LV,
+        watching_since=0,
+    )
+    assert judged == type(judged)([], [], [])
+
+
+def test_silence_counts_only_while_the_controller_watched() -> None:
     hosts = [hv("a", 0.0), hv("b", 100.0)]
-    assert lost_hosts(hosts, now=100.0, timeout_s=10, watching_since=95.0) == []
-    assert lost_hosts(hosts, now=106.0, timeout_s=10, watching_since=95.0) == ["a"]
+    assert lost(hosts, now=100.0, watching_since=95.0) == []
+    assert judge_hosts(hosts, now=100.0, liveness=LV, watching_since=95.0).unreachable == []
+    assert lost(hosts, now=106.0, watching_since=95.0) == ["a"]
 
 
 def test_lost_hosts_brake_on_mass_silence() -> None:
     hosts = [hv(f"h{i}", 0.0) for i in range(5)] + [hv("ok", 100.0)]
-    assert lost_hosts(hosts, now=100.0, timeout_s=10, watching_since=0.0) == []
+    assert lost(hosts, now=100.0) == []
+    # Still shown unreachable: they get no new work.
+    assert judge_hosts(hosts, now=100.0, liveness=LV, watching_since=0.0).unreachable == [f"h{i}" for i in range(5)]
     hosts = [hv(f"h{i}", 0.0) for i in range(2)] + [hv(f"ok{i}", 100.0) for i in range(3)]
-    assert lost_hosts(hosts, now=100.0, timeout_s=10, watching_since=0.0) == ["h0", "h1"]
-    assert lost_hosts([hv("off", 0.0, online=False)], now=100.0, timeout_s=10, watching_since=0.0) == []
+    assert lost(hosts, now=100.0) == ["h0", "h1"]
+
+
+def test_liveness_thresholds_are_checked() -> None:
+    with pytest.raises(ValueError, match="no sooner than it is unreachable"):
+        Liveness(unreachable_after_s=30.0, lost_after_s=10.0)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (BoardState.DISCOVERED, BoardState.DISCOVERED),
+        (BoardState.ONBOARDING, BoardState.ONBOARDING),
+        (BoardState.DRAINED, BoardState.DRAINED),
+        (BoardState.AVAILABLE, BoardState.SUSPECT),
+        (BoardState.ALLOCATED, BoardState.SUSPECT),
+        (BoardState.REMEDIATING, BoardState.SUSPECT),
+        (None, BoardState.SUSPECT),
+    ],
+)
+def test_a_board_back_from_offline_resumes_where_it_was(before: BoardState | None, after: BoardState) -> None:
+    to, why = back_from_offline(before, "SG1-1")
+    assert to is after and can_transition(BoardState.OFFLINE, to)
+    if after is BoardState.SUSPECT:
+        assert why == HOST_BACK_CHECK
+    if before is BoardState.DISCOVERED:
+        assert "fleetyard boards approve SG1-1" in why
 
 
 @pytest.mark.parametrize(
@@ -68,9 +127,13 @@ def test_lifecycle_allow_list() -> None:
         check_transition(BoardState.QUARANTINED, BoardState.ALLOCATED, board_id="b")
 
 
-def test_silence_while_no_server_listens_proves_nothing() -> None:
-    # Servers alive: the watch goes on.
-    assert watching_since(5.0, newest_server_seen=99.0, now=100.0, timeout_s=10) == 5.0
-    # No server for more than half a timeout: the watch restarts now.
-    assert watching_since(5.0, newest_server_seen=90.0, now=100.0, timeout_s=10) == 100.0
-    assert watching_since(5.0, newest_server_seen=None, now=100.0, timeout_s=10) == 100.0
+def test_silence_while_no_server_listens_or_the_controller_lags_proves_nothing() -> None:
+    # Servers alive, passes on time: the watch goes on.
+    assert watching_since(5.0, newest_server_seen=99.0, now=100.0, last_pass=99.0, liveness=LV) == 5.0
+    assert watching_since(5.0, newest_server_seen=99.0, now=100.0, last_pass=None, liveness=LV) == 5.0
+    # No server for more than half the unreachable threshold: the watch restarts now.
+    assert watching_since(5.0, newest_server_seen=97.0, now=100.0, last_pass=99.0, liveness=LV) == 100.0
+    assert watching_since(5.0, newest_server_seen=None, now=100.0, last_pass=99.0, liveness=LV) == 100.0
+    # The controller's previous pass was late (it fell behind): the watch restarts too.
+    assert LV.late_pass_s == 3.0
+    assert watching_since(5.0, newest_server_seen=99.0, now=100.0, last_pass=96.0, liveness=LV) == 100.0

@@ -123,7 +123,7 @@ def test_time_limit(worker: WorkerHandle) -> None:
     worker.run(assignment(worker.serial, {"command": "sleep 30"}, time_limit_s=0.3))
     result = collect(worker)[-1][2]
     assert result["outcome"] == "timeout" and "0.3" in result["message"]
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 15  # not its `sleep 30`
 
 
 def test_cancel(worker: WorkerHandle) -> None:
@@ -131,11 +131,10 @@ def test_cancel(worker: WorkerHandle) -> None:
     worker.run(a)
     assert worker.recv(timeout=10)[0] == "started"  # type: ignore[index]
     assert worker.recv(timeout=10) == ("log", a.id, "go\n")
-    t0 = time.monotonic()
     worker.stop(a.id, "cancel")
     result = collect(worker)[-1][2]
     assert result["outcome"] == "canceled"
-    assert time.monotonic() - t0 < 1.5  # SIGTERM works in commands (not ignored as in the worker)
+    assert result["exit_code"] == 128 + 15  # SIGTERM works in commands (not ignored as in the worker)
 
 
 def test_stop_that_overtakes_its_order(worker: WorkerHandle) -> None:
@@ -308,7 +307,7 @@ def test_runner_kills_a_hung_worker_after_the_grace_period(
     t0 = time.monotonic()
     assert r.stop(a.id, "cancel")
     done = events.finished(a.id)
-    assert 0.25 < time.monotonic() - t0 < 3
+    assert 0.25 < time.monotonic() - t0 < 15  # the stop grace, then the kill
     assert done.outcome is Outcome.CANCELED and "killed" in (done.message or "")
     assert not done.board_ok  # still hung
     driver.reset(r.serial)

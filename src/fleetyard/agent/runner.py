@@ -25,9 +25,7 @@ from fleetyard.agent.blobs import BlobCache, BlobError, BlobNotFound
 from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir, stop_outcome
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable
-from fleetyard.errors import FleetyardError
 from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
-from fleetyard.workloads.base import required_blobs
 
 __all__ = ["BoardRunner", "RunnerConfig"]
 
@@ -234,11 +232,9 @@ class BoardRunner:
 
     def _execute(self, run: _Run) -> None:
         """Fetch the blobs the rank needs (on this board's thread: other boards go on), then run it."""
-        a = run.assignment
-        try:
-            needed = required_blobs(a.kind, a.params)
-        except FleetyardError:
-            needed = []  # an unknown kind or bad params: the worker reports it
+        needed = self._declared_blobs(run)
+        if needed is None:
+            return  # the run ended while its worker was asked
         if not needed:
             self._dispatch(run, {})
             return
@@ -260,6 +256,29 @@ class BoardRunner:
                 self._finish(run, Outcome.CONFIG_ERROR, message=exc.message)
             else:
                 self._finish(run, Outcome.INFRA_ERROR, message=exc.message)
+
+    def _declared_blobs(self, run: _Run) -> list[str] | None:
+        """The blobs the rank's kind declares, as its worker answers (a kind's code is imported
+        there, never here); None if the run ended meanwhile (its worker died, or it was stopped)."""
+        a = run.assignment
+        if not self.handle.alive:
+            self._restart_worker()
+        try:
+            self.handle.ask_blobs(a)
+            while True:
+                msg = self.handle.recv(TICK_S)
+                if msg is None:
+                    if run.stop_reason is not None:
+                        self._finish_stopped(run)
+                        return None
+                    continue
+                if msg[0] == "blobs" and msg[1] == a.id:
+                    return [str(sha) for sha in msg[2]]
+                if self._on_message(run, msg):
+                    return None
+        except WorkerDied as died:
+            self._worker_died(run, died)
+            return None
 
     def _finish_stopped(self, run: _Run) -> None:
         assert run.stop_reason is not None

@@ -3,10 +3,15 @@
 One long-lived worker per board builds the driver from its spec, opens a session on its board
 once, and then runs one assignment at a time as the agent orders. Messages over the pipe:
 
-    agent -> worker   ("run", RunOrder) | ("stop", assignment_id, reason) | ("exit",)
-    worker -> agent   ("ready", pid) | ("fatal", message)
+    agent -> worker   ("blobs", assignment_id, kind, params) | ("run", RunOrder)
+                      | ("stop", assignment_id, reason) | ("exit",)
+    worker -> agent   ("ready", pid) | ("fatal", message) | ("blobs", assignment_id, [sha256])
                       ("started", assignment_id, at) | ("log", assignment_id, text)
                       ("done", assignment_id, result: dict, outputs: {name: sha256}, warm: [sha256])
+
+Before a rank runs, the agent asks its worker which blobs the rank's kind declares (``blobs``): a
+kind's code (onnx, numpy, a runtime) is imported in workers only, never in the agent, whose
+heartbeat must not wait seconds for an import under load.
 
 ``warm`` lists the artifacts the worker's session cache holds loaded after the rank, most recently
 used last: the agent reports it per board in its heartbeats (warm affinity).
@@ -51,6 +56,7 @@ from fleetyard.workloads.base import (
     Workload,
     WorkloadContext,
     WorkloadResult,
+    required_blobs,
     validate_params,
     workload_class,
 )
@@ -60,6 +66,7 @@ __all__ = [
     "RunOrder",
     "WorkerDied",
     "WorkerHandle",
+    "declared_blobs",
     "get_context",
     "loaded_artifacts",
     "outbox_dir",
@@ -156,6 +163,10 @@ class WorkerHandle:
                 self._conn.send(msg)
         except (OSError, EOFError, ValueError):
             raise WorkerDied(self._reap())
+
+    def ask_blobs(self, assignment: Assignment) -> None:
+        """Ask which blobs ``assignment``'s kind declares; answered ("blobs", id, [sha256])."""
+        self.send(("blobs", assignment.id, assignment.kind, assignment.params))
 
     def run(self, assignment: Assignment, faults: Iterable[str] = (), blobs: dict[str, str] | None = None) -> None:
         """Order a run of ``assignment`` with the board's ``faults`` as of now and its fetched ``blobs``."""
@@ -324,22 +335,28 @@ class _Worker:
             self.send(("done", a.id, asdict(result), outputs, loaded_artifacts()))
 
     def _reader(self) -> None:
-        while True:
-            try:
+        try:
+            while True:
                 msg = self.conn.recv()
-            except (EOFError, OSError):
-                # The agent is gone: stop the workload and leave, forcibly if it hangs.
-                self._stop(None, "shutdown")
-                self.orders.put(None)
-                threading.Timer(ORPHAN_GRACE_S, os._exit, args=(0,)).start()
-                return
-            if msg[0] == "run":
-                self.orders.put(msg[1])
-            elif msg[0] == "stop":
-                self._stop(msg[1], msg[2])
-            elif msg[0] == "exit":
-                self.orders.put(None)
-                return
+                if msg[0] == "blobs":
+                    # Asked between ranks (the main thread idles): answered here, at once.
+                    self.send(("blobs", msg[1], declared_blobs(msg[2], msg[3])))
+                elif msg[0] == "run":
+                    self.orders.put(msg[1])
+                elif msg[0] == "stop":
+                    self._stop(msg[1], msg[2])
+                elif msg[0] == "exit":
+                    self.orders.put(None)
+                    return
+        except (EOFError, OSError):
+            pass  # the agent is gone: its end of the pipe closed under a read or a write
+        except Exception:
+            log.exception("board %s: the pipe to the agent broke", self.serial)
+        # Whatever ended the reading, nobody can order this worker any more: stop the workload
+        # and leave, forcibly if it hangs (a worker must never outlive its agent).
+        self._stop(None, "shutdown")
+        self.orders.put(None)
+        threading.Timer(ORPHAN_GRACE_S, os._exit, args=(0,)).start()
 
     def _stop(self, assignment_id: int | None, reason: str) -> None:
         with self.lock:
@@ -480,6 +497,14 @@ class _Worker:
             os.replace(path, dest / sha)
             outputs[path.relative_to(output_dir).as_posix()] = sha
         return outputs
+
+
+def declared_blobs(kind: str, params: dict[str, Any]) -> list[str]:
+    """The blobs a rank of ``kind`` needs; none for a kind or params that are wrong (its run says why)."""
+    try:
+        return required_blobs(kind, params)
+    except Exception:  # an unknown kind, bad params, a plugin's bug: its run reports it
+        return []
 
 
 def loaded_artifacts() -> list[str]:

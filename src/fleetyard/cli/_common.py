@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from fleetyard.cli._output import print_error
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, parse_health_config
-from fleetyard.errors import BadRequest
+from fleetyard.errors import BadRequest, FleetyardError
 
 if TYPE_CHECKING:
     from fleetyard.client import Client
@@ -83,3 +87,19 @@ def read_health_config(path: Path | None) -> HealthConfig:
     except OSError as exc:
         raise BadRequest(f"cannot read the health config {path}: {exc.strerror}; pass a readable YAML file") from None
     return parse_health_config(text, source=str(path))
+
+
+class RootGroup(TyperGroup):
+    """The root group: turns a FleetyardError from any command into a red message and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FleetyardError as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # `fleetyard jobs ls | head`: the reader left; end quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None

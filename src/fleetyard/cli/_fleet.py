@@ -7,7 +7,6 @@ first (they may still report to the server), then the controller, then the serve
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from fleetyard.parent_death import die_with_parent
 
 GENERATIONS = ("sim-g1", "sim-g2", "sim-g3")
 AGENT_TOKEN_ENV = "FLEETYARD_AGENT_TOKEN"
@@ -98,16 +99,6 @@ def fleet_plan(
     return plan
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if `fleetyard up` is killed outright, its children get
-    # SIGTERM instead of living on as orphans holding the port. Linux only; best effort.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 @dataclass
 class Child:
     spec: ChildSpec
@@ -135,7 +126,9 @@ class Child:
             env=env,
             # Its own session: the terminal's Ctrl-C reaches only `up`, which stops children in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # If `fleetyard up` is killed outright, its children get SIGTERM instead of living on as
+            # orphans holding the port.
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         self.started_at = time.monotonic()
         self.restart_at = None

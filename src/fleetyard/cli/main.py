@@ -6,12 +6,9 @@ and exit code 1, never a traceback; anything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from fleetyard import __version__
 from fleetyard.cli import (
@@ -36,30 +33,11 @@ from fleetyard.cli import (
 )
 from fleetyard.cli import eval as eval_cli
 from fleetyard.cli import pipeline as pipeline_cli
-from fleetyard.cli._common import CliState
-from fleetyard.cli._output import print_error
+from fleetyard.cli._common import CliState, RootGroup
 from fleetyard.cli.lease import app as lease_app
-from fleetyard.errors import FleetyardError
-
-
-class _Group(TyperGroup):
-    """The root group: turns a FleetyardError from any command into a red message and exit 1."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FleetyardError as exc:
-            print_error(exc)
-            raise typer.Exit(1) from None
-        except BrokenPipeError:
-            # `fleetyard jobs ls | head`: the reader left; end quietly, as Unix tools do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise typer.Exit(141) from None
-
 
 app = typer.Typer(
-    cls=_Group,
+    cls=RootGroup,
     name="fleetyard",
     help="Run AI inference work on a fleet of accelerator boards.",
     no_args_is_help=True,
@@ -100,10 +78,7 @@ def main(
 
 app.command("up")(up.up)
 app.command("run")(run.run)
-app.command("server", rich_help_panel="Programs")(processes.server)
-app.command("controller", rich_help_panel="Programs")(processes.controller)
-app.command("agent", rich_help_panel="Programs")(processes.agent)
-app.add_typer(processes.db_app, name="db", rich_help_panel="Programs")
+processes.add_programs(app)
 app.add_typer(boards.boards_app, name="boards")
 app.add_typer(boards.hosts_app, name="hosts")
 app.add_typer(fleet.app, name="fleet")

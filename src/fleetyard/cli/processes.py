@@ -16,10 +16,18 @@ from typing import Annotated
 
 import typer
 
-from fleetyard.cli._common import DEFAULT_DATA_DIR, DataDirOpt, DbOpt, db_url, parse_labels, read_health_config
+from fleetyard.cli._common import (
+    DEFAULT_DATA_DIR,
+    DataDirOpt,
+    DbOpt,
+    RootGroup,
+    db_url,
+    parse_labels,
+    read_health_config,
+)
 from fleetyard.cli._output import note
 from fleetyard.errors import FleetyardError
-from fleetyard.policy.liveness import HOST_TIMEOUT_S
+from fleetyard.policy.liveness import HOST_TIMEOUT_S, UNREACHABLE_AFTER_S, Liveness
 
 db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
 
@@ -94,13 +102,22 @@ def server(
 def controller(
     db: DbOpt = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    host_unreachable: Annotated[
+        float,
+        typer.Option(
+            "--host-unreachable",
+            min=0.1,
+            help="Seconds without a heartbeat before a host is unreachable: it gets no new work, nothing"
+            " else changes (default: 3 missed heartbeats of the server's --heartbeat-interval, and 1 s).",
+        ),
+    ] = UNREACHABLE_AFTER_S,
     host_timeout: Annotated[
         float,
         typer.Option(
             "--host-timeout",
             min=0.1,
-            help="Seconds without heartbeat before a host is lost: 3 missed heartbeats (the server's"
-            " --heartbeat-interval) and 1 s of write-behind.",
+            help="Seconds without a heartbeat before a host is lost: its boards go offline and its work"
+            " runs elsewhere.",
         ),
     ] = HOST_TIMEOUT_S,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
@@ -117,6 +134,10 @@ def controller(
     ] = 7 * 24 * 3600.0,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
+    try:
+        liveness = Liveness(unreachable_after_s=host_unreachable, lost_after_s=host_timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--host-timeout'") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     url = db_url(db, data_dir)
     from fleetyard.controller.loop import run_controller
@@ -127,7 +148,7 @@ def controller(
         # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
         run_controller(
             db_url=url,
-            host_timeout_s=host_timeout,
+            liveness=liveness,
             tick_s=tick,
             health=read_health_config(health),
             half_life_s=half_life,
@@ -174,3 +195,28 @@ def upgrade(db: DbOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
 
     run_upgrade(url)
     note(f"store {redact_url(url)} is up to date", style="green")
+
+
+PROGRAMS = ("server", "controller", "agent", "db")
+
+
+def add_programs(app: typer.Typer) -> None:
+    """Register the long-running programs on ``app``."""
+    app.command("server", rich_help_panel="Programs")(server)
+    app.command("controller", rich_help_panel="Programs")(controller)
+    app.command("agent", rich_help_panel="Programs")(agent)
+    app.add_typer(db_app, name="db", rich_help_panel="Programs")
+
+
+def programs_app() -> typer.Typer:
+    """A ``fleetyard`` command of the programs alone: what a service manager runs starts without
+    loading the client commands (and what they import: a second of a start on a busy host)."""
+    app = typer.Typer(
+        cls=RootGroup,
+        name="fleetyard",
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    add_programs(app)
+    return app

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, GenerationHealth, HealthConfig, RuleAction
 from fleetyard.policy.health import l1_due
+from fleetyard.policy.liveness import HOST_BACK_CHECK
 from fleetyard.policy.remediation import Act, Case, Do, Phase, on_result, on_time, open_case
 from fleetyard.protocol.agent import BoardOp
 from fleetyard.store import tables as t
@@ -171,7 +172,7 @@ class Healer:
             cause = r.state_reason or "suspect"
             # A board that does not answer, or computes wrong numbers, goes up the ladder at once.
             dead = "failed its probe" in cause or "health check" in cause
-            first = CheckTier.L1 if cause.startswith("host back") else CheckTier.L2
+            first = CheckTier.L1 if cause == HOST_BACK_CHECK else CheckTier.L2
             policy = self.config.of(r.generation)
             case, act = open_case(board_id, cause=cause, now=now, policy=policy, check_first=not dead, first=first)
             assert case is not None  # a ladder has at least one step

@@ -17,11 +17,12 @@ from fleetyard.controller.rollouts import Roller
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAction
+from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
 from fleetyard.policy.health import Finding, Reading, findings, worst
-from fleetyard.policy.liveness import HOST_TIMEOUT_S, HostView, lost_hosts, watching_since
+from fleetyard.policy.liveness import HostView, Liveness, judge_hosts, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
 from fleetyard.store import tables as t
@@ -47,9 +48,10 @@ class HealthPass(NamedTuple):
 @dataclass
 class Reconciler:
     store: Store
-    host_timeout_s: float = HOST_TIMEOUT_S
+    liveness_config: Liveness = field(default_factory=Liveness)
     watching_since: float = 0.0
-    requeue_grace_s: float | None = None  # a lost host's jobs wait this long (None: host_timeout_s)
+    # A lost host's jobs wait this long before they run elsewhere (None: the unreachable threshold).
+    requeue_grace_s: float | None = None
     health_config: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
     breaker: BreakerLimits = field(init=False)  # the health config's (tests may narrow it)
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
@@ -63,6 +65,7 @@ class Reconciler:
     _ends_seen: float = field(init=False, default=0.0)
     _blame_pending: dict[str, dict[str, str]] = field(init=False, default_factory=dict)  # fingerprint -> board -> why
     _telemetry_seen: float = field(init=False, default=0.0)
+    _liveness_at: float | None = field(init=False, default=None)  # the last liveness pass
 
     def __post_init__(self) -> None:
         self.breaker = BreakerLimits.of(self.health_config)
@@ -84,27 +87,59 @@ class Reconciler:
         return ended
 
     def liveness(self, now: float) -> list[str]:
-        """Declare hosts lost whose heartbeats stopped; their work is re-queued."""
+        """Judge hosts by their heartbeats (:func:`~fleetyard.policy.liveness.judge_hosts`): silent
+        ones become unreachable (no new work, nothing else), heard-from ones online again, and
+        those silent past the grace are lost: their boards go offline and their work re-queues.
+        Returns the hosts lost."""
+        lv = self.liveness_config
         with self.store.write() as conn:
             newest = conn.execute(sa.select(sa.func.max(t.servers.c.seen_at))).scalar()
-            self.watching_since = watching_since(
-                self.watching_since, newest_server_seen=newest, now=now, timeout_s=self.host_timeout_s
+            since = watching_since(
+                self.watching_since, newest_server_seen=newest, now=now, last_pass=self._liveness_at, liveness=lv
             )
+            late = None if self._liveness_at is None else now - self._liveness_at
+            if late is not None and late > lv.late_pass_s:
+                log.warning("controller fell behind (%.1f s between passes): hosts judged once it keeps up", late)
+            self.watching_since, self._liveness_at = since, now
+            h = t.hosts.c
             hosts = [
-                HostView(r.id, r.state == "online", r.last_heartbeat_at, r.registered_at)
-                for r in conn.execute(sa.select(t.hosts))
+                HostView(r.id, HostState(r.state), r.last_heartbeat_at, r.registered_at)
+                for r in conn.execute(sa.select(h.id, h.state, h.last_heartbeat_at, h.registered_at))
             ]
-            lost = lost_hosts(hosts, now=now, timeout_s=self.host_timeout_s, watching_since=self.watching_since)
-            for host_id in lost:
-                log.warning("host %s lost: no heartbeat for %.0f s", host_id, self.host_timeout_s)
+            judged = judge_hosts(hosts, now=now, liveness=lv, watching_since=self.watching_since)
+            cutoff = now - lv.unreachable_after_s
+            for host_id in judged.unreachable:
+                # Only if no heartbeat was written since we read: a server may flush one meanwhile.
+                marked = conn.execute(
+                    t.hosts.update()
+                    .where(
+                        h.id == host_id,
+                        h.state == str(HostState.ONLINE),
+                        sa.or_(h.last_heartbeat_at.is_(None), h.last_heartbeat_at < cutoff),
+                    )
+                    .values(state=str(HostState.UNREACHABLE))
+                ).rowcount
+                if marked:
+                    silent = lv.unreachable_after_s
+                    log.warning("host %s unreachable: no heartbeat for %.0f s; no new work", host_id, silent)
+            for host_id in judged.reachable:
+                conn.execute(
+                    t.hosts.update()
+                    .where(h.id == host_id, h.state == str(HostState.UNREACHABLE))
+                    .values(state=str(HostState.ONLINE))
+                )
+                log.info("host %s reachable again", host_id)
+            grace = lv.unreachable_after_s if self.requeue_grace_s is None else self.requeue_grace_s
+            for host_id in judged.lost:
+                log.warning("host %s lost: no heartbeat for %.0f s", host_id, lv.lost_after_s)
                 lose_host(
                     conn,
                     host_id,
-                    reason=f"host lost: no heartbeat for {self.host_timeout_s:.0f} s",
+                    reason=f"host lost: no heartbeat for {lv.lost_after_s:.0f} s",
                     at=now,
-                    requeue_grace_s=self.host_timeout_s if self.requeue_grace_s is None else self.requeue_grace_s,
+                    requeue_grace_s=grace,
                 )
-        return lost
+        return judged.lost
 
     def health(self, now: float) -> HealthPass:
         """Boards in service that fail their probe, break a telemetry rule that acts

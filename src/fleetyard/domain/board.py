@@ -44,9 +44,10 @@ ALLOWED: dict[BoardState, frozenset[BoardState]] = {
     # A rollback takes over a board its image broke (drained for the flash that is the remedy).
     S.REMEDIATING: frozenset({S.AVAILABLE, S.QUARANTINED, S.DRAINED}),
     S.QUARANTINED: frozenset({S.ONBOARDING}),
-    # Back from offline: a check before service; a board never approved waits for approval again,
-    # and one that was onboarding starts its onboarding over.
-    S.OFFLINE: frozenset({S.SUSPECT, S.DISCOVERED, S.ONBOARDING}),
+    # Back from offline (policy.liveness.back_from_offline): a check before service; a board never
+    # approved waits for approval again, one that was onboarding starts its onboarding over, and a
+    # drained one stays drained.
+    S.OFFLINE: frozenset({S.SUSPECT, S.DISCOVERED, S.ONBOARDING, S.DRAINED}),
     S.SERVICING: frozenset({S.AVAILABLE, S.SUSPECT, S.QUARANTINED}),
     S.RETIRED: frozenset(),
 }

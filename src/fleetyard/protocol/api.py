@@ -299,6 +299,8 @@ class FaultOrderOut(BaseModel):
     board_id: str
     kind: str | None
     action: str
+    created_at: float | None = None
+    acked_at: float | None = Field(None, description="when the board's agent said it applied the order (None: not yet)")
 
 
 class BoardOpIn(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState
 from fleetyard.errors import StaleSession
 from fleetyard.protocol.agent import (
@@ -165,15 +166,21 @@ class HeartbeatSink:
                 return
             offline = conn.execute(
                 sa.select(t.hosts.c.id, t.hosts.c.offline_since).where(
-                    t.hosts.c.id.in_(hosts), t.hosts.c.state == "offline"
+                    t.hosts.c.id.in_(hosts), t.hosts.c.state == str(HostState.OFFLINE)
                 )
             ).all()
             # A beat that arrived before the host was declared lost (or left) is old news: written
             # behind, it must not bring back a host that an agent's clean stop just took offline.
             back = [h for h, since in offline if since is None or batch[h].at > since]
             for host in back:
-                conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(state="online"))
+                conn.execute(t.hosts.update().where(t.hosts.c.id == host).values(state=str(HostState.ONLINE)))
                 host_back(conn, host, at=batch[host].at)
+            # Unreachable is not lost: heard from again, the host simply takes work again.
+            conn.execute(
+                t.hosts.update()
+                .where(t.hosts.c.id.in_(hosts), t.hosts.c.state == str(HostState.UNREACHABLE))
+                .values(state=str(HostState.ONLINE))
+            )
             beats: list[dict[str, Any]] = []
             cached_beats: list[dict[str, Any]] = []  # the same, and a cached list to write
             for h, p in batch.items():

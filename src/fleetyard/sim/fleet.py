@@ -41,6 +41,7 @@ from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason,
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, worst
 from fleetyard.policy.line import Line
+from fleetyard.policy.liveness import back_from_offline
 from fleetyard.policy.outcomes import job_after_attempt
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec
@@ -65,6 +66,7 @@ PRIORITY = {c.name: c.value for c in DEFAULT_PRIORITY_CLASSES}
 
 class _Board:
     __slots__ = (
+        "before_offline",
         "case",
         "crash_pending",
         "fault",
@@ -106,6 +108,7 @@ class _Board:
         self.streak = 0  # no-checks: failed jobs in a row, the ladder step to try
         self.held = False  # the breaker kept it from being taken out
         self.seen = False  # its current fault was detected
+        self.before_offline: BoardState | None = None  # the state it left when its host was lost
 
 
 class _Job:
@@ -865,6 +868,7 @@ class FleetSim:
                 continue
             if b.state in IN_SERVICE:
                 b.incidents.append(self.now)
+            b.before_offline = b.state
             self._to(b, S.OFFLINE, reason)
         self._free_changed = True
 
@@ -874,15 +878,17 @@ class FleetSim:
         for b in self.host_boards[h]:
             if b.state is not S.OFFLINE:
                 continue
-            self._to(b, S.SUSPECT, "host back: must pass a check before service")
+            to, why = back_from_offline(b.before_offline, b.id)
+            self._to(b, to, why)
+            if to is not S.SUSPECT:
+                continue
             if self.policy is SimPolicy.NO_CHECKS:
                 self._to(b, S.AVAILABLE, "host back")
                 self._make_free(b)
             else:
-                cause = "host back: must pass a check before service"
                 pol = self._pol(b)
                 self._advance(
-                    b, *open_case(b.id, cause=cause, now=self.now, policy=pol, check_first=True, first=CheckTier.L1)
+                    b, *open_case(b.id, cause=why, now=self.now, policy=pol, check_first=True, first=CheckTier.L1)
                 )
 
     # ---- the figures

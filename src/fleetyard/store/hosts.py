@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.policy.liveness import back_from_offline
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import switch_board_state
@@ -47,7 +49,7 @@ def lose_host(
     quarantined: it must not come back through a check), live ranks end with ``outcome``, and
     their jobs wait ``requeue_grace_s`` before they run elsewhere: a host cut off by the network
     may still be running them, and its agent gets that long again to notice and stop."""
-    conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state="offline", offline_since=at))
+    conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(state=str(HostState.OFFLINE), offline_since=at))
     boards = conn.execute(
         sa.select(t.boards.c.id, t.boards.c.state).where(
             t.boards.c.host_id == host_id,
@@ -68,17 +70,28 @@ def lose_host(
 
 
 def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:
-    """A lost host answers again: its offline boards become suspect until they pass a check."""
+    """A lost host answers again: each offline board goes where it was headed
+    (:func:`~fleetyard.policy.liveness.back_from_offline`)."""
     offline = conn.execute(
         sa.select(t.boards.c.id).where(t.boards.c.host_id == host_id, t.boards.c.state == str(BoardState.OFFLINE))
     ).scalars()
     for board_id in list(offline):
-        switch_board_state(
-            conn,
-            board_id,
-            BoardState.SUSPECT,
-            current=BoardState.OFFLINE,
-            reason="host back: must pass a check before service",
-            actor=Actor.POLICY,
-            at=at,
-        )
+        board_back(conn, board_id, actor=Actor.POLICY, at=at)
+
+
+def board_back(conn: sa.Connection, board_id: str, *, actor: Actor, at: float) -> None:
+    """An offline board is back: where it goes depends on the state it left for offline."""
+    to, why = back_from_offline(state_before_offline(conn, board_id), board_id)
+    switch_board_state(conn, board_id, to, current=BoardState.OFFLINE, reason=why, actor=actor, at=at)
+
+
+def state_before_offline(conn: sa.Connection, board_id: str) -> BoardState | None:
+    """The state an offline board left when it went offline (its last transition into offline)."""
+    e = t.board_events.c
+    found = conn.execute(
+        sa.select(e.from_state)
+        .where(e.board_id == board_id, e.to_state == str(BoardState.OFFLINE), e.from_state != str(BoardState.OFFLINE))
+        .order_by(e.id.desc())
+        .limit(1)
+    ).scalar()
+    return None if found is None else BoardState(found)

@@ -146,6 +146,16 @@ def list_ops(
     return svc.list_ops(s, board_id=board_id, at=now(), limit=limit)
 
 
+@router.get("/admin/boards/{board_id}/faults", response_model=list[FaultOrderOut])
+def list_faults(
+    board_id: str,
+    limit: int = Query(100, ge=1, le=10000),
+    _: Principal = Depends(STAFF),
+    s: Store = Depends(store),
+) -> list[FaultOrderOut]:
+    return svc.list_faults(s, board_id=board_id, limit=limit)
+
+
 @router.post("/admin/boards/{board_id}/faults", response_model=FaultOrderOut, status_code=201)
 def fault(board_id: str, body: FaultIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> FaultOrderOut:
     return svc.order_fault(s, board_id=board_id, kind=body.kind, action=body.action, principal=p, at=now())

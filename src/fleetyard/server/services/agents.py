@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.host import HostState
 from fleetyard.domain.inventory import DeclaredBoard
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.errors import BadRequest, Forbidden, StaleSession
@@ -28,7 +29,7 @@ from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, settle
 from fleetyard.store.boards import record_arrival, switch_board_state
 from fleetyard.store.db import Store, insert_ignore
-from fleetyard.store.hosts import LIVE, end_live_ranks, host_back, lose_host
+from fleetyard.store.hosts import LIVE, board_back, end_live_ranks, host_back, lose_host
 
 A = t.assignments
 # A delivered assignment whose agent never said it started is handed out again after this long
@@ -52,7 +53,7 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
     with store.write() as conn:
         host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
         values = {
-            "state": "online",
+            "state": str(HostState.ONLINE),
             "driver": req.driver,
             "agent_version": req.agent_version,
             "labels": req.labels,
@@ -65,7 +66,7 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
             if host.session != req.session:
                 end_live_ranks(conn, host_id, reason="agent restarted: its running work was lost", at=at)
             conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(**values))
-            if host.state == "offline":
+            if host.state == HostState.OFFLINE:
                 host_back(conn, host_id, at=at)
         known = {r.id: r for r in conn.execute(sa.select(t.boards).where(t.boards.c.id.in_(serials)))}
         new = [b for b in req.boards if b.serial not in known]
@@ -100,8 +101,7 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                     )
                 )
             if row.state == BoardState.OFFLINE:
-                to, why = _back_from_offline(_state_before_offline(conn, b.serial), b.serial, host_id)
-                switch_board_state(conn, b.serial, to, current=BoardState.OFFLINE, reason=why, actor=Actor.AGENT, at=at)
+                board_back(conn, b.serial, actor=Actor.AGENT, at=at)
         missing = conn.execute(
             sa.select(t.boards.c.id, t.boards.c.state).where(
                 t.boards.c.host_id == host_id,
@@ -119,28 +119,6 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 actor=Actor.AGENT,
                 at=at,
             )
-
-
-def _back_from_offline(before: BoardState | None, serial: str, host_id: str) -> tuple[BoardState, str]:
-    """Where a board back from offline goes: a check before service, but a board never approved
-    waits for approval again, and one cut short in onboarding starts its onboarding over."""
-    if before is BoardState.DISCOVERED:
-        return BoardState.DISCOVERED, f"back on host {host_id}; still not approved: fleetyard boards approve {serial}"
-    if before is BoardState.ONBOARDING:
-        return BoardState.ONBOARDING, f"back on host {host_id}: its onboarding starts over"
-    return BoardState.SUSPECT, f"back on host {host_id}: must pass a check before service"
-
-
-def _state_before_offline(conn: sa.Connection, board_id: str) -> BoardState | None:
-    """The state an offline board left when it went offline (its last transition into offline)."""
-    e = t.board_events.c
-    found = conn.execute(
-        sa.select(e.from_state)
-        .where(e.board_id == board_id, e.to_state == str(BoardState.OFFLINE), e.from_state != str(BoardState.OFFLINE))
-        .order_by(e.id.desc())
-        .limit(1)
-    ).scalar()
-    return None if found is None else BoardState(found)
 
 
 def _arrive(

@@ -155,7 +155,21 @@ def order_fault(
         ).scalar_one()
         detail = {"kind": kind and str(kind), "action": str(action), "order_id": order_id}
         note(conn, principal, "board.fault", board_id, at=at, detail=detail)
-    return FaultOrderOut(id=order_id, board_id=board_id, kind=kind and str(kind), action=str(action))
+    return FaultOrderOut(id=order_id, board_id=board_id, kind=kind and str(kind), action=str(action), created_at=at)
+
+
+def list_faults(store: Store, *, board_id: str, limit: int) -> list[FaultOrderOut]:
+    """A board's fault orders, newest first, each with when its agent applied it."""
+    f = t.fault_orders.c
+    with store.read() as conn:
+        _board(conn, board_id)
+        rows = conn.execute(sa.select(t.fault_orders).where(f.board_id == board_id).order_by(f.id.desc()).limit(limit))
+        return [
+            FaultOrderOut(
+                id=r.id, board_id=r.board_id, kind=r.kind, action=r.action, created_at=r.created_at, acked_at=r.acked_at
+            )
+            for r in rows
+        ]
 
 
 def op_out(o: board_ops.OpRecord, at: float) -> BoardOpOut:
