@@ -9,7 +9,8 @@
     ├── NotFound                   404  an unknown board, host, job, blob or token
     ├── Conflict                   409  the target's state does not allow it (e.g. an illegal transition)
     │   └── StaleSession           409  an agent's session was replaced; it must register again
-    └── PayloadTooLarge            413  a blob over the server's size limit
+    ├── PayloadTooLarge            413  a blob over the server's size limit
+    └── StoreUnavailable           503  the database does not answer (down, restarting): try again
 
 The server maps each class to its status code and answers
 ``{"error": {"code", "message", "detail"}}``; the SDK raises the same class back from that shape.
@@ -75,6 +76,11 @@ class PayloadTooLarge(FleetyardError):
     code = "payload_too_large"
 
 
+class StoreUnavailable(FleetyardError):
+    status = 503
+    code = "store_unavailable"
+
+
 _BY_CODE: dict[str, type[FleetyardError]] = {
     cls.code: cls
     for cls in (
@@ -88,6 +94,7 @@ _BY_CODE: dict[str, type[FleetyardError]] = {
         Conflict,
         StaleSession,
         PayloadTooLarge,
+        StoreUnavailable,
     )
 }
 

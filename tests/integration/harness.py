@@ -91,6 +91,9 @@ class PostgresCluster:
             timeout=120,
             **self._as_postgres(),
         )
+        self._launch()
+
+    def _launch(self) -> None:
         log = open(self.dir / "log", "ab")  # noqa: SIM115 - the child owns it
         opts = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300"]
         self.proc = subprocess.Popen(
@@ -116,6 +119,16 @@ class PostgresCluster:
                 return False
 
         wait_for(ready, timeout=60, interval=0.1, what="postgres to accept connections")
+
+    def halt(self) -> None:
+        """Stop the database as an outage would (every session cut), keeping its data."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown: sessions end, the data stays
+        self.proc.wait(60)
+
+    def resume(self) -> None:
+        """Start the halted database again, on the same port, with the same data."""
+        self._launch()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -241,8 +254,11 @@ class Stack:
     host_timeout_s: float = 60.0
     heartbeat_s: float = 0.5
     max_blob_mb: int = 1  # small, so that the tests' 413s are cheap; benchmarks raise it
+    store_timeout_s: float | None = None  # how long servers and controllers ride out a store outage
     health_yaml: str = FAST_HEALTH_YAML  # checks and ladder steps in a test's seconds
     port: int = field(default_factory=free_port)
+    # Every server replica's port by process name (the first, "server", listens on ``port``).
+    server_ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     # One keep-alive connection pool for the test's own requests: a new connection per poll
@@ -269,9 +285,21 @@ class Stack:
         p.start()
         return p
 
-    def start_server(self, workers: int = 1) -> None:
+    def server_url(self, name: str = "server") -> str:
+        return f"http://127.0.0.1:{self.server_ports[name]}"
+
+    def use_server(self, name: str) -> None:
+        """The test's own requests go to this replica from now on (another died)."""
+        self.port = self.server_ports[name]
+        self.client.close()
+        self.client = httpx.Client(timeout=30)
+
+    def start_server(self, workers: int = 1, name: str = "server") -> None:
+        """Start a server replica (its own port; the first one's is :attr:`port`)."""
+        port = self.server_ports.setdefault(name, self.port if name == "server" else free_port())
+        url = f"http://127.0.0.1:{port}"
         self._proc(
-            "server",
+            name,
             [
                 "server",
                 "--workers",
@@ -281,14 +309,15 @@ class Stack:
                 "--data-dir",
                 str(self.dir),
                 "--port",
-                str(self.port),
+                str(port),
                 "--heartbeat-interval",
                 str(self.heartbeat_s),
                 "--max-blob-mb",
                 str(self.max_blob_mb),
+                *self._store_timeout(),
             ],
         )
-        wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200, what="server ready")
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, what=f"{name} ready")
 
     def start_controller(self, name: str = "controller") -> None:
         health = self.dir / "health.yaml"
@@ -307,10 +336,17 @@ class Stack:
                 str(self.host_timeout_s),
                 "--health",
                 str(health),
+                *self._store_timeout(),
             ],
         )
 
-    def start_agent(self, host: str, driver: str = "sim:4:sim-g1", wait: bool = True) -> None:
+    def _store_timeout(self) -> list[str]:
+        return [] if self.store_timeout_s is None else ["--store-timeout", str(self.store_timeout_s)]
+
+    def start_agent(
+        self, host: str, driver: str = "sim:4:sim-g1", wait: bool = True, servers: list[str] | None = None
+    ) -> None:
+        """Start an agent; ``servers`` names the server replicas it knows (default: the first)."""
         if host not in self.tokens:
             self.tokens[host] = create_token(self.db_url, name=f"agent-{host}", role=Role.AGENT, host=host)
         self._proc(
@@ -318,7 +354,7 @@ class Stack:
             [
                 "agent",
                 "--server",
-                self.url,
+                ",".join(self.server_url(n) for n in servers) if servers else self.url,
                 "--token",
                 self.tokens[host],
                 "--driver",

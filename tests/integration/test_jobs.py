@@ -6,8 +6,10 @@ import hashlib
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.integration.harness import Stack, running_stack, wait_for
+from tests.long import bounded
 
 
 def test_gang_job_runs_with_rank_environment_logs_and_outputs(stack: Stack) -> None:
@@ -97,3 +99,17 @@ def test_an_output_over_the_servers_limit_is_dropped_with_a_note(stack: Stack) -
     [rank] = stack.ok("GET", f"/v1/jobs/{job['id']}/results")["ranks"]
     assert set(rank["outputs"]) == {"ok.txt"}
     assert "big.bin" in (rank["message"] or "") and "lost" in rank["message"]
+
+
+@pytest.mark.long
+def test_ranks_of_many_spread_jobs_ending_together_settle_every_job_once(stack: Stack) -> None:
+    """Each job's two ranks run on two hosts and end at about the same moment, reported by two
+    agents at once: every job ends, once, and none was left for the controller's sweeper (on
+    PostgreSQL two such ends once each saw the other rank running, and the job ran forever)."""
+    stack.start(hosts=2, driver="sim:2:sim-g1")
+    n = bounded(200, 40)
+    ids = [stack.submit(boards=2, packing="spread", params={"command": "sleep 0.2"}) for _ in range(n)]
+    for job_id in ids:
+        job = stack.wait_job(job_id, timeout=180)
+        assert (job["state"], job["attempts"]) == ("succeeded", 1), job
+    assert "fleetyard_attempts_swept_total 0.0" in stack.http("GET", "/metrics").text

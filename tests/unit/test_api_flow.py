@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from tests.fast_health import FAST_HEALTH
 
@@ -19,6 +20,7 @@ from fleetyard.domain.auth import Role
 from fleetyard.policy.liveness import Liveness
 from fleetyard.server.app import create_app
 from fleetyard.store import migrate
+from fleetyard.store import tables as t
 from fleetyard.store.db import Store
 from fleetyard.store.tokens import create_token
 
@@ -448,6 +450,36 @@ def test_fault_orders_reach_the_agent_until_acked(fleet: Fleet) -> None:
     order = r.json()["id"]
     assert [f["id"] for f in fleet.beat("h1")["faults"]] == [order]
     assert fleet.beat("h1", fault_acks=[order])["faults"] == []
+
+
+def test_a_flush_the_store_refused_keeps_its_batch_for_the_next(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store down (or a race lost more often than retried): the flush fails, and the next one
+    writes its acks and reports, merged with whatever came meanwhile. Nothing an agent said is lost."""
+    fleet.register("h1", n=1)
+    r = fleet.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=fleet.h(fleet.admin))
+    order = r.json()["id"]
+    sink = fleet.app.state.heartbeats
+    h = fleet.h(fleet.agents["h1"])
+    report = {"id": "h1-b0", "telemetry": {"temp_c": 51.0}}
+    body = {"session": "s1", "boards": [report], "fault_acks": [order]}
+    assert fleet.client.post("/v1/agent/heartbeat", json=body, headers=h).status_code == 200
+    real = fleet.store.transact
+
+    def down(fn: object, **kw: object) -> object:
+        raise sa.exc.OperationalError("UPDATE boards", {}, ConnectionRefusedError("the store is down"))
+
+    monkeypatch.setattr(fleet.store, "transact", down)
+    with pytest.raises(sa.exc.OperationalError):
+        sink.flush()
+    # A newer beat arrives while the store is down: newer telemetry, no ack (the agent sent it once).
+    body = {"session": "s1", "boards": [{**report, "telemetry": {"temp_c": 52.0}}]}
+    assert fleet.client.post("/v1/agent/heartbeat", json=body, headers=h).status_code == 200
+    monkeypatch.setattr(fleet.store, "transact", real)
+    sink.flush()
+    with fleet.store.read() as conn:
+        acked = conn.execute(sa.select(t.fault_orders.c.acked_at).where(t.fault_orders.c.id == order)).scalar()
+        tel = conn.execute(sa.select(t.boards.c.telemetry).where(t.boards.c.id == "h1-b0")).scalar()
+    assert acked is not None and tel == {"temp_c": 52.0}
 
 
 def test_a_board_that_fails_its_probe_goes_up_the_ladder_and_is_healed_by_a_step_and_its_check(fleet: Fleet) -> None:

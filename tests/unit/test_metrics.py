@@ -58,7 +58,23 @@ def test_an_empty_fleet_exports_the_families_without_samples(fleet: Fleet) -> No
         "fleetyard_board_transitions": "counter",
         "fleetyard_scrape_seconds": "gauge",
         "fleetyard_breaker_tripped": "gauge",
+        "fleetyard_attempts_swept": "counter",
+        "fleetyard_store_races_retried": "counter",
+        "fleetyard_heartbeat_gap_seconds": "histogram",
     }
+
+
+def test_heartbeat_gaps_are_a_histogram_per_server_process(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    for _ in range(3):  # a new session's first beat follows none: two gaps
+        r = fleet.client.post("/v1/agent/heartbeat", json={"session": "s1"}, headers=fleet.h(fleet.agents["h1"]))
+        assert r.status_code == 200
+    got = scrape(fleet)
+    assert got["fleetyard_heartbeat_gap_seconds_count"][()] == 2
+    assert got["fleetyard_heartbeat_gap_seconds_bucket"][(("le", "0.25"),)] == 2  # back to back here
+    fleet.register("h1", n=1, session="s2")
+    r = fleet.client.post("/v1/agent/heartbeat", json={"session": "s2"}, headers=fleet.h(fleet.agents["h1"]))
+    assert scrape(fleet)["fleetyard_heartbeat_gap_seconds_count"][()] == 2
 
 
 def test_metrics_follow_boards_jobs_queues_and_attempts(fleet: Fleet) -> None:

@@ -109,6 +109,9 @@ def test_board_after_rank() -> None:
     assert board_after_rank(Outcome.USER_ERROR, board_ok=True, drain_requested=True)[0] is BoardState.DRAINED
     assert board_after_rank(Outcome.INFRA_ERROR, board_ok=True, drain_requested=False)[0] is BoardState.SUSPECT
     assert board_after_rank(Outcome.TIMEOUT, board_ok=False, drain_requested=False)[0] is BoardState.SUSPECT
+    # What the probe found is the cause healing and the operator see, whichever path noticed it first.
+    to, why = board_after_rank(Outcome.SUCCESS, board_ok=False, drain_requested=False, probe_reason="fell off the bus")
+    assert to is BoardState.SUSPECT and why == "failed its probe after a job: fell off the bus"
 
 
 def test_attempt_outcome_precedence() -> None:

@@ -200,6 +200,7 @@ class BlobCache:
                 return self._download_once(sha, dest)
             except _Retry as exc:
                 why = str(exc)
+                self._link().fail_over()  # another replica, if the agent knows several
             if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
                 raise BlobUnavailable(sha, f"cannot fetch blob {sha}: {why}")
             log.warning("blob %s: %s; retrying", sha, why)
@@ -211,7 +212,8 @@ class BlobCache:
         digest = hashlib.sha256()
         size = 0
         try:
-            with self._link().client.stream("GET", f"/v1/blobs/{sha}") as r:
+            link = self._link()
+            with link.client.stream("GET", link.url(f"/v1/blobs/{sha}")) as r:
                 if r.status_code == 404:
                     raise BlobNotFound(sha, f"blob {sha} does not exist on the server")
                 if r.status_code >= 500 or r.status_code == 429:

@@ -1,15 +1,20 @@
-"""The agent's HTTP link to the server: auth, error mapping, and backoff.
+"""The agent's HTTP link to the server: auth, error mapping, failover and backoff.
 
-A server that cannot be reached, answers 5xx, or asks us to slow down (429) raises
-:class:`Unreachable`: try again later. Any other error answer raises the
-:class:`~fleetyard.errors.FleetyardError` it names (``StaleSession`` for a replaced session).
+An agent may know several server replicas (``--server URL1,URL2``): a request that one cannot
+answer (unreachable, 5xx, 429) goes to the next at once, and the link stays with the one that
+answered. Only when none answers does a request raise :class:`Unreachable`: try again later.
+Any other error answer raises the :class:`~fleetyard.errors.FleetyardError` it names
+(``StaleSession`` for a replaced session). Every agent write is idempotent, so a request
+repeated on another replica changes nothing twice.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from typing import IO, Any
 
 import httpx
@@ -17,7 +22,18 @@ import httpx
 from fleetyard import __version__
 from fleetyard.errors import FleetyardError, error_from_response
 
-__all__ = ["Backoff", "Revival", "ServerLink", "Unreachable", "describe"]
+__all__ = ["Backoff", "Revival", "ServerLink", "Unreachable", "describe", "server_urls"]
+
+log = logging.getLogger("fleetyard.agent")
+
+
+def server_urls(servers: str | Sequence[str]) -> list[str]:
+    """The server URLs of ``--server``: one, or several separated by commas (replicas)."""
+    parts = [servers] if isinstance(servers, str) else list(servers)
+    urls = [u.strip().rstrip("/") for p in parts for u in p.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no server URL given")
+    return urls
 
 
 class Unreachable(Exception):
@@ -76,14 +92,30 @@ class Backoff:
 
 
 class ServerLink:
-    """One HTTP connection pool to the server (use one per thread)."""
+    """One HTTP connection pool to the servers (use one per thread)."""
 
-    def __init__(self, server: str, token: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, server: str | Sequence[str], token: str, *, timeout_s: float = 30.0) -> None:
+        self.servers = server_urls(server)
+        self._at = 0  # the replica that answered last
         self.client = httpx.Client(
-            base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"fleetyard-agent/{__version__}"},
             timeout=httpx.Timeout(timeout_s, connect=5.0),
         )
+
+    @property
+    def server(self) -> str:
+        """The replica this link talks to now."""
+        return self.servers[self._at]
+
+    def url(self, path: str) -> str:
+        """``path`` on the replica this link talks to now."""
+        return f"{self.server}{path}"
+
+    def fail_over(self) -> None:
+        """Talk to the next replica from now on (this one did not answer)."""
+        if len(self.servers) > 1:
+            self._at = (self._at + 1) % len(self.servers)
+            log.info("trying server %s", self.server)
 
     def request(
         self,
@@ -99,21 +131,33 @@ class ServerLink:
         kwargs: dict[str, Any] = {}
         if timeout_s is not None:
             kwargs["timeout"] = httpx.Timeout(timeout_s, connect=5.0)
-        try:
-            r = self.client.request(method, path, json=json, content=content, params=params, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:  # transport errors, and a client closed under us at shutdown
-            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        except RuntimeError as exc:
-            raise Unreachable(f"{method} {path}: {exc}") from exc
-        if r.status_code >= 500 or r.status_code == 429:
-            raise Unreachable(f"{method} {path}: HTTP {r.status_code}: {r.text[:200]}")
-        if r.status_code >= 400:
+        failed: list[str] = []
+        for _ in range(len(self.servers)):
+            if failed:  # the next replica, at once: a replica's death costs a reconnect, not a wait
+                self.fail_over()
+                if hasattr(content, "seek"):
+                    content.seek(0)  # type: ignore[union-attr]
+            url = self.url(path)
             try:
-                body = r.json()
-            except ValueError:  # HEAD answers, proxies: no error body
-                body = None
-            raise error_from_response(r.status_code, body, context=f"{method} {path}")
-        return r
+                r = self.client.request(
+                    method, url, json=json, content=content, params=params, headers=headers, **kwargs
+                )
+            except httpx.HTTPError as exc:  # transport errors, and a client closed under us at shutdown
+                failed.append(f"{self.server}: {type(exc).__name__}: {exc}")
+                continue
+            except RuntimeError as exc:
+                raise Unreachable(f"{method} {path}: {exc}") from exc
+            if r.status_code >= 500 or r.status_code == 429:
+                failed.append(f"{self.server}: HTTP {r.status_code}: {r.text[:200]}")
+                continue
+            if r.status_code >= 400:
+                try:
+                    body = r.json()
+                except ValueError:  # HEAD answers, proxies: no error body
+                    body = None
+                raise error_from_response(r.status_code, body, context=f"{method} {path}")
+            return r
+        raise Unreachable(f"{method} {path}: " + "; ".join(failed))
 
     def post_model(self, path: str, body: Any, *, timeout_s: float | None = None) -> Any:
         """POST a pydantic model as JSON and return the decoded answer."""

@@ -406,12 +406,13 @@ class BoardRunner:
         outputs: dict[str, str] | None = None,
     ) -> None:
         a = run.assignment
-        board_ok = True
+        board_ok, probe_reason = True, None
         try:
-            board_ok = self.driver.probe(self.serial).ok
+            probe = self.driver.probe(self.serial)
+            board_ok, probe_reason = probe.ok, (None if probe.ok else (probe.reason or "")[:500] or None)
         except Exception as exc:
             log.warning("board %s: probe failed: %s", self.serial, exc)
-            board_ok = False
+            board_ok, probe_reason = False, f"the probe raised: {exc}"[:500]
         uploads: dict[str, Path] | None = None
         cleanup: Path | None = None
         if outputs:
@@ -426,6 +427,7 @@ class BoardRunner:
             outcome=outcome,
             message=message,
             board_ok=board_ok,
+            probe_reason=probe_reason,
             result=result or {},
             outputs=outputs or {},
         )

@@ -186,7 +186,7 @@ class Supervisor:
                 child.start()
                 report(f"{child.spec.name} restarted (restart #{child.restarts})")
 
-    def stop_all(self, grace_s: float = 10.0) -> None:
+    def stop_all(self, report: ReportFn | None = None, grace_s: float = 10.0) -> None:
         """SIGTERM each group in stop order, SIGKILL what outlives the grace, close the logs."""
         for order in sorted({c.spec.stop_order for c in self.children}):
             group = [c for c in self.children if c.spec.stop_order == order and c.alive]
@@ -197,6 +197,8 @@ class Supervisor:
             while any(c.alive for c in group) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for child in group:
+                if child.alive and report is not None:
+                    report(f"{child.spec.name} did not stop within {grace_s:.0f}s of SIGTERM; killed it")
                 # Whatever is left of its process group (orphaned workers) goes too.
                 _signal(child, signal.SIGKILL, group=True)
             for child in group:

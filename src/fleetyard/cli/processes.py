@@ -6,10 +6,12 @@ client commands never load the server's dependencies.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -25,11 +27,33 @@ from fleetyard.cli._common import (
     parse_labels,
     read_health_config,
 )
-from fleetyard.cli._output import note
-from fleetyard.errors import FleetyardError
+from fleetyard.cli._output import note, print_error
+from fleetyard.errors import FleetyardError, StoreUnavailable
 from fleetyard.policy.liveness import HOST_TIMEOUT_S, UNREACHABLE_AFTER_S, Liveness
+from fleetyard.store.outage import DEFAULT_OUTAGE_S, EXIT_STORE_UNAVAILABLE
 
 db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
+
+StoreTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--store-timeout",
+        min=1.0,
+        help="Seconds to ride out an unavailable store (retrying; the server answers 503) before"
+        f" giving up with exit code {EXIT_STORE_UNAVAILABLE}.",
+    ),
+]
+
+
+@contextlib.contextmanager
+def _gives_up_on_the_store() -> Iterator[None]:
+    """A program that gave up waiting for the store says why and exits EX_TEMPFAIL (a service
+    manager restarts it; an operator sees it)."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        print_error(exc)
+        raise typer.Exit(EXIT_STORE_UNAVAILABLE) from None
 
 
 def redact_url(url: str) -> str:
@@ -78,6 +102,7 @@ def server(
             "--workers", min=1, max=64, envvar="FLEETYARD_SERVER_WORKERS", help="Server processes on this port."
         ),
     ] = 1,
+    store_timeout: StoreTimeoutOpt = DEFAULT_OUTAGE_S,
 ) -> None:
     """Run the API server (FastAPI under /v1; OpenAPI at /openapi.json, browsable at /docs)."""
     check_port_free(host, port)
@@ -86,15 +111,17 @@ def server(
     from fleetyard.server.app import serve
 
     try:
-        serve(
-            db_url=url,
-            host=host,
-            port=port,
-            blob_dir=data_dir / "blobs",
-            max_blob_bytes=max_blob_mb * 1024 * 1024,
-            heartbeat_interval_s=heartbeat_interval,
-            workers=workers,
-        )
+        with _gives_up_on_the_store():
+            serve(
+                db_url=url,
+                host=host,
+                port=port,
+                blob_dir=data_dir / "blobs",
+                max_blob_bytes=max_blob_mb * 1024 * 1024,
+                heartbeat_interval_s=heartbeat_interval,
+                workers=workers,
+                store_outage_s=store_timeout,
+            )
     except KeyboardInterrupt:
         pass
 
@@ -132,6 +159,7 @@ def controller(
         float,
         typer.Option("--fair-share-half-life", min=1.0, help="Seconds for a queue's past usage to count half."),
     ] = 7 * 24 * 3600.0,
+    store_timeout: StoreTimeoutOpt = DEFAULT_OUTAGE_S,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
     try:
@@ -146,19 +174,29 @@ def controller(
     _stop_on_sigterm()
     try:
         # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
-        run_controller(
-            db_url=url,
-            liveness=liveness,
-            tick_s=tick,
-            health=read_health_config(health),
-            half_life_s=half_life,
-        )
+        with _gives_up_on_the_store():
+            run_controller(
+                db_url=url,
+                liveness=liveness,
+                tick_s=tick,
+                health=read_health_config(health),
+                half_life_s=half_life,
+                store_outage_s=store_timeout,
+            )
     except KeyboardInterrupt:
         pass
 
 
 def agent(
-    server: Annotated[str, typer.Option("--server", envvar="FLEETYARD_SERVER", help="The server's URL.")],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            envvar="FLEETYARD_SERVER",
+            help="The server's URL; several replicas separated by commas: a request one cannot answer"
+            " goes to the next.",
+        ),
+    ],
     token: Annotated[
         str,
         typer.Option("--token", envvar="FLEETYARD_AGENT_TOKEN", help="This host's agent token.", show_default=False),
@@ -176,8 +214,14 @@ def agent(
     state.mkdir(parents=True, exist_ok=True)
     labels = parse_labels(label)
     from fleetyard.agent.daemon import run_agent
+    from fleetyard.agent.link import server_urls
 
-    note(f"fleetyard agent {host} ({driver}) → {server}")
+    urls = server_urls(server) if server.strip(" ,") else []
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if not urls or bad:
+        what = ", ".join(bad) if bad else "nothing"
+        raise typer.BadParameter(f"expected http(s):// URLs separated by commas, got {what}", param_hint="'--server'")
+    note(f"fleetyard agent {host} ({driver}) → {', '.join(urls)}")
     _stop_on_sigterm()
     try:
         run_agent(server=server, token=token, driver=driver, host=host, state_dir=state, labels=labels)

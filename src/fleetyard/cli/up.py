@@ -233,6 +233,6 @@ def up(
             pass
         finally:
             with _shielded(), err().status("stopping the fleet…"):
-                sup.stop_all()
+                sup.stop_all(lambda msg: note(msg, style="yellow"))
     note("fleet stopped")
     raise typer.Exit(code)

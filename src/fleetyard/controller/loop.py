@@ -14,13 +14,14 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from fleetyard.controller.leader import Leadership
+from fleetyard.controller.leader import Leadership, LeadershipLost, leader_store
 from fleetyard.controller.reconcile import Reconciler
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
 from fleetyard.policy.liveness import Liveness
 from fleetyard.store import migrate
-from fleetyard.store.db import Store, now
+from fleetyard.store.db import is_retryable, is_unavailable, now
+from fleetyard.store.outage import DEFAULT_OUTAGE_S, Outage
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ SLOW_EVERY_S = 1.0
 # after a quiet spell waits that much longer.
 IDLE_AFTER_S = 2.0
 IDLE_TICK_S = 0.1
+# The sweeper settles attempts that nothing settled (it should find none): a join over the
+# running jobs, every few seconds.
+SWEEP_EVERY_S = 5.0
 
 
 def run_controller(
@@ -40,9 +44,15 @@ def run_controller(
     tick_s: float = 0.02,
     health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,
+    store_outage_s: float = DEFAULT_OUTAGE_S,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop``). Stands by while another controller leads."""
+    """Run until SIGINT/SIGTERM (or ``stop``): stand by while another controller leads, lead
+    when the lock is free, and stand by again if the lead is lost (the store restarted under it).
+
+    While the store is unavailable the controller retries with backoff, leading or standing by;
+    after ``store_outage_s`` without a break it raises :class:`~fleetyard.errors.StoreUnavailable`.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -53,43 +63,71 @@ def run_controller(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
-    migrate.upgrade(db_url)
-    store = Store(db_url)
+    outage = Outage(store_outage_s)
+    migrate.upgrade_when_available(db_url, outage)
+    store = leader_store(db_url)
     leadership = Leadership(store)
-    while not leadership.try_acquire():
-        log.info("another controller leads; standing by")
-        if stop.wait(1.0):
-            return
-    log.info("controller leads (store %s)", store.engine.url.render_as_string())
-    rec = Reconciler(store, liveness_config=liveness or Liveness(), watching_since=now(), health_config=health)
-    rec.scheduler.half_life_s = half_life_s
-    rec.scheduler.freeze_gc = True
-    last_slow = 0.0
-    last_started = now()
+    standing_by = False
     try:
         while not stop.is_set():
-            t0 = now()
             try:
-                started = rec.schedule(t0)
-                if t0 - last_slow >= SLOW_EVERY_S:
-                    last_slow = t0
-                    rec.liveness(t0)
-                    rec.health(t0)
-                    rec.pipelines(t0)
-                    rec.watchdog(t0)
-                    rec.leases(t0)
-                    if not leadership.still_held():
-                        log.error("lost the leader lock; stopping")
-                        return
-            except sa.exc.OperationalError as exc:
-                # The store may restart or be briefly locked; nothing half-applied survives a rollback.
-                log.warning("store unavailable (%s); retrying", exc.__class__.__name__)
+                leads = leadership.try_acquire()
+            except sa.exc.SQLAlchemyError as exc:
+                if not is_unavailable(exc):
+                    raise
+                stop.wait(outage.failed(exc))
+                continue
+            outage.ok()
+            if not leads:
+                if not standing_by:
+                    log.info("another controller leads; standing by")
+                    standing_by = True
                 stop.wait(1.0)
                 continue
-            if started:
-                last_started = t0
-                continue  # more may fit right away
-            stop.wait(tick_s if t0 - last_started < IDLE_AFTER_S else max(tick_s, IDLE_TICK_S))
+            standing_by = False
+            log.info("controller leads (store %s)", store.engine.url.render_as_string())
+            rec = Reconciler(store, liveness_config=liveness or Liveness(), watching_since=now(), health_config=health)
+            rec.scheduler.half_life_s = half_life_s
+            rec.scheduler.freeze_gc = True
+            try:
+                _lead(rec, leadership, outage, tick_s=tick_s, stop=stop)
+            except LeadershipLost as exc:
+                log.warning("%s; standing by", exc)
+            leadership.release()  # a fresh session competes for the lock like any standby
     finally:
         leadership.release()
         store.dispose()
+
+
+def _lead(rec: Reconciler, leadership: Leadership, outage: Outage, *, tick_s: float, stop: threading.Event) -> None:
+    """The leader's passes, until ``stop``; raises LeadershipLost when the lock's session ended."""
+    last_slow = last_sweep = 0.0
+    last_started = now()
+    while not stop.is_set():
+        t0 = now()
+        try:
+            started = rec.schedule(t0)
+            if t0 - last_slow >= SLOW_EVERY_S:
+                last_slow = t0
+                rec.liveness(t0)
+                rec.health(t0)
+                rec.pipelines(t0)
+                rec.watchdog(t0)
+                rec.leases(t0)
+                if t0 - last_sweep >= SWEEP_EVERY_S:
+                    last_sweep = t0
+                    rec.sweep(t0)
+                if not leadership.still_held():
+                    raise LeadershipLost("the leader lock was lost")
+        except sa.exc.SQLAlchemyError as exc:
+            if not (is_unavailable(exc) or is_retryable(exc)):
+                raise
+            # Nothing half-applied survives a rollback: the next pass reads the store afresh. If the
+            # store restarted, the lock went with the session: the next write's fence says so.
+            stop.wait(outage.failed(exc))
+            continue
+        outage.ok()
+        if started:
+            last_started = t0
+            continue  # more may fit right away
+        stop.wait(tick_s if t0 - last_started < IDLE_AFTER_S else max(tick_s, IDLE_TICK_S))

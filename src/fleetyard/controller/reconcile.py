@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from fleetyard.controller.healing import Healer
+from fleetyard.controller.leader import LeadershipLost
 from fleetyard.controller.onboarding import Onboarder
 from fleetyard.controller.pipelines import Pipeliner
 from fleetyard.controller.rollouts import Roller
@@ -26,7 +27,7 @@ from fleetyard.policy.liveness import HostView, Liveness, judge_hosts, watching_
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import end_rank, settle
+from fleetyard.store.attempts import SWEPT_KEY, end_rank, settle, settle_ended
 from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.breakers import open_breakers, taken_out_since, trip
 from fleetyard.store.db import Store
@@ -34,6 +35,7 @@ from fleetyard.store.healing import CHECK_KIND, open_cases
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
 from fleetyard.store.onboarding import open_records
+from fleetyard.store.settings import get_setting, put_setting
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,19 @@ class Reconciler:
     def schedule(self, now: float) -> int:
         """One scheduling pass (:class:`~fleetyard.controller.scheduler.SchedulerShell`); how many attempts started."""
         return self.scheduler.pass_(now)
+
+    def sweep(self, now: float) -> list[int]:
+        """Settle attempts whose ranks all ended but that nothing settled (see
+        :func:`~fleetyard.store.attempts.settle_ended`); each is counted
+        (``fleetyard_attempts_swept_total``): a count that grows is a bug to chase."""
+        with self.store.write() as conn:
+            swept = settle_ended(conn, at=now)
+            if swept:
+                total = int(get_setting(conn, SWEPT_KEY, 0)) + len(swept)
+                put_setting(conn, SWEPT_KEY, total, by="controller", at=now)
+        if swept:
+            log.warning("settled %d attempts whose ranks had all ended: %s", len(swept), swept)
+        return swept
 
     def leases(self, now: float) -> list[int]:
         """End the leases whose time is up (their boards go back to the fleet)."""
@@ -210,7 +225,7 @@ class Reconciler:
         try:
             with self.store.write() as conn:
                 pass_(conn, now)
-        except sa.exc.OperationalError:
+        except (sa.exc.OperationalError, LeadershipLost):
             raise
         except Exception:
             log.exception("%s: the pass failed; nothing of it applied", what)

@@ -31,7 +31,7 @@ from fleetyard.policy.placement import BoardView
 from fleetyard.policy.queues import PriorityClass
 from fleetyard.policy.scheduling import Line, PendingJob, Plan, Pool, RunningJob, Snapshot, pending_job, plan
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import NewAttempt, bind_many, stop_ranks
+from fleetyard.store.attempts import NewAttempt, bind_many, lock_attempts, stop_ranks
 from fleetyard.store.boards import board_view, is_free, schedulable_boards
 from fleetyard.store.db import Store
 from fleetyard.store.queues import read_priority_classes, read_queues
@@ -317,6 +317,8 @@ class SchedulerShell:
         with self.store.write() as conn:
             if p.bindings:
                 started = self._bind(conn, p, ctx, now)
+            victims = (ctx["attempt_of"].get(pre.victim) for pre in p.preemptions)
+            lock_attempts(conn, [a for a in victims if a is not None])  # in one order: see lock_attempts
             for pre in p.preemptions:
                 attempt_id = ctx["attempt_of"].get(pre.victim)
                 if attempt_id is None:
@@ -386,12 +388,14 @@ class SchedulerShell:
         this transaction. SQLite's write transaction holds the whole database (BEGIN IMMEDIATE):
         only the rows that changed are read back, not all of them."""
         out: set[Any] = set()
+        ids = sorted(ids)  # taken in id order, as every writer of many rows takes them (lock_rows)
         for part in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
             if self.store.sqlite:
                 lost = set(conn.execute(sa.select(key).where(key.in_(part), sa.not_(still))).scalars())
                 out.update(i for i in part if i not in lost)
             else:
-                out.update(conn.execute(sa.select(key).where(key.in_(part), still).with_for_update()).scalars())
+                held = sa.select(key).where(key.in_(part), still).order_by(key).with_for_update()
+                out.update(conn.execute(held).scalars())
         return out
 
     def _explain_due(self, now: float) -> bool:

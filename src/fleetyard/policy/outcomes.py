@@ -33,12 +33,14 @@ def job_after_attempt(outcome: Outcome, *, infra_retries: int, max_infra_retries
     return JobNext(JobState.FAILED)  # user_error, timeout, config_error
 
 
-def board_after_rank(outcome: Outcome, *, board_ok: bool, drain_requested: bool) -> tuple[BoardState, str]:
+def board_after_rank(
+    outcome: Outcome, *, board_ok: bool, drain_requested: bool, probe_reason: str | None = None
+) -> tuple[BoardState, str]:
     """Where an allocated board goes when its rank ends, and why."""
     if outcome is Outcome.INFRA_ERROR:
         return BoardState.SUSPECT, "infrastructure error during a job"
     if not board_ok:
-        return BoardState.SUSPECT, "failed its probe after a job"
+        return BoardState.SUSPECT, "failed its probe after a job" + (f": {probe_reason}" if probe_reason else "")
     if drain_requested:
         return BoardState.DRAINED, "drain requested while allocated"
     return BoardState.AVAILABLE, "released"

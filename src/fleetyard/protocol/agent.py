@@ -194,6 +194,9 @@ class Event(BaseModel):
     outcome: Outcome | None = Field(None, description="type=finished: how this rank ended")
     message: str | None = None
     board_ok: bool = Field(True, description="type=finished: the board passed its probe afterwards")
+    probe_reason: str | None = Field(
+        None, max_length=500, description="type=finished, board_ok false: what the probe found"
+    )
     result: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict, description="output name -> blob sha256")
 

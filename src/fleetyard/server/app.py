@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetyard import __version__
-from fleetyard.errors import FleetyardError
+from fleetyard.errors import FleetyardError, StoreUnavailable
 from fleetyard.server.auth import ANY, TokenCache
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
@@ -39,11 +39,13 @@ from fleetyard.server.routers import rollouts as rollouts_router
 from fleetyard.server.services.jobs import FleetView
 from fleetyard.store import migrate
 from fleetyard.store.blobs import BlobStore
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, is_retryable, is_unavailable
+from fleetyard.store.outage import DEFAULT_OUTAGE_S, Outage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
+RETRY_AFTER_S = 2  # what a 503 asks a client to wait while the store is unavailable
 
 
 def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
@@ -68,6 +70,7 @@ def create_app(
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
     heartbeat_interval_s: float = 2.0,
     heartbeat_flush_s: float = 0.2,
+    store_outage_s: float = DEFAULT_OUTAGE_S,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +87,7 @@ def create_app(
     app.state.tokens = TokenCache(store)
     app.state.fleet_view = FleetView()
     app.state.feed = AssignmentFeed(store)
-    app.state.heartbeats = HeartbeatSink(store, flush_s=heartbeat_flush_s)
+    app.state.heartbeats = HeartbeatSink(store, flush_s=heartbeat_flush_s, outage_s=store_outage_s)
     app.state.blobs = BlobStore(blob_dir)
     app.state.max_blob_bytes = max_blob_bytes
     app.state.heartbeat_interval_s = heartbeat_interval_s
@@ -102,6 +105,16 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, _validation_error)
 
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    def _store_error(_: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        # The database is down, restarting or cut off (or aborted a race more often than we
+        # retry): the request may succeed in a moment. Anything else is a bug: a 500.
+        if not (is_unavailable(exc) or is_retryable(exc)):
+            raise exc
+        answer = _error(503, StoreUnavailable.code, f"the store is unavailable ({type(exc).__name__}): try again")
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, bool]:
         return {"ok": True}
@@ -110,9 +123,12 @@ def create_app(
     def readyz() -> JSONResponse:
         if store.ping():
             return JSONResponse({"ok": True})
-        return _error(503, "store_unavailable", "the store does not answer")
+        answer = _error(503, StoreUnavailable.code, "the store does not answer")
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
 
     registry = make_registry(store)
+    registry.register(app.state.heartbeats.gaps)
 
     @app.get("/metrics", tags=["metrics"], dependencies=[Depends(ANY)])
     def metrics() -> Response:
@@ -142,6 +158,7 @@ def app_from_env() -> FastAPI:
         blob_dir=Path(settings["blob_dir"]),
         max_blob_bytes=settings["max_blob_bytes"],
         heartbeat_interval_s=settings["heartbeat_interval_s"],
+        store_outage_s=settings["store_outage_s"],
     )
 
 
@@ -154,16 +171,19 @@ def serve(
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
     heartbeat_interval_s: float = 2.0,
     workers: int = 1,
+    store_outage_s: float = DEFAULT_OUTAGE_S,
 ) -> None:
     """Run migrations, then serve the API until SIGINT/SIGTERM.
 
     ``workers`` > 1 runs that many server processes on one port: replicas, as on several
-    machines, for a server that is busier than one core.
+    machines, for a server that is busier than one core. While the store is unavailable, requests
+    are answered 503 with Retry-After; after ``store_outage_s`` without it (at start too), the
+    server gives up with exit code :data:`~fleetyard.store.outage.EXIT_STORE_UNAVAILABLE`.
     """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    migrate.upgrade(db_url)
+    migrate.upgrade_when_available(db_url, Outage(store_outage_s))
     shown = sa.engine.make_url(db_url).render_as_string()
     log.info("fleetyard server on http://%s:%d, %d worker(s) (store %s)", host, port, workers, shown)
     # Long polls would hold a graceful shutdown for their whole wait; agents retry anyway.
@@ -181,10 +201,17 @@ def serve(
                 "blob_dir": str(blob_dir),
                 "max_blob_bytes": max_blob_bytes,
                 "heartbeat_interval_s": heartbeat_interval_s,
+                "store_outage_s": store_outage_s,
             }
         )
         uvicorn.run("fleetyard.server.app:app_from_env", factory=True, workers=workers, **common)
         return
     store = Store(db_url)
-    app = create_app(store, blob_dir=blob_dir, max_blob_bytes=max_blob_bytes, heartbeat_interval_s=heartbeat_interval_s)
+    app = create_app(
+        store,
+        blob_dir=blob_dir,
+        max_blob_bytes=max_blob_bytes,
+        heartbeat_interval_s=heartbeat_interval_s,
+        store_outage_s=store_outage_s,
+    )
     uvicorn.run(app, **common)

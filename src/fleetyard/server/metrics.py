@@ -17,7 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from fleetyard.domain.board import BoardState
 from fleetyard.store import tables as t
+from fleetyard.store.attempts import SWEPT_KEY
 from fleetyard.store.db import Store
+from fleetyard.store.settings import get_setting
 
 
 class StoreCollector:
@@ -89,7 +91,18 @@ class StoreCollector:
             e = t.board_events.c
             for r in conn.execute(sa.select(e.to_state, sa.func.count()).group_by(e.to_state)).all():
                 transitions.add_metric([r[0]], int(r[1]))
-        yield from (boards, hosts, jobs, in_use, nominal, attempts, transitions, breakers)
+            swept = CounterMetricFamily(
+                "fleetyard_attempts_swept",
+                "Attempts whose ranks had all ended that only the controller's sweeper settled (a bug if it grows).",
+                value=int(get_setting(conn, SWEPT_KEY, 0)),
+            )
+        yield from (boards, hosts, jobs, in_use, nominal, attempts, transitions, breakers, swept)
+        yield CounterMetricFamily(
+            "fleetyard_store_races_retried",
+            "Write transactions this server process ran again after the store aborted them for a deadlock"
+            " or a serialization failure.",
+            value=self.store.races_retried,
+        )
         yield GaugeMetricFamily(
             "fleetyard_scrape_seconds",
             "Seconds this scrape spent reading the store.",

@@ -6,7 +6,7 @@ that both apply the same pure decisions from :mod:`fleetyard.policy.outcomes`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,35 @@ from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcom
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
 from fleetyard.store import tables as t
 from fleetyard.store.boards import allocate_ranks, switch_board_state
-from fleetyard.store.db import insert_many
+from fleetyard.store.db import insert_many, lock_rows
 
 A = t.assignments
+_LOCKED = "fleetyard.locked_attempts"  # conn.info: (transaction, attempt ids it holds)
+# The settings key counting the attempts that only the controller's sweeper settled (settle_ended).
+SWEPT_KEY = "attempts.swept"
+
+
+def lock_attempts(conn: sa.Connection, attempt_ids: Iterable[int]) -> None:
+    """Hold these attempts' rows until the transaction ends, taken in id order.
+
+    Every path that ends a rank or settles an attempt takes its attempt first: under PostgreSQL's
+    READ COMMITTED, two transactions that each ended one rank of the same attempt would otherwise
+    each see the other's rank still running, and neither would settle it. Held, the second to
+    come reads the first one's committed end. Taken in one order (by id), two transactions that
+    end ranks of several attempts wait on each other, never in a cycle. SQLite has one writer at
+    a time: nothing to take there.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    txn = conn.get_transaction()
+    held_by, held = conn.info.get(_LOCKED, (None, set()))
+    if held_by is not txn:
+        held = set()
+    want = sorted(set(attempt_ids) - held)
+    if not want:
+        return
+    lock_rows(conn, t.attempts, want)
+    conn.info[_LOCKED] = (txn, held | set(want))
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,7 @@ def end_rank(
     exit_code: int | None = None,
     message: str | None = None,
     board_ok: bool = True,
+    probe_reason: str | None = None,
     result: dict[str, Any] | None = None,
     outputs: dict[str, str] | None = None,
     stop_siblings: bool = True,
@@ -102,6 +129,7 @@ def end_rank(
 
     A rank that already ended (a concurrent writer got there first) is left as it is.
     """
+    lock_attempts(conn, [a.attempt_id])
     res = conn.execute(
         A.update()
         .where(A.c.id == a.id, A.c.state != str(AssignmentState.EXITED))
@@ -124,7 +152,12 @@ def end_rank(
     ).first()
     if board is not None and board.attempt_id == a.attempt_id:
         if board.state == BoardState.ALLOCATED:
-            to, why = board_after_rank(outcome, board_ok=board_ok, drain_requested=board.drain_reason is not None)
+            to, why = board_after_rank(
+                outcome,
+                board_ok=board_ok,
+                drain_requested=board.drain_reason is not None,
+                probe_reason=probe_reason,
+            )
             # A user job counts towards the board's next L1 check (its own check does not).
             counted: dict[str, Any] = (
                 {} if board.check_job_id == a.job_id else {"jobs_since_l1": t.boards.c.jobs_since_l1 + 1}
@@ -153,6 +186,7 @@ def stop_ranks(
     conn: sa.Connection, attempt_id: int, *, at: float, reason: str, outcome: Outcome = Outcome.CANCELED
 ) -> list[int]:
     """Ask an attempt's live ranks to stop. Ranks no agent has seen yet end at once, as ``outcome``."""
+    lock_attempts(conn, [attempt_id])
     live = conn.execute(
         sa.select(A).where(A.c.attempt_id == attempt_id, A.c.state != str(AssignmentState.EXITED))
     ).all()
@@ -187,10 +221,15 @@ def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> No
         )
         return
     conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(cancel_requested=True, message=message))
-    live = conn.execute(
-        sa.select(t.attempts.c.id).where(t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING))
-    ).scalars()
-    for attempt_id in list(live):
+    live = sorted(
+        conn.execute(
+            sa.select(t.attempts.c.id).where(
+                t.attempts.c.job_id == job_id, t.attempts.c.state == str(AttemptState.RUNNING)
+            )
+        ).scalars()
+    )
+    lock_attempts(conn, live)
+    for attempt_id in live:
         stop_ranks(conn, attempt_id, at=at, reason=message)
         settle(conn, attempt_id, at=at)
 
@@ -198,6 +237,7 @@ def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> No
 def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float | None = None) -> JobState | None:
     """If every rank of the attempt has ended, end the attempt and decide its job's next state
     (a job that runs again waits until ``requeue_at`` when given)."""
+    lock_attempts(conn, [attempt_id])  # see lock_attempts: the ranks are read after every earlier end
     ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()
     if not ranks or any(r.state != AssignmentState.EXITED for r in ranks):
         return None
@@ -235,3 +275,20 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float
         values["finished_at"] = at
     conn.execute(t.jobs.update().where(t.jobs.c.id == job.id).values(**values))
     return state
+
+
+def settle_ended(conn: sa.Connection, *, at: float) -> list[int]:
+    """Settle every attempt of a running job whose ranks have all ended but that was never
+    settled: defence in depth, should a path that ends ranks ever miss it (on PostgreSQL, two
+    ranks ending at the same moment once left jobs running for good). Returns those it settled."""
+    at_, a, j = t.attempts.c, A.c, t.jobs.c
+    live_rank = sa.select(a.id).where(a.attempt_id == at_.id, a.state != str(AssignmentState.EXITED)).exists()
+    ended = sorted(
+        conn.execute(
+            sa.select(at_.id)
+            .join(t.jobs, j.id == at_.job_id)
+            .where(j.state == str(JobState.RUNNING), at_.state == str(AttemptState.RUNNING), ~live_rank)
+        ).scalars()
+    )
+    lock_attempts(conn, ended)
+    return [attempt_id for attempt_id in ended if settle(conn, attempt_id, at=at) is not None]

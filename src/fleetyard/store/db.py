@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from fleetyard.errors import BadRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# PostgreSQL aborts one of two transactions that wait on each other (deadlock_detected), and one
+# whose reads a concurrent commit invalidated (serialization_failure): both succeed run again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+WRITE_RETRIES = 6
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the store aborted a transaction for a race that running it again resolves."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether the store could not be reached or did not answer (down, restarting, cut off, or
+    still locked after the wait): worth waiting for, unlike a bug or a bad query."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    )
 
 
 def resolve_db_url(db: str | None, data_dir: Path) -> str:
@@ -70,7 +93,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN DEFERRED")
 
         return engine
-    return sa.create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, **kwargs)
+    return sa.create_engine(url, **{"pool_size": 20, "max_overflow": 20, "pool_pre_ping": True, **kwargs})
 
 
 # SQLite's own busy handler sleeps up to 100 ms between tries for a lock another process holds,
@@ -108,6 +131,10 @@ class Store:
         # SQLite has one writer at a time: this process's threads queue here, where a waiter
         # wakes the moment the lock is free, rather than polling SQLite's lock.
         self._write_lock = threading.Lock() if self.sqlite else None
+        # Run first in every write transaction (the controller's leader fence: see controller.leader).
+        self.before_write: Callable[[Connection], None] | None = None
+        # Transactions this process ran again after a deadlock or serialization failure (a metric).
+        self.races_retried = 0
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -118,12 +145,32 @@ class Store:
     def write(self) -> Iterator[Connection]:
         if self._write_lock is None:
             with self.engine.connect() as conn, conn.begin():
+                if self.before_write is not None:
+                    self.before_write(conn)
                 yield conn
             return
         with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(sqlite_write=True)
             with conn.begin():
+                if self.before_write is not None:
+                    self.before_write(conn)
                 yield conn
+
+    def transact(self, fn: Callable[[Connection], T], *, retries: int = WRITE_RETRIES) -> T:
+        """``fn`` in a write transaction; run again, after a short random pause, when PostgreSQL
+        aborted it for a deadlock or a serialization failure, so that a race never loses what
+        the caller writes. ``fn`` must do nothing outside the transaction it is given."""
+        for attempt in range(1, retries + 1):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == retries or not is_retryable(exc):
+                    raise
+                self.races_retried += 1
+                log.info("transaction aborted (%s); running it again", exc.orig.__class__.__name__)
+                time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         try:
@@ -140,6 +187,20 @@ class Store:
 def now() -> float:
     """The shell's clock. Policy code never calls this; it is given the time."""
     return time.time()
+
+
+def lock_rows(conn: Connection, table: sa.Table, ids: Iterable[Any]) -> None:
+    """Hold these rows of ``table`` (by its ``id``) until the transaction ends, taken in id order.
+
+    Every transaction that writes several rows of one table takes them in one order, so that two
+    of them never wait on each other in a cycle (PostgreSQL would abort one: a deadlock). SQLite
+    has one writer at a time: nothing to take there."""
+    if conn.dialect.name != "postgresql":
+        return
+    want = sorted(set(ids))
+    key = table.c.id
+    for part in (want[i : i + 5000] for i in range(0, len(want), 5000)):
+        conn.execute(sa.select(key).where(key.in_(part)).order_by(key).with_for_update())
 
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:

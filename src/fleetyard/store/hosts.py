@@ -9,7 +9,7 @@ from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.policy.liveness import back_from_offline
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import end_rank, settle
+from fleetyard.store.attempts import end_rank, lock_attempts, settle
 from fleetyard.store.boards import switch_board_state
 
 A = t.assignments
@@ -27,7 +27,8 @@ def end_live_ranks(
 ) -> None:
     """End every live rank on a host (as an infra error unless told otherwise) and settle their
     attempts; jobs that run again wait ``requeue_grace_s``."""
-    live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE))).all()
+    live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE)).order_by(A.c.id)).all()
+    lock_attempts(conn, {a.attempt_id for a in live})
     attempts = set()
     for a in live:
         end_rank(conn, a, outcome=outcome, at=at, message=reason)

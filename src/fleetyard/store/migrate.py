@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from fleetyard.store.db import make_engine, sqlite_path
+from fleetyard.store.db import is_unavailable, make_engine, sqlite_path
+from fleetyard.store.outage import Outage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number: serialises concurrent upgrades on one PostgreSQL database.
@@ -61,6 +63,21 @@ def _run(url: str, fn: str, revision: str) -> None:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database to ``revision`` (creating it on first use)."""
     _run(url, "upgrade", revision)
+
+
+def upgrade_when_available(url: str, outage: Outage) -> None:
+    """:func:`upgrade`, waiting for a store that is down (as a process starting beside a database
+    that restarts does), until ``outage`` gives up (:class:`~fleetyard.errors.StoreUnavailable`)."""
+    while True:
+        try:
+            upgrade(url)
+        except sa.exc.SQLAlchemyError as exc:
+            if not is_unavailable(exc):
+                raise
+            time.sleep(outage.failed(exc))
+            continue
+        outage.ok()
+        return
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -26,7 +26,7 @@ from fleetyard.protocol.agent import (
 )
 from fleetyard.store import inventory
 from fleetyard.store import tables as t
-from fleetyard.store.attempts import end_rank, settle
+from fleetyard.store.attempts import end_rank, lock_attempts, settle
 from fleetyard.store.boards import record_arrival, switch_board_state
 from fleetyard.store.db import Store, insert_ignore
 from fleetyard.store.hosts import LIVE, board_back, end_live_ranks, host_back, lose_host
@@ -50,7 +50,8 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
     serials = [b.serial for b in req.boards]
     if len(set(serials)) != len(serials):
         raise BadRequest("the agent reported the same board serial twice", detail={"serials": serials})
-    with store.write() as conn:
+
+    def write(conn: sa.Connection) -> None:
         host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
         values = {
             "state": str(HostState.ONLINE),
@@ -119,6 +120,8 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 actor=Actor.AGENT,
                 at=at,
             )
+
+    store.transact(write)  # run again if PostgreSQL aborts it for a deadlock
 
 
 def _arrive(
@@ -198,9 +201,12 @@ def leave(store: Store, *, principal: Principal, session: str, at: float) -> Non
     """The agent stops on purpose: no more work goes to its boards; what still runs there is
     re-queued as preempted (neither the job's nor the board's fault)."""
     host_id = agent_host(principal)
-    with store.write() as conn:
+
+    def write(conn: sa.Connection) -> None:
         _check_session(conn, host_id, session)
         lose_host(conn, host_id, reason="its agent stopped", at=at, outcome=Outcome.PREEMPTED)
+
+    store.transact(write)  # run again if PostgreSQL aborts it for a deadlock
 
 
 def hosts_with_pending(store: Store) -> set[str]:
@@ -266,16 +272,22 @@ def take_assignments(store: Store, *, principal: Principal, session: str, at: fl
 def apply_events(
     store: Store, *, principal: Principal, session: str, events: list[Event], at: float
 ) -> tuple[int, list[int]]:
-    """Apply a batch of rank events; returns how many changed something, and ranks to stop."""
+    """Apply a batch of rank events; returns how many changed something, and ranks to stop.
+    A transaction aborted for a deadlock is run again (:meth:`Store.transact`): no event is lost."""
     host_id = agent_host(principal)
     ids = sorted({e.assignment_id for e in events})
-    applied = 0
-    with store.write() as conn:
+
+    def apply(conn: sa.Connection) -> tuple[int, list[int]]:
+        applied = 0
         _check_session(conn, host_id, session)
         rows = {r.id: r for r in conn.execute(sa.select(A).where(A.c.id.in_(ids)))}
         foreign = [i for i in ids if i not in rows or rows[i].host_id != host_id]
         if foreign:
             raise Forbidden(f"assignments {foreign} do not belong to host {host_id}", detail={"ids": foreign})
+        if conn.dialect.name == "postgresql":
+            # Their attempts first, in one order (see lock_attempts); then the ranks as they are now.
+            lock_attempts(conn, {r.attempt_id for r in rows.values()})
+            rows = {r.id: r for r in conn.execute(sa.select(A).where(A.c.id.in_(ids)))}
         # A rank stopped because its attempt was preempted reports "canceled": it ends preempted.
         preempted = dict(
             conn.execute(
@@ -326,6 +338,7 @@ def apply_events(
                     exit_code=e.exit_code,
                     message=message,
                     board_ok=e.board_ok,
+                    probe_reason=e.probe_reason,
                     result=e.result,
                     outputs=e.outputs,
                 )
@@ -341,4 +354,6 @@ def apply_events(
         for attempt_id in sorted(to_settle):
             settle(conn, attempt_id, at=at)
         stop |= _to_cancel(conn, host_id)
-    return applied, sorted(stop)
+        return applied, sorted(stop)
+
+    return store.transact(apply)
