@@ -69,7 +69,29 @@ class _Answers:
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series say nothing a scrape needs
 
-GAP_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+# Fine just past the usual intervals (0.5, 1 and 2 s), where jitter shows; coarse towards the timeouts.
+GAP_BUCKETS_S = (
+    0.25,
+    0.5,
+    0.6,
+    0.75,
+    1.0,
+    1.1,
+    1.25,
+    1.5,
+    2.0,
+    2.1,
+    2.25,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+)
 
 
 class HeartbeatSink:
