@@ -189,3 +189,112 @@ def test_a_heartbeat_flush_racing_state_switches_waits_and_writes_every_report(p
         "h1-b0": ("drained", 41.0),
         "h1-b1": ("drained", 40.0),
     }
+
+
+def test_a_cancel_racing_the_binding_of_its_job_stops_the_attempt_it_was_given(
+    pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler binds a queued job while a cancel reads it queued. The cancel waits for the
+    binding and stops the attempt it made; unlocked, it marked the job canceled and finished
+    while its attempt went on running, unseen by the scheduler and the sweeper."""
+    from fleetyard.controller import scheduler
+
+    f = pg_fleet
+    f.register("h1")
+    job = f.call("POST", "/v1/jobs", f.user, json={"params": {"command": "sleep 60"}})
+    bound, commit = threading.Event(), threading.Event()
+    real = scheduler.bind_many
+
+    def held(conn: sa.Connection, new: Any, *, at: float, **kw: Any) -> Any:
+        ids = real(conn, new, at=at, **kw)
+        bound.set()
+        assert commit.wait(60)
+        return ids
+
+    monkeypatch.setattr(scheduler, "bind_many", held)
+    binding, binding_errors = _in_thread(lambda: f.rec.schedule(time.time()))
+    assert bound.wait(60)
+    cancel, cancel_errors = _in_thread(lambda: f.call("POST", f"/v1/jobs/{job['id']}/cancel", f.user))
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the cancel to wait for the binding")
+    commit.set()
+    binding.join(60)
+    cancel.join(60)
+    assert not binding_errors and not cancel_errors, (binding_errors, cancel_errors)
+    with f.store.read() as conn:
+        j = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job["id"])).one()
+        attempts = conn.execute(sa.select(t.attempts).where(t.attempts.c.job_id == job["id"])).all()
+        ranks = conn.execute(sa.select(t.assignments).where(t.assignments.c.job_id == job["id"])).all()
+    # The rank no agent had taken ends at once; the attempt settles, and the job with it.
+    assert [(a.state, a.outcome) for a in attempts] == [("finished", "canceled")]
+    assert [r.state for r in ranks] == ["exited"]
+    assert (j.state, j.outcome) == ("canceled", "canceled")
+    assert f.take("h1") == []
+
+
+def test_a_host_heard_from_while_it_is_judged_lost_stays(pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller reads a host silent past the grace while a server's flush writes the
+    heartbeat that ends the silence. Taking it offline waits for the flush, sees the heartbeat, and
+    leaves the host (and its boards and work) alone."""
+    from fleetyard.policy.liveness import Liveness
+    from fleetyard.server.heartbeats import HeartbeatSink
+
+    f = pg_fleet
+    f.register("h1")
+    f.rec = Reconciler(f.store, liveness_config=Liveness(unreachable_after_s=5, lost_after_s=10), watching_since=0.0)
+    sink = f.app.state.heartbeats
+    sink.flush()  # the server is known to be alive: its heartbeat writes count
+    with f.store.write() as conn:
+        conn.execute(t.hosts.update().where(t.hosts.c.id == "h1").values(last_heartbeat_at=time.time() - 100))
+    written, commit = threading.Event(), threading.Event()
+    real = HeartbeatSink._write
+
+    def held(self: HeartbeatSink, conn: sa.Connection, *args: Any) -> Any:
+        out = real(self, conn, *args)
+        written.set()
+        assert commit.wait(60)
+        return out
+
+    monkeypatch.setattr(HeartbeatSink, "_write", held)
+    f.call("POST", "/v1/agent/heartbeat", f.agents["h1"], json={"session": "s1"})
+    flush, flush_errors = _in_thread(sink.flush)
+    assert written.wait(60)
+    judged, judge_errors = _in_thread(lambda: f.rec.liveness(time.time()))
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the liveness pass to wait for the flush")
+    commit.set()
+    flush.join(60)
+    judged.join(60)
+    assert not flush_errors and not judge_errors, (flush_errors, judge_errors)
+    with f.store.read() as conn:
+        host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == "h1")).one()
+        boards = conn.execute(sa.select(t.boards.c.state).where(t.boards.c.host_id == "h1")).scalars().all()
+    assert host.state == "online" and host.last_heartbeat_at > time.time() - 60
+    assert boards == ["available"]
+
+
+def test_a_drain_racing_the_end_of_the_boards_rank_drains_it(pg_fleet: PgFleet) -> None:
+    """An operator drains a board while its rank ends. The drain waits for the end and drains the
+    board it released; unlocked, it read the board allocated, only marked it, and the end then
+    left it available with a drain reason: counted in service, never given work."""
+    f = pg_fleet
+    _, (r0, _) = _two_rank_job(f)
+    ended, commit = threading.Event(), threading.Event()
+
+    def end() -> None:
+        with f.store.write() as conn:
+            end_rank(conn, r0, outcome=Outcome.SUCCESS, at=time.time(), exit_code=0)
+            ended.set()
+            assert commit.wait(60)
+
+    ops = create_token(f.store.url, name="ops", role=Role.OPERATOR)
+    a, a_errors = _in_thread(end)
+    assert ended.wait(60)
+    drain, drain_errors = _in_thread(
+        lambda: f.call("POST", f"/v1/boards/{r0.board_id}/drain", ops, json={"reason": "cable swap"})
+    )
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the drain to wait for the rank's end")
+    commit.set()
+    a.join(60)
+    drain.join(60)
+    assert not a_errors and not drain_errors, (a_errors, drain_errors)
+    board = f.call("GET", f"/v1/boards/{r0.board_id}", f.user)
+    assert board["state"] == "drained" and "cable swap" in board["drain_reason"], board

@@ -127,6 +127,10 @@ class Healer:
                 b.drain_reason.is_(None),
                 t.hosts.c.state == "online",
             )
+            .order_by(b.id)
+            # Held as read: a drain committed meanwhile drops the board from this pass (PostgreSQL
+            # reads a row changed under FOR UPDATE again), not its check started on a drained board.
+            .with_for_update(of=t.boards)
         ).all()
         for f in free:
             job_id = start_check(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from fleetyard.controller.leader import Leadership, LeadershipLost, leader_store
 from fleetyard.controller.reconcile import Reconciler
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
+from fleetyard.errors import Conflict
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
 from fleetyard.policy.liveness import Liveness
 from fleetyard.store import migrate
@@ -125,6 +126,12 @@ def _lead(rec: Reconciler, leadership: Leadership, outage: Outage, *, tick_s: fl
             # Nothing half-applied survives a rollback: the next pass reads the store afresh. If the
             # store restarted, the lock went with the session: the next write's fence says so.
             stop.wait(outage.failed(exc))
+            continue
+        except Conflict as exc:
+            # A server-side writer (an operator's drain, an agent's report) changed a row after
+            # this pass read it: the pass is rolled back whole, and the next one reads afresh.
+            log.warning("a pass met a concurrent change (%s); passing again", exc.message)
+            stop.wait(tick_s)
             continue
         outage.ok()
         if started:

@@ -65,12 +65,19 @@ class Pipeliner:
         """One pass over every running run; how many runs ended."""
         ended = 0
         R = t.pipeline_runs
-        for run in conn.execute(sa.select(R).where(R.c.state == RUNNING).order_by(R.c.id)).all():
-            if self._run(conn, run, now):
+        for run_id in conn.execute(sa.select(R.c.id).where(R.c.state == RUNNING).order_by(R.c.id)).scalars().all():
+            if self._run(conn, run_id, now):
                 ended += 1
         return ended
 
-    def _run(self, conn: sa.Connection, run: Any, now: float) -> bool:
+    def _run(self, conn: sa.Connection, run_id: int, now: float) -> bool:
+        """One run's step, with its row held until the pass commits, as a cancel holds it
+        (:func:`fleetyard.server.services.pipelines.cancel`): a run canceled while this pass
+        waited is left alone, and a cancel that waited for this pass sees the jobs it queued."""
+        R = t.pipeline_runs
+        run = conn.execute(sa.select(R).where(R.c.id == run_id).with_for_update()).first()
+        if run is None or run.state != RUNNING:
+            return False
         spec = spec_of(run)
         rows = {i.name: i for i in instances(conn, run.id)}
         for i in rows.values():

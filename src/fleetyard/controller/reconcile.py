@@ -30,7 +30,7 @@ from fleetyard.store import tables as t
 from fleetyard.store.attempts import SWEPT_KEY, end_rank, settle, settle_ended
 from fleetyard.store.boards import switch_board_state, transitions
 from fleetyard.store.breakers import open_breakers, taken_out_since, trip
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, lock_rows
 from fleetyard.store.healing import CHECK_KIND, open_cases
 from fleetyard.store.hosts import lose_host
 from fleetyard.store.leases import expire_leases
@@ -121,6 +121,7 @@ class Reconciler:
                 HostView(r.id, HostState(r.state), r.last_heartbeat_at, r.registered_at)
                 for r in conn.execute(sa.select(h.id, h.state, h.last_heartbeat_at, h.registered_at))
             ]
+            heard = {v.id: v.last_heartbeat_at for v in hosts}
             judged = judge_hosts(hosts, now=now, liveness=lv, watching_since=self.watching_since)
             cutoff = now - lv.unreachable_after_s
             for host_id in judged.unreachable:
@@ -145,7 +146,21 @@ class Reconciler:
                 )
                 log.info("host %s reachable again", host_id)
             grace = lv.unreachable_after_s if self.requeue_grace_s is None else self.requeue_grace_s
-            for host_id in judged.lost:
+            for host_id in sorted(judged.lost):
+                # Only if still unheard since we read (a server may flush a heartbeat meanwhile):
+                # taken offline here, conditionally, before anything else of it changes.
+                still = conn.execute(
+                    t.hosts.update()
+                    .where(
+                        h.id == host_id,
+                        h.state != str(HostState.OFFLINE),
+                        h.last_heartbeat_at.is_not_distinct_from(heard[host_id]),
+                    )
+                    .values(state=str(HostState.OFFLINE), offline_since=now)
+                ).rowcount
+                if not still:
+                    log.info("host %s was heard from as it was judged lost: left as it is", host_id)
+                    continue
                 log.warning("host %s lost: no heartbeat for %.0f s", host_id, lv.lost_after_s)
                 lose_host(
                     conn,
@@ -338,11 +353,27 @@ class Reconciler:
                 if r.generation not in tripped and r.id not in on_ladder
             ]
             due = overdue(views, now=now, timeouts=self.timeouts)
+            read = {v.id: (v.state, v.since) for v in views}
+            lock_rows(conn, t.boards, [o.board for o in due])
+            now_in = {
+                r.id: (BoardState(r.state), r.state_changed_at)
+                for r in conn.execute(
+                    sa.select(t.boards.c.id, t.boards.c.state, t.boards.c.state_changed_at).where(
+                        t.boards.c.id.in_([o.board for o in due])
+                    )
+                )
+            }
+            acted = []
             for o in due:
+                if now_in.get(o.board) != read[o.board]:
+                    continue  # it moved on since it was judged (a drain, its host lost): not stuck
+                current = read[o.board][0]
                 for to in o.path:
-                    switch_board_state(conn, o.board, to, reason=o.reason, actor=Actor.POLICY, at=now)
+                    switch_board_state(conn, o.board, to, current=current, reason=o.reason, actor=Actor.POLICY, at=now)
+                    current = to
                 log.warning("board %s: %s", o.board, o.reason)
-        return due
+                acted.append(o)
+        return acted
 
     def _intake(self, conn: sa.Connection, failing: Sequence[Any], tripped: set[str], now: float) -> Intake:
         """Which failing boards the breaker lets the policy take out; trips it where it must."""

@@ -102,15 +102,19 @@ class Roller:
         ).scalars()
         targets: list[store.RolloutRow] = []
         for rollout_id in list(rows):
-            r = store.get(conn, rollout_id)
-            if r is None:
+            # Held until this pass commits, as pause, resume and abort hold it
+            # (fleetyard.server.services.rollouts._control): one waits for the other, and the
+            # state read here is the one the pass acts on (a rollout paused or aborted while this
+            # pass waited starts no drain, flash or wave).
+            r = store.get(conn, rollout_id, for_update=True)
+            if r is None or not (r.state.active or r.state is RolloutState.ABORTED):
                 continue
             # A pass goes on while its acts take effect at once (a drained board is flashed, a
             # gate passed starts the next wave): a step per board per pass, not per second.
             for _ in range(MAX_ROUNDS):
                 acts = _Pass(self.config, conn, r, now).run()
                 done += [(r.id, a) for a in acts]
-                r = store.get(conn, r.id) or r
+                r = store.get(conn, r.id, for_update=True) or r
                 if all(a.do is Do.REQUEUE for a in acts):
                     break
             if r.state in (RolloutState.RUNNING, RolloutState.PAUSED):

@@ -130,6 +130,9 @@ def end_rank(
     A rank that already ended (a concurrent writer got there first) is left as it is.
     """
     lock_attempts(conn, [a.attempt_id])
+    # The board too (after the attempt, as every path takes them): a drain or undrain committed
+    # meanwhile is seen below, not overwritten.
+    lock_rows(conn, t.boards, [a.board_id])
     res = conn.execute(
         A.update()
         .where(A.c.id == a.id, A.c.state != str(AssignmentState.EXITED))
@@ -203,8 +206,12 @@ def stop_ranks(
 
 def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> None:
     """Cancel a job: a queued one ends now; a running one ends when its agents have stopped its
-    ranks (ranks no agent has seen yet end at once). A finished job is left as it is."""
-    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id)).first()
+    ranks (ranks no agent has seen yet end at once). A finished job is left as it is.
+
+    The job is held first: a scheduler binding it, or an attempt settling it, cannot change it
+    between this read and the writes below. (Settling takes the attempt, then the job: a cancel
+    racing a settle may deadlock, and the one PostgreSQL aborts runs again: ``Store.transact``.)"""
+    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id).with_for_update()).first()
     if job is None or JobState(job.state).finished:
         return
     if job.state == JobState.QUEUED:

@@ -209,8 +209,11 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]])
         return 0
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return max(0, conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows).rowcount)
+    if conn.dialect.name == "postgresql":
+        # psycopg's rowcount is -1 here (SQLAlchemy's insertmanyvalues): the inserted keys count.
+        stmt = postgresql.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return len(conn.execute(stmt, rows).all())
+    return max(0, conn.execute(sqlite.insert(table).on_conflict_do_nothing(), rows).rowcount)
 
 
 def insert_many(conn: Connection, stmt: sa.Insert, rows: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "auto_approve",
     "declared_for",
     "found_boards",
+    "hold_for_arrivals",
     "is_synced",
     "stored_boards",
     "stored_hosts",
@@ -43,6 +44,23 @@ SYNCED_AT = "inventory.synced_at"
 
 IH, IB = t.inventory_hosts, t.inventory_boards
 _PG_SYNC_LOCK = 0x466C656574_10  # "Fleet", as store.migrate's and controller.leader's keys
+
+
+def hold_for_arrivals(conn: sa.Connection, serials: Collection[str]) -> None:
+    """Before a register reads the inventory to admit boards no agent reported before: wait for
+    a sync under way, and hold the next one off until this transaction ends (the shared form of
+    the sync's lock: registers do not wait for each other). The register then admits its new
+    boards under one whole inventory, and the sync after it finds them. Taken first, before any
+    row, so that no sync waits on a row this transaction holds while it waits for the sync.
+    Nothing to take when every board is known already (boards are never deleted) or on SQLite
+    (one writer at a time)."""
+    if conn.dialect.name != "postgresql" or not serials:
+        return
+    known = conn.execute(
+        sa.select(sa.func.count()).select_from(t.boards).where(t.boards.c.id.in_(list(serials)))
+    ).scalar_one()
+    if known < len(set(serials)):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _PG_SYNC_LOCK})
 
 
 def is_synced(conn: sa.Connection) -> bool:
@@ -104,7 +122,8 @@ def sync(conn: sa.Connection, inv: Inventory, *, by: str, at: float, dry_run: bo
     onboard. The caller's transaction holds it all: the tables, the settings, the approvals."""
     if not dry_run and conn.dialect.name == "postgresql":
         # Two syncs at once would both empty the tables and then insert the same serials; on
-        # SQLite the write transaction already serialises them. Held until this one commits.
+        # SQLite the write transaction already serialises them. Held until this one commits; a
+        # register admitting new boards holds the shared form (hold_for_arrivals).
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SYNC_LOCK})
     declared = inv.boards()
     found = found_boards(conn)

@@ -17,6 +17,18 @@ from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, PriorityClass, Que
 from fleetyard.store import tables as t
 from fleetyard.store.db import insert_ignore
 
+# Held by apply_config (exclusive) and by put_queue and delete_queue (shared): "Fleet", as
+# store.inventory's, store.migrate's and controller.leader's keys, with a number of its own.
+_PG_CONFIG_LOCK = 0x466C656574_11
+
+
+def _lock_config(conn: sa.Connection, *, shared: bool) -> None:
+    """Hold the queue configuration until this transaction ends: an apply alone (exclusive), or
+    any number of single-queue writes (shared). SQLite has one writer at a time: nothing to take."""
+    if conn.dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(sa.text(f"SELECT {fn}(:k)"), {"k": _PG_CONFIG_LOCK})
+
 
 def _spec(row: sa.Row[Any]) -> QueueSpec:
     m = row._mapping
@@ -68,7 +80,12 @@ def _row(spec: QueueSpec, *, by: str, at: float) -> dict[str, object]:
 
 
 def apply_config(conn: sa.Connection, config: QueueConfig, *, by: str, at: float) -> None:
-    """Replace every queue and priority class with ``config``'s (classes absent: the defaults)."""
+    """Replace every queue and priority class with ``config``'s (classes absent: the defaults).
+
+    Two applies at once take turns (on PostgreSQL the second would not see the rows the first
+    inserted: it would fail on their names, or leave the union of both), and a put or delete of
+    one queue waits for an apply or goes before it: the result is always one whole config."""
+    _lock_config(conn, shared=False)
     conn.execute(t.queues.delete())
     for spec in config.specs().values():
         conn.execute(t.queues.insert().values(**_row(spec, by=by, at=at)))
@@ -82,7 +99,8 @@ def apply_config(conn: sa.Connection, config: QueueConfig, *, by: str, at: float
 
 def put_queue(conn: sa.Connection, spec: QueueSpec, *, by: str, at: float) -> bool:
     """Create or replace one queue; True when it was new. Two operators racing both succeed, the
-    later write wins."""
+    later write wins; an apply of a whole config goes before or after, never in between."""
+    _lock_config(conn, shared=True)
     row = _row(spec, by=by, at=at)
     new = insert_ignore(conn, t.queues, [{**row, "nominal": {}}]) > 0
     conn.execute(t.queues.update().where(t.queues.c.name == spec.name).values(**row))
@@ -91,6 +109,7 @@ def put_queue(conn: sa.Connection, spec: QueueSpec, *, by: str, at: float) -> bo
 
 def delete_queue(conn: sa.Connection, name: str) -> None:
     """Remove a queue: its team becomes unlimited again."""
+    _lock_config(conn, shared=True)
     if conn.execute(t.queues.delete().where(t.queues.c.name == name)).rowcount == 0:
         raise NotFound(f"no queue {name!r} is configured (fleetyard queues ls lists them)")
 

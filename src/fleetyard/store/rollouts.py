@@ -26,6 +26,7 @@ __all__ = [
     "create",
     "get",
     "list_rollouts",
+    "lock_generation",
     "update",
     "update_board",
 ]
@@ -184,6 +185,22 @@ def list_rollouts(
     return [_row(r) for r in conn.execute(q)]
 
 
+# The first half of a per-generation advisory key (pg_advisory_xact_lock(int, int)): "Fley". The
+# two-key form is a space of its own, apart from the one-key locks (store.migrate, store.inventory,
+# controller.leader).
+_PG_GENERATION_LOCK = 0x466C6579
+
+
+def lock_generation(conn: sa.Connection, generation: str) -> None:
+    """Hold ``generation`` for starting a rollout until this transaction ends: two starts for one
+    generation take turns, so the second sees the first's rollout (one active per generation).
+    SQLite has one writer at a time: nothing to take there."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:gen))"), {"k": _PG_GENERATION_LOCK, "gen": generation}
+        )
+
+
 def active_on(conn: sa.Connection, generation: str) -> RolloutRow | None:
     """The generation's active rollout (running, paused or rolling back), if any."""
     r = conn.execute(
@@ -205,8 +222,15 @@ def update(conn: sa.Connection, rollout_id: int, *, at: float, **values: Any) ->
     conn.execute(R.update().where(R.c.id == rollout_id).values(updated_at=at, **values))
 
 
-def update_board(conn: sa.Connection, rollout_id: int, board_id: str, **values: Any) -> None:
-    """Change a rollout board's columns (``step`` as a :class:`Step` or its text)."""
+def update_board(
+    conn: sa.Connection, rollout_id: int, board_id: str, *, step_was: Step | None = None, **values: Any
+) -> bool:
+    """Change a rollout board's columns (``step`` as a :class:`Step` or its text); with
+    ``step_was``, only while the board is still at that step (the row as committed when the
+    update runs). Whether a row changed."""
     if "step" in values:
         values["step"] = str(values["step"])
-    conn.execute(RB.update().where(RB.c.rollout_id == rollout_id, RB.c.board_id == board_id).values(**values))
+    q = RB.update().where(RB.c.rollout_id == rollout_id, RB.c.board_id == board_id)
+    if step_was is not None:
+        q = q.where(RB.c.step == str(step_was))
+    return bool(conn.execute(q.values(**values)).rowcount)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fleetyard.domain.auth import Principal, Role
 from fleetyard.errors import BadRequest, Conflict, NotFound
 from fleetyard.store import tables as t
-from fleetyard.store.db import Store, now
+from fleetyard.store.db import Store, insert_ignore, now
 
 
 def hash_secret(secret: str) -> str:
@@ -31,8 +31,6 @@ def insert_token(
     conn: sa.Connection, *, name: str, role: Role, team: str | None = None, host: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     _check_binding(role, team, host)
-    if conn.execute(sa.select(t.tokens.c.name).where(t.tokens.c.name == name)).first():
-        raise Conflict(f"a token named {name!r} exists already; revoke it or pick another name")
     secret = "fy_" + secrets.token_urlsafe(32)
     row = {
         "name": name,
@@ -43,7 +41,10 @@ def insert_token(
         "created_at": now(),
         "revoked_at": None,
     }
-    conn.execute(t.tokens.insert().values(**row))
+    # The name is the key (a revoked token keeps its name): a create racing another of the same
+    # name waits for it, then finds the name taken, and answers 409 as a create after it would.
+    if not insert_ignore(conn, t.tokens, [row]):
+        raise Conflict(f"a token named {name!r} exists already; revoke it or pick another name")
     return secret, row
 
 

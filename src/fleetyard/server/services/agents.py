@@ -28,7 +28,7 @@ from fleetyard.store import inventory
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, lock_attempts, settle
 from fleetyard.store.boards import record_arrival, switch_board_state
-from fleetyard.store.db import Store, insert_ignore
+from fleetyard.store.db import Store, insert_ignore, lock_rows
 from fleetyard.store.hosts import LIVE, board_back, end_live_ranks, host_back, lose_host
 
 A = t.assignments
@@ -52,6 +52,8 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
         raise BadRequest("the agent reported the same board serial twice", detail={"serials": serials})
 
     def write(conn: sa.Connection) -> None:
+        # New boards are admitted against the inventory: no sync may change it under this read.
+        inventory.hold_for_arrivals(conn, serials)
         host = conn.execute(sa.select(t.hosts).where(t.hosts.c.id == host_id)).first()
         values = {
             "state": str(HostState.ONLINE),
@@ -121,7 +123,16 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 at=at,
             )
 
-    store.transact(write)  # run again if PostgreSQL aborts it for a deadlock
+    try:
+        store.transact(write)  # run again if PostgreSQL aborts it for a deadlock
+    except sa.exc.IntegrityError as exc:
+        # Another register committed the first registration of this host, or of one of its
+        # boards, while this one inserted it too (PostgreSQL; on SQLite one writes at a time):
+        # the key refused this insert. Once more: the row is there now, and this register updates
+        # it as any later one does (the last register of a host wins).
+        if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
+            raise
+        store.transact(write)
 
 
 def _arrive(
@@ -203,6 +214,10 @@ def leave(store: Store, *, principal: Principal, session: str, at: float) -> Non
     host_id = agent_host(principal)
 
     def write(conn: sa.Connection) -> None:
+        # The session is checked with the host row held (PostgreSQL): a register of a new session
+        # commits before this read or waits for this leave, so a late leave of an old agent
+        # process is refused rather than take the new session's host offline.
+        lock_rows(conn, t.hosts, [host_id])
         _check_session(conn, host_id, session)
         lose_host(conn, host_id, reason="its agent stopped", at=at, outcome=Outcome.PREEMPTED)
 

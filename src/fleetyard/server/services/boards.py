@@ -16,7 +16,7 @@ from fleetyard.server.services.views import board_out, event_out, host_out
 from fleetyard.store import board_ops, healing
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, lock_rows
 
 
 def list_hosts(store: Store, *, state: str | None = None) -> list[HostOut]:
@@ -77,6 +77,7 @@ def get_board(store: Store, *, board_id: str) -> BoardOut:
 def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
     """Keep new work off a board. An allocated board finishes its attempt first."""
     with store.write() as conn:
+        lock_rows(conn, t.boards, [board_id])  # the state read below is the one written from
         b = _board(conn, board_id)
         why = f"drained by {principal.name}: {reason}"
         conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(drain_reason=why))
@@ -92,6 +93,7 @@ def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at:
 def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
     """Return a drained (or suspect) board to service."""
     with store.write() as conn:
+        lock_rows(conn, t.boards, [board_id])  # the state read below is the one written from
         b = _board(conn, board_id)
         state = BoardState(b.state)
         why = f"undrained by {principal.name}: {reason}"

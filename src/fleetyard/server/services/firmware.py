@@ -20,7 +20,7 @@ from fleetyard.protocol.api import FirmwareIn, FirmwareOut
 from fleetyard.server.services.audit import note
 from fleetyard.store import tables as t
 from fleetyard.store.blobs import BlobStore, check_digest
-from fleetyard.store.db import Store
+from fleetyard.store.db import Store, insert_ignore
 
 F = t.firmware_images
 
@@ -62,39 +62,40 @@ def push(store: Store, blobs: BlobStore, *, principal: Principal, req: FirmwareI
             f"this image is version {header['version']}, not {req.version}: push it as {header['version']}",
             detail={"image_version": header["version"], "version": req.version},
         )
+    this = sa.select(F).where(F.c.generation == req.generation, F.c.version == req.version)
     with store.write() as conn:
-        found = conn.execute(sa.select(F).where(F.c.generation == req.generation, F.c.version == req.version)).first()
-        if found is not None:
-            if found.sha256 != sha:
-                raise Conflict(
-                    f"{req.generation} firmware {req.version} is registered already with other bytes "
-                    f"(sha256 {found.sha256}); a version names one image: push this one as a new version",
-                    detail={"sha256": found.sha256},
+        found = conn.execute(this).first()
+        if found is None:
+            row = {
+                "generation": req.generation,
+                "version": req.version,
+                "sha256": sha,
+                "size": blobs.path(sha).stat().st_size,
+                "notes": req.notes,
+                "hardware_revisions": req.hardware_revisions,
+                "uploaded_by": principal.name,
+                "uploaded_at": at,
+            }
+            # (generation, version) is unique: a push racing another of the same version waits
+            # for it, then finds the version registered, as a push after it would.
+            if insert_ignore(conn, F, [row]):
+                note(
+                    conn,
+                    principal,
+                    "firmware.push",
+                    f"{req.generation}/{req.version}",
+                    at=at,
+                    detail={"sha256": sha, "notes": req.notes, "hardware_revisions": req.hardware_revisions},
                 )
-            return _out(found)
-        note(
-            conn,
-            principal,
-            "firmware.push",
-            f"{req.generation}/{req.version}",
-            at=at,
-            detail={"sha256": sha, "notes": req.notes, "hardware_revisions": req.hardware_revisions},
-        )
-        conn.execute(
-            F.insert().values(
-                generation=req.generation,
-                version=req.version,
-                sha256=sha,
-                size=blobs.path(sha).stat().st_size,
-                notes=req.notes,
-                hardware_revisions=req.hardware_revisions,
-                uploaded_by=principal.name,
-                uploaded_at=at,
+                return _out(conn.execute(this).one())
+            found = conn.execute(this).one()  # it committed while this insert waited for it
+        if found.sha256 != sha:
+            raise Conflict(
+                f"{req.generation} firmware {req.version} is registered already with other bytes "
+                f"(sha256 {found.sha256}); a version names one image: push this one as a new version",
+                detail={"sha256": found.sha256},
             )
-        )
-        return _out(
-            conn.execute(sa.select(F).where(F.c.generation == req.generation, F.c.version == req.version)).one()
-        )
+        return _out(found)
 
 
 def list_images(store: Store, *, generation: str | None = None) -> list[FirmwareOut]:

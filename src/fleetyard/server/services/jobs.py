@@ -108,7 +108,8 @@ def list_jobs(
 
 def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> JobOut:
     """Cancel a queued job at once; a running one stops when its agents have killed its ranks."""
-    with store.write() as conn:
+
+    def cancel_in(conn: sa.Connection) -> JobOut:
         job = _job_row(conn, job_id)
         if principal.role is Role.AGENT or (principal.role is Role.USER and job.team != principal.team):
             raise Forbidden(f"token {principal.name!r} may not cancel job {job_id} of team {job.team!r}")
@@ -120,6 +121,8 @@ def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> Job
             # for (once: a second cancel of a running job that is stopping changes nothing).
             note(conn, principal, "job.cancel", str(job_id), at=at, detail={"owner": job.owner, "team": job.team})
         return job_out(_job_row(conn, job_id))
+
+    return store.transact(cancel_in)
 
 
 def logs(store: Store, *, job_id: int, after: int = 0, limit: int = 5000) -> LogsOut:

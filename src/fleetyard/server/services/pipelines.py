@@ -93,8 +93,9 @@ def _out(conn: sa.Connection, row: Any, *, stages: bool) -> PipelineRunOut:
     return out
 
 
-def _row(conn: sa.Connection, run_id: int) -> Any:
-    row = conn.execute(sa.select(R).where(R.c.id == run_id)).first()
+def _row(conn: sa.Connection, run_id: int, *, for_update: bool = False) -> Any:
+    q = sa.select(R).where(R.c.id == run_id)
+    row = conn.execute(q.with_for_update() if for_update else q).first()
     if row is None:
         raise NotFound(f"no pipeline run {run_id} (fleetyard pipeline ls)", detail={"id": run_id})
     return row
@@ -114,8 +115,15 @@ def list_runs(store: Store, *, state: str | None = None, limit: int = 50) -> lis
 
 
 def cancel(store: Store, *, principal: Principal, run_id: int, at: float) -> PipelineRunOut:
-    with store.write() as conn:
-        row = _row(conn, run_id)
+    """Cancel a running run: its stage jobs stop, its waiting and running stages are skipped.
+    Run again when PostgreSQL aborts it for a deadlock (``Store.transact``): a stage job's stop
+    takes the job, then its attempt, while an attempt that settles takes them the other way."""
+
+    def cancel_in(conn: sa.Connection) -> PipelineRunOut:
+        # Held until the cancel commits, as the controller's pipeline pass holds it
+        # (fleetyard.controller.pipelines): the stages read below include every job a pass
+        # queued, and no pass starts one for this run after.
+        row = _row(conn, run_id, for_update=True)
         if principal.role is Role.USER and row.owner != principal.name:
             raise Forbidden(f"pipeline run {run_id} is {row.owner}'s: only its owner or staff cancel it")
         if row.state != RUNNING:
@@ -132,3 +140,5 @@ def cancel(store: Store, *, principal: Principal, run_id: int, at: float) -> Pip
         )
         note(conn, principal, "pipeline.cancel", str(run_id), at=at)
         return _out(conn, _row(conn, run_id), stages=True)
+
+    return store.transact(cancel_in)

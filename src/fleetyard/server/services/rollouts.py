@@ -130,6 +130,9 @@ def start(store: Store, *, principal: Principal, req: RolloutIn, at: float) -> R
                 f"--version {version}); registered: {', '.join(listed) or 'none'}",
                 detail={"generation": gen, "version": version, "registered": listed},
             )
+        # Two starts for one generation take turns from here to their commit (PostgreSQL; SQLite
+        # has one writer): the second then sees the first's rollout and is refused.
+        rs.lock_generation(conn, gen)
         busy = rs.active_on(conn, gen)
         if busy is not None:
             raise Conflict(
@@ -213,7 +216,14 @@ def _hand_back_draining(conn: sa.Connection, r: rs.RolloutRow, *, at: float, why
         if x.step not in (Step.DRAINING, Step.REVERT_DRAINING):
             continue
         back = Step.PENDING if x.step is Step.DRAINING else Step.REVERT_PENDING
-        rs.update_board(conn, r.id, x.board_id, step=back, step_at=at, message="handed back: the rollout was aborted")
+        # Only from the step read: a board the controller's pass moved on (to flashing) finishes
+        # that step, and keeps its drain. (The pass holds the rollout row, as this abort does,
+        # so it cannot be half way; this holds even so.)
+        if not rs.update_board(
+            conn, r.id, x.board_id, step_was=x.step, step=back, step_at=at,
+            message="handed back: the rollout was aborted",
+        ):  # fmt: skip
+            continue
         board = conn.execute(sa.select(b.state, b.drain_reason).where(b.id == x.board_id)).first()
         if board is None or not (board.drain_reason or "").startswith(f"rollout {r.id}:"):
             continue  # an operator's own drain stays
