@@ -137,6 +137,8 @@ class _Pass:
     # ---- reading
 
     def _boards(self) -> dict[str, Any]:
+        # Held, in id order, until the pass commits: an operator's drain or undrain (which holds
+        # the board too) comes before the pass reads it or after the pass wrote it, never between.
         b = t.boards.c
         ids = list(self.rows)
         return {
@@ -144,7 +146,10 @@ class _Pass:
             for r in self.conn.execute(
                 sa.select(
                     b.id, b.state, b.attempt_id, b.job_id, b.drain_reason, b.firmware, b.check_due, b.check_job_id
-                ).where(b.id.in_(ids))
+                )
+                .where(b.id.in_(ids))
+                .order_by(b.id)
+                .with_for_update()
             )
         }
 
