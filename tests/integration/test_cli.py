@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -59,7 +59,21 @@ def test_jobs_and_boards_commands(sqlite_stack: Stack, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no job 99999" in missing.stderr
 
 
+def _as_a_background_job() -> Callable[[], None]:
+    """A ``preexec_fn``: the child starts as a background job of a shell without job control does,
+    SIGINT ignored (which Python then leaves ignored), and, for the test, dies with the test."""
+    with_parent = die_with_parent(signal.SIGKILL)  # made here: it names this process as the parent
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if with_parent is not None:
+            with_parent()
+
+    return preexec
+
+
 def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops it, even started with SIGINT ignored, as CI runners and scripts do."""
     port = free_port()
     env = {
         **os.environ,
@@ -92,7 +106,7 @@ def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        preexec_fn=die_with_parent(signal.SIGKILL),
+        preexec_fn=_as_a_background_job(),
     )
     try:
         config = tmp_path / "cfg" / "fleetyard" / "config.json"

@@ -147,6 +147,10 @@ def _banner(server: str, data_dir: Path, config: Path, hosts: int, boards: int, 
 @contextmanager
 def _signals() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C stops the fleet, even where `up` was started with SIGINT ignored (a background job of
+    # a shell without job control inherits that, and Python then leaves it ignored): the fleet
+    # would otherwise outlive the session that asked it to stop.
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
