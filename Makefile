@@ -73,7 +73,7 @@ test: venv postgres chromium lint typecheck
 
 # `make test` runs the long scenarios bounded (the suite's budget: 12 minutes on 2 cores).
 test-long: venv postgres
-	FLEETYARD_TEST_LONG=1 $(BIN)/pytest -n 3 --dist worksteal -m long tests/
+	FLEETYARD_TEST_LONG=1 $(BIN)/pytest -n 3 --dist worksteal -m "long or one_store" tests/
 
 demo: venv
 	$(BIN)/fleetyard up --demo

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import PostgresCluster, Stack, running_stack
+from tests.long import FULL
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'fleetyard.db'}"
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
     return cluster.new_database()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Bounded runs take a ``one_store`` test on its one store (see tests/long.py)."""
+    if FULL:
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_store")
+        callspec = getattr(item, "callspec", None)
+        store = callspec.params.get("db_url") if callspec is not None else None
+        (drop if marker is not None and store is not None and store != marker.args[0] else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

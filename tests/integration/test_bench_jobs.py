@@ -7,6 +7,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ import models
 FAST = {"warmup_s": 0.0, "min_duration_s": 0.2, "min_queries": 50}
 
 
+@pytest.mark.one_store("sqlite")
 def test_bench_job_reports_percentiles_and_the_cli_gates_on_the_verdict(stack: Stack, tmp_path: Path) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g2")
     path = models.save(models.mlp(batch="batch"), tmp_path / "mlp.onnx")

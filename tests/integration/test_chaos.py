@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.fast_health import FAST_HEALTH_YAML
 from tests.integration.harness import Stack, wait_for
 
@@ -22,6 +24,7 @@ HOSTS = 8
 FAULTS = {"h1": "hang", "h2": "crash", "h3": "ecc_storm", "h4": "silent_corruption", "h5": "bus_drop"}
 
 
+@pytest.mark.one_store("postgres")
 def test_chaos_every_job_completes_and_every_faulty_board_ends_healed_or_quarantined(stack: Stack) -> None:
     stack.health_yaml = CHAOS_HEALTH
     stack.host_timeout_s = 10.0  # h6's agent is killed: lost after 10 s of silence (production: a minute)

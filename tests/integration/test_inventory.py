@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fleetyard.domain.auth import Role
 from fleetyard.drivers.sim import SimDriver
 from fleetyard.store.tokens import create_token
@@ -49,6 +51,7 @@ def cli(stack: Stack, *args: str, token: str = "ops") -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.one_store("postgres")
 def test_an_inventory_decides_which_found_boards_onboard(stack: Stack) -> None:
     stack.setup()
     stack.start_server()

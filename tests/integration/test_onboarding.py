@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.firmware_image import sim_image
 from fleetyard.store.boards import switch_board_state
@@ -62,6 +64,7 @@ def settled(stack: Stack, board_id: str, timeout: float = 30.0) -> dict[str, Any
     )
 
 
+@pytest.mark.one_store("postgres")
 def test_a_repaired_board_is_flashed_to_the_standard_and_burnt_in_before_service(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g1")
     [b] = [x["id"] for x in stack.boards(host="h1")]

@@ -70,7 +70,7 @@ def test_a_database_outage_mid_run_is_ridden_out_by_every_process(own_cluster: P
         stack.start_agent("h1")
         stack.start_agent("h2")
         wait_for(lambda: _leaders(db_url) == 1, what="one controller to lead")
-        ids = _submit(stack, 24, 1.0)
+        ids = _submit(stack, 12, 1.0)
         wait_for(lambda: any(stack.job(i)["state"] == "running" for i in ids), what="jobs running")
 
         own_cluster.halt()
@@ -96,19 +96,19 @@ def test_agents_fail_over_when_a_server_replica_dies(pg_cluster: PostgresCluster
     """The agents know both replicas; the one they talk to is killed. A reconnect, not a host
     loss: no board goes offline and nothing runs twice, though the silence of a host that knew only
     the dead replica would outlast the host timeout."""
-    with running_stack(pg_cluster.new_database(), tmp_path, host_unreachable_s=3.0, host_timeout_s=12.0) as stack:
+    with running_stack(pg_cluster.new_database(), tmp_path, host_unreachable_s=3.0, host_timeout_s=10.0) as stack:
         stack.setup()
         stack.start_server()
         stack.start_server(name="server-2")
         stack.start_controller()
         for host in ("h1", "h2"):
             stack.start_agent(host, servers=["server", "server-2"])
-        ids = _submit(stack, 12, 1.5)
+        ids = _submit(stack, 8, 1.5)
         wait_for(lambda: any(stack.job(i)["state"] == "running" for i in ids), what="jobs running")
         stack.procs["server"].kill9()
         killed = time.monotonic()
         stack.use_server("server-2")
-        later = _submit(stack, 6, 0.5, first=100)
+        later = _submit(stack, 4, 0.5, first=100)
         _assert_each_ran_once(stack, ids)
         _assert_each_ran_once(stack, later, first=100)
         # Past the host timeout since the kill: long enough for a lost host to be noticed.

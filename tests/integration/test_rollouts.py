@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fleetyard.domain.firmware_image import sim_image
 from tests.integration.harness import Stack, wait_for
 
@@ -66,6 +68,7 @@ def test_a_good_image_rolls_out_wave_by_wave(sqlite_stack: Stack) -> None:
     assert audit and audit[0]["target"] == f"rollout/{r['id']}"
 
 
+@pytest.mark.one_store("postgres")
 def test_a_bad_image_fails_and_every_flashed_board_goes_back(stack: Stack) -> None:
     stack.start(hosts=2, driver="sim:4:sim-g1")
     _push(stack, OLD)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.integration.harness import Stack, wait_for
 
@@ -31,6 +32,7 @@ def _ranks(stack: Stack, job_id: int) -> list[dict[str, Any]]:
     return list(stack.ok("GET", f"/v1/jobs/{job_id}/results")["ranks"])
 
 
+@pytest.mark.one_store("sqlite")
 def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:2:sim-g1")
     artifact = _push_model(stack)

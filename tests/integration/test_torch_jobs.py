@@ -31,6 +31,7 @@ def _arrays(stack: Stack, sha: str) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
+@pytest.mark.one_store("sqlite")
 def test_run_job_of_a_pt2_matches_torch_eager(stack: Stack, tmp_path: Path) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g1")
     path, module = _exported_mlp(tmp_path / "mlp.pt2")

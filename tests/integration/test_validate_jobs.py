@@ -19,6 +19,7 @@ from fleetyard.cli.repro import repro
 from fleetyard.cli.validate import validate
 
 
+@pytest.mark.one_store("sqlite")
 def test_validate_job_passes_and_a_corrupting_board_stands_out(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
