@@ -870,3 +870,17 @@ def test_a_repaired_board_serves_again_once_it_passes_its_burn_in(fleet: Fleet) 
     hist = fleet.client.get("/v1/boards/h1-b0/history", headers=fleet.h(fleet.user)).json()
     assert [(e["to_state"], e["actor"]) for e in hist[:2]] == [("available", "policy"), ("onboarding", "operator")]
     assert hist[0]["reason"] == "passed its L3 burn-in"
+
+
+def test_a_store_that_does_not_answer_gets_a_503_with_retry_after_not_a_500(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def down(*a: object, **kw: object) -> object:
+        raise sa.exc.OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(fleet.store.engine, "connect", down)
+    r = fleet.client.get("/v1/jobs", headers=fleet.h(fleet.user))
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+    assert r.json()["error"]["code"] == "store_unavailable"
+    assert "GET /v1/jobs: answered 503" in caplog.text and "connection refused" in caplog.text
+    assert fleet.client.get("/readyz").status_code == 503

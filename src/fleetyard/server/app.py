@@ -106,11 +106,14 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
-    def _store_error(_: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+    def _store_error(request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
         # The database is down, restarting or cut off (or aborted a race more often than we
         # retry): the request may succeed in a moment. Anything else is a bug: a 500.
         if not (is_unavailable(exc) or is_retryable(exc)):
             raise exc
+        # Said in the log, for the operator (a race lost is not an outage): the first line only.
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        log.warning("%s %s: answered 503: %s: %s", request.method, request.url.path, type(exc).__name__, cause)
         answer = _error(503, StoreUnavailable.code, f"the store is unavailable ({type(exc).__name__}): try again")
         answer.headers["Retry-After"] = str(RETRY_AFTER_S)
         return answer
