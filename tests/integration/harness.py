@@ -173,6 +173,9 @@ def sweep_stale_clusters(tmp: str | None = None) -> list[Path]:
             owner = int((d / "owner").read_text())
         except (OSError, ValueError):
             owner = None
+            with contextlib.suppress(OSError):
+                if time.time() - d.stat().st_mtime < 120:
+                    continue  # just made: its owner file is being written (a cluster starting)
         if owner is not None and _alive(owner):
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
