@@ -76,7 +76,8 @@ def get_board(store: Store, *, board_id: str) -> BoardOut:
 
 def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
     """Keep new work off a board. An allocated board finishes its attempt first."""
-    with store.write() as conn:
+
+    def drain_in(conn: sa.Connection) -> BoardOut:
         lock_rows(conn, t.boards, [board_id])  # the state read below is the one written from
         b = _board(conn, board_id)
         why = f"drained by {principal.name}: {reason}"
@@ -89,10 +90,13 @@ def drain(store: Store, *, board_id: str, reason: str, principal: Principal, at:
         note(conn, principal, "board.drain", board_id, at=at, reason=reason, detail={"state": str(state)})
         return board_out(_board(conn, board_id))
 
+    return store.transact(drain_in)  # run again if PostgreSQL aborts it for a deadlock
+
 
 def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
     """Return a drained (or suspect) board to service."""
-    with store.write() as conn:
+
+    def undrain_in(conn: sa.Connection) -> BoardOut:
         lock_rows(conn, t.boards, [board_id])  # the state read below is the one written from
         b = _board(conn, board_id)
         state = BoardState(b.state)
@@ -109,6 +113,8 @@ def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, a
         conn.execute(t.boards.update().where(t.boards.c.id == board_id).values(drain_reason=None))
         note(conn, principal, "board.undrain", board_id, at=at, reason=reason, detail={"state": str(state)})
         return board_out(_board(conn, board_id))
+
+    return store.transact(undrain_in)  # run again if PostgreSQL aborts it for a deadlock
 
 
 def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
