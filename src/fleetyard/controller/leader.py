@@ -86,7 +86,9 @@ class Leadership:
             raise LeadershipLost("the session that held the leader lock ended: another controller may lead")
 
     def still_held(self) -> bool:
-        """Whether this controller still leads (False also when the store cannot tell now)."""
+        """Whether this controller still leads. A store that cannot tell now raises its error: a
+        blip is ridden out like any other (the caller's backoff), not taken for a lost lead; a
+        session that did end holds no lock, and the next check says so."""
         if self.store.sqlite:
             return self._file is not None
         if not self._held:
@@ -95,7 +97,7 @@ class Leadership:
             with self.store.read() as conn:
                 self.fence(conn)
             return True
-        except (LeadershipLost, sa.exc.SQLAlchemyError):
+        except LeadershipLost:
             return False
 
     def release(self) -> None:

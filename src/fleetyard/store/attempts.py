@@ -130,9 +130,6 @@ def end_rank(
     A rank that already ended (a concurrent writer got there first) is left as it is.
     """
     lock_attempts(conn, [a.attempt_id])
-    # The board too (after the attempt, as every path takes them): a drain or undrain committed
-    # meanwhile is seen below, not overwritten.
-    lock_rows(conn, t.boards, [a.board_id])
     res = conn.execute(
         A.update()
         .where(A.c.id == a.id, A.c.state != str(AssignmentState.EXITED))
@@ -148,10 +145,12 @@ def end_rank(
     )
     if res.rowcount != 1:
         return []
+    # The board held as it is read (after the attempt, as every path takes them): a drain or
+    # undrain committed meanwhile is seen here, not overwritten.
     board = conn.execute(
-        sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason, t.boards.c.check_job_id).where(
-            t.boards.c.id == a.board_id
-        )
+        sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason, t.boards.c.check_job_id)
+        .where(t.boards.c.id == a.board_id)
+        .with_for_update()
     ).first()
     if board is not None and board.attempt_id == a.attempt_id:
         if board.state == BoardState.ALLOCATED:
