@@ -320,6 +320,41 @@ def test_agent_restart_ends_old_session_work(fleet: Fleet) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
 
 
+def move(fleet: Fleet, serial: str, to: str) -> None:
+    """The agent of ``to`` finds board ``serial`` (it was moved there) and registers it alone."""
+    board = {"serial": serial, "generation": "sim-g1", "slot": 0, "firmware": "1.0", "device": "sim:0"}
+    body = {"host": to, "session": "s1", "driver": "sim:1", "agent_version": "t", "boards": [board]}
+    r = fleet.client.post("/v1/agent/register", json=body, headers=fleet.h(fleet.agents[to]))
+    assert r.status_code == 200, r.text
+
+
+def test_a_board_moved_to_another_host_ends_the_rank_left_on_the_old_one_and_its_job_runs_again(
+    fleet: Fleet,
+) -> None:
+    fleet.register("h1", n=2)
+    job = fleet.submit()
+    assert fleet.rec.schedule(time.time()) == 1
+    [a] = fleet.take("h1")
+    fleet.events("h1", finish(a)[:1])  # started
+    move(fleet, a["board_id"], to="h2")
+    detail = fleet.job(job["id"])
+    assert detail["state"] == "queued"
+    [first] = detail["attempt_list"]
+    assert first["outcome"] == "infra_error"
+    # The old host's agent, still running it, is told to stop.
+    assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
+    # The board, reseated elsewhere, must pass a check before it serves again; the job runs again
+    # on the board left on h1.
+    board = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
+    assert (board["host_id"], board["state"]) == ("h2", "suspect")
+    assert "moved from host h1 to h2" in board["state_reason"]
+    assert fleet.rec.schedule(time.time()) == 1
+    [b] = fleet.take("h1")
+    assert b["job_id"] == job["id"] and b["board_id"] != a["board_id"]
+    fleet.events("h1", finish(b))
+    assert fleet.job(job["id"])["state"] == "succeeded"
+
+
 def test_cancel(fleet: Fleet) -> None:
     fleet.register("h1", n=1)
     queued = fleet.submit(boards=1, generations=["sim-g1"])

@@ -359,16 +359,19 @@ class SchedulerShell:
         return started
 
     def _bind(self, conn: sa.Connection, p: Plan, ctx: dict[str, Any], now: float) -> int:
-        # Hold what we bind. A drain, cancel or another binding that got in first drops it for this pass.
+        # Hold what we bind. A drain, cancel or another binding that got in first drops it for this
+        # pass; so does a board that moved to another host since the read (its rank would be
+        # addressed to a host that no longer has it).
+        boards, attempts = self._pool.boards if self._pool is not None else {}, self._attempts
         held_boards = self._hold(
             conn,
             t.boards.c.id,
             [i for b in p.bindings for i in b.board_ids],
             sa.and_(t.boards.c.state == str(BoardState.AVAILABLE), t.boards.c.drain_reason.is_(None)),
+            same=(t.boards.c.host_id, {i: v.host for i, v in boards.items()}),
         )
         queued = t.jobs.c.state == str(JobState.QUEUED)
         held_jobs = self._hold(conn, t.jobs.c.id, [b.job_id for b in p.bindings], queued)
-        boards, attempts = self._pool.boards if self._pool is not None else {}, self._attempts
         new = [
             NewAttempt(b.job_id, attempts[b.job_id] + 1, tuple((i, boards[i].host) for i in b.board_ids))
             for b in p.bindings
@@ -383,19 +386,32 @@ class SchedulerShell:
             self._leave(job_id)  # running once this commits (if it does not, the next read puts it back)
         return len(new)
 
-    def _hold(self, conn: sa.Connection, key: Any, ids: Sequence[Any], still: Any) -> set[Any]:
+    def _hold(
+        self,
+        conn: sa.Connection,
+        key: Any,
+        ids: Sequence[Any],
+        still: Any,
+        same: tuple[Any, Mapping[Any, Any]] | None = None,
+    ) -> set[Any]:
         """Those of ``ids`` (of column ``key``) whose rows are still as the plan saw them, held for
-        this transaction. SQLite's write transaction holds the whole database (BEGIN IMMEDIATE):
-        only the rows that changed are read back, not all of them."""
+        this transaction: ``still`` holds, and the column of ``same`` has the value it maps the id
+        to. SQLite's write transaction holds the whole database (BEGIN IMMEDIATE): without
+        ``same``, only the rows that changed are read back, not all of them."""
         out: set[Any] = set()
         ids = sorted(ids)  # taken in id order, as every writer of many rows takes them (lock_rows)
+        col, seen = same if same is not None else (sa.null(), {})
         for part in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
-            if self.store.sqlite:
+            if self.store.sqlite and same is None:
                 lost = set(conn.execute(sa.select(key).where(key.in_(part), sa.not_(still))).scalars())
                 out.update(i for i in part if i not in lost)
-            else:
-                held = sa.select(key).where(key.in_(part), still).order_by(key).with_for_update()
-                out.update(conn.execute(held).scalars())
+                continue
+            if self.store.sqlite:
+                rows = conn.execute(sa.select(key, col, still).where(key.in_(part))).all()
+                out.update(i for i, v, ok in rows if ok and seen.get(i) == v)
+                continue
+            held = sa.select(key, col).where(key.in_(part), still).order_by(key).with_for_update()
+            out.update(i for i, v in conn.execute(held) if same is None or seen.get(i) == v)
         return out
 
     def _explain_due(self, now: float) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
@@ -24,10 +26,14 @@ def end_live_ranks(
     at: float,
     outcome: Outcome = Outcome.INFRA_ERROR,
     requeue_grace_s: float = 0.0,
+    boards: Sequence[str] | None = None,
 ) -> None:
-    """End every live rank on a host (as an infra error unless told otherwise) and settle their
-    attempts; jobs that run again wait ``requeue_grace_s``."""
-    live = conn.execute(sa.select(A).where(A.c.host_id == host_id, A.c.state.in_(LIVE)).order_by(A.c.id)).all()
+    """End every live rank on a host (only those on ``boards``, when given) as an infra error
+    unless told otherwise, and settle their attempts; jobs that run again wait ``requeue_grace_s``."""
+    where = [A.c.host_id == host_id, A.c.state.in_(LIVE)]
+    if boards is not None:
+        where.append(A.c.board_id.in_(boards))
+    live = conn.execute(sa.select(A).where(*where).order_by(A.c.id)).all()
     lock_attempts(conn, {a.attempt_id for a in live})
     attempts = set()
     for a in live:

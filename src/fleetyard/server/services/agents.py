@@ -93,16 +93,20 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 continue
             conn.execute(t.boards.update().where(t.boards.c.id == b.serial).values(**fields))
             if row.host_id != host_id:
+                moved = f"moved from host {row.host_id} to {host_id}"
                 conn.execute(
                     t.board_events.insert().values(
                         board_id=b.serial,
                         at=at,
                         from_state=row.state,
                         to_state=row.state,
-                        reason=f"moved from host {row.host_id} to {host_id}",
+                        reason=moved,
                         actor=str(Actor.AGENT),
                     )
                 )
+                # A rank addressed to the old host cannot run there any more: it ends, and its job
+                # runs again (the old host's agent is told to stop it if it still has it).
+                end_live_ranks(conn, row.host_id, boards=[b.serial], reason=f"its board {moved}", at=at)
             if row.state == BoardState.OFFLINE:
                 board_back(conn, b.serial, actor=Actor.AGENT, at=at)
         missing = conn.execute(
