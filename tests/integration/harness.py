@@ -20,10 +20,12 @@ from typing import Any
 
 import httpx
 
+from fleetyard.cli._fleet import agent_token_file, write_agent_tokens
 from fleetyard.domain.auth import Role
 from fleetyard.parent_death import die_with_parent
 from fleetyard.store import migrate
 from fleetyard.store.tokens import create_token
+from fleetyard.workloads.sandbox import rank_uid_base
 from tests.fast_health import FAST_HEALTH_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,14 +354,15 @@ class Stack:
         """Start an agent; ``servers`` names the server replicas it knows (default: the first)."""
         if host not in self.tokens:
             self.tokens[host] = create_token(self.db_url, name=f"agent-{host}", role=Role.AGENT, host=host)
+        write_agent_tokens(self.dir, {host: self.tokens[host]})  # as `fleetyard up` does: a 0600 file
         self._proc(
             f"agent-{host}",
             [
                 "agent",
                 "--server",
                 ",".join(self.server_url(n) for n in servers) if servers else self.url,
-                "--token",
-                self.tokens[host],
+                "--token-file",
+                str(agent_token_file(self.dir, host)),
                 "--driver",
                 driver,
                 "--host",
@@ -390,7 +393,13 @@ class Stack:
                 p.terminate()
             for p in group:
                 p.stop()
-        kill_ranks_under(self.dir)
+        # Under the uid sandbox (as root) ranks' dirs are outside the stack's dir, where their
+        # uids can reach them: one per agent.
+        hosts = [name.removeprefix("agent-") for name in self.procs if name.startswith("agent-")]
+        ranks = [rank_dir(h, self.dir / "agents" / h) for h in hosts]
+        kill_ranks_under(self.dir, *ranks)
+        for d in ranks:
+            shutil.rmtree(d, ignore_errors=True)
 
     def logs(self) -> str:
         return "\n".join(
@@ -454,12 +463,18 @@ class Stack:
         return "".join(c["data"] for c in self.ok("GET", f"/v1/jobs/{job_id}/logs")["chunks"])
 
 
-def kill_ranks_under(root: Path) -> int:
-    """Kill the ranks that agents under ``root`` started and that outlived them (a command runs in
-    its own session: an agent killed with SIGKILL leaves its running ranks behind)."""
+def rank_dir(host: str, state_dir: Path) -> Path:
+    """Where the agent of ``host`` with ``state_dir`` makes its ranks' dirs under the uid sandbox
+    (its default ``--rank-dir``)."""
+    return Path(tempfile.gettempdir()) / "fleetyard-ranks" / f"u{rank_uid_base(host, state_dir)}"
+
+
+def kill_ranks_under(*roots: Path) -> int:
+    """Kill the ranks whose dirs are under one of ``roots`` and that outlived their agents (a
+    command runs in its own session: an agent killed with SIGKILL leaves its running ranks behind)."""
     import psutil
 
-    want = str(root)
+    want = tuple(f"{r}/" for r in roots)
     killed = 0
     for p in psutil.process_iter():
         try:

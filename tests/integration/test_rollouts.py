@@ -195,22 +195,26 @@ def test_pause_holds_the_next_wave_and_resume_goes_on(sqlite_stack: Stack, tmp_p
     assert made.returncode == 0, made.stderr
     pushed = _cli(stack, "firmware", "push", str(image), "--gen", "sim-g1", "--version", "2.0.0")
     assert pushed.returncode == 0, pushed.stderr
-    started = _cli(stack, "firmware", "rollout", "sim-g1", "2.0.0", "--canary", "1", "--shares", "1", "--soak", "2",
-                   "--control", "0", "--reason", "fixes ECC scrub", "--json")  # fmt: skip
+    # The soak gives the pause a window of seconds to land in while the canary's wave is open,
+    # however busy the machine (the pause goes straight to the API: a CLI process takes seconds
+    # to start on a loaded machine, and the window must not depend on that).
+    soak = 4
+    started = _cli(stack, "firmware", "rollout", "sim-g1", "2.0.0", "--canary", "1", "--shares", "1", "--soak",
+                   str(soak), "--control", "0", "--reason", "fixes ECC scrub", "--json")  # fmt: skip
     assert started.returncode == 0, started.stderr
     r = json.loads(started.stdout)
     wait_for(
         lambda: stack.ok("GET", f"/v1/rollouts/{r['id']}")["wave_records"][0]["steps"] != {"pending": 1},
         what="the canary under way",
     )
-    assert _cli(stack, "firmware", "pause", str(r["id"]), "--reason", "look first").returncode == 0
-    # The canary finishes what it began; the next wave does not start.
+    stack.ok("POST", f"/v1/rollouts/{r['id']}/pause", as_="ops", json={"reason": "look first"})
+    # The canary finishes what it began; the next wave does not start, even once the soak is over.
     wait_for(
         lambda: stack.ok("GET", f"/v1/rollouts/{r['id']}")["wave_records"][0]["steps"] == {"done": 1},
         timeout=60,
         what="the canary flashed",
     )
-    time.sleep(2.5)
+    time.sleep(soak + 1)
     paused = stack.ok("GET", f"/v1/rollouts/{r['id']}")
     assert paused["state"] == "paused" and paused["wave"] == 0
     assert paused["wave_records"][1]["steps"] == {"pending": 3}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fleetyard.cli._fleet import AGENT_TOKEN_ENV, ChildSpec, Supervisor, fleet_plan, host_generation, host_names
+from fleetyard.cli._fleet import ChildSpec, Supervisor, fleet_plan, host_generation, host_names
 from fleetyard.cli.main import app
 from fleetyard.cli.processes import redact_url
 
@@ -47,8 +47,10 @@ def test_the_plan_starts_server_controller_and_one_agent_per_host(tmp_path: Path
     assert argv[argv.index("--server") + 1] == "http://127.0.0.1:8611"
     assert argv[argv.index("--state-dir") + 1] == str(tmp_path / "agents" / "host-02")
     assert list(by_name["host-cpu"].argv)[argv.index("--driver") + 1] == "cpu"
-    # Secrets go through the environment, never argv (which `ps` shows to everyone).
-    assert agent.env == {AGENT_TOKEN_ENV: "s2"}
+    # Secrets go through a file of the agent's, never argv (which `ps` shows to everyone) nor the
+    # environment (which its ranks would inherit).
+    assert argv[argv.index("--token-file") + 1] == str(tmp_path / "agents" / "host-02" / "token")
+    assert all(c.env == {} for c in plan)
     assert all("s2" not in a for c in plan for a in c.argv)
     assert {c.log for c in plan} == {tmp_path / "logs" / f"{c.name}.log" for c in plan}
     # Agents stop first, then the controller, then the server.
@@ -128,3 +130,30 @@ def test_server_refuses_a_busy_port_before_starting(tmp_path: Path) -> None:
 def test_store_passwords_are_not_printed() -> None:
     assert redact_url("postgresql://fy:hunter2@db:5432/fy") == "postgresql://fy:***@db:5432/fy"
     assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_agent_tokens_are_written_for_their_agent_only(tmp_path: Path) -> None:
+    from fleetyard.cli._fleet import agent_token_file, write_agent_tokens
+
+    write_agent_tokens(tmp_path, {"host-01": "fy_one", "host-02": "fy_two"})
+    for host, token in (("host-01", "fy_one"), ("host-02", "fy_two")):
+        path = agent_token_file(tmp_path, host)
+        assert path.read_text().strip() == token
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_the_agent_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fleetyard.cli.main import app
+
+    path = tmp_path / "token"
+    path.write_text("fy_secret\n")
+    path.chmod(0o644)
+    wide = {"COLUMNS": "400"}  # the error's box does not wrap the path
+    r = CliRunner().invoke(app, ["agent", "--server", "http://127.0.0.1:9", "--token-file", str(path)], env=wide)
+    assert r.exit_code == 2
+    assert "readable by others (mode 644)" in r.output and f"chmod 600 {path}" in r.output
+    r = CliRunner().invoke(app, ["agent", "--server", "http://127.0.0.1:9"], env={"FLEETYARD_AGENT_TOKEN": "", **wide})
+    assert r.exit_code == 2 and "--token-file" in r.output

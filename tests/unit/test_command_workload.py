@@ -129,6 +129,66 @@ def test_environment_and_workdir(tmp_path: Path) -> None:
     assert os.environ.get("PATH")
 
 
+def test_the_environment_is_an_allow_list_never_the_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "FLEETYARD_AGENT_TOKEN": "fy_secret_agent",
+        "FLEETYARD_TOKEN": "fy_secret_user",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "PGPASSWORD": "pg",
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "UTC",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result, c = run(
+        tmp_path, {"command": "env", "env": {"MINE": "1"}}, env={"FLEETYARD_RANK": "0", "FLEETYARD_DEVICE": "sim:0"}
+    )
+    assert result.outcome is Outcome.SUCCESS
+    env = dict(line.split("=", 1) for line in c.text.splitlines())
+    assert "secret" not in c.text and "aws" not in c.text
+    workdir = str(tmp_path / "work")
+    assert env.pop("PWD") == workdir  # the shell's own
+    assert env == {
+        "PATH": os.environ["PATH"],
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "UTC",
+        **({"TERM": os.environ["TERM"]} if "TERM" in os.environ else {}),
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "FLEETYARD_RANK": "0",
+        "FLEETYARD_DEVICE": "sim:0",
+        "MINE": "1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "names"),
+    [
+        ({"command": ["echo", "a\0b"]}, "argument 1 contains a NUL byte"),
+        ({"command": "echo a\0b"}, "the command contains a NUL byte"),
+        ({"command": "true", "env": {"A": "x\0y"}}, "env A contains a NUL byte"),
+        ({"command": "true", "env": {"A=B": "x"}}, "env name 'A=B' cannot be set"),
+        ({"command": "true", "env": {"": "x"}}, "env name '' cannot be set"),
+        ({"command": "true", "cwd": "a\0"}, "cwd contains a NUL byte"),
+    ],
+)
+def test_what_no_program_can_be_given_is_refused_at_submit(params: dict[str, Any], names: str) -> None:
+    with pytest.raises(BadRequest, match=names):
+        validate_params("command", params)
+
+
+def test_a_spec_the_kernel_refuses_at_start_is_a_user_error(tmp_path: Path) -> None:
+    """Past submit (an older server, a plugin that builds argv): Popen's ValueError is the spec's."""
+    c = Ctx(tmp_path, {"command": "true"})
+    c.ctx.params = CommandParams.model_construct(command=["echo", "a\0b"], env={}, shell=False, cwd=None)
+    result = CommandWorkload().run(c.ctx)
+    assert result.outcome is Outcome.USER_ERROR and "null byte" in (result.message or "")
+    c.ctx.params = CommandParams.model_construct(command=["true"], env={"A=B": "x"}, shell=False, cwd=None)
+    result = CommandWorkload().run(c.ctx)
+    assert result.outcome is Outcome.USER_ERROR and "environment variable" in (result.message or "")
+
+
 def test_stop_kills_the_process_group(tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
     c = Ctx(tmp_path, {"command": f"sleep 30 & echo $! > {marker}; echo started; wait"})

@@ -16,7 +16,7 @@ from fleetyard.agent.runner import BoardRunner, RunnerConfig
 from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.sim import SimDriver
-from fleetyard.protocol.agent import Assignment, Event, EventType
+from fleetyard.protocol.agent import Assignment, Event, EventBatch, EventType
 
 SPEC = "sim:2"
 HOST = "test-host"
@@ -386,3 +386,34 @@ def test_outbox_keeps_events_until_done() -> None:
     box.done(box.take(stop, linger_s=0.0))
     stop.set()
     assert box.take(stop) == [] and box.wait_empty(0.1)
+
+
+def test_an_outbox_batch_stays_under_the_servers_cap_on_an_agents_body() -> None:
+    from fleetyard.agent.outbox import MAX_BATCH_BYTES
+
+    box, stop = Outbox(), threading.Event()
+    text = "é" * (64 * 1024)  # one log event's most: 128 KiB of UTF-8
+    for seq in range(100):
+        box.add(Event(assignment_id=1, seq=seq, type=EventType.LOG, at=0.0, data=text))
+    sizes = []
+    while True:
+        batch = box.take(stop, linger_s=0)
+        if not batch:
+            break
+        body = EventBatch(session="s", events=[i.event for i in batch]).model_dump_json().encode()
+        sizes.append(len(body))
+        box.done(batch)
+        if not box._items:
+            break
+    assert len(sizes) >= 2 and max(sizes) <= MAX_BATCH_BYTES < 16 * 1024 * 1024
+
+
+def test_a_huge_log_write_goes_out_in_pieces(tmp_path: Path) -> None:
+    from fleetyard.agent import worker as w
+
+    sent: list[tuple[object, ...]] = []
+    fake = object.__new__(w._Worker)
+    fake.send = sent.append  # type: ignore[method-assign]
+    fake._log(7, "x" * (3 * w.LOG_PIECE_CHARS + 5))
+    assert [len(m[2]) for m in sent] == [w.LOG_PIECE_CHARS] * 3 + [5]  # type: ignore[arg-type]
+    assert all(m[:2] == ("log", 7) for m in sent)

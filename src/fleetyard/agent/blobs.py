@@ -16,7 +16,7 @@ files of a killed download are removed at start.
 
 Errors: :class:`BlobNotFound` (the server has no such blob: the job names something that does
 not exist) and :class:`BlobUnavailable` (the server could not be reached, or sent wrong bytes,
-for longer than ``retry_for_s``).
+at least twice, and for longer than ``retry_for_s``).
 """
 
 from __future__ import annotations
@@ -195,13 +195,18 @@ class BlobCache:
     def _download(self, sha: str, dest: Path, should_stop: Callable[[], bool] | None) -> int:
         deadline = time.monotonic() + self.retry_for_s
         backoff = Backoff()
+        tries = 0
         while True:
             try:
                 return self._download_once(sha, dest)
             except _Retry as exc:
                 why = str(exc)
                 self._link().fail_over()  # another replica, if the agent knows several
-            if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
+            tries += 1
+            # A second try always (another replica; a transfer slower than the window on a busy
+            # host), then more while the window lasts.
+            gave_up = tries >= 2 and time.monotonic() >= deadline
+            if gave_up or (should_stop is not None and should_stop()):
                 raise BlobUnavailable(sha, f"cannot fetch blob {sha}: {why}")
             log.warning("blob %s: %s; retrying", sha, why)
             backoff.wait()

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -57,6 +58,7 @@ from fleetyard.protocol.agent import (
     RegisterRequest,
     RegisterResponse,
 )
+from fleetyard.workloads.sandbox import choose_backend, private_root, rank_uid_base
 
 __all__ = ["Agent", "IdSet", "OpFailed", "run_agent"]
 
@@ -81,6 +83,8 @@ def run_agent(
     heartbeat_interval_s: float | None = None,
     *,
     stop: threading.Event | None = None,
+    sandbox: str = "auto",
+    rank_dir: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT (or ``stop`` is set); then stop its workers cleanly.
 
@@ -108,6 +112,8 @@ def run_agent(
         state_dir=Path(state_dir),
         labels=labels,
         heartbeat_interval_s=heartbeat_interval_s,
+        sandbox=sandbox,
+        rank_dir=rank_dir,
     )
     try:
         agent.start()
@@ -167,6 +173,8 @@ class Agent:
         labels: dict[str, str] | None = None,
         heartbeat_interval_s: float | None = None,
         stop_grace_s: float = 5.0,
+        sandbox: str = "auto",
+        rank_dir: Path | None = None,
     ) -> None:
         self.server = server
         self.token = token
@@ -176,12 +184,32 @@ class Agent:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.session = uuid.uuid4().hex  # one per process: a restarted agent is a new session
         state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)  # blobs, outputs on their way, the board state: the agent's alone
+        self.sandbox = choose_backend(sandbox)
+        uid_base = rank_uid_base(host, state_dir) if self.sandbox == "uid" else 0
+        if self.sandbox == "uid":
+            # Ranks' dirs live outside the data dir, which their uids cannot enter.
+            parent = rank_dir or private_root(Path(tempfile.gettempdir()), "fleetyard-ranks")
+            rank_dir = private_root(parent, f"u{uid_base}")
+            log.info("ranks run in the uid sandbox: slot N as uid %d+N, in %s", uid_base, rank_dir)
+        else:
+            log.warning(
+                "ranks run unsandboxed, as this agent's user: a job can read what the agent can"
+                " (run the agent as root for the uid sandbox)"
+            )
         self.driver: BoardDriver = load_driver(driver, host=host, state_dir=state_dir)
         self.driver_spec = driver
         # Kept across restarts, unlike outbox/ and work/: a blob is the same blob tomorrow.
         self.blobs = BlobCache(state_dir / "blobs", lambda: ServerLink(server, token, timeout_s=60))
         self.config = RunnerConfig(
-            driver_spec=driver, host=host, state_dir=state_dir, stop_grace_s=stop_grace_s, blobs=self.blobs
+            driver_spec=driver,
+            host=host,
+            state_dir=state_dir,
+            stop_grace_s=stop_grace_s,
+            blobs=self.blobs,
+            sandbox=self.sandbox,
+            rank_uid_base=uid_base,
+            rank_dir=rank_dir,
         )
         self.outbox = Outbox()
         # Only added to (a board found at a later registration); readers iterate over a copy.
@@ -277,7 +305,7 @@ class Agent:
         for b in sorted(boards, key=lambda b: b.slot):
             if b.serial in self.runners:
                 continue
-            runner = BoardRunner(b.serial, self.driver, self.config, self._emit)
+            runner = BoardRunner(b.serial, self.driver, self.config, self._emit, slot=b.slot)
             self.runners[b.serial] = runner
             self.serials.append(b.serial)
             if not self.stopping.is_set():

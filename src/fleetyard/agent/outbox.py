@@ -32,6 +32,8 @@ FLUSH_INTERVAL_S = 0.02
 BUSY_S = 0.1
 FLUSH_COUNT = 200
 MAX_BATCH = 2000  # after an outage, catch up in requests of bounded size
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # ... in events and in bytes (a log event holds at most 64 Ki chars)
+EVENT_OVERHEAD_BYTES = 400  # an event's JSON without its log text, about
 
 
 @dataclass
@@ -85,8 +87,14 @@ class Outbox:
                     if left <= 0:
                         break
                     self._cond.wait(left)
-            n = min(len(self._items), MAX_BATCH)
-            return [self._items[i] for i in range(n)]
+            batch, size = [], 0
+            for item in self._items:
+                # Bounded in bytes too: the server caps an agent's request body (16 MiB).
+                size += EVENT_OVERHEAD_BYTES + len(item.event.data or "") * 4  # a char is at most 4 bytes of UTF-8
+                if batch and (len(batch) >= MAX_BATCH or size > MAX_BATCH_BYTES):
+                    break
+                batch.append(item)
+            return batch
 
     def done(self, items: list[_Item]) -> None:
         """Drop a batch from the head of the outbox (the server has it, or can never take it)."""

@@ -26,6 +26,7 @@ from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, ou
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable
 from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
+from fleetyard.workloads.sandbox import Backend, Sandbox
 
 __all__ = ["BoardRunner", "RunnerConfig"]
 
@@ -42,6 +43,9 @@ class RunnerConfig:
     state_dir: Path
     stop_grace_s: float = 5.0  # after a stop (or the time limit), how long before the agent kills
     blobs: BlobCache | None = None  # where the blobs a job's kind declares are fetched to
+    sandbox: Backend = "none"  # how ranks are confined (see fleetyard.workloads.sandbox)
+    rank_uid_base: int = 0  # under the uid sandbox, the uid of slot 0's ranks
+    rank_dir: Path | None = None  # where ranks' private dirs are made (default: <state_dir>/work)
 
 
 @dataclass
@@ -65,13 +69,18 @@ Emit = Callable[[Event, dict[str, Path] | None, Path | None], None]
 class BoardRunner:
     """Runs one board's assignments, one at a time, in its worker process."""
 
-    def __init__(self, serial: str, driver: BoardDriver, config: RunnerConfig, emit: Emit) -> None:
+    def __init__(self, serial: str, driver: BoardDriver, config: RunnerConfig, emit: Emit, slot: int = 0) -> None:
         self.serial = serial
         self.driver = driver
         self.config = config
         self._emit = emit
         self.handle = WorkerHandle(
-            driver=config.driver_spec, host=config.host, serial=serial, state_dir=config.state_dir
+            driver=config.driver_spec,
+            host=config.host,
+            serial=serial,
+            state_dir=config.state_dir,
+            rank_dir=config.rank_dir,
+            sandbox=Sandbox.for_slot(config.sandbox, config.rank_uid_base, slot),
         )
         self._queue: deque[Assignment] = deque()
         self._current: _Run | None = None

@@ -35,6 +35,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -60,6 +61,7 @@ from fleetyard.workloads.base import (
     validate_params,
     workload_class,
 )
+from fleetyard.workloads.sandbox import Sandbox
 
 __all__ = [
     "CRASH_EXIT_CODE",
@@ -79,6 +81,8 @@ log = logging.getLogger("fleetyard.agent.worker")
 # Exit status of a worker whose (simulated) board crashed under it: the agent reads it as an infra
 # error of the board, not as a bug of the worker.
 CRASH_EXIT_CODE = 86
+# The most text one log event carries (a longer write is sent in pieces).
+LOG_PIECE_CHARS = 64 * 1024
 # How long a worker whose agent went away may take to stop its workload before it exits anyway.
 ORPHAN_GRACE_S = 5.0
 
@@ -119,11 +123,22 @@ def get_context() -> BaseContext:
 class WorkerHandle:
     """The agent's end of one board's worker process."""
 
-    def __init__(self, *, driver: str, host: str, serial: str, state_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        driver: str,
+        host: str,
+        serial: str,
+        state_dir: Path,
+        rank_dir: Path | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.driver = driver
         self.host = host
         self.serial = serial
         self.state_dir = Path(state_dir)
+        self.rank_dir = Path(rank_dir) if rank_dir is not None else self.state_dir / "work"
+        self.sandbox = sandbox or Sandbox()
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._send_lock = threading.Lock()
@@ -146,7 +161,7 @@ class WorkerHandle:
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child, self.driver, self.host, self.serial, str(self.state_dir)),
+            args=(child, self.driver, self.host, self.serial, str(self.state_dir), str(self.rank_dir), self.sandbox),
             name=f"fleetyard-worker-{self.serial}",
             daemon=True,
         )
@@ -241,7 +256,9 @@ def _kill_tree(pid: int) -> None:
 # ---- worker side -------------------------------------------------------------------------------
 
 
-def worker_main(conn: Connection, driver_spec: str, host: str, serial: str, state_dir: str) -> None:
+def worker_main(
+    conn: Connection, driver_spec: str, host: str, serial: str, state_dir: str, rank_dir: str, sandbox: Sandbox
+) -> None:
     """Entry point of a worker process: open the board, then run orders until told to exit."""
     # Ctrl-C and a SIGTERM to the agent's process group reach the workers too; the agent decides
     # when they end (they also end when its pipe closes). A no-op handler rather than SIG_IGN,
@@ -256,10 +273,11 @@ def worker_main(conn: Connection, driver_spec: str, host: str, serial: str, stat
         with contextlib.suppress(OSError):
             conn.send(("fatal", f"cannot open board {serial}: {exc}"))
         return
-    killed = _kill_orphans(_rank_root(Path(state_dir), serial) / "out")
+    root = Path(rank_dir) / serial
+    killed = _kill_orphans(root / "out") + sandbox.reap()
     if killed:
         log.warning("board %s: killed %d processes left by an earlier worker", serial, killed)
-    worker = _Worker(conn, session, serial, Path(state_dir))
+    worker = _Worker(conn, session, serial, Path(state_dir), root, sandbox)
     conn.send(("ready", os.getpid()))
     try:
         worker.loop()
@@ -269,11 +287,6 @@ def worker_main(conn: Connection, driver_spec: str, host: str, serial: str, stat
 
 def _ignore(signum: int, frame: object) -> None:
     pass
-
-
-def _rank_root(state_dir: Path, serial: str) -> Path:
-    """Where a board's worker keeps a rank's files (under this agent's state folder)."""
-    return state_dir / "work" / serial
 
 
 def _kill_orphans(output_dir: Path) -> int:
@@ -298,19 +311,23 @@ def _kill_orphans(output_dir: Path) -> int:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, session: BoardSession, serial: str, state_dir: Path) -> None:
+    def __init__(
+        self, conn: Connection, session: BoardSession, serial: str, state_dir: Path, root: Path, sandbox: Sandbox
+    ) -> None:
         self.conn = conn
         self.session = session
         self.serial = serial
         self.state_dir = state_dir
-        root = _rank_root(state_dir, serial)
+        self.sandbox = sandbox
         # A killed predecessor may have left a rank's files behind.
         shutil.rmtree(root, ignore_errors=True)
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh
-        # ones per rank cost more than running `true` does.
+        # ones per rank cost more than running `true` does. Both the rank's own (0700, its uid).
         self.workdir, self.output_dir = root / "work", root / "out"
-        self.workdir.mkdir(parents=True)
+        root.mkdir(mode=0o711, parents=True)
+        self.workdir.mkdir()
         self.output_dir.mkdir()
+        sandbox.prepare(self.workdir, self.output_dir)
         self.orders: queue.SimpleQueue[RunOrder | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.current: int | None = None
@@ -398,12 +415,16 @@ class _Worker:
         finally:
             _empty(self.workdir)
             _empty(self.output_dir)
+            self.sandbox.prepare(self.workdir, self.output_dir)  # a rank may have opened up its own
             with self.lock:
                 self.current = None
         return result, outputs
 
     def _log(self, assignment_id: int, text: str) -> None:
-        self.send(("log", assignment_id, text))
+        # In pieces: one log event stays far under the server's cap on an agent's request body,
+        # whatever a workload writes at once.
+        for start in range(0, len(text), LOG_PIECE_CHARS):
+            self.send(("log", assignment_id, text[start : start + LOG_PIECE_CHARS]))
 
     def _run(self, order: RunOrder) -> WorkloadResult:
         a = order.assignment
@@ -470,6 +491,7 @@ class _Worker:
             log=lambda text: self._log(a.id, text),
             should_stop=should_stop,
             blobs={sha: Path(p) for sha, p in order.blobs.items()},
+            sandbox=self.sandbox,
         )
         try:
             result = workload.run(ctx)
@@ -487,12 +509,23 @@ class _Worker:
     def _collect_outputs(self, assignment_id: int, output_dir: Path) -> dict[str, str]:
         if not _has_entries(output_dir):
             return {}
-        files = [p for p in output_dir.rglob("*") if p.is_file()]
+        # Regular files only, and no link followed: the rank made these, and a link to a file of
+        # the agent's (its token) must not come back as an output, read with the worker's rights.
+        files = [
+            Path(top) / name
+            for top, _dirs, names in os.walk(output_dir, followlinks=False)
+            for name in names
+            if stat.S_ISREG(os.lstat(Path(top) / name).st_mode)
+        ]
         dest = outbox_dir(self.state_dir, assignment_id)
         dest.mkdir(parents=True, exist_ok=True)
         outputs: dict[str, str] = {}
         for path in sorted(files):
-            with open(path, "rb") as f:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # swapped for a link since the walk
+            with open(fd, "rb") as f:
                 sha = hashlib.file_digest(f, "sha256").hexdigest()
             os.replace(path, dest / sha)
             outputs[path.relative_to(output_dir).as_posix()] = sha

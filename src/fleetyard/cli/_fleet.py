@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from fleetyard.config import write_private_text
 from fleetyard.parent_death import die_with_parent
 
 GENERATIONS = ("sim-g1", "sim-g2", "sim-g3")
-AGENT_TOKEN_ENV = "FLEETYARD_AGENT_TOKEN"
 
 ReportFn = Callable[[str], None]
 
@@ -44,6 +44,19 @@ def host_names(n: int) -> list[str]:
 def host_generation(index: int) -> str:
     """Hosts cycle through the simulated generations, so every fleet of 3+ hosts has all three."""
     return GENERATIONS[index % len(GENERATIONS)]
+
+
+def agent_token_file(data_dir: Path, host: str) -> Path:
+    """Where a local fleet keeps the token of its agent of ``host`` (in the agent's state dir)."""
+    return data_dir / "agents" / host / "token"
+
+
+def write_agent_tokens(data_dir: Path, agent_tokens: dict[str, str]) -> None:
+    """Write each agent's token to its :func:`agent_token_file`, readable by this user only."""
+    for host, token in agent_tokens.items():
+        path = agent_token_file(data_dir, host)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private_text(path, token + "\n")
 
 
 def fleet_plan(
@@ -74,7 +87,7 @@ def fleet_plan(
             stop_order=1,
         ),
     ]
-    for i, (host, token) in enumerate(agent_tokens.items()):
+    for i, host in enumerate(agent_tokens):
         driver = "cpu" if host == cpu_host else f"sim:{boards_per_host}:{host_generation(i)}"
         plan.append(
             ChildSpec(
@@ -90,10 +103,12 @@ def fleet_plan(
                     host,
                     "--state-dir",
                     str(data_dir / "agents" / host),
+                    # The secret travels in a file of the agent's (written by write_agent_tokens),
+                    # not in argv, which `ps` shows everyone, nor in an environment its ranks inherit.
+                    "--token-file",
+                    str(agent_token_file(data_dir, host)),
                 ),
                 log=logs / f"{host}.log",
-                # The secret travels in the environment, not argv, where `ps` would show it.
-                env={AGENT_TOKEN_ENV: token},
             )
         )
     return plan

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fleetyard.client import JobSpec, Placement, parse_spec
+from fleetyard.domain import plain_yaml
 from fleetyard.errors import BadRequest
 
 
@@ -20,7 +21,7 @@ def load_specs(text: str, source: str) -> tuple[list[JobSpec], bool]:
     A bad document or field is a :class:`BadRequest` naming ``source``, the item and the field.
     """
     try:
-        data: Any = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data: Any = json.loads(text) if source.endswith(".json") else plain_yaml.load(text)
     except (ValueError, yaml.YAMLError) as exc:
         kind = "JSON" if source.endswith(".json") else "YAML"
         raise BadRequest(f"{source}: not valid {kind}: {_one_line(exc)}") from None

@@ -22,6 +22,7 @@ from fleetyard.cli._common import JsonOpt, client
 from fleetyard.cli._junit import Case, junit_xml
 from fleetyard.cli._output import emit_json, fmt_time, note, out, styled, table
 from fleetyard.client import PipelineRunOut
+from fleetyard.domain import plain_yaml
 
 app = typer.Typer(help="Pipelines: stages of jobs joined by needs, matrices and gates.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def _set(items: list[str] | None) -> dict[str, Any]:
         if not sep or not name.strip():
             raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="'--set'")
         try:
-            out_[name.strip()] = yaml.safe_load(value) if value else ""
+            out_[name.strip()] = plain_yaml.load(value) if value else ""
         except yaml.YAMLError:
             out_[name.strip()] = value
     return out_

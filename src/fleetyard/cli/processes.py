@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import signal
 import socket
@@ -198,23 +199,52 @@ def agent(
         ),
     ],
     token: Annotated[
-        str,
-        typer.Option("--token", envvar="FLEETYARD_AGENT_TOKEN", help="This host's agent token.", show_default=False),
-    ],
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="FLEETYARD_AGENT_TOKEN",
+            help="This host's agent token (visible to `ps` on the command line: prefer --token-file).",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="FLEETYARD_AGENT_TOKEN_FILE",
+            help="A file holding this host's agent token, readable by the agent's user only (chmod 600).",
+        ),
+    ] = None,
     driver: Annotated[str, typer.Option("--driver", help="Driver spec, e.g. sim:8, sim:8:sim-g2, cpu.")] = "sim:8",
     host: Annotated[str | None, typer.Option("--host", help="Host name (default: this machine's)")] = None,
     state_dir: Annotated[
         Path | None, typer.Option("--state-dir", help="Agent state (default: .fleetyard/agents/HOST)")
     ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="Host label KEY=VALUE (repeat).")] = None,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            "--sandbox",
+            help="How ranks are confined: uid (their own uid per board slot; needs root), none (as the"
+            " agent's user), auto (uid when root, else none).",
+        ),
+    ] = "auto",
+    rank_dir: Annotated[
+        Path | None,
+        typer.Option("--rank-dir", help="Where the uid sandbox makes ranks' private dirs (default: a tmp dir)."),
+    ] = None,
 ) -> None:
     """Run the host agent: register, heartbeat, take assignments and run them on this host's boards."""
+    # Nothing the agent starts (workers, ranks) inherits its credential.
+    os.environ.pop("FLEETYARD_AGENT_TOKEN", None)
+    secret = _agent_token(token, token_file)
     host = host or socket.gethostname()
     state = state_dir or DEFAULT_DATA_DIR / "agents" / host
     state.mkdir(parents=True, exist_ok=True)
     labels = parse_labels(label)
     from fleetyard.agent.daemon import run_agent
     from fleetyard.agent.link import server_urls
+    from fleetyard.workloads.sandbox import SandboxError
 
     urls = server_urls(server) if server.strip(" ,") else []
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
@@ -224,9 +254,40 @@ def agent(
     note(f"fleetyard agent {host} ({driver}) → {', '.join(urls)}")
     _stop_on_sigterm()
     try:
-        run_agent(server=server, token=token, driver=driver, host=host, state_dir=state, labels=labels)
+        run_agent(
+            server=server,
+            token=secret,
+            driver=driver,
+            host=host,
+            state_dir=state,
+            labels=labels,
+            sandbox=sandbox,
+            rank_dir=rank_dir,
+        )
+    except SandboxError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--sandbox'") from None
     except KeyboardInterrupt:
         pass
+
+
+def _agent_token(token: str | None, token_file: Path | None) -> str:
+    if token_file is None:
+        if not token:
+            raise typer.BadParameter("the agent's token: give --token-file (or --token)", param_hint="'--token-file'")
+        return token
+    try:
+        st = token_file.stat()
+        text = token_file.read_text().strip()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {token_file}: {exc.strerror}", param_hint="'--token-file'") from None
+    if st.st_mode & 0o077:
+        raise typer.BadParameter(
+            f"{token_file} is readable by others (mode {st.st_mode & 0o777:o}): chmod 600 {token_file}",
+            param_hint="'--token-file'",
+        )
+    if not text:
+        raise typer.BadParameter(f"{token_file} is empty", param_hint="'--token-file'")
+    return text
 
 
 @db_app.command("upgrade")

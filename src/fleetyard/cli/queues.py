@@ -10,6 +10,7 @@ import yaml
 
 from fleetyard.cli._common import JsonOpt, client
 from fleetyard.cli._output import emit_json, fmt_time, key_values, note, out, table
+from fleetyard.domain import plain_yaml
 from fleetyard.domain.queue_config import QueueConfig, parse_queue_config
 from fleetyard.errors import BadRequest
 from fleetyard.protocol.api import QueueOut
@@ -58,7 +59,7 @@ def load_config(path: Path) -> QueueConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{path}: cannot read it: {exc}") from None
     try:
-        data = yaml.safe_load(text)  # JSON is YAML too
+        data = plain_yaml.load(text)  # JSON is YAML too
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadRequest(f"{path}: not valid YAML: {first}") from None

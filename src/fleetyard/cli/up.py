@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from fleetyard.cli._common import DEFAULT_DATA_DIR, db_url
-from fleetyard.cli._fleet import GENERATIONS, Child, Supervisor, fleet_plan, host_names
+from fleetyard.cli._fleet import GENERATIONS, Child, Supervisor, fleet_plan, host_names, write_agent_tokens
 from fleetyard.cli._output import err, note
 from fleetyard.cli.processes import check_port_free
 from fleetyard.config import ENV_SERVER, write_client_config, write_private_text
@@ -194,7 +194,7 @@ def up(
     --demo it also runs the jobs in examples/ and exits 1 at the end if one of them failed.
     """
     data_dir = data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_port_free("127.0.0.1", port)
     server = f"http://127.0.0.1:{port}"
 
@@ -207,6 +207,7 @@ def up(
         cpu = has_cpu_driver()
         admin, agent_tokens = ensure_tokens(url, data_dir, [*names, CPU_HOST] if cpu else names)
     config = write_client_config(server, admin)
+    write_agent_tokens(data_dir, agent_tokens)
     plan = fleet_plan(
         data_dir=data_dir,
         db_url=url,

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fleetyard.domain import plain_yaml
 from fleetyard.errors import BadRequest
 
 __all__ = [
@@ -218,7 +219,7 @@ def parse_health_config(data: Any, *, source: str = "health config") -> HealthCo
     ``default``'s one by one. A bad document raises :class:`BadRequest` naming the field."""
     if isinstance(data, str):
         try:
-            data = yaml.safe_load(data)
+            data = plain_yaml.load(data)
         except yaml.YAMLError as exc:
             raise BadRequest(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("generations"), Mapping):

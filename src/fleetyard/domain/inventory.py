@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from fleetyard.domain import plain_yaml
 from fleetyard.errors import BadRequest
 
 __all__ = [
@@ -222,8 +223,8 @@ def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
     root: yaml.Node | None = None
     if isinstance(data, str):
         try:
-            root = yaml.compose(data, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(data)
+            root = yaml.compose(data, Loader=plain_yaml.PlainLoader)
+            data = plain_yaml.load(data)
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             mark = getattr(exc, "problem_mark", None)

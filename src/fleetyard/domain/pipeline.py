@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleetyard.domain import plain_yaml
 from fleetyard.errors import BadRequest
 
 __all__ = [
@@ -317,7 +318,7 @@ class _Parser:
 def parse_pipeline(text: str, *, overrides: Mapping[str, Any] | None = None) -> PipelineSpec:
     """Parse and check a pipeline YAML (``overrides``: ``--set NAME=VALUE`` params)."""
     try:
-        doc = yaml.safe_load(text)
+        doc = plain_yaml.load(text)
     except yaml.YAMLError as e:
         raise BadRequest(f"the pipeline is not valid YAML: {e}") from None
     if not isinstance(doc, dict):

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fleetyard import __version__
 from fleetyard.errors import FleetyardError, StoreUnavailable
 from fleetyard.server.auth import ANY, TokenCache
+from fleetyard.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.metrics import make_registry
@@ -71,18 +72,22 @@ def create_app(
     heartbeat_interval_s: float = 2.0,
     heartbeat_flush_s: float = 0.2,
     store_outage_s: float = DEFAULT_OUTAGE_S,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.feed.start()
         app.state.heartbeats.start()
+        app.state.tokens.start()
         try:
             yield
         finally:
+            app.state.tokens.stop()
             await app.state.feed.stop()
             app.state.heartbeats.stop()
 
     app = FastAPI(title="Fleetyard", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit, default=max_body_bytes)
     app.state.store = store
     app.state.tokens = TokenCache(store)
     app.state.fleet_view = FleetView()

@@ -7,6 +7,8 @@ checks themselves.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,16 +20,53 @@ from fleetyard.errors import Forbidden, Unauthenticated
 from fleetyard.store import tokens
 from fleetyard.store.db import Store
 
-# A token is looked up in the store at most this often. Revoking through this server takes
-# effect at once; other replicas notice within this many seconds.
+# A token is looked up in the store at most this often; a revocation anywhere empties the cache
+# sooner (REVOCATIONS_EVERY_S).
 CACHE_TTL_S = 30.0
 UNKNOWN_TTL_S = 2.0
+# How often each server process reads the store's revocation mark: a token revoked through any
+# worker of any replica stops working everywhere within about this long.
+REVOCATIONS_EVERY_S = 0.5
+
+log = logging.getLogger("fleetyard.server.auth")
 
 
 class TokenCache:
+    """Principals by secret, for :data:`CACHE_TTL_S`; emptied when the store's revocation mark
+    moves (:meth:`start` watches it)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: dict[str, tuple[Principal | None, float]] = {}
+        self._mark: tuple[int, float | None] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="revocation-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def check_revocations(self) -> bool:
+        """Read the store's revocation mark; empty the cache if it moved. True if it did."""
+        with self.store.read() as conn:
+            mark = tokens.revocation_mark(conn)
+        moved = self._mark is not None and mark != self._mark
+        self._mark = mark
+        if moved:
+            self.forget()
+        return moved
+
+    def _watch(self) -> None:
+        while not self._stop.wait(REVOCATIONS_EVERY_S):
+            try:
+                self.check_revocations()
+            except Exception as exc:  # a store blip: cached tokens keep their TTL, and we look again
+                log.warning("cannot read token revocations: %s", exc)
 
     def cached(self, secret: str) -> tuple[bool, Principal | None]:
         hit = self._cache.get(secret)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Any
 
@@ -27,9 +28,23 @@ def _check_binding(role: Role, team: str | None, host: str | None) -> None:
         raise BadRequest("only agent tokens are bound to a host", detail={"field": "host"})
 
 
+TOKEN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_name(name: str) -> None:
+    """A token's name goes in URLs (``DELETE /v1/tokens/NAME``): letters, digits, ``.``, ``_``
+    and ``-``, at most 100, and not ``.`` or ``..``, which a URL cannot name."""
+    if not TOKEN_NAME.fullmatch(name) or name in (".", ".."):
+        raise BadRequest(
+            f"token name {name[:120]!r} is not allowed: use 1-100 of letters, digits, '.', '_' and '-'"
+            " (not '.' or '..')"
+        )
+
+
 def insert_token(
     conn: sa.Connection, *, name: str, role: Role, team: str | None = None, host: str | None = None
 ) -> tuple[str, dict[str, Any]]:
+    check_name(name)
     _check_binding(role, team, host)
     secret = "fy_" + secrets.token_urlsafe(32)
     row = {
@@ -65,6 +80,12 @@ def revoke(conn: sa.Connection, name: str) -> None:
     )
     if res.rowcount == 0:
         raise NotFound(f"no live token named {name!r}")
+
+
+def revocation_mark(conn: sa.Connection) -> tuple[int, float | None]:
+    """What moves whenever a token is revoked: how many are, and the last time one was."""
+    row = conn.execute(sa.select(sa.func.count(t.tokens.c.revoked_at), sa.func.max(t.tokens.c.revoked_at))).one()
+    return int(row[0]), row[1]
 
 
 def lookup(conn: sa.Connection, secret: str) -> Principal | None:

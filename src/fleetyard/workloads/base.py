@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleetyard.domain.job import Outcome
 from fleetyard.errors import BadRequest
+from fleetyard.workloads.sandbox import Sandbox
 
 
 @dataclass
@@ -48,6 +49,7 @@ class WorkloadContext:
     log: Callable[[str], None]  # streams text to the job's log
     should_stop: Callable[[], bool]  # true once canceled or over the time limit
     blobs: dict[str, Path] = field(default_factory=dict)  # sha256 -> the file in the agent's cache
+    sandbox: Sandbox = field(default_factory=Sandbox)  # how the processes the rank starts are confined
 
     def blob(self, sha256: str) -> Path:
         """The local file of a blob the kind declared in ``blobs(params)``."""

@@ -1,6 +1,8 @@
 """The ``command`` job kind: run a program on the board's host, with the board's environment.
 
-A string runs through ``/bin/sh -c``; a list is an argv run directly. Output (stdout and stderr
+A string runs through ``/bin/sh -c``; a list is an argv run directly. The program runs in the
+rank's sandbox (:mod:`fleetyard.workloads.sandbox`): its own uid where the agent has one for it,
+and always a scrubbed environment. Output (stdout and stderr
 merged) streams to the job's log in batches; a stop request kills the command's whole process
 group, SIGTERM first and SIGKILL after :data:`KILL_GRACE_S`.
 """
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleetyard.domain.job import Outcome
 from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
+from fleetyard.workloads.sandbox import rank_env
 
 __all__ = ["CommandParams", "CommandWorkload"]
 
@@ -46,6 +49,28 @@ class CommandParams(BaseModel):
     def _not_empty(cls, v: str | list[str]) -> str | list[str]:
         if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
             raise ValueError("command must not be empty")
+        # The kernel takes C strings: a NUL byte cannot be passed, only refused here.
+        for i, arg in enumerate([v] if isinstance(v, str) else v):
+            if "\0" in arg:
+                where = "the command" if isinstance(v, str) else f"argument {i}"
+                raise ValueError(f"{where} contains a NUL byte, which no program can be given")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_passable(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(f"env name {key!r} cannot be set: a name must be non-empty, without '=' or NUL")
+            if "\0" in value:
+                raise ValueError(f"env {key} contains a NUL byte, which no program can be given")
+        return v
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd_passable(cls, v: str | None) -> str | None:
+        if v is not None and "\0" in v:
+            raise ValueError("cwd contains a NUL byte")
         return v
 
     def argv(self) -> list[str]:
@@ -66,7 +91,7 @@ class CommandWorkload:
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, CommandParams)
         argv = params.argv()
-        env = {**os.environ, **ctx.env, **params.env}
+        env = rank_env(os.environ, ctx.env, params.env, ctx.workdir)
         cwd = ctx.workdir / params.cwd if params.cwd else ctx.workdir
         started = time.monotonic()
         try:
@@ -80,17 +105,24 @@ class CommandWorkload:
                 # Its own process group, so a stop kills the command's children too.
                 start_new_session=True,
                 close_fds=True,
+                **ctx.sandbox.popen_kwargs(),
             )
         except FileNotFoundError:
             if not Path(cwd).is_dir():
                 return _user_error(f"working directory {params.cwd!r} does not exist", None)
             return _user_error(f"command not found: {argv[0]!r}", 127)
         except PermissionError:
-            return _user_error(f"permission denied: cannot execute {argv[0]!r}", 126)
-        except OSError as exc:
+            return _user_error(
+                f"permission denied: cannot execute {argv[0]!r} (or enter {params.cwd or 'the workdir'!r})", 126
+            )
+        except (OSError, ValueError) as exc:
+            # ValueError: what the kernel cannot take (a NUL byte, '=' in an env name) in a spec
+            # that got past submit: the spec's error, never the board's.
             return _user_error(f"cannot start {argv[0]!r}: {exc}", None)
-
-        stopped = _supervise(proc, ctx)
+        try:
+            stopped = _supervise(proc, ctx)
+        finally:
+            ctx.sandbox.reap()  # what the command left running as the rank's uid
         rc = proc.returncode
         duration = {"duration_s": round(time.monotonic() - started, 6)}
         code = 128 - rc if rc < 0 else rc  # killed by signal N -> 128+N, as shells report it

@@ -20,13 +20,14 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from fleetyard.domain.auth import Principal, Role
-from fleetyard.errors import FleetyardError
+from fleetyard.errors import BadRequest, FleetyardError
 from fleetyard.server.auth import TokenCache
 from fleetyard.server.dashboard import evals as eval_pages
 from fleetyard.server.dashboard import fleet as fleet_pages
 from fleetyard.server.dashboard import results as results_pages
 from fleetyard.server.dashboard import work as work_pages
 from fleetyard.server.dashboard.html import e, page
+from fleetyard.server.routers.deps import MAX_ID, RowId
 from fleetyard.server.services import boards as boards_svc
 from fleetyard.store.db import Store, now
 
@@ -276,7 +277,7 @@ def _result_page(request: Request, build: Callable[[Store], tuple[str, str]]) ->
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: int) -> Response:
+def job_page(request: Request, job_id: RowId) -> Response:
     return _live_page(request, lambda s: work_pages.job_page(s, job_id=job_id))
 
 
@@ -286,7 +287,7 @@ def pipelines_page(request: Request, state: str | None = None) -> Response:
 
 
 @router.get("/pipelines/{run_id}")
-def pipeline_page(request: Request, run_id: int) -> Response:
+def pipeline_page(request: Request, run_id: RowId) -> Response:
     return _live_page(request, lambda s: work_pages.pipeline_page(s, run_id=run_id))
 
 
@@ -301,7 +302,7 @@ def validations_page(request: Request) -> Response:
 
 
 @router.get("/validations/{job_id}")
-def validation_page(request: Request, job_id: int) -> Response:
+def validation_page(request: Request, job_id: RowId) -> Response:
     return _result_page(request, lambda s: results_pages.validation_page(s, job_id=job_id))
 
 
@@ -311,17 +312,21 @@ def benchmarks_page(request: Request) -> Response:
 
 
 @router.get("/benchmarks/{job_id}")
-def benchmark_page(request: Request, job_id: int) -> Response:
+def benchmark_page(request: Request, job_id: RowId) -> Response:
     return _result_page(request, lambda s: results_pages.benchmark_page(s, job_id=job_id))
 
 
 @router.get("/evals")
-def evals_page(request: Request, a: int | None = None) -> Response:
+def evals_page(request: Request, a: int | None = Query(None, ge=0, le=MAX_ID)) -> Response:
     return _render(request, "Evals", lambda s: eval_pages.evals_body(s, a=a))
 
 
 @router.get("/evals/compare")
-def evals_compare(request: Request, a: int, b: list[int] = Query([])) -> Response:
+def evals_compare(
+    request: Request, a: int = Query(ge=0, le=MAX_ID), b: list[int] = Query([], max_length=20)
+) -> Response:
+    if any(not 0 <= x <= MAX_ID for x in b):
+        raise BadRequest(f"b: job ids are 0..{MAX_ID}", detail={"b": [x for x in b if not 0 <= x <= MAX_ID][:5]})
     blobs = request.app.state.blobs
     return _render(
         request,
@@ -337,6 +342,6 @@ def robotics_page(request: Request) -> Response:
 
 
 @router.get("/robotics/{job_id}")
-def robotics_rollout(request: Request, job_id: int) -> Response:
+def robotics_rollout(request: Request, job_id: RowId) -> Response:
     blobs = request.app.state.blobs
     return _result_page(request, lambda s: eval_pages.rollout_page(s, blobs, job_id=job_id))

@@ -12,7 +12,7 @@ from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.protocol.api import JobBatchIn, JobBatchOut, JobDetail, JobOut, LogsOut, ResultsOut, WhyOut
 from fleetyard.server.auth import ANY, PEOPLE
-from fleetyard.server.routers.deps import store
+from fleetyard.server.routers.deps import MAX_ID, RowId, store
 from fleetyard.server.services import jobs as svc
 from fleetyard.server.services import why as why_svc
 from fleetyard.store.db import Store, now
@@ -44,7 +44,7 @@ def list_jobs(
     team: str | None = None,
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=10000),
-    before: int | None = None,
+    before: int | None = Query(None, ge=0, le=MAX_ID),
     _: Principal = Depends(ANY),
     s: Store = Depends(store),
 ) -> list[JobOut]:
@@ -52,23 +52,23 @@ def list_jobs(
 
 
 @router.get("/{job_id}/why", response_model=WhyOut)
-def why(job_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> WhyOut:
+def why(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> WhyOut:
     return why_svc.why(s, job_id=job_id)
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def get_job(job_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> JobDetail:
+def get_job(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> JobDetail:
     return svc.get(s, job_id=job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel(job_id: int, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
+def cancel(job_id: RowId, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
     return svc.cancel(s, principal=p, job_id=job_id, at=now())
 
 
 @router.get("/{job_id}/wait", response_model=JobOut)
 async def wait(
-    job_id: int,
+    job_id: RowId,
     timeout: float = Query(30.0, ge=0, le=60),
     _: Principal = Depends(ANY),
     s: Store = Depends(store),
@@ -84,8 +84,8 @@ async def wait(
 
 @router.get("/{job_id}/logs", response_model=LogsOut)
 async def logs(
-    job_id: int,
-    after: int = Query(0, ge=0),
+    job_id: RowId,
+    after: int = Query(0, ge=0, le=MAX_ID),
     wait: float = Query(0.0, ge=0, le=60),
     _: Principal = Depends(ANY),
     s: Store = Depends(store),
@@ -100,5 +100,5 @@ async def logs(
 
 
 @router.get("/{job_id}/results", response_model=ResultsOut)
-def results(job_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> ResultsOut:
+def results(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> ResultsOut:
     return svc.results(s, job_id=job_id)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from fleetyard.domain.auth import Principal
 from fleetyard.protocol.api import LeaseIn, LeaseOut, LeaseRenewIn
 from fleetyard.server.auth import ANY, PEOPLE
-from fleetyard.server.routers.deps import store
+from fleetyard.server.routers.deps import RowId, store
 from fleetyard.server.services import leases as svc
 from fleetyard.store.db import Store, now
 
@@ -28,13 +28,13 @@ def list_leases(
 
 
 @router.get("/{lease_id}", response_model=LeaseOut)
-def get_lease(lease_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> LeaseOut:
+def get_lease(lease_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> LeaseOut:
     return svc.get(s, lease_id=lease_id)
 
 
 @router.post("/{lease_id}/renew", response_model=LeaseOut)
 def renew(
-    lease_id: int,
+    lease_id: RowId,
     body: LeaseRenewIn | None = None,
     p: Principal = Depends(PEOPLE),
     s: Store = Depends(store),
@@ -43,5 +43,5 @@ def renew(
 
 
 @router.delete("/{lease_id}", response_model=LeaseOut)
-def release(lease_id: int, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> LeaseOut:
+def release(lease_id: RowId, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> LeaseOut:
     return svc.release(s, principal=p, lease_id=lease_id, at=now())

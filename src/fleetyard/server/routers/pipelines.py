@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from fleetyard.domain.auth import Principal
 from fleetyard.protocol.api import PipelineIn, PipelineRunOut
 from fleetyard.server.auth import ANY, PEOPLE
-from fleetyard.server.routers.deps import store
+from fleetyard.server.routers.deps import RowId, store
 from fleetyard.server.services import pipelines as svc
 from fleetyard.store.db import Store, now
 
@@ -24,16 +24,19 @@ def start(
 
 @router.get("", response_model=list[PipelineRunOut])
 def list_runs(
-    state: str | None = None, limit: int = 50, _: Principal = Depends(ANY), s: Store = Depends(store)
+    state: str | None = None,
+    limit: int = Query(50, ge=1, le=10000),
+    _: Principal = Depends(ANY),
+    s: Store = Depends(store),
 ) -> list[PipelineRunOut]:
     return svc.list_runs(s, state=state, limit=limit)
 
 
 @router.get("/{run_id}", response_model=PipelineRunOut)
-def get(run_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> PipelineRunOut:
+def get(run_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> PipelineRunOut:
     return svc.get(s, run_id=run_id)
 
 
 @router.post("/{run_id}/cancel", response_model=PipelineRunOut)
-def cancel(run_id: int, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> PipelineRunOut:
+def cancel(run_id: RowId, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> PipelineRunOut:
     return svc.cancel(s, principal=p, run_id=run_id, at=now())

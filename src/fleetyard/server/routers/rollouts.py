@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from fleetyard.domain.auth import Principal
 from fleetyard.protocol.api import ReasonIn, RolloutDetail, RolloutIn, RolloutOut
 from fleetyard.server.auth import ANY, STAFF
-from fleetyard.server.routers.deps import store
+from fleetyard.server.routers.deps import RowId, store
 from fleetyard.server.services import rollouts as svc
 from fleetyard.store.db import Store, now
 
@@ -27,20 +27,22 @@ def list_rollouts(
 
 
 @router.get("/{rollout_id}", response_model=RolloutDetail)
-def get(rollout_id: int, _: Principal = Depends(ANY), s: Store = Depends(store)) -> RolloutDetail:
+def get(rollout_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> RolloutDetail:
     return svc.get(s, rollout_id=rollout_id)
 
 
 @router.post("/{rollout_id}/pause", response_model=RolloutDetail)
-def pause(rollout_id: int, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> RolloutDetail:
+def pause(rollout_id: RowId, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> RolloutDetail:
     return svc.pause(s, rollout_id=rollout_id, principal=p, reason=body.reason, at=now())
 
 
 @router.post("/{rollout_id}/resume", response_model=RolloutDetail)
-def resume(rollout_id: int, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> RolloutDetail:
+def resume(
+    rollout_id: RowId, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)
+) -> RolloutDetail:
     return svc.resume(s, rollout_id=rollout_id, principal=p, reason=body.reason, at=now())
 
 
 @router.post("/{rollout_id}/abort", response_model=RolloutDetail)
-def abort(rollout_id: int, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> RolloutDetail:
+def abort(rollout_id: RowId, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> RolloutDetail:
     return svc.abort(s, rollout_id=rollout_id, principal=p, reason=body.reason, at=now())

@@ -1,0 +1,103 @@
+"""A job hunts for the fleet's credentials and for other ranks' files, and tries to get what it
+finds out through its outputs; under the uid sandbox (the agent runs as root here) every step
+fails, and the job itself still runs and succeeds."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from fleetyard.cli._fleet import agent_token_file
+from fleetyard.workloads.sandbox import rank_uid_base
+from tests.integration.harness import Stack, rank_dir
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the uid sandbox needs root (CI runs as root)")
+
+# Each probe prints "PROBE <name> <ok|denied>": ok means the attack worked.
+HUNT = r"""
+probe() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "PROBE $name ok"; else echo "PROBE $name denied"; fi; }
+echo "UID $(id -u) HOME $HOME"
+env | grep -c . > /dev/null
+env | sed 's/^/ENV /'
+probe agent_environ cat /proc/$AGENT_PID/environ
+probe agent_mem head -c 1 /proc/$AGENT_PID/mem
+probe token_file cat "$TOKEN_FILE"
+probe state_dir_write touch "$STATE_DIR/planted"
+probe blob_cache_write touch "$STATE_DIR/blobs/planted"
+probe blob_cache_list ls "$STATE_DIR/blobs"
+echo secret > "$HOME/secret"
+for d in $OTHERS; do [ "$d" = "$HOME" ] || probe other_rank_dir ls "$d"; done
+ln -s "$TOKEN_FILE" "$FLEETYARD_OUTPUT_DIR/leak"
+ln -s "/proc/$AGENT_PID/environ" "$FLEETYARD_OUTPUT_DIR/leak2"
+echo fine > "$FLEETYARD_OUTPUT_DIR/mine.txt"
+sleep 1
+"""
+
+
+def test_a_job_hunting_for_the_fleets_credentials_finds_none(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack.start(hosts=1, driver="sim:2:sim-g1")
+    agent = stack.procs["agent-h1"]
+    assert agent.popen is not None
+    state = stack.dir / "agents" / "h1"
+    token = stack.tokens["h1"]
+    base = rank_uid_base("h1", state)
+    ranks = rank_dir("h1", state)
+    boards = sorted(b["id"] for b in stack.boards(host="h1"))
+    env = {
+        "AGENT_PID": str(agent.popen.pid),
+        "TOKEN_FILE": str(agent_token_file(stack.dir, "h1")),
+        "STATE_DIR": str(state),
+        "OTHERS": " ".join(str(ranks / b / "work") for b in boards),
+    }
+    job = stack.submit(boards=2, params={"command": ["/bin/sh", "-c", HUNT], "env": env})
+    done = stack.wait_job(job)
+    log = stack.logs_of(job)
+    assert done["state"] == "succeeded", log
+
+    # Not the agent's uid, nor one rank's the other's; HOME is the rank's private dir.
+    uids = sorted({line.split()[1] for line in log.splitlines() if line.startswith("UID ")})
+    assert len(uids) == 2 and "0" not in uids, log
+    assert {int(u) for u in uids} <= set(range(base, base + 1000))
+    # The environment is the allow-list: no credential, nothing of the agent's own.
+    names = {line[4:].split("=", 1)[0] for line in log.splitlines() if line.startswith("ENV ")}
+    assert token not in log
+    assert not {"FLEETYARD_AGENT_TOKEN", "FLEETYARD_TOKEN", "FLEETYARD_SERVER", "PYTHONUNBUFFERED"} & names
+    assert {"PATH", "HOME", "FLEETYARD_RANK", "FLEETYARD_OUTPUT_DIR", "AGENT_PID"} <= names
+    # Every probe failed, on both ranks.
+    probes = [line.split()[1:] for line in log.splitlines() if line.startswith("PROBE ")]
+    assert {name for name, _ in probes} == {
+        "agent_environ",
+        "agent_mem",
+        "token_file",
+        "state_dir_write",
+        "blob_cache_write",
+        "blob_cache_list",
+        "other_rank_dir",
+    }, log
+    assert [p for p in probes if p[1] != "denied"] == [], log
+    assert not (state / "planted").exists() and not (state / "blobs" / "planted").exists()
+    # Links to the agent's files do not come back as outputs; the rank's own file does.
+    for rank in stack.job(job)["attempt_list"][0]["ranks"]:
+        assert set(rank["outputs"]) == {"mine.txt"}, rank
+
+
+def test_what_a_rank_leaves_running_is_killed_when_it_ends(sqlite_stack: Stack) -> None:
+    """A daemon that leaves the rank's process group (setsid) still runs as the rank's uid: it
+    is killed when the rank ends, and cannot wait for the next job on the board."""
+    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+    marker = "fleetyard-escapee-" + os.urandom(4).hex()
+    script = f"setsid sh -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 & sleep 0.5; echo started"
+    job = stack.submit(params={"command": ["/bin/sh", "-c", script]})
+    assert stack.wait_job(job)["state"] == "succeeded", stack.logs_of(job)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith(marker)]
+    assert left == [], f"still running: {[shlex.join(_cmdline(p).split()) for p in left]}"
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

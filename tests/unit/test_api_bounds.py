@@ -1,0 +1,71 @@
+"""Numbers past what the store holds, in every integer path and query parameter of the API: a
+clear 422, never a 500 (the database driver overflows on integers of 2**63 and more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.unit.test_api_flow import Fleet
+
+HUGE = 2**63  # one past the largest 64-bit id
+WAY_TOO_BIG = 10**30
+
+
+# The dashboard's pages are not in the OpenAPI.
+PAGES = [
+    ("GET", "/ui/jobs/{job_id}", "job_id", "path"),
+    ("GET", "/ui/pipelines/{run_id}", "run_id", "path"),
+    ("GET", "/ui/validations/{job_id}", "job_id", "path"),
+    ("GET", "/ui/benchmarks/{job_id}", "job_id", "path"),
+    ("GET", "/ui/robotics/{job_id}", "job_id", "path"),
+    ("GET", "/ui/evals", "a", "query"),
+    ("GET", "/ui/evals/compare", "a", "query"),
+    ("GET", "/ui/evals/compare", "b", "query"),
+]
+
+
+def _integer_params(fleet: Fleet) -> list[tuple[str, str, str, str]]:
+    """(method, path template, parameter, where) of every integer parameter in the OpenAPI, and
+    of the dashboard's pages."""
+    spec: dict[str, Any] = fleet.app.openapi()
+    out = list(PAGES)
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                types = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", [])}
+                if "integer" in types or schema.get("items", {}).get("type") == "integer":
+                    out.append((method.upper(), path, param["name"], param["in"]))
+    return out
+
+
+def test_every_integer_parameter_refuses_a_number_the_store_cannot_hold(fleet: Fleet) -> None:
+    params = _integer_params(fleet)
+    paths = {(m, p) for m, p, _, where in params if where == "path"}
+    assert len(paths) >= 20, sorted(paths)  # jobs, leases, pipelines, rollouts, the dashboard's pages
+    answers = []
+    for method, path, name, where in params:
+        for value in (HUGE, WAY_TOO_BIG):
+            url, query = path, {}
+            for m, p, other, w in params:
+                if (m, p) == (method, path) and w == "path":
+                    url = url.replace("{" + other + "}", str(value if other == name else 1))
+            if where == "query":
+                query[name] = value
+                if (method, path) == ("GET", "/ui/evals/compare") and name == "b":
+                    query["a"] = 1
+            r = fleet.client.request(method, url, params=query, json={}, headers=fleet.h(fleet.admin))
+            answers.append((method, path, name, value, r.status_code))
+    assert [a for a in answers if a[-1] >= 500] == []
+    # Where the number is the one looked at, it is the parameter that is refused, by name.
+    r = fleet.client.get(f"/v1/jobs/{HUGE}", headers=fleet.h(fleet.admin))
+    assert r.status_code == 422 and "job_id" in r.text
+    r = fleet.client.get("/v1/jobs/1/logs", params={"after": WAY_TOO_BIG}, headers=fleet.h(fleet.admin))
+    assert r.status_code == 422 and "after" in r.text
+
+
+@pytest.mark.parametrize("value", [-1, 0, 2**63 - 1])
+def test_an_id_in_range_that_names_nothing_is_a_404(fleet: Fleet, value: int) -> None:
+    r = fleet.client.get(f"/v1/jobs/{value}", headers=fleet.h(fleet.admin))
+    assert r.status_code == (422 if value < 0 else 404), r.text
