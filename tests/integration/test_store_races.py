@@ -300,41 +300,37 @@ def test_a_drain_racing_the_end_of_the_boards_rank_drains_it(pg_fleet: PgFleet) 
     assert board["state"] == "drained" and "cable swap" in board["drain_reason"], board
 
 
-def test_a_board_registered_on_another_host_while_it_is_bound_is_not_bound_to_its_old_host(
-    pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """h2's agent registers a board the scheduler read on h1, and holds the board's row while the
-    scheduler binds it. The binding waits for the register, sees the board's new host and drops
-    the binding for this pass (a rank addressed to h1 would never be taken); the next pass binds
-    the job on h2."""
-    from fleetyard.server.services import agents
+def test_a_board_released_while_it_is_bound_is_not_bound(pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator releases a board (to move it to another host) that the scheduler read free,
+    and holds its row while the scheduler binds it. The binding waits for the release, sees the
+    board offline and drops the binding for this pass; the job stays queued, nothing runs on h1."""
+    from fleetyard.server.services import boards
 
     f = pg_fleet
     f.register("h1")
     job = f.call("POST", "/v1/jobs", f.user, json={"params": {"command": "true"}})
-    moving, commit = threading.Event(), threading.Event()
-    real = agents.end_live_ranks
+    switched, commit = threading.Event(), threading.Event()
+    real = boards.note
 
-    def held(conn: sa.Connection, host_id: str, **kw: Any) -> None:
-        real(conn, host_id, **kw)
-        if kw.get("boards"):  # the board's row is updated (and locked) by now
-            moving.set()
+    def held(conn: sa.Connection, *args: Any, **kw: Any) -> None:
+        real(conn, *args, **kw)
+        if args[1] == "board.release":  # the board's row is switched (and locked) by now
+            switched.set()
             assert commit.wait(60)
 
-    monkeypatch.setattr(agents, "end_live_ranks", held)
-    board = {"serial": "h1-b0", "generation": "sim-g1", "slot": 3, "firmware": "1.0", "device": "sim:3"}
-    body = {"host": "h2", "session": "s1", "driver": "sim:1", "agent_version": "t", "boards": [board]}
-    register, register_errors = _in_thread(lambda: f.call("POST", "/v1/agent/register", f.agents["h2"], json=body))
-    assert moving.wait(60)
+    monkeypatch.setattr(boards, "note", held)
+    ops = create_token(f.store.url, name="ops", role=Role.OPERATOR)
+    release, release_errors = _in_thread(
+        lambda: f.call("POST", "/v1/boards/h1-b0/release", ops, json={"reason": "to h2"})
+    )
+    assert switched.wait(60)
     bound: list[int] = []
     binding, binding_errors = _in_thread(lambda: bound.append(f.rec.schedule(time.time())))
-    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the binding to wait for the register")
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the binding to wait for the release")
     commit.set()
-    register.join(60)
+    release.join(60)
     binding.join(60)
-    assert not register_errors and not binding_errors, (register_errors, binding_errors)
+    assert not release_errors and not binding_errors, (release_errors, binding_errors)
     assert bound == [0]
     assert f.take("h1") == []
-    assert f.rec.schedule(time.time()) == 1
-    [a] = f.take("h2")
-    assert (a["job_id"], a["board_id"]) == (job["id"], "h1-b0")
+    assert f.call("GET", f"/v1/jobs/{job['id']}", f.user)["state"] == "queued"

@@ -320,39 +320,81 @@ def test_agent_restart_ends_old_session_work(fleet: Fleet) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "stale_session"
 
 
-def move(fleet: Fleet, serial: str, to: str) -> None:
-    """The agent of ``to`` finds board ``serial`` (it was moved there) and registers it alone."""
+def move(fleet: Fleet, serial: str, to: str) -> int:
+    """The agent of ``to`` finds board ``serial`` (it was moved there) and registers it alone; the
+    status of its answer."""
     board = {"serial": serial, "generation": "sim-g1", "slot": 0, "firmware": "1.0", "device": "sim:0"}
     body = {"host": to, "session": "s1", "driver": "sim:1", "agent_version": "t", "boards": [board]}
     r = fleet.client.post("/v1/agent/register", json=body, headers=fleet.h(fleet.agents[to]))
+    assert r.status_code in (200, 409), r.text
+    return r.status_code
+
+
+def release(fleet: Fleet, serial: str) -> dict:
+    r = fleet.client.post(f"/v1/boards/{serial}/release", json={"reason": "to h2"}, headers=fleet.h(fleet.admin))
     assert r.status_code == 200, r.text
+    return r.json()
 
 
-def test_a_board_moved_to_another_host_ends_the_rank_left_on_the_old_one_and_its_job_runs_again(
-    fleet: Fleet,
-) -> None:
+def test_a_host_may_not_claim_a_board_another_live_host_reports(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    board = {"serial": "h1-b0", "generation": "sim-g1", "slot": 0, "firmware": "1.0", "device": "sim:0"}
+    body = {"host": "h2", "session": "s1", "driver": "sim:1", "agent_version": "t", "boards": [board]}
+    r = fleet.client.post("/v1/agent/register", json=body, headers=fleet.h(fleet.agents["h2"]))
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["detail"] == {"board": "h1-b0", "hosts": ["h1", "h2"]}
+    assert "fleetyard boards release h1-b0" in error["message"]
+    got = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert (got["host_id"], got["state"]) == ("h1", "available")  # nothing changed
+    # Once an operator releases it, the host it was moved to claims it; the move is in its history
+    # and in the audit log.
+    assert release(fleet, "h1-b0")["state"] == "offline"
+    assert move(fleet, "h1-b0", to="h2") == 200
+    got = fleet.client.get("/v1/boards/h1-b0", headers=fleet.h(fleet.user)).json()
+    assert got["host_id"] == "h2"
+    history = fleet.client.get("/v1/boards/h1-b0/history", headers=fleet.h(fleet.user)).json()
+    assert any("moved from host h1 to h2" in (e["reason"] or "") for e in history)
+    audit = fleet.client.get("/v1/audit", params={"action": "board.release"}, headers=fleet.h(fleet.admin)).json()
+    assert [(a["target"], a["actor"]) for a in audit] == [("h1-b0", "admin")]
+
+
+def test_a_board_released_while_it_runs_ends_its_rank_and_its_job_runs_again(fleet: Fleet) -> None:
     fleet.register("h1", n=2)
     job = fleet.submit()
     assert fleet.rec.schedule(time.time()) == 1
     [a] = fleet.take("h1")
     fleet.events("h1", finish(a)[:1])  # started
-    move(fleet, a["board_id"], to="h2")
+    release(fleet, a["board_id"])
     detail = fleet.job(job["id"])
     assert detail["state"] == "queued"
     [first] = detail["attempt_list"]
     assert first["outcome"] == "infra_error"
     # The old host's agent, still running it, is told to stop.
     assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
-    # The board, reseated elsewhere, must pass a check before it serves again; the job runs again
-    # on the board left on h1.
+    # The board turns up on h2, and must pass a check before it serves; the job runs again on
+    # the board left on h1.
+    assert move(fleet, a["board_id"], to="h2") == 200
     board = fleet.client.get(f"/v1/boards/{a['board_id']}", headers=fleet.h(fleet.user)).json()
     assert (board["host_id"], board["state"]) == ("h2", "suspect")
-    assert "moved from host h1 to h2" in board["state_reason"]
     assert fleet.rec.schedule(time.time()) == 1
     [b] = fleet.take("h1")
     assert b["job_id"] == job["id"] and b["board_id"] != a["board_id"]
     fleet.events("h1", finish(b))
     assert fleet.job(job["id"])["state"] == "succeeded"
+
+
+def test_a_fault_order_is_acked_only_by_the_host_of_its_board(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    fleet.register("h2", n=1)
+    r = fleet.client.post("/v1/admin/boards/h1-b0/faults", json={"kind": "hang"}, headers=fleet.h(fleet.admin))
+    assert r.status_code == 201, r.text
+    order = r.json()["id"]
+    assert [f["id"] for f in fleet.beat("h1")["faults"]] == [order]
+    fleet.beat("h2", fault_acks=[order])  # not h2's to ack
+    assert [f["id"] for f in fleet.beat("h1")["faults"]] == [order]
+    fleet.beat("h1", fault_acks=[order])
+    assert fleet.beat("h1")["faults"] == []
 
 
 def test_cancel(fleet: Fleet) -> None:

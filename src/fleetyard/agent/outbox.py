@@ -87,7 +87,8 @@ class Outbox:
                     if left <= 0:
                         break
                     self._cond.wait(left)
-            batch, size = [], 0
+            batch: list[_Item] = []
+            size = 0
             for item in self._items:
                 # Bounded in bytes too: the server caps an agent's request body (16 MiB).
                 size += EVENT_OVERHEAD_BYTES + len(item.event.data or "") * 4  # a char is at most 4 bytes of UTF-8

@@ -143,6 +143,15 @@ def boards_undrain(
         _print_board_state(fy.undrain(board_id, reason), as_json)
 
 
+@boards_app.command("release")
+def boards_release(
+    ctx: typer.Context, board_id: Annotated[str, typer.Argument()], reason: ReasonOpt, as_json: JsonOpt = False
+) -> None:
+    """Let a board go from its host to move it to another (its rank there ends; it waits offline)."""
+    with client(ctx) as fy:
+        _print_board_state(fy.release(board_id, reason), as_json)
+
+
 @boards_app.command("repaired")
 def boards_repaired(
     ctx: typer.Context, board_id: Annotated[str, typer.Argument()], reason: ReasonOpt, as_json: JsonOpt = False

@@ -190,6 +190,10 @@ class Client:
         """Return a drained or suspect board to service."""
         return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/undrain", json={"reason": reason})
 
+    def release(self, board_id: str, reason: str) -> BoardOut:
+        """Let a board go from its host, so that the agent of the host it is moved to may claim it."""
+        return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/release", json={"reason": reason})
+
     def repaired(self, board_id: str, reason: str) -> BoardOut:
         """A quarantined board is back from repair: onboarding, an L3 burn-in, then service."""
         return self._one(BoardOut, "POST", f"/v1/boards/{_q(board_id)}/repaired", json={"reason": reason})

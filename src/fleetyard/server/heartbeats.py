@@ -301,13 +301,19 @@ class HeartbeatSink:
             conn.execute(update.values(values), reports)
         if warm_reports:
             conn.execute(update.values({**values, "warm": sa.bindparam("b_warm")}), warm_reports)
-        acks = sorted({a for p in batch.values() for a in p.req.fault_acks})
-        if acks:
-            conn.execute(
-                t.fault_orders.update()
-                .where(t.fault_orders.c.id.in_(acks), t.fault_orders.c.acked_at.is_(None))
-                .values(acked_at=max(p.at for p in batch.values()))
-            )
+        for h, p in batch.items():
+            if p.req.fault_acks:
+                # Only the host the order was sent to (its board's) may ack it.
+                on_host = sa.select(t.boards.c.id).where(t.boards.c.host_id == h)
+                conn.execute(
+                    t.fault_orders.update()
+                    .where(
+                        t.fault_orders.c.id.in_(sorted(set(p.req.fault_acks))),
+                        t.fault_orders.c.acked_at.is_(None),
+                        t.fault_orders.c.board_id.in_(on_host),
+                    )
+                    .values(acked_at=p.at)
+                )
         for h, p in batch.items():
             if p.req.op_results:
                 board_ops.record_results(conn, p.req.op_results, at=p.at, host=h)

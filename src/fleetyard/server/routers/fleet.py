@@ -92,6 +92,11 @@ def drain(board_id: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store
     return svc.drain(s, board_id=board_id, reason=body.reason, principal=p, at=now())
 
 
+@router.post("/boards/{board_id}/release", response_model=BoardOut)
+def release(board_id: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOut:
+    return svc.release(s, board_id=board_id, reason=body.reason, principal=p, at=now())
+
+
 @router.post("/boards/{board_id}/repaired", response_model=BoardOut)
 def repaired(board_id: str, body: ReasonIn, p: Principal = Depends(STAFF), s: Store = Depends(store)) -> BoardOut:
     return svc.repaired(s, board_id=board_id, reason=body.reason, principal=p, at=now())

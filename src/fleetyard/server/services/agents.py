@@ -15,7 +15,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.host import HostState
 from fleetyard.domain.inventory import DeclaredBoard
 from fleetyard.domain.job import AssignmentState, Outcome
-from fleetyard.errors import BadRequest, Forbidden, StaleSession
+from fleetyard.errors import BadRequest, Conflict, Forbidden, StaleSession
 from fleetyard.policy.inventory import admit
 from fleetyard.protocol.agent import (
     Assignment,
@@ -72,6 +72,7 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
             if host.state == HostState.OFFLINE:
                 host_back(conn, host_id, at=at)
         known = {r.id: r for r in conn.execute(sa.select(t.boards).where(t.boards.c.id.in_(serials)))}
+        _check_claims(conn, host_id, [r for r in known.values() if r.host_id != host_id])
         new = [b for b in req.boards if b.serial not in known]
         # Only a fleet with a synced inventory holds new boards back (the open fleet serves them).
         synced = bool(new) and inventory.is_synced(conn)
@@ -137,6 +138,25 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
         if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
             raise
         store.transact(write)
+
+
+def _check_claims(conn: sa.Connection, host_id: str, moving: list[sa.Row[Any]]) -> None:
+    """A host may report a board another host has only once that host is offline, or the board
+    is (its host no longer finds it, or an operator released it): else two hosts claim one board,
+    and one of them is wrong or lying."""
+    if not moving:
+        return
+    held_by = sa.select(t.hosts.c.id, t.hosts.c.state).where(t.hosts.c.id.in_({b.host_id for b in moving}))
+    hosts = {r.id: r.state for r in conn.execute(held_by)}
+    for b in moving:
+        if hosts.get(b.host_id) == HostState.OFFLINE or b.state in (BoardState.OFFLINE, BoardState.RETIRED):
+            continue
+        raise Conflict(
+            f"board {b.id} is on host {b.host_id}, which is {hosts.get(b.host_id)} and reports it; "
+            f"host {host_id} may report it once {b.host_id} is offline or an operator releases it "
+            f"(fleetyard boards release {b.id})",
+            detail={"board": b.id, "hosts": [b.host_id, host_id]},
+        )
 
 
 def _arrive(

@@ -17,6 +17,7 @@ from fleetyard.store import board_ops, healing
 from fleetyard.store import tables as t
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store, lock_rows
+from fleetyard.store.hosts import end_live_ranks
 
 
 def list_hosts(store: Store, *, state: str | None = None) -> list[HostOut]:
@@ -115,6 +116,33 @@ def undrain(store: Store, *, board_id: str, reason: str, principal: Principal, a
         return board_out(_board(conn, board_id))
 
     return store.transact(undrain_in)  # run again if PostgreSQL aborts it for a deadlock
+
+
+def release(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
+    """Let a board go from its host, to be moved to another: a rank it runs ends (its job runs
+    again) and it goes offline. The agent of the host it turns up on may then claim it; until
+    then (or its host is offline) no other host may (``register`` answers 409)."""
+
+    def release_in(conn: sa.Connection) -> BoardOut:
+        b = _board(conn, board_id)
+        why = f"released by {principal.name} to move it to another host: {reason}"
+        end_live_ranks(conn, b.host_id, boards=[board_id], reason=why, at=at)
+        lock_rows(conn, t.boards, [board_id])  # after the attempt (end_live_ranks' order)
+        b = _board(conn, board_id)
+        state = BoardState(b.state)
+        if state in (BoardState.QUARANTINED, BoardState.RETIRED):
+            raise Conflict(
+                f"board {board_id} is {state}: it leaves for repair (or is gone), not for another host",
+                detail={"state": str(state)},
+            )
+        if state is not BoardState.OFFLINE:
+            switch_board_state(
+                conn, board_id, BoardState.OFFLINE, current=state, reason=why, actor=Actor.OPERATOR, at=at
+            )
+        note(conn, principal, "board.release", board_id, at=at, reason=reason, detail={"host": b.host_id})
+        return board_out(_board(conn, board_id))
+
+    return store.transact(release_in)  # run again if PostgreSQL aborts it for a deadlock
 
 
 def repaired(store: Store, *, board_id: str, reason: str, principal: Principal, at: float) -> BoardOut:
