@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,7 +240,10 @@ class Reconciler:
         holds still, and the fleet's health goes on. A store that does not answer is the loop's."""
         try:
             with self.store.write() as conn:
-                pass_(conn, now)
+                # Its time is taken once the transaction holds: what it reads may have been written
+                # while it waited for the write lock, and nothing it writes (a stage's job, a wave's
+                # start) may be dated before what it read (the stage before it finishing).
+                pass_(conn, max(now, time.time()))
         except (sa.exc.OperationalError, LeadershipLost):
             raise
         except Exception:
