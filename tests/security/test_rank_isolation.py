@@ -101,3 +101,17 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_what_the_fleet_writes_is_readable_by_its_own_user_only(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+    sha = stack.put_blob(b"a model's bytes")
+    job = stack.submit(params={"command": "echo out > $FLEETYARD_OUTPUT_DIR/o.txt"})
+    assert stack.wait_job(job)["state"] == "succeeded"
+    entries = [stack.dir / "blobs", *(stack.dir / "blobs").rglob("*")]
+    assert any(p.name == sha for p in entries), entries
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in entries if p.stat().st_mode & 0o077}
+    assert loose == {}
+    state = stack.dir / "agents" / "h1"
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "token").stat().st_mode & 0o777 == 0o600

@@ -324,7 +324,8 @@ class _Worker:
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh
         # ones per rank cost more than running `true` does. Both the rank's own (0700, its uid).
         self.workdir, self.output_dir = root / "work", root / "out"
-        root.mkdir(mode=0o711, parents=True)
+        root.mkdir(parents=True)
+        root.chmod(0o711)  # its rank's uid passes through to its own dirs (whatever the umask)
         self.workdir.mkdir()
         self.output_dir.mkdir()
         sandbox.prepare(self.workdir, self.output_dir)

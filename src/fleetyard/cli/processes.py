@@ -107,7 +107,8 @@ def server(
 ) -> None:
     """Run the API server (FastAPI under /v1; OpenAPI at /openapi.json, browsable at /docs)."""
     check_port_free(host, port)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_files()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = db_url(db, data_dir)
     from fleetyard.server.app import serve
 
@@ -167,7 +168,8 @@ def controller(
         liveness = Liveness(unreachable_after_s=host_unreachable, lost_after_s=host_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--host-timeout'") from None
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_files()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = db_url(db, data_dir)
     from fleetyard.controller.loop import run_controller
 
@@ -237,6 +239,7 @@ def agent(
     """Run the host agent: register, heartbeat, take assignments and run them on this host's boards."""
     # Nothing the agent starts (workers, ranks) inherits its credential.
     os.environ.pop("FLEETYARD_AGENT_TOKEN", None)
+    _private_files()
     secret = _agent_token(token, token_file)
     host = host or socket.gethostname()
     state = state_dir or DEFAULT_DATA_DIR / "agents" / host
@@ -270,6 +273,12 @@ def agent(
         pass
 
 
+def _private_files() -> None:
+    """What the fleet's programs write (the SQLite database, blobs, logs, an agent's cache) is
+    theirs alone: files 0600, dirs 0700, unless a program opens one up on purpose."""
+    os.umask(0o077)
+
+
 def _agent_token(token: str | None, token_file: Path | None) -> str:
     if token_file is None:
         if not token:
@@ -293,8 +302,9 @@ def _agent_token(token: str | None, token_file: Path | None) -> str:
 @db_app.command("upgrade")
 def upgrade(db: DbOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Run the store's migrations up to the newest (servers also do this when they start)."""
+    _private_files()
     if db is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = db_url(db, data_dir)
     from fleetyard.store.migrate import upgrade as run_upgrade
 

@@ -194,6 +194,7 @@ def up(
     --demo it also runs the jobs in examples/ and exits 1 at the end if one of them failed.
     """
     data_dir = data_dir.expanduser().resolve()
+    os.umask(0o077)  # the database, logs and tokens are this user's alone (the children inherit it)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_port_free("127.0.0.1", port)
     server = f"http://127.0.0.1:{port}"
