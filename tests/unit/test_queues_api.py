@@ -326,3 +326,27 @@ def test_sdk_methods(fleet: Fleet) -> None:
     assert fy.priority_classes()[0].name == "ci-gate"
     with pytest.raises(BadRequest, match="queue config: queues"):
         fy.apply_queues({"queues": [{"name": "x", "nominal": {"g": -1}}]})
+
+
+def test_a_priority_class_limited_to_teams_refuses_the_others_with_a_403_naming_it(fleet: Fleet) -> None:
+    fleet.register("h1", n=2)
+    classes = [
+        {"name": "ci-gate", "value": 1000, "teams": ["compiler"]},
+        {"name": "batch", "value": 100, "default": True},
+    ]
+    assert _apply(fleet, _config(priority_classes=classes)).status_code == 200
+    got = fleet.client.get("/v1/priority-classes", headers=fleet.h(fleet.user)).json()
+    assert [(c["name"], c["teams"]) for c in got] == [("ci-gate", ["compiler"]), ("batch", None)]
+    spec = {"params": {"command": "true"}, "priority_class": "ci-gate"}
+    r = fleet.client.post("/v1/jobs", json=spec, headers=fleet.h(fleet.other))  # bob: team robotics
+    assert r.status_code == 403, r.text
+    message = r.json()["error"]["message"]
+    assert "team 'robotics' may not submit in priority class 'ci-gate'" in message and "compiler" in message
+    batch = {"jobs": [{"params": {"command": "true"}}, spec]}
+    r = fleet.client.post("/v1/jobs/batch", json=batch, headers=fleet.h(fleet.other))
+    assert r.status_code == 403 and r.json()["error"]["message"].startswith("jobs[1]: ")
+    assert fleet.client.get("/v1/jobs", headers=fleet.h(fleet.admin)).json() == []  # all or none
+    # The team it names submits in it; the others in the default class.
+    assert fleet.client.post("/v1/jobs", json=spec, headers=fleet.h(fleet.user)).status_code == 201
+    r = fleet.client.post("/v1/jobs", json={"params": {"command": "true"}}, headers=fleet.h(fleet.other))
+    assert r.status_code == 201, r.text

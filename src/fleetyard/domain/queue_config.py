@@ -97,6 +97,9 @@ class PriorityClassEntry(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     value: int = Field(ge=-MAX_VALUE, le=MAX_VALUE, description="higher runs first (and may preempt lower)")
     default: bool = Field(False, description="the class of a job that names none; exactly one class is")
+    teams: list[str] | None = Field(
+        None, max_length=1000, description="the teams that may submit in this class (default: every team)"
+    )
 
     @model_validator(mode="after")
     def _named(self) -> PriorityClassEntry:
@@ -104,7 +107,7 @@ class PriorityClassEntry(BaseModel):
         return self
 
     def to_class(self) -> PriorityClass:
-        return PriorityClass(self.name, self.value, self.default)
+        return PriorityClass(self.name, self.value, self.default, None if self.teams is None else tuple(self.teams))
 
 
 class QueueConfig(BaseModel):

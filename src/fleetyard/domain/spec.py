@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,11 @@ class Packing(StrEnum):
     SPREAD = "spread"
 
 
+class Visibility(StrEnum):
+    TEAM = "team"
+    FLEET = "fleet"
+
+
 class JobSpec(BaseModel):
     """A request for K boards and the workload to run on each of them."""
 
@@ -35,8 +40,10 @@ class JobSpec(BaseModel):
     kind: str = Field("command", description="workload kind, e.g. 'command'")
     name: str | None = Field(None, max_length=200)
     boards: int = Field(1, ge=1, le=4096, description="how many boards, all at once (a gang)")
-    generations: list[str] = Field(default_factory=list, description="any of these; empty means any")
-    labels: dict[str, str] = Field(default_factory=dict, description="board labels to match as a subset")
+    generations: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=64, description="any of these; empty means any"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64, description="board labels to match as a subset")
     board_ids: list[str] = Field(
         default_factory=list, max_length=4096, description="only these boards (any of them); empty means any"
     )
@@ -55,6 +62,10 @@ class JobSpec(BaseModel):
     max_infra_retries: int = Field(3, ge=0, le=20)
     team: str | None = Field(None, max_length=100, description="defaults to the submitter's team")
     params: dict[str, Any] = Field(default_factory=dict, description="the workload's own parameters")
+    visibility: Visibility = Field(
+        Visibility.TEAM,
+        description="who may read the spec, logs and results: its team (and staff), or the whole fleet",
+    )
 
     @field_validator("generations", "board_ids", "exclude_boards")
     @classmethod

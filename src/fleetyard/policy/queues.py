@@ -37,6 +37,10 @@ class PriorityClass:
     name: str
     value: int
     default: bool = False
+    teams: tuple[str, ...] | None = None  # the teams that may submit in it; None: every team
+
+    def admits(self, team: str) -> bool:
+        return self.teams is None or team in self.teams
 
 
 DEFAULT_PRIORITY_CLASSES = (

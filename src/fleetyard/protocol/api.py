@@ -423,6 +423,7 @@ class PriorityClassOut(BaseModel):
     name: str
     value: int
     default: bool
+    teams: list[str] | None = Field(None, description="the teams that may submit in it; null: every team")
 
 
 # ---- leases: an engineer's reservation of boards (jobs of kind "lease") ------------------------

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from fleetyard.domain.spec import JobSpec
-from fleetyard.errors import BadRequest, UnschedulableJob
+from fleetyard.errors import BadRequest, Forbidden, UnschedulableJob
 from fleetyard.policy.placement import Constraints
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job, why_unschedulable
@@ -206,6 +206,14 @@ def _check_queues(store: Reader, specs: list[JobSpec], teams: list[str], view: F
                 f"{where}unknown priority_class {spec.priority_class!r}; use one of {', '.join(known)} "
                 "(or none for the default)",
                 detail={"field": "priority_class", "index": i, "known": known},
+            )
+        named = spec.priority_class or next((c.name for c in classes if c.default), None)
+        cls = next((c for c in classes if c.name == named), None)
+        if cls is not None and not cls.admits(team):
+            raise Forbidden(
+                f"{where}team {team!r} may not submit in priority class {cls.name!r} (the queue config lets "
+                f"{', '.join(cls.teams or ())} use it); pick another class",
+                detail={"field": "priority_class", "index": i, "class": cls.name, "team": team},
             )
         if team not in queues:
             continue  # a team without a queue is unlimited

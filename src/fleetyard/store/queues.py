@@ -59,7 +59,9 @@ def read_priority_classes(conn: sa.Connection) -> tuple[PriorityClass, ...]:
     ).all()
     if not rows:
         return DEFAULT_PRIORITY_CLASSES
-    return tuple(PriorityClass(r.name, r.value, bool(r.is_default)) for r in rows)
+    return tuple(
+        PriorityClass(r.name, r.value, bool(r.is_default), None if r.teams is None else tuple(r.teams)) for r in rows
+    )
 
 
 def read_usage(conn: sa.Connection) -> dict[str, float]:
@@ -93,7 +95,10 @@ def apply_config(conn: sa.Connection, config: QueueConfig, *, by: str, at: float
     if config.priority_classes is not None:
         conn.execute(
             t.priority_classes.insert(),
-            [{"name": c.name, "value": c.value, "is_default": c.default} for c in config.priority_classes],
+            [
+                {"name": c.name, "value": c.value, "is_default": c.default, "teams": c.teams}
+                for c in config.priority_classes
+            ],
         )
 
 

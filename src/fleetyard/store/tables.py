@@ -260,6 +260,7 @@ priority_classes = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("value", sa.Integer, nullable=False),
     sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("teams", Json, nullable=True),  # who may submit in it; null: every team
 )
 
 # Decayed board-seconds per queue (fair share), advanced by the controller.

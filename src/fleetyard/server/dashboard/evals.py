@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fleetyard.domain.auth import Principal
 from fleetyard.errors import BadRequest
 from fleetyard.evaluation import aggregate, compare_records
 from fleetyard.protocol.api import JobOut, RankOut
@@ -45,9 +46,9 @@ def eval_metrics(ranks: Sequence[RankOut]) -> dict[str, Any] | None:
         return None
 
 
-def evals_body(store: Store, *, a: int | None = None) -> str:
+def evals_body(store: Store, *, reader: Principal, a: int | None = None) -> str:
     rows = []
-    for job, ranks in jobs_of(store, "eval"):
+    for job, ranks in jobs_of(store, "eval", reader=reader):
         m = eval_metrics(ranks)
         pick_a = (
             f'<input type="radio" name="a" value="{job.id}"{" checked" if job.id == a else ""} data-testid="pick-a">'
@@ -142,14 +143,14 @@ def _comparison_table(a: int, b: int, cmp: Mapping[str, Any]) -> str:
     return f"<p>{e(' · '.join(notes))}</p>{body}"
 
 
-def compare_page(store: Store, blobs: BlobStore, *, a: int, b: Sequence[int]) -> str:
+def compare_page(store: Store, blobs: BlobStore, *, a: int, b: Sequence[int], reader: Principal) -> str:
     """B (one or more) against A: each comparison as ``fleetyard eval compare A B`` reports it."""
     import plotly.graph_objects as go
 
     ids = [a, *[x for x in dict.fromkeys(b) if x != a]][: MAX_COMPARED + 1]
     jobs: dict[int, tuple[JobOut, list[RankOut], dict[str, Any] | None]] = {}
     for job_id in ids:
-        job, ranks = finished_ranks(store, job_id=job_id, kind="eval")
+        job, ranks = finished_ranks(store, job_id=job_id, kind="eval", reader=reader)
         jobs[job_id] = (job, ranks, eval_metrics(ranks))
     names = ["top1", "top5", "mse"]
     summary = [
@@ -216,9 +217,9 @@ def _arm_counts(ranks: Sequence[RankOut], arm: str) -> tuple[int, int, list[floa
     return k, n, means
 
 
-def rollouts_body(store: Store) -> str:
+def rollouts_body(store: Store, *, reader: Principal) -> str:
     rows = []
-    for job, ranks in jobs_of(store, "rollout"):
+    for job, ranks in jobs_of(store, "rollout", reader=reader):
         res = [r.result for r in ranks if "board" in (r.result or {})]
         arms = []
         for arm in ("board", "control"):
@@ -286,10 +287,10 @@ def _trajectory_charts(blobs: BlobStore, ranks: Sequence[RankOut], seeds: Sequen
     return "".join(parts)
 
 
-def rollout_page(store: Store, blobs: BlobStore, *, job_id: int) -> tuple[str, str]:
+def rollout_page(store: Store, blobs: BlobStore, *, job_id: int, reader: Principal) -> tuple[str, str]:
     import plotly.graph_objects as go
 
-    job, ranks = finished_ranks(store, job_id=job_id, kind="rollout")
+    job, ranks = finished_ranks(store, job_id=job_id, kind="rollout", reader=reader)
     results = [r.result for r in ranks if "board" in (r.result or {})]
     out = [job_head(job)]
     if not results:

@@ -16,6 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fleetyard.domain.auth import Principal, may_read
+from fleetyard.domain.spec import Visibility
 from fleetyard.errors import NotFound
 from fleetyard.protocol.api import JobOut, RankOut
 from fleetyard.server.dashboard.html import chart, e, table, tag, when
@@ -57,17 +59,24 @@ def job_link(job: JobOut, base: str) -> str:
     return f'<a href="{base}/{job.id}">{job.id}</a>'
 
 
-def finished_ranks(store: Store, *, job_id: int, kind: str) -> tuple[JobOut, list[RankOut]]:
-    """The job (it must be of ``kind``) and its last attempt's ranks."""
-    job = jobs_svc.get_brief(store, job_id=job_id)
+def finished_ranks(store: Store, *, job_id: int, kind: str, reader: Principal) -> tuple[JobOut, list[RankOut]]:
+    """The job (it must be of ``kind``, and ``reader``'s to read) and its last attempt's ranks."""
+    job = jobs_svc.get_brief(store, job_id=job_id, reader=reader)
     if job.kind != kind:
         raise NotFound(f"job {job_id} is a {job.kind} job, not {kind}")
-    return job, jobs_svc.results(store, job_id=job_id).ranks
+    return job, jobs_svc.results(store, job_id=job_id, reader=reader).ranks
 
 
-def jobs_of(store: Store, kind: str, limit: int = LIST_LIMIT) -> list[tuple[JobOut, list[RankOut]]]:
-    """The latest jobs of a kind, each with its last attempt's ranks (one query for all the ranks)."""
-    jobs = jobs_svc.list_jobs(store, kind=kind, limit=limit)
+def jobs_of(
+    store: Store, kind: str, *, reader: Principal, limit: int = LIST_LIMIT
+) -> list[tuple[JobOut, list[RankOut]]]:
+    """The latest jobs of a kind that ``reader`` may read, each with its last attempt's ranks (one
+    query for all the ranks)."""
+    jobs = [
+        j
+        for j in jobs_svc.list_jobs(store, kind=kind, limit=limit, reader=reader)
+        if may_read(reader, j.team, j.spec.visibility is Visibility.FLEET)
+    ]
     if not jobs:
         return []
     A = t.assignments.c
@@ -112,9 +121,9 @@ def _worst(result: Mapping[str, Any]) -> str:
     return f"{e(result.get('worst_output'))} {num(result.get('worst_max_abs'))}".strip()
 
 
-def validations_body(store: Store) -> str:
+def validations_body(store: Store, *, reader: Principal) -> str:
     rows = []
-    for job, ranks in jobs_of(store, "validate"):
+    for job, ranks in jobs_of(store, "validate", reader=reader):
         res = [r.result for r in ranks if r.result.get("comparison")]
         rows.append(
             (
@@ -247,8 +256,8 @@ def _validation_rank(r: RankOut) -> str:
     return "".join(out)
 
 
-def validation_page(store: Store, *, job_id: int) -> tuple[str, str]:
-    job, ranks = finished_ranks(store, job_id=job_id, kind="validate")
+def validation_page(store: Store, *, job_id: int, reader: Principal) -> tuple[str, str]:
+    job, ranks = finished_ranks(store, job_id=job_id, kind="validate", reader=reader)
     body = job_head(job) + "".join(_validation_rank(r) for r in ranks)
     return f"Validation report: job {job.id}", body
 
@@ -256,9 +265,9 @@ def validation_page(store: Store, *, job_id: int) -> tuple[str, str]:
 # ---- benchmarks -----------------------------------------------------------------------------
 
 
-def benchmarks_body(store: Store) -> str:
+def benchmarks_body(store: Store, *, reader: Principal) -> str:
     rows = []
-    for job, ranks in jobs_of(store, "bench"):
+    for job, ranks in jobs_of(store, "bench", reader=reader):
         for r in ranks or [None]:  # type: ignore[list-item]
             res = r.result if r is not None else {}
             lat = res.get("latency_ms") or {}
@@ -352,7 +361,7 @@ def _bench_rank(r: RankOut) -> str:
     return "".join(out)
 
 
-def benchmark_page(store: Store, *, job_id: int) -> tuple[str, str]:
-    job, ranks = finished_ranks(store, job_id=job_id, kind="bench")
+def benchmark_page(store: Store, *, job_id: int, reader: Principal) -> tuple[str, str]:
+    job, ranks = finished_ranks(store, job_id=job_id, kind="bench", reader=reader)
     body = job_head(job) + "".join(_bench_rank(r) for r in ranks)
     return f"Benchmark: job {job.id}", body

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 import sqlalchemy as sa
 
+from fleetyard.domain.auth import Principal
 from fleetyard.domain.job import JobState
 from fleetyard.protocol.api import PipelineRunOut, RolloutDetail
 from fleetyard.server.dashboard.html import e, kv, qs, table, tag, when
@@ -20,14 +21,16 @@ from fleetyard.store.db import Store
 LOG_REFRESH_S = 3
 
 
-def jobs_body(store: Store, *, state: str | None, team: str | None, kind: str | None, limit: int) -> str:
+def jobs_body(
+    store: Store, *, state: str | None, team: str | None, kind: str | None, limit: int, reader: Principal
+) -> str:
     J = t.jobs.c
     with store.read() as conn:
         counts: dict[str, int] = dict(conn.execute(sa.select(J.state, sa.func.count()).group_by(J.state)).all())
         queues = conn.execute(
             sa.select(J.team, sa.func.count()).where(J.state == str(JobState.QUEUED)).group_by(J.team).order_by(J.team)
         ).all()
-    jobs = jobs_svc.list_jobs(store, state=state, team=team, kind=kind, limit=limit)
+    jobs = jobs_svc.list_jobs(store, state=state, team=team, kind=kind, limit=limit, reader=reader)
     chips = " · ".join(
         f'<a href="/ui/jobs{qs(state=s, team=team, kind=kind)}">{tag(s)}</a> {counts[s]}' for s in sorted(counts)
     )
@@ -58,10 +61,10 @@ def jobs_body(store: Store, *, state: str | None, team: str | None, kind: str | 
     return "".join(out)
 
 
-def job_page(store: Store, *, job_id: int) -> tuple[str, str, bool]:
+def job_page(store: Store, *, job_id: int, reader: Principal) -> tuple[str, str, bool]:
     """The job page's title, body, and whether it is still going (the page refreshes itself)."""
-    job = jobs_svc.get(store, job_id=job_id)
-    logs = jobs_svc.logs(store, job_id=job_id)
+    job = jobs_svc.get(store, job_id=job_id, reader=reader)
+    logs = jobs_svc.logs(store, job_id=job_id, reader=reader)
     going = not JobState(job.state).finished
     facts = {
         "name": job.name, "kind": job.kind, "team": job.team, "owner": job.owner, "priority": job.priority,

@@ -82,12 +82,14 @@ def _error_page(exc: FleetyardError, who: Principal | None) -> HTMLResponse:
     return _html("Error", f'<p class="err">{e(exc.message)}</p>', who, status=exc.status)
 
 
-def _render(request: Request, title: str, build: Callable[[Store], str], *, charts: bool = False) -> Response:
+def _render(
+    request: Request, title: str, build: Callable[[Store, Principal], str], *, charts: bool = False
+) -> Response:
     who = _who(request)
     if who is None:
         return _to_login(request)
     try:
-        body = build(request.app.state.store)
+        body = build(request.app.state.store, who)
     except FleetyardError as exc:
         return _error_page(exc, who)
     return _html(title, body, who, charts=charts)
@@ -172,7 +174,9 @@ def fleet_page(
     return _render(
         request,
         "Fleet",
-        lambda s: fleet_pages.fleet_body(s, state=state or None, generation=generation or None, host=host or None),
+        lambda s, _who: fleet_pages.fleet_body(
+            s, state=state or None, generation=generation or None, host=host or None
+        ),
     )
 
 
@@ -185,7 +189,7 @@ def board_page(request: Request, board_id: str) -> Response:
     return _render(
         request,
         f"Board {board_id}",
-        lambda s: fleet_pages.board_body(s, board_id=board_id, can_drain=can_drain, csrf=csrf),
+        lambda s, _who: fleet_pages.board_body(s, board_id=board_id, can_drain=can_drain, csrf=csrf),
         charts=True,
     )
 
@@ -238,7 +242,7 @@ def availability(request: Request, hours: int = Query(24, ge=1, le=168)) -> Resp
     return _render(
         request,
         "Fleet availability",
-        lambda s: fleet_pages.availability_body(s, until=now(), hours=hours),
+        lambda s, _who: fleet_pages.availability_body(s, until=now(), hours=hours),
         charts=True,
     )
 
@@ -254,71 +258,75 @@ def jobs_page(
     return _render(
         request,
         "Queues and jobs",
-        lambda s: work_pages.jobs_body(s, state=state or None, team=team or None, kind=kind or None, limit=limit),
+        lambda s, who: work_pages.jobs_body(
+            s, state=state or None, team=team or None, kind=kind or None, limit=limit, reader=who
+        ),
     )
 
 
-def _live_page(request: Request, build: Callable[[Store], tuple[str, str, bool]], *, charts: bool = False) -> Response:
+def _live_page(
+    request: Request, build: Callable[[Store, Principal], tuple[str, str, bool]], *, charts: bool = False
+) -> Response:
     """A page that reloads itself while what it shows is still going."""
     who = _who(request)
     if who is None:
         return _to_login(request)
     try:
-        title, body, going = build(request.app.state.store)
+        title, body, going = build(request.app.state.store, who)
     except FleetyardError as exc:
         return _error_page(exc, who)
     head = f'<meta http-equiv="refresh" content="{work_pages.LOG_REFRESH_S}">' if going else ""
     return _html(title, body, who, head=head, charts=charts)
 
 
-def _result_page(request: Request, build: Callable[[Store], tuple[str, str]]) -> Response:
+def _result_page(request: Request, build: Callable[[Store, Principal], tuple[str, str]]) -> Response:
     """A finished job's result page (titled by its builder), with charts."""
-    return _live_page(request, lambda s: (*build(s), False), charts=True)
+    return _live_page(request, lambda s, who: (*build(s, who), False), charts=True)
 
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: RowId) -> Response:
-    return _live_page(request, lambda s: work_pages.job_page(s, job_id=job_id))
+    return _live_page(request, lambda s, who: work_pages.job_page(s, job_id=job_id, reader=who))
 
 
 @router.get("/pipelines")
 def pipelines_page(request: Request, state: str | None = None) -> Response:
-    return _render(request, "Pipeline runs", lambda s: work_pages.pipelines_body(s, state=state or None))
+    return _render(request, "Pipeline runs", lambda s, _who: work_pages.pipelines_body(s, state=state or None))
 
 
 @router.get("/pipelines/{run_id}")
 def pipeline_page(request: Request, run_id: RowId) -> Response:
-    return _live_page(request, lambda s: work_pages.pipeline_page(s, run_id=run_id))
+    return _live_page(request, lambda s, _who: work_pages.pipeline_page(s, run_id=run_id))
 
 
 @router.get("/firmware-rollouts")
 def rollouts_page(request: Request) -> Response:
-    return _render(request, "Firmware rollouts", lambda s: work_pages.rollouts_body(s))
+    return _render(request, "Firmware rollouts", lambda s, _who: work_pages.rollouts_body(s))
 
 
 @router.get("/validations")
 def validations_page(request: Request) -> Response:
-    return _render(request, "Validation reports", results_pages.validations_body)
+    return _render(request, "Validation reports", lambda s, who: results_pages.validations_body(s, reader=who))
 
 
 @router.get("/validations/{job_id}")
 def validation_page(request: Request, job_id: RowId) -> Response:
-    return _result_page(request, lambda s: results_pages.validation_page(s, job_id=job_id))
+    return _result_page(request, lambda s, who: results_pages.validation_page(s, job_id=job_id, reader=who))
 
 
 @router.get("/benchmarks")
 def benchmarks_page(request: Request) -> Response:
-    return _render(request, "Benchmarks", results_pages.benchmarks_body)
+    return _render(request, "Benchmarks", lambda s, who: results_pages.benchmarks_body(s, reader=who))
 
 
 @router.get("/benchmarks/{job_id}")
 def benchmark_page(request: Request, job_id: RowId) -> Response:
-    return _result_page(request, lambda s: results_pages.benchmark_page(s, job_id=job_id))
+    return _result_page(request, lambda s, who: results_pages.benchmark_page(s, job_id=job_id, reader=who))
 
 
 @router.get("/evals")
 def evals_page(request: Request, a: int | None = Query(None, ge=0, le=MAX_ID)) -> Response:
-    return _render(request, "Evals", lambda s: eval_pages.evals_body(s, a=a))
+    return _render(request, "Evals", lambda s, who: eval_pages.evals_body(s, a=a, reader=who))
 
 
 @router.get("/evals/compare")
@@ -331,17 +339,17 @@ def evals_compare(
     return _render(
         request,
         f"Eval comparison: against job {a}",
-        lambda s: eval_pages.compare_page(s, blobs, a=a, b=b),
+        lambda s, who: eval_pages.compare_page(s, blobs, a=a, b=b, reader=who),
         charts=True,
     )
 
 
 @router.get("/robotics")
 def robotics_page(request: Request) -> Response:
-    return _render(request, "Robotics rollouts", eval_pages.rollouts_body)
+    return _render(request, "Robotics rollouts", lambda s, who: eval_pages.rollouts_body(s, reader=who))
 
 
 @router.get("/robotics/{job_id}")
 def robotics_rollout(request: Request, job_id: RowId) -> Response:
     blobs = request.app.state.blobs
-    return _result_page(request, lambda s: eval_pages.rollout_page(s, blobs, job_id=job_id))
+    return _result_page(request, lambda s, who: eval_pages.rollout_page(s, blobs, job_id=job_id, reader=who))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +26,7 @@ POLL_S = 0.1
 def submit(spec: JobSpec, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)) -> JobOut:
     state = request.app.state
     [job_id] = svc.submit(s, principal=p, specs=[spec], at=now(), fleet=state.fleet_view, blobs=state.blobs)
-    return svc.get_brief(s, job_id=job_id)
+    return svc.get_brief(s, job_id=job_id, reader=p)
 
 
 @router.post("/batch", response_model=JobBatchOut, status_code=201)
@@ -45,10 +46,10 @@ def list_jobs(
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=10000),
     before: int | None = Query(None, ge=0, le=MAX_ID),
-    _: Principal = Depends(ANY),
+    p: Principal = Depends(ANY),
     s: Store = Depends(store),
 ) -> list[JobOut]:
-    return svc.list_jobs(s, state=state, team=team, kind=kind, limit=limit, before=before)
+    return svc.list_jobs(s, state=state, team=team, kind=kind, limit=limit, before=before, reader=p)
 
 
 @router.get("/{job_id}/why", response_model=WhyOut)
@@ -57,8 +58,8 @@ def why(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def get_job(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> JobDetail:
-    return svc.get(s, job_id=job_id)
+def get_job(job_id: RowId, p: Principal = Depends(ANY), s: Store = Depends(store)) -> JobDetail:
+    return svc.get(s, job_id=job_id, reader=p)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
@@ -70,13 +71,13 @@ def cancel(job_id: RowId, p: Principal = Depends(PEOPLE), s: Store = Depends(sto
 async def wait(
     job_id: RowId,
     timeout: float = Query(30.0, ge=0, le=60),
-    _: Principal = Depends(ANY),
+    p: Principal = Depends(ANY),
     s: Store = Depends(store),
 ) -> JobOut:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        job = await run_in_threadpool(svc.get_brief, s, job_id=job_id)
+        job = await run_in_threadpool(functools.partial(svc.get_brief, s, job_id=job_id, reader=p))
         if JobState(job.state).finished or loop.time() >= deadline:
             return job
         await asyncio.sleep(POLL_S)
@@ -87,18 +88,18 @@ async def logs(
     job_id: RowId,
     after: int = Query(0, ge=0, le=MAX_ID),
     wait: float = Query(0.0, ge=0, le=60),
-    _: Principal = Depends(ANY),
+    p: Principal = Depends(ANY),
     s: Store = Depends(store),
 ) -> LogsOut:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
-        out = await run_in_threadpool(svc.logs, s, job_id=job_id, after=after)
+        out = await run_in_threadpool(functools.partial(svc.logs, s, job_id=job_id, after=after, reader=p))
         if out.chunks or out.finished or loop.time() >= deadline:
             return out
         await asyncio.sleep(POLL_S)
 
 
 @router.get("/{job_id}/results", response_model=ResultsOut)
-def results(job_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> ResultsOut:
-    return svc.results(s, job_id=job_id)
+def results(job_id: RowId, p: Principal = Depends(ANY), s: Store = Depends(store)) -> ResultsOut:
+    return svc.results(s, job_id=job_id, reader=p)

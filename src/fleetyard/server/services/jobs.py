@@ -12,7 +12,7 @@ from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import Forbidden, NotFound
 from fleetyard.protocol.api import JobDetail, JobOut, LogChunk, LogsOut, ResultsOut
 from fleetyard.server.services.audit import note
-from fleetyard.server.services.views import job_detail, job_out, rank_out
+from fleetyard.server.services.views import job_detail, job_out, rank_out, readable
 from fleetyard.store import tables as t
 from fleetyard.store.admission import FleetView, StoreRegistry, check_jobs
 from fleetyard.store.attempts import stop_job
@@ -74,14 +74,24 @@ def _job_row(conn: sa.Connection, job_id: int) -> sa.Row[Any]:
     return row
 
 
-def get(store: Store, *, job_id: int) -> JobDetail:
-    with store.read() as conn:
-        return job_detail(conn, _job_row(conn, job_id))
+def _readable_row(conn: sa.Connection, job_id: int, reader: Principal) -> sa.Row[Any]:
+    row = _job_row(conn, job_id)
+    if not readable(row, reader):
+        raise Forbidden(
+            f"job {job_id} is team {row.team!r}'s: its spec, logs and results are that team's "
+            "(a team shares a job with 'visibility: fleet')"
+        )
+    return row
 
 
-def get_brief(store: Store, *, job_id: int) -> JobOut:
+def get(store: Store, *, job_id: int, reader: Principal) -> JobDetail:
     with store.read() as conn:
-        return job_out(_job_row(conn, job_id))
+        return job_detail(conn, _readable_row(conn, job_id, reader), reader)
+
+
+def get_brief(store: Store, *, job_id: int, reader: Principal) -> JobOut:
+    with store.read() as conn:
+        return job_out(_job_row(conn, job_id), reader)
 
 
 def list_jobs(
@@ -92,6 +102,7 @@ def list_jobs(
     kind: str | None = None,
     limit: int = 100,
     before: int | None = None,
+    reader: Principal,
 ) -> list[JobOut]:
     q = sa.select(t.jobs).order_by(t.jobs.c.id.desc()).limit(limit)
     if state:
@@ -103,7 +114,7 @@ def list_jobs(
     if before:
         q = q.where(t.jobs.c.id < before)
     with store.read() as conn:
-        return [job_out(r) for r in conn.execute(q)]
+        return [job_out(r, reader) for r in conn.execute(q)]
 
 
 def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> JobOut:
@@ -114,20 +125,20 @@ def cancel(store: Store, *, principal: Principal, job_id: int, at: float) -> Job
         if principal.role is Role.AGENT or (principal.role is Role.USER and job.team != principal.team):
             raise Forbidden(f"token {principal.name!r} may not cancel job {job_id} of team {job.team!r}")
         if JobState(job.state).finished:
-            return job_out(job)
+            return job_out(job, principal)
         stop_job(conn, job_id, at=at, message=f"canceled by {principal.name}")
         if principal.name != job.owner and not job.cancel_requested:
             # Cancelling one's own job is ordinary use; cancelling another's is an action to account
             # for (once: a second cancel of a running job that is stopping changes nothing).
             note(conn, principal, "job.cancel", str(job_id), at=at, detail={"owner": job.owner, "team": job.team})
-        return job_out(_job_row(conn, job_id))
+        return job_out(_job_row(conn, job_id), principal)
 
     return store.transact(cancel_in)
 
 
-def logs(store: Store, *, job_id: int, after: int = 0, limit: int = 5000) -> LogsOut:
+def logs(store: Store, *, job_id: int, reader: Principal, after: int = 0, limit: int = 5000) -> LogsOut:
     with store.read() as conn:
-        job = _job_row(conn, job_id)
+        job = _readable_row(conn, job_id, reader)
         rows = conn.execute(
             sa.select(t.logs).where(t.logs.c.job_id == job_id, t.logs.c.id > after).order_by(t.logs.c.id).limit(limit)
         ).all()
@@ -140,9 +151,9 @@ def logs(store: Store, *, job_id: int, after: int = 0, limit: int = 5000) -> Log
     )
 
 
-def results(store: Store, *, job_id: int) -> ResultsOut:
+def results(store: Store, *, job_id: int, reader: Principal) -> ResultsOut:
     with store.read() as conn:
-        job = _job_row(conn, job_id)
+        job = _readable_row(conn, job_id, reader)
         attempt_id = conn.execute(sa.select(sa.func.max(t.attempts.c.id)).where(t.attempts.c.job_id == job_id)).scalar()
         ranks = (
             conn.execute(

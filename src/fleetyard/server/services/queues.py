@@ -128,4 +128,9 @@ def apply_config(store: Store, *, config: QueueConfig, principal: Principal, at:
 def priority_classes(store: Store) -> list[PriorityClassOut]:
     with store.read() as conn:
         classes = q.read_priority_classes(conn)
-    return [PriorityClassOut(name=c.name, value=c.value, default=c.default) for c in classes]
+    return [
+        PriorityClassOut(
+            name=c.name, value=c.value, default=c.default, teams=None if c.teams is None else list(c.teams)
+        )
+        for c in classes
+    ]

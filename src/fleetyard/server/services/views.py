@@ -6,7 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.spec import JobSpec
+from fleetyard.domain.auth import Principal, masked, may_read
+from fleetyard.domain.spec import JobSpec, Visibility
 from fleetyard.protocol.api import (
     AttemptOut,
     BoardEventOut,
@@ -72,11 +73,20 @@ def event_out(r: Row) -> BoardEventOut:
     )
 
 
-def job_out(r: Row) -> JobOut:
-    return JobOut(**_job_fields(r))
+def job_out(r: Row, reader: Principal) -> JobOut:
+    return JobOut(**_job_fields(r, reader))
 
 
-def _job_fields(r: Row) -> dict[str, Any]:
+def readable(r: Row, reader: Principal) -> bool:
+    """Whether ``reader`` may read this job's spec, logs and results (:func:`may_read`)."""
+    return may_read(reader, r.team, (r.spec or {}).get("visibility") == Visibility.FLEET)
+
+
+def _job_fields(r: Row, reader: Principal) -> dict[str, Any]:
+    spec = JobSpec.model_validate(r.spec)
+    # Another team's parameters are its own (a user sees that the job exists, not what it runs);
+    # secret-looking env values are masked for everyone.
+    params = masked(spec.params) if readable(r, reader) else {}
     return {
         "id": r.id,
         "name": r.name,
@@ -85,7 +95,7 @@ def _job_fields(r: Row) -> dict[str, Any]:
         "team": r.team,
         "owner": r.owner,
         "priority": r.priority,
-        "spec": JobSpec.model_validate(r.spec),
+        "spec": spec.model_copy(update={"params": params}),
         "submitted_at": r.submitted_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
@@ -116,7 +126,7 @@ def rank_out(r: Row) -> RankOut:
     )
 
 
-def job_detail(conn: sa.Connection, r: Row) -> JobDetail:
+def job_detail(conn: sa.Connection, r: Row, reader: Principal) -> JobDetail:
     attempts = conn.execute(
         sa.select(t.attempts).where(t.attempts.c.job_id == r.id).order_by(t.attempts.c.number)
     ).all()
@@ -127,7 +137,7 @@ def job_detail(conn: sa.Connection, r: Row) -> JobDetail:
     for a in ranks:
         by_attempt.setdefault(a.attempt_id, []).append(rank_out(a))
     return JobDetail(
-        **_job_fields(r),
+        **_job_fields(r, reader),
         attempt_list=[
             AttemptOut(
                 id=a.id,

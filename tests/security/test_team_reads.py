@@ -1,0 +1,82 @@
+"""A team's jobs are its own: another team's user sees that a job exists, not what it runs, what it
+logged or what it found; staff read all; a team shares a job with ``visibility: fleet``; and
+secret-looking env values are masked in every answer, the owner's included."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_api_flow import Fleet, finish
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    with f.client:
+        yield f
+
+
+def _run(fleet: Fleet, **spec: object) -> int:
+    """Submit as alice (team compiler), run it to success with a log line and a result."""
+    job = fleet.submit(**spec)
+    assert fleet.rec.schedule(time.time()) == 1
+    [a] = fleet.take("h1")
+    events = finish(a)
+    events[-1]["result"] = {"top1": 0.91}
+    fleet.events("h1", events)
+    assert fleet.job(job["id"])["state"] == "succeeded"
+    return int(job["id"])
+
+
+ENV = {"HF_TOKEN": "hf_secret", "DB_PASSWORD": "pw", "API_KEY": "k", "MODE": "fast"}
+
+
+def test_another_teams_user_cannot_read_a_jobs_spec_logs_or_results(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    job = _run(fleet, params={"command": "echo hi", "env": ENV})
+    bob, alice, admin = fleet.h(fleet.other), fleet.h(fleet.user), fleet.h(fleet.admin)
+    for path in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/logs", f"/v1/jobs/{job}/results"):
+        r = fleet.client.get(path, headers=bob)
+        assert r.status_code == 403, (path, r.text)
+        assert "team 'compiler'" in r.json()["error"]["message"] and "hf_secret" not in r.text
+        assert fleet.client.get(path, headers=alice).status_code == 200
+        assert fleet.client.get(path, headers=admin).status_code == 200
+    # The list shows bob that the job exists (the queue is shared), not its parameters.
+    [listed] = [j for j in fleet.client.get("/v1/jobs", headers=bob).json() if j["id"] == job]
+    assert listed["team"] == "compiler" and listed["spec"]["params"] == {}
+    # Bob's dashboard: the job's page is refused, and no result of it is on the result pages.
+    login = fleet.client.post("/ui/login", data={"token": fleet.other}, follow_redirects=False)
+    assert login.status_code in (302, 303), login.text
+    page = fleet.client.get(f"/ui/jobs/{job}")
+    assert "hf_secret" not in page.text and "echo hi" not in page.text and "team &#x27;compiler&#x27;" in page.text
+
+
+def test_secret_looking_env_values_are_masked_for_everyone(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    job = fleet.submit(params={"command": "true", "env": ENV})
+    for who in (fleet.user, fleet.admin):
+        for body in (fleet.client.get(f"/v1/jobs/{job['id']}", headers=fleet.h(who)).json(), job):
+            assert body["spec"]["params"]["env"] == {
+                "HF_TOKEN": "***",
+                "DB_PASSWORD": "***",
+                "API_KEY": "***",
+                "MODE": "fast",
+            }
+    # The rank itself gets the values.
+    assert fleet.rec.schedule(time.time()) == 1
+    [a] = fleet.take("h1")
+    assert a["params"]["env"]["HF_TOKEN"] == "hf_secret"
+
+
+def test_a_job_shared_with_the_fleet_is_read_by_every_team(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    job = _run(fleet, params={"command": "echo shared"}, visibility="fleet")
+    bob = fleet.h(fleet.other)
+    assert fleet.client.get(f"/v1/jobs/{job}", headers=bob).json()["spec"]["params"]["command"] == "echo shared"
+    assert fleet.client.get(f"/v1/jobs/{job}/results", headers=bob).json()["ranks"][0]["result"] == {"top1": 0.91}
+    chunks = fleet.client.get(f"/v1/jobs/{job}/logs", headers=bob).json()["chunks"]
+    assert "rank 0" in "".join(c["data"] for c in chunks)
