@@ -24,7 +24,7 @@ def sqlite_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def cli(stack: Stack, *args: str, token: str = "alice") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens[token]}
+    env = {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens[token], "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "fleetyard", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
     )
@@ -57,6 +57,9 @@ def test_jobs_and_boards_commands(sqlite_stack: Stack, tmp_path: Path) -> None:
     assert hist[0]["to_state"] == "drained" and "fan" in hist[0]["reason"]
     missing = cli(sqlite_stack, "jobs", "show", "99999")
     assert missing.returncode == 1 and "no job 99999" in missing.stderr
+    for what in ("boards", "jobs"):  # a filter value that names nothing is an error, not "none match"
+        bogus = cli(sqlite_stack, what, "ls", "--state", "bogus")
+        assert bogus.returncode == 2 and "'bogus' is not one of" in bogus.stderr, bogus.stderr
 
 
 def _as_a_background_job() -> Callable[[], None]:

@@ -69,3 +69,33 @@ def test_every_integer_parameter_refuses_a_number_the_store_cannot_hold(fleet: F
 def test_an_id_in_range_that_names_nothing_is_a_404(fleet: Fleet, value: int) -> None:
     r = fleet.client.get(f"/v1/jobs/{value}", headers=fleet.h(fleet.admin))
     assert r.status_code == (422 if value < 0 else 404), r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/v1/jobs", "state"), ("/v1/boards", "state"), ("/v1/hosts", "state"), ("/v1/pipelines", "state")],
+)
+def test_an_unknown_filter_value_is_refused_not_an_empty_answer(fleet: Fleet, path: str, param: str) -> None:
+    r = fleet.client.get(path, params={param: "bogus"}, headers=fleet.h(fleet.admin))
+    assert r.status_code == 422, r.text
+    assert param in r.json()["error"]["message"] and "bogus" in r.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("boards", True), ("boards", "2"), ("boards", 2.5), ("priority", False), ("time_limit_s", True),
+     ("placement_required", "yes"), ("max_infra_retries", "1")],
+)  # fmt: skip
+def test_a_spec_field_of_the_wrong_type_is_refused_not_coerced(fleet: Fleet, field: str, value: object) -> None:
+    fleet.register("h1", n=2)
+    r = fleet.client.post("/v1/jobs", json={"params": {"command": "true"}, field: value}, headers=fleet.h(fleet.user))
+    assert r.status_code == 422, r.text
+    assert field in r.json()["error"]["message"]
+
+
+def test_a_spec_list_past_its_bound_is_refused(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    spec = {"params": {"command": "true"}, "generations": [f"g{i}" for i in range(65)]}
+    r = fleet.client.post("/v1/jobs", json=spec, headers=fleet.h(fleet.user))
+    assert r.status_code == 422 and "generations" in r.json()["error"]["message"]
+    assert len(r.content) < 4096  # the answer names the problem, it does not echo the list

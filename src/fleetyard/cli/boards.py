@@ -21,6 +21,8 @@ from fleetyard.cli._output import (
     table,
 )
 from fleetyard.client import BoardOp, BoardOpOut, BoardOut, FaultAction, FaultKind, HostOut
+from fleetyard.domain.board import BoardState
+from fleetyard.domain.host import HostState
 
 boards_app = typer.Typer(
     help="Look at boards; drain, undrain, reset or reflash them, inject faults.", no_args_is_help=True
@@ -64,7 +66,7 @@ def _state_summary(states: list[str]) -> str:
 @boards_app.command("ls")
 def boards_ls(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option("--state", help="e.g. available, allocated, drained")] = None,
+    state: Annotated[BoardState | None, typer.Option("--state", help="e.g. available, allocated, drained")] = None,
     host: Annotated[str | None, typer.Option("--host")] = None,
     gen: Annotated[str | None, typer.Option("--gen", help="Board generation, e.g. sim-g2.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE; repeat to match all.")] = None,
@@ -332,7 +334,7 @@ def hosts_table(hosts: list[HostOut]) -> Table:
 @hosts_app.command("ls")
 def hosts_ls(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option("--state")] = None,
+    state: Annotated[HostState | None, typer.Option("--state")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List hosts."""

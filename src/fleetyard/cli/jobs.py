@@ -28,6 +28,7 @@ from fleetyard.cli._output import (
 )
 from fleetyard.cli._specs import read_specs
 from fleetyard.client import Client, JobDetail, JobOut, LogChunk, RankOut, ResultsOut
+from fleetyard.domain.job import JobState
 
 app = typer.Typer(help="Submit and watch jobs.", no_args_is_help=True)
 
@@ -155,7 +156,7 @@ def _id_range(ids: list[int]) -> str:
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option("--state", help="queued, running, succeeded, failed, canceled")] = None,
+    state: Annotated[JobState | None, typer.Option("--state", help="One of the job states.")] = None,
     team: Annotated[str | None, typer.Option("--team")] = None,
     kind: Annotated[str | None, typer.Option("--kind")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,

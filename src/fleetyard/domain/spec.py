@@ -39,7 +39,7 @@ class JobSpec(BaseModel):
 
     kind: str = Field("command", description="workload kind, e.g. 'command'")
     name: str | None = Field(None, max_length=200)
-    boards: int = Field(1, ge=1, le=4096, description="how many boards, all at once (a gang)")
+    boards: int = Field(1, ge=1, le=4096, strict=True, description="how many boards, all at once (a gang)")
     generations: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=64, description="any of these; empty means any"
     )
@@ -52,14 +52,16 @@ class JobSpec(BaseModel):
         None, max_length=200, description="firmware selector: ==V, !=V, >=V, >V, <=V, <V or 'in V1,V2'"
     )
     placement: Placement = Placement.ANY
-    placement_required: bool = Field(True, description="false: same host/rack is preferred, not required")
+    placement_required: bool = Field(True, strict=True, description="false: same host/rack is preferred, not required")
     packing: Packing = Packing.PACK
     priority_class: str | None = Field(
         None, max_length=100, description="a configured priority class (e.g. ci-gate, batch); none: the default"
     )
-    priority: int = Field(0, ge=-1000, le=1000, description="order within the priority class, after fair share")
-    time_limit_s: float = Field(3600.0, gt=0, le=MAX_TIME_LIMIT_S)
-    max_infra_retries: int = Field(3, ge=0, le=20)
+    priority: int = Field(
+        0, ge=-1000, le=1000, strict=True, description="order within the priority class, after fair share"
+    )
+    time_limit_s: float = Field(3600.0, gt=0, le=MAX_TIME_LIMIT_S, strict=True)
+    max_infra_retries: int = Field(3, ge=0, le=20, strict=True)
     team: str | None = Field(None, max_length=100, description="defaults to the submitter's team")
     params: dict[str, Any] = Field(default_factory=dict, description="the workload's own parameters")
     visibility: Visibility = Field(

@@ -53,15 +53,32 @@ def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResp
     return JSONResponse({"error": {"code": code, "message": message, "detail": detail}}, status_code=status)
 
 
+# An invalid request's answer names its first few problems, not all (a list of a million bad
+# items made a 17.8 MB answer), and quotes no value at length.
+MAX_ERRORS = 10
+MAX_QUOTE = 80
+
+
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
     errors = []
-    for e in exc.errors():
+    for e in problems[:MAX_ERRORS]:
         loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
-        errors.append({"field": ".".join(loc), "message": e.get("msg", "")})
+        message = str(e.get("msg", ""))[:300]
+        got = e.get("input")
+        if isinstance(got, str | int | float):  # a scalar the client sent (bool is an int)
+            message += f" (got {_quote(got)})"
+        errors.append({"field": ".".join(loc), "message": message})
     first = errors[0] if errors else {"field": "", "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
-    return _error(422, "bad_request", f"invalid request: {where}{first['message']}", errors)
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return _error(422, "bad_request", f"invalid request: {where}{first['message']}{more}", errors)
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "..."
 
 
 def create_app(

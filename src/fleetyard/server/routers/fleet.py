@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from fleetyard.domain.auth import Principal
+from fleetyard.domain.board import BoardState
+from fleetyard.domain.host import HostState
 from fleetyard.errors import BadRequest
 from fleetyard.protocol.api import (
     BoardEventOut,
@@ -51,7 +53,7 @@ def reset_breaker(
 
 
 @router.get("/hosts", response_model=list[HostOut])
-def list_hosts(state: str | None = None, _: Principal = Depends(ANY), s: Store = Depends(store)) -> list[HostOut]:
+def list_hosts(state: HostState | None = None, _: Principal = Depends(ANY), s: Store = Depends(store)) -> list[HostOut]:
     return svc.list_hosts(s, state=state)
 
 
@@ -72,7 +74,7 @@ def _labels(raw: list[str]) -> dict[str, str]:
 
 @router.get("/boards", response_model=list[BoardOut])
 def list_boards(
-    state: str | None = None,
+    state: BoardState | None = None,
     host: str | None = None,
     generation: str | None = None,
     label: list[str] = Query(default_factory=list),

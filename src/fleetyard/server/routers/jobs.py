@@ -41,7 +41,7 @@ def submit_batch(
 
 @router.get("", response_model=list[JobOut])
 def list_jobs(
-    state: str | None = None,
+    state: JobState | None = None,
     team: str | None = None,
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=10000),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request
 
 from fleetyard.domain.auth import Principal
@@ -24,7 +26,7 @@ def start(
 
 @router.get("", response_model=list[PipelineRunOut])
 def list_runs(
-    state: str | None = None,
+    state: Literal["running", "succeeded", "failed", "gated", "timed_out", "canceled"] | None = None,
     limit: int = Query(50, ge=1, le=10000),
     _: Principal = Depends(ANY),
     s: Store = Depends(store),
