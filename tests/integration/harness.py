@@ -25,7 +25,7 @@ from fleetyard.domain.auth import Role
 from fleetyard.parent_death import die_with_parent
 from fleetyard.store import migrate
 from fleetyard.store.tokens import create_token
-from fleetyard.workloads.sandbox import rank_uid_base
+from fleetyard.workloads.sandbox import SLOTS_PER_HOST, rank_uid_base
 from tests.fast_health import FAST_HEALTH_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,9 +349,15 @@ class Stack:
         return [] if self.store_timeout_s is None else ["--store-timeout", str(self.store_timeout_s)]
 
     def start_agent(
-        self, host: str, driver: str = "sim:4:sim-g1", wait: bool = True, servers: list[str] | None = None
+        self,
+        host: str,
+        driver: str = "sim:4:sim-g1",
+        wait: bool = True,
+        servers: list[str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
-        """Start an agent; ``servers`` names the server replicas it knows (default: the first)."""
+        """Start an agent; ``servers`` names the server replicas it knows (default: the first);
+        ``extra``: more of its options."""
         if host not in self.tokens:
             self.tokens[host] = create_token(self.db_url, name=f"agent-{host}", role=Role.AGENT, host=host)
         write_agent_tokens(self.dir, {host: self.tokens[host]})  # as `fleetyard up` does: a 0600 file
@@ -369,6 +375,7 @@ class Stack:
                 host,
                 "--state-dir",
                 str(self.dir / "agents" / host),
+                *extra,
             ],
         )
         if wait:
@@ -400,6 +407,13 @@ class Stack:
         kill_ranks_under(self.dir, *ranks)
         for d in ranks:
             shutil.rmtree(d, ignore_errors=True)
+        for h in hosts:  # the board slots' cgroups a killed worker left (empty by now)
+            base = rank_uid_base(h, self.dir / "agents" / h)
+            for d in glob.glob("/sys/fs/cgroup/**/fleetyard-u*", recursive=True):
+                uid = d.rsplit("fleetyard-u", 1)[1]
+                if uid.isdigit() and base <= int(uid) < base + SLOTS_PER_HOST:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(d)
 
     def logs(self) -> str:
         return "\n".join(

@@ -115,3 +115,23 @@ def test_what_the_fleet_writes_is_readable_by_its_own_user_only(sqlite_stack: St
     state = stack.dir / "agents" / "h1"
     assert state.stat().st_mode & 0o777 == 0o700
     assert (state / "token").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rank_over_its_boards_memory_is_a_user_error_and_the_board_stays(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
+    stack.setup()
+    stack.start_server()
+    stack.start_controller()
+    stack.start_agent("h1", "sim:1:sim-g1", extra=("--rank-memory-mb", "64"))
+    # `tail` keeps its last line in memory: 300 MB without a newline.
+    job = stack.submit(params={"command": "head -c 300000000 /dev/zero | tail -n 1 | wc -c"}, max_infra_retries=0)
+    done = stack.wait_job(job)
+    assert (done["state"], done["outcome"]) == ("failed", "user_error"), done
+    [attempt] = done["attempt_list"]
+    [rank] = attempt["ranks"]
+    assert "over its memory limit of 64 MiB" in (rank["message"] or ""), rank
+    [board] = stack.boards(host="h1")
+    assert board["state"] == "available"  # the job's mistake, not the board's
+    # The next job on the board runs as before.
+    ok = stack.submit(params={"command": "head -c 10000000 /dev/zero | wc -c"})
+    assert stack.wait_job(ok)["state"] == "succeeded"

@@ -18,6 +18,7 @@ the workers keep running and events wait in the outbox; when it is back, the out
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
@@ -58,6 +59,7 @@ from fleetyard.protocol.agent import (
     RegisterRequest,
     RegisterResponse,
 )
+from fleetyard.workloads.rank_cgroup import RankLimits, default_memory_bytes
 from fleetyard.workloads.sandbox import choose_backend, private_root, rank_uid_base
 
 __all__ = ["Agent", "IdSet", "OpFailed", "run_agent"]
@@ -85,6 +87,8 @@ def run_agent(
     stop: threading.Event | None = None,
     sandbox: str = "auto",
     rank_dir: Path | None = None,
+    rank_memory_mb: int | None = None,
+    rank_cpus: float | None = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT (or ``stop`` is set); then stop its workers cleanly.
 
@@ -114,6 +118,8 @@ def run_agent(
         heartbeat_interval_s=heartbeat_interval_s,
         sandbox=sandbox,
         rank_dir=rank_dir,
+        rank_memory_mb=rank_memory_mb,
+        rank_cpus=rank_cpus,
     )
     try:
         agent.start()
@@ -175,6 +181,8 @@ class Agent:
         stop_grace_s: float = 5.0,
         sandbox: str = "auto",
         rank_dir: Path | None = None,
+        rank_memory_mb: int | None = None,
+        rank_cpus: float | None = None,
     ) -> None:
         self.server = server
         self.token = token
@@ -211,6 +219,8 @@ class Agent:
             rank_uid_base=uid_base,
             rank_dir=rank_dir,
         )
+        self._rank_memory = None if rank_memory_mb is None else rank_memory_mb * 2**20
+        self._rank_cpus = rank_cpus
         self.outbox = Outbox()
         # Only added to (a board found at a later registration); readers iterate over a copy.
         self.runners: dict[str, BoardRunner] = {}
@@ -241,7 +251,17 @@ class Agent:
         # the old session's ranks when we register.
         for leftover in ("outbox", "work"):
             shutil.rmtree(self.state_dir / leftover, ignore_errors=True)
-        self._add_boards(self.driver.discover())
+        boards = self.driver.discover()
+        if self.sandbox == "uid":
+            memory = self._rank_memory or default_memory_bytes(len(boards))
+            limits = RankLimits(memory_bytes=memory, cpus=self._rank_cpus)
+            self.config = dataclasses.replace(self.config, rank_limits=limits)
+            log.info(
+                "each board's ranks may use %s of memory and %s",
+                f"{memory // 2**20} MiB" if memory else "all",
+                f"{self._rank_cpus:g} CPUs" if self._rank_cpus else "every CPU",
+            )
+        self._add_boards(boards)
         self._sender = EventSender(
             self.outbox,
             ServerLink(self.server, self.token),

@@ -26,6 +26,7 @@ from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, ou
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable
 from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
+from fleetyard.workloads.rank_cgroup import RankLimits
 from fleetyard.workloads.sandbox import Backend, Sandbox
 
 __all__ = ["BoardRunner", "RunnerConfig"]
@@ -46,6 +47,7 @@ class RunnerConfig:
     sandbox: Backend = "none"  # how ranks are confined (see fleetyard.workloads.sandbox)
     rank_uid_base: int = 0  # under the uid sandbox, the uid of slot 0's ranks
     rank_dir: Path | None = None  # where ranks' private dirs are made (default: <state_dir>/work)
+    rank_limits: RankLimits | None = None  # what one board's ranks may use (uid sandbox only)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class BoardRunner:
             serial=serial,
             state_dir=config.state_dir,
             rank_dir=config.rank_dir,
-            sandbox=Sandbox.for_slot(config.sandbox, config.rank_uid_base, slot),
+            sandbox=Sandbox.for_slot(config.sandbox, config.rank_uid_base, slot, config.rank_limits),
         )
         self._queue: deque[Assignment] = deque()
         self._current: _Run | None = None

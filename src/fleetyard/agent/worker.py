@@ -61,6 +61,7 @@ from fleetyard.workloads.base import (
     validate_params,
     workload_class,
 )
+from fleetyard.workloads.rank_cgroup import RankCgroup
 from fleetyard.workloads.sandbox import Sandbox
 
 __all__ = [
@@ -283,6 +284,8 @@ def worker_main(
         worker.loop()
     finally:
         session.close()
+        if worker.cgroup is not None:
+            worker.cgroup.close()
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -319,6 +322,7 @@ class _Worker:
         self.serial = serial
         self.state_dir = state_dir
         self.sandbox = sandbox
+        self.cgroup = RankCgroup.make(f"fleetyard-u{sandbox.uid}", sandbox.limits) if sandbox.uid is not None else None
         # A killed predecessor may have left a rank's files behind.
         shutil.rmtree(root, ignore_errors=True)
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh
@@ -493,6 +497,7 @@ class _Worker:
             should_stop=should_stop,
             blobs={sha: Path(p) for sha, p in order.blobs.items()},
             sandbox=self.sandbox,
+            cgroup=self.cgroup,
         )
         try:
             result = workload.run(ctx)

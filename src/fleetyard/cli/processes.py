@@ -235,6 +235,18 @@ def agent(
         Path | None,
         typer.Option("--rank-dir", help="Where the uid sandbox makes ranks' private dirs (default: a tmp dir)."),
     ] = None,
+    rank_memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--rank-memory-mb",
+            min=16,
+            help="Memory one board's ranks may use (uid sandbox; default: 80 percent of the host's, split per board).",
+        ),
+    ] = None,
+    rank_cpus: Annotated[
+        float | None,
+        typer.Option("--rank-cpus", min=0.01, help="CPUs one board's ranks may use (uid sandbox; default: all)."),
+    ] = None,
 ) -> None:
     """Run the host agent: register, heartbeat, take assignments and run them on this host's boards."""
     # Nothing the agent starts (workers, ranks) inherits its credential.
@@ -266,6 +278,8 @@ def agent(
             labels=labels,
             sandbox=sandbox,
             rank_dir=rank_dir,
+            rank_memory_mb=rank_memory_mb,
+            rank_cpus=rank_cpus,
         )
     except SandboxError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--sandbox'") from None

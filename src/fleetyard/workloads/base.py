@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleetyard.domain.job import Outcome
 from fleetyard.errors import BadRequest
+from fleetyard.workloads.rank_cgroup import RankCgroup
 from fleetyard.workloads.sandbox import Sandbox
 
 
@@ -50,6 +51,7 @@ class WorkloadContext:
     should_stop: Callable[[], bool]  # true once canceled or over the time limit
     blobs: dict[str, Path] = field(default_factory=dict)  # sha256 -> the file in the agent's cache
     sandbox: Sandbox = field(default_factory=Sandbox)  # how the processes the rank starts are confined
+    cgroup: RankCgroup | None = None  # the board slot's cgroup (memory, CPU), where the host offers one
 
     def blob(self, sha256: str) -> Path:
         """The local file of a blob the kind declared in ``blobs(params)``."""

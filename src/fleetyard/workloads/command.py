@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleetyard.domain.job import Outcome
 from fleetyard.workloads.base import WorkloadContext, WorkloadResult, params_as
+from fleetyard.workloads.rank_cgroup import address_space_limit
 from fleetyard.workloads.sandbox import rank_env
 
 __all__ = ["CommandParams", "CommandWorkload"]
@@ -93,6 +95,13 @@ class CommandWorkload:
         argv = params.argv()
         env = rank_env(os.environ, ctx.env, params.env, ctx.workdir)
         cwd = ctx.workdir / params.cwd if params.cwd else ctx.workdir
+        memory = ctx.sandbox.limits.memory_bytes if ctx.sandbox.uid is not None else None
+        join: Callable[[], None] | None = None
+        if ctx.cgroup is not None:
+            join = ctx.cgroup.joiner()
+            ooms = ctx.cgroup.oom_kills()
+        elif memory is not None:
+            join = address_space_limit(memory)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -105,6 +114,8 @@ class CommandWorkload:
                 # Its own process group, so a stop kills the command's children too.
                 start_new_session=True,
                 close_fds=True,
+                # Joins the slot's cgroup between fork and exec: nothing the rank runs escapes it.
+                preexec_fn=join,
                 **ctx.sandbox.popen_kwargs(),
             )
         except FileNotFoundError:
@@ -128,6 +139,11 @@ class CommandWorkload:
         code = 128 - rc if rc < 0 else rc  # killed by signal N -> 128+N, as shells report it
         if stopped:
             return WorkloadResult(Outcome.CANCELED, exit_code=code, message="stopped", result=duration)
+        if ctx.cgroup is not None and ctx.cgroup.oom_kills() > ooms and memory is not None:
+            # Even if the command exits 0 (a shell pipeline hides its parts' deaths): what it
+            # computed is missing what the killed process would have done.
+            msg = f"over its memory limit of {memory // 2**20} MiB: the kernel killed a process of it"
+            return WorkloadResult(Outcome.USER_ERROR, exit_code=code, message=msg, result=duration)
         if rc == 0:
             return WorkloadResult(Outcome.SUCCESS, exit_code=0, result=duration)
         if rc < 0:

@@ -27,9 +27,11 @@ import signal
 import stat
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from fleetyard.workloads.rank_cgroup import RankLimits
 
 __all__ = [
     "BACKENDS",
@@ -96,18 +98,20 @@ def private_root(parent: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """How one board's ranks run: ``uid`` is their uid (and gid) under the ``uid`` backend."""
+    """How one board's ranks run: ``uid`` is their uid (and gid) under the ``uid`` backend, and
+    ``limits`` what they may use together (enforced under the ``uid`` backend only: it needs root)."""
 
     backend: Backend = "none"
     uid: int | None = None
+    limits: RankLimits = field(default_factory=RankLimits)
 
     @classmethod
-    def for_slot(cls, backend: Backend, base: int, slot: int) -> Sandbox:
+    def for_slot(cls, backend: Backend, base: int, slot: int, limits: RankLimits | None = None) -> Sandbox:
         if backend == "none":
             return cls("none")
         if not 0 <= slot < SLOTS_PER_HOST:
             raise SandboxError(f"board slot {slot} is outside 0..{SLOTS_PER_HOST - 1}: it has no rank uid")
-        return cls("uid", base + slot)
+        return cls("uid", base + slot, limits or RankLimits())
 
     def prepare(self, *dirs: Path) -> None:
         """Make ``dirs`` the rank's own: 0700, owned by its uid."""
