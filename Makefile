@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres chromium lint typecheck test test-long demo bench-quick clean
+.PHONY: help venv postgres chromium bubblewrap lint typecheck test test-long demo bench-quick clean
 
 help:
 	@echo "make demo         start a local fleet, run the example jobs, keep serving until Ctrl-C"
@@ -58,6 +58,19 @@ chromium:
 	       "install it with: sudo apt-get install --no-install-recommends chromium" >&2; \
 	fi
 
+# Agents run ranks under bubblewrap where it runs (fleetyard agent --sandbox auto, as root); the
+# security tests try both that sandbox and the plain uid one.
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "bwrap not found: installing bubblewrap through apt-get"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; \
+	else \
+	  echo "warning: bwrap not found and not root: agents fall back to the uid sandbox (as root);" \
+	       "install it with: sudo apt-get install bubblewrap" >&2; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -68,7 +81,7 @@ typecheck: venv
 # Three workers on two cores: most tests wait on real processes, so the suite takes about half
 # the time it takes in one. worksteal: an idle worker takes tests queued on a busy one (the
 # slowest tests take 20-40 s; a plain split left one worker finishing alone for minutes).
-test: venv postgres chromium lint typecheck
+test: venv postgres chromium bubblewrap lint typecheck
 	$(BIN)/pytest -n 3 --dist worksteal tests/
 
 # `make test` runs the long scenarios bounded (the suite's budget: 12 minutes on 2 cores).

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from fleetyard.cli._fleet import agent_token_file
-from fleetyard.workloads.sandbox import rank_uid_base
+from fleetyard.workloads.sandbox import bwrap_runs, rank_uid_base
 from tests.integration.harness import Stack, rank_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the uid sandbox needs root (CI runs as root)")
+
+needs_bwrap = pytest.mark.skipif(not bwrap_runs(), reason="bubblewrap is not installed (make test installs it)")
 
 # Each probe prints "PROBE <name> <ok|denied>": ok means the attack worked.
 HUNT = r"""
@@ -30,6 +32,8 @@ probe blob_cache_write touch "$STATE_DIR/blobs/planted"
 probe blob_cache_list ls "$STATE_DIR/blobs"
 echo secret > "$HOME/secret"
 for d in $OTHERS; do [ "$d" = "$HOME" ] || probe other_rank_dir ls "$d"; done
+probe fleet_dirs_in_tmp sh -c 'ls -d /tmp/fleetyard-ranks/*/* | grep -v "$FLEETYARD_BOARD_SERIAL"'
+probe root_write touch /usr/planted
 ln -s "$TOKEN_FILE" "$FLEETYARD_OUTPUT_DIR/leak"
 ln -s "/proc/$AGENT_PID/environ" "$FLEETYARD_OUTPUT_DIR/leak2"
 echo fine > "$FLEETYARD_OUTPUT_DIR/mine.txt"
@@ -37,8 +41,13 @@ sleep 1
 """
 
 
-def test_a_job_hunting_for_the_fleets_credentials_finds_none(sqlite_stack: Stack) -> None:
-    stack = sqlite_stack.start(hosts=1, driver="sim:2:sim-g1")
+@pytest.mark.parametrize("sandbox", ["uid", pytest.param("bwrap", marks=needs_bwrap)])
+def test_a_job_hunting_for_the_fleets_credentials_finds_none(sqlite_stack: Stack, sandbox: str) -> None:
+    stack = sqlite_stack
+    stack.setup()
+    stack.start_server()
+    stack.start_controller()
+    stack.start_agent("h1", "sim:2:sim-g1", extra=("--sandbox", sandbox))
     agent = stack.procs["agent-h1"]
     assert agent.popen is not None
     state = stack.dir / "agents" / "h1"
@@ -76,6 +85,8 @@ def test_a_job_hunting_for_the_fleets_credentials_finds_none(sqlite_stack: Stack
         "blob_cache_write",
         "blob_cache_list",
         "other_rank_dir",
+        "fleet_dirs_in_tmp",
+        "root_write",
     }, log
     assert [p for p in probes if p[1] != "denied"] == [], log
     assert not (state / "planted").exists() and not (state / "blobs" / "planted").exists()

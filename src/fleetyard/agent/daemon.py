@@ -194,12 +194,12 @@ class Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
         state_dir.chmod(0o700)  # blobs, outputs on their way, the board state: the agent's alone
         self.sandbox = choose_backend(sandbox)
-        uid_base = rank_uid_base(host, state_dir) if self.sandbox == "uid" else 0
-        if self.sandbox == "uid":
+        uid_base = rank_uid_base(host, state_dir) if self.sandbox != "none" else 0
+        if self.sandbox != "none":
             # Ranks' dirs live outside the data dir, which their uids cannot enter.
             parent = rank_dir or private_root(Path(tempfile.gettempdir()), "fleetyard-ranks")
             rank_dir = private_root(parent, f"u{uid_base}")
-            log.info("ranks run in the uid sandbox: slot N as uid %d+N, in %s", uid_base, rank_dir)
+            log.info("ranks run in the %s sandbox: slot N as uid %d+N, in %s", self.sandbox, uid_base, rank_dir)
         else:
             log.warning(
                 "ranks run unsandboxed, as this agent's user: a job can read what the agent can"
@@ -252,7 +252,7 @@ class Agent:
         for leftover in ("outbox", "work"):
             shutil.rmtree(self.state_dir / leftover, ignore_errors=True)
         boards = self.driver.discover()
-        if self.sandbox == "uid":
+        if self.sandbox != "none":
             memory = self._rank_memory or default_memory_bytes(len(boards))
             limits = RankLimits(memory_bytes=memory, cpus=self._rank_cpus)
             self.config = dataclasses.replace(self.config, rank_limits=limits)

@@ -13,6 +13,7 @@ import codecs
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -102,6 +103,13 @@ class CommandWorkload:
             ooms = ctx.cgroup.oom_kills()
         elif memory is not None:
             join = address_space_limit(memory)
+        if ctx.sandbox.backend == "bwrap":
+            # bwrap runs whatever it is given: a program it cannot find is its exit 1, not ours to
+            # tell apart, so look first (the sandbox sees the host's filesystem, read-only).
+            missing = _missing(argv[0], env["PATH"], cwd, params.cwd)
+            if missing is not None:
+                return missing
+            argv = ctx.sandbox.wrap(argv, ctx.workdir, ctx.output_dir, cwd)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -159,6 +167,16 @@ class CommandWorkload:
             elif rc == 126:
                 msg += " (not executable)"
         return WorkloadResult(Outcome.USER_ERROR, exit_code=code, message=msg, result=duration)
+
+
+def _missing(program: str, path: str, cwd: Path, asked_cwd: str | None) -> WorkloadResult | None:
+    """The user error of a program that cannot be run, or None."""
+    if not Path(cwd).is_dir():
+        return _user_error(f"working directory {asked_cwd!r} does not exist", None)
+    found = shutil.which(program, path=path) if "/" not in program else program
+    if found is None or not Path(cwd, found).exists():
+        return _user_error(f"command not found: {program!r}", 127)
+    return None
 
 
 def _user_error(message: str, exit_code: int | None) -> WorkloadResult:

@@ -1,6 +1,6 @@
 """How a rank's processes are confined on its host: a job is untrusted code.
 
-Two backends, chosen by the agent (``fleetyard agent --sandbox``):
+Three backends, chosen by the agent (``fleetyard agent --sandbox``):
 
 - ``uid``: the rank's processes run as an unprivileged uid of their own per board slot (no
   passwd entry needed: the agent, running as root, sets it), in a private work dir and output dir
@@ -8,23 +8,28 @@ Two backends, chosen by the agent (``fleetyard agent --sandbox``):
   agent's token file, its environment (``/proc/<pid>/environ`` is readable by its own uid only)
   or its memory, cannot write its data dir or blob cache (0700, the agent's), and cannot read
   another slot's files. After the rank, every process left running as that uid is killed.
+- ``bwrap``: all of ``uid``, and the rank runs under bubblewrap: a read-only root, a private
+  empty ``/tmp`` and ``/dev/shm`` (so it sees no other rank's dirs at all), only its own work and
+  output dirs writable, its own pid, ipc and uts namespaces.
 - ``none``: the rank runs as the agent's own user (a developer's ``fleetyard up`` without
   root). Nothing above holds except the scrubbed environment; the agent says so when it starts.
 
-Both give the rank a scrubbed environment (:func:`rank_env`): an allow-list of the host's
+All give the rank a scrubbed environment (:func:`rank_env`): an allow-list of the host's
 variables, the job's ``FLEETYARD_*`` variables and the board's device, and the spec's own ``env``;
 never the agent's token or anything else of the agent's environment.
 
-What neither does: keep a rank off the network, out of world-writable places (``/tmp``,
-``/dev/shm``), or from reading world-readable files of the host. See ``docs/security.md``.
+What none does: keep a rank off the network, or from reading world-readable files of the host;
+under ``uid``, out of world-writable places (``/tmp``, ``/dev/shm``). See ``docs/security.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import stat
+import subprocess
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,8 +50,8 @@ __all__ = [
     "rank_uid_base",
 ]
 
-Backend = Literal["uid", "none"]
-BACKENDS: tuple[str, ...] = ("auto", "uid", "none")
+Backend = Literal["bwrap", "uid", "none"]
+BACKENDS: tuple[str, ...] = ("auto", "bwrap", "uid", "none")
 
 # Of the host's environment, what a rank gets (with LC_*): enough to find programs and speak
 # the host's locale, nothing that names a credential.
@@ -62,14 +67,38 @@ class SandboxError(Exception):
 
 
 def choose_backend(asked: str) -> Backend:
-    """The backend for ``asked`` (``auto``: ``uid`` when running as root, else ``none``)."""
+    """The backend for ``asked``. ``auto``: ``bwrap`` when running as root where bubblewrap runs,
+    else ``uid`` as root, else ``none``."""
     if asked not in BACKENDS:
         raise SandboxError(f"unknown sandbox {asked!r}: expected one of {', '.join(BACKENDS)}")
+    root = os.geteuid() == 0
     if asked == "auto":
-        return "uid" if os.geteuid() == 0 else "none"
-    if asked == "uid" and os.geteuid() != 0:
-        raise SandboxError("--sandbox uid needs the agent to run as root (it sets each rank's uid); use --sandbox none")
-    return "uid" if asked == "uid" else "none"
+        if not root:
+            return "none"
+        return "bwrap" if bwrap_runs() else "uid"
+    if asked in ("uid", "bwrap") and not root:
+        raise SandboxError(
+            f"--sandbox {asked} needs the agent to run as root (it sets each rank's uid); use --sandbox none"
+        )
+    if asked == "bwrap" and not bwrap_runs():
+        raise SandboxError(
+            "--sandbox bwrap: bubblewrap does not run here (install it: apt-get install bubblewrap; it needs"
+            " user namespaces); use --sandbox uid"
+        )
+    return "bwrap" if asked == "bwrap" else "uid" if asked == "uid" else "none"
+
+
+def bwrap_runs() -> bool:
+    """Whether bubblewrap is installed and runs for an unprivileged uid (user namespaces allowed)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    probe = [bwrap, "--ro-bind", "/", "/", "--unshare-user", "--unshare-pid", "--die-with-parent", "true"]
+    try:
+        as_rank = Sandbox("uid", FIRST_RANK_UID).popen_kwargs() if os.geteuid() == 0 else {}
+        return subprocess.run(probe, capture_output=True, timeout=30, **as_rank).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def rank_uid_base(host: str, state_dir: Path) -> int:
@@ -111,7 +140,31 @@ class Sandbox:
             return cls("none")
         if not 0 <= slot < SLOTS_PER_HOST:
             raise SandboxError(f"board slot {slot} is outside 0..{SLOTS_PER_HOST - 1}: it has no rank uid")
-        return cls("uid", base + slot, limits or RankLimits())
+        return cls(backend, base + slot, limits or RankLimits())
+
+    def wrap(self, argv: list[str], workdir: Path, output_dir: Path, cwd: Path) -> list[str]:
+        """The argv that runs ``argv`` in this sandbox: under ``bwrap``, in a mount namespace where
+        the root is read-only, /tmp and /dev/shm are private and empty (other ranks' dirs, which
+        live under /tmp, are not there), and only its work and output dirs are writable; its own
+        pid, ipc and uts namespaces. The network is the host's."""
+        if self.backend != "bwrap":
+            return argv
+        bwrap = shutil.which("bwrap") or "bwrap"
+        return [
+            bwrap,
+            "--ro-bind", "/", "/",
+            "--dev", "/dev",
+            "--proc", "/proc",
+            "--tmpfs", "/tmp",
+            "--tmpfs", "/dev/shm",
+            "--bind", str(workdir), str(workdir),
+            "--bind", str(output_dir), str(output_dir),
+            "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--chdir", str(cwd),
+            "--",
+            *argv,
+        ]  # fmt: skip
 
     def prepare(self, *dirs: Path) -> None:
         """Make ``dirs`` the rank's own: 0700, owned by its uid."""
