@@ -5,7 +5,6 @@ the same requests every run); ``FLEETYARD_TEST_LONG=1`` tries 30."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
