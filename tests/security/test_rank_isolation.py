@@ -146,3 +146,23 @@ def test_a_rank_over_its_boards_memory_is_a_user_error_and_the_board_stays(sqlit
     # The next job on the board runs as before.
     ok = stack.submit(params={"command": "head -c 10000000 /dev/zero | wc -c"})
     assert stack.wait_job(ok)["state"] == "succeeded"
+
+
+def test_another_teams_user_reads_nothing_of_a_job_through_the_real_server(sqlite_stack: Stack) -> None:
+    """Alice's (team compiler) job logs a secret and records a result; Bob (team robotics), with
+    his own token against the real server, gets 403 on its spec, logs and results, and sees the job
+    in the list without its parameters; no answer carries the secret."""
+    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+    secret = "s3cr3t-" + os.urandom(4).hex()
+    job = stack.submit(params={"command": f"echo {secret}", "env": {"HF_TOKEN": secret}})
+    assert stack.wait_job(job)["state"] == "succeeded"
+    assert secret in stack.logs_of(job)  # alice reads her own
+    for path in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/logs", f"/v1/jobs/{job}/results"):
+        r = stack.http("GET", path, as_="bob")
+        assert r.status_code == 403 and secret not in r.text, (path, r.text)
+    listed = stack.http("GET", "/v1/jobs", as_="bob")
+    assert listed.status_code == 200 and secret not in listed.text
+    [mine] = [j for j in listed.json() if j["id"] == job]
+    assert mine["spec"]["params"] == {}
+    # Alice sees her job, the secret-looking env value masked.
+    assert stack.job(job)["spec"]["params"]["env"] == {"HF_TOKEN": "***"}

@@ -157,3 +157,13 @@ def test_the_agent_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
     assert "readable by others (mode 644)" in r.output and f"chmod 600 {path}" in r.output
     r = CliRunner().invoke(app, ["agent", "--server", "http://127.0.0.1:9"], env={"FLEETYARD_AGENT_TOKEN": "", **wide})
     assert r.exit_code == 2 and "--token-file" in r.output
+
+
+def test_up_says_whether_ranks_run_sandboxed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetyard.cli.up import _sandbox_line
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert _sandbox_line().startswith("[yellow]unsandboxed: they run as you")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("fleetyard.workloads.sandbox.bwrap_runs", lambda: False)
+    assert _sandbox_line().startswith("sandboxed (uid)")

@@ -129,6 +129,7 @@ def _banner(server: str, data_dir: Path, config: Path, hosts: int, boards: int, 
     c.print(f"  API docs     {server}/docs", highlight=False)
     c.print(f"  data dir     {data_dir}   (logs in {data_dir / 'logs'})", highlight=False)
     c.print(f"  config       {config}   (server and admin token for the CLI)", highlight=False)
+    c.print(f"  ranks        {_sandbox_line()}", highlight=False, markup=True)
     env_server = os.environ.get(ENV_SERVER)
     if env_server and env_server.rstrip("/") != server:
         c.print(f"  [yellow]note: FLEETYARD_SERVER={env_server} overrides the config in this shell[/]")
@@ -142,6 +143,16 @@ def _banner(server: str, data_dir: Path, config: Path, hosts: int, boards: int, 
     ):
         c.print(f"  {example}", style="cyan", markup=False, highlight=False)
     c.print("\nCtrl-C stops the fleet.", style="dim")
+
+
+def _sandbox_line() -> str:
+    """How the agents will confine ranks (their --sandbox auto), said once where the user looks."""
+    from fleetyard.workloads.sandbox import choose_backend
+
+    backend = choose_backend("auto")
+    if backend == "none":
+        return "[yellow]unsandboxed: they run as you, and can read what you can (run as root to sandbox them)[/]"
+    return f"sandboxed ({backend}): an unprivileged uid per board slot, a scrubbed environment"
 
 
 @contextmanager
