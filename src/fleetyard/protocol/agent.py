@@ -21,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from fleetyard.domain.job import Outcome
 
@@ -31,23 +31,31 @@ WARM_MAX = 8
 CACHED_MAX = 64
 
 
+# What an agent sends is bounded like any other request: names, ids, lists and maps.
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Id = Annotated[int, Field(ge=0, le=2**63 - 1)]
+LabelKey = Annotated[str, Field(max_length=100)]
+Labels = Annotated[dict[LabelKey, Annotated[str, Field(max_length=200)]], Field(max_length=64)]
+MESSAGE_MAX = 4000  # a rank's or an op's message (the agent cuts a longer one to this)
+
+
 class BoardInfo(BaseModel):
-    serial: str
-    generation: str
-    slot: int
-    firmware: str
-    device: str = Field(description="how the worker addresses it, e.g. 'sim:3', 'cpu:0-3', 'cuda:0'")
-    labels: dict[str, str] = Field(default_factory=dict)
+    serial: Name
+    generation: Name
+    slot: int = Field(ge=0, le=100_000)
+    firmware: Name
+    device: str = Field(max_length=200, description="how the worker addresses it, e.g. 'sim:3', 'cpu:0-3', 'cuda:0'")
+    labels: Labels = Field(default_factory=dict)
     hardware_revision: str | None = Field(None, max_length=100, description="as the driver reads it off the board")
 
 
 class RegisterRequest(BaseModel):
-    host: str
-    session: str
-    driver: str
-    agent_version: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    boards: list[BoardInfo]
+    host: Name
+    session: Name
+    driver: Name
+    agent_version: Name
+    labels: Labels = Field(default_factory=dict)
+    boards: list[BoardInfo] = Field(max_length=10_000)
 
 
 class RegisterResponse(BaseModel):
@@ -56,10 +64,10 @@ class RegisterResponse(BaseModel):
 
 
 class BoardReport(BaseModel):
-    id: str
+    id: Name
     ok: bool = True
-    reason: str | None = None
-    telemetry: dict[str, float] = Field(default_factory=dict)
+    reason: str | None = Field(None, max_length=1000)
+    telemetry: dict[Annotated[str, Field(max_length=100)], float] = Field(default_factory=dict, max_length=256)
     # Absent from older agents' reports: an empty list, which is "nothing known to be warm".
     warm: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
@@ -71,7 +79,7 @@ class BoardReport(BaseModel):
 class LeaveRequest(BaseModel):
     """An agent stopping on purpose: its host goes offline now, not after the heartbeat timeout."""
 
-    session: str
+    session: Name
 
 
 class BoardOp(StrEnum):
@@ -106,27 +114,29 @@ class OpOrder(BaseModel):
 
 
 class OpResult(BaseModel):
-    id: int = Field(description="the OpOrder's id")
+    id: Id = Field(description="the OpOrder's id")
     ok: bool
-    message: str | None = None
+    message: str | None = Field(None, max_length=MESSAGE_MAX)
     started_at: float = Field(description="agent's wall clock, seconds since the epoch")
     finished_at: float = Field(description="agent's wall clock, seconds since the epoch")
 
 
 class HeartbeatRequest(BaseModel):
-    session: str
-    boards: list[BoardReport] = Field(default_factory=list)
+    session: Name
+    boards: list[BoardReport] = Field(default_factory=list, max_length=10_000)
     # Absent from older agents' reports: an empty list, which is "nothing known to be cached".
     cached: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
         description="sha256 of the blobs in the host's cache, most recently used last"
         f" (at most {CACHED_MAX}): a job whose artifact is there starts without a download",
     )
-    running: list[int] = Field(default_factory=list, description="assignment ids live on this agent")
-    fault_acks: list[int] = Field(default_factory=list, description="fault orders applied")
+    running: list[Id] = Field(default_factory=list, max_length=100_000, description="assignment ids live on this agent")
+    fault_acks: list[Id] = Field(default_factory=list, max_length=10_000, description="fault orders applied")
     # Absent from older agents' reports: an empty list, which is "no op finished".
     op_results: list[OpResult] = Field(
-        default_factory=list, description="board ops finished here, sent again until the answer acks them"
+        default_factory=list,
+        max_length=10_000,
+        description="board ops finished here, sent again until the answer acks them",
     )
 
 
@@ -185,14 +195,14 @@ class EventType(StrEnum):
 
 
 class Event(BaseModel):
-    assignment_id: int
-    seq: int = Field(ge=0, description="0 for started, then 1, 2, … per assignment; finished last")
+    assignment_id: Id
+    seq: int = Field(ge=0, le=2**63 - 1, description="0 for started, then 1, 2, … per assignment; finished last")
     type: EventType
-    at: float = Field(description="agent's wall clock, seconds since the epoch")
-    data: str | None = Field(None, description="log text (type=log)")
-    exit_code: int | None = None
+    at: float = Field(allow_inf_nan=False, description="agent's wall clock, seconds since the epoch")
+    data: str | None = Field(None, max_length=1_000_000, description="log text (type=log)")
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
     outcome: Outcome | None = Field(None, description="type=finished: how this rank ended")
-    message: str | None = None
+    message: str | None = Field(None, description=f"cut to {MESSAGE_MAX} characters")
     board_ok: bool = Field(True, description="type=finished: the board passed its probe afterwards")
     probe_reason: str | None = Field(
         None, max_length=500, description="type=finished, board_ok false: what the probe found"
@@ -200,10 +210,16 @@ class Event(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict, description="output name -> blob sha256")
 
+    @field_validator("message", mode="before")
+    @classmethod
+    def _cut(cls, v: object) -> object:
+        # Cut, not refused: a finished event refused for its message would be lost with its rank.
+        return v[: MESSAGE_MAX - 1] + "…" if isinstance(v, str) and len(v) > MESSAGE_MAX else v
+
 
 class EventBatch(BaseModel):
-    session: str
-    events: list[Event]
+    session: Name
+    events: list[Event] = Field(max_length=10_000)
 
 
 class EventAck(BaseModel):
