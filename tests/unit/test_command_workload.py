@@ -14,6 +14,7 @@ from fleetyard.domain.job import Outcome
 from fleetyard.errors import BadRequest
 from fleetyard.workloads.base import WorkloadContext, validate_params, workload_class
 from fleetyard.workloads.command import CommandParams, CommandWorkload
+from fleetyard.workloads.sandbox import Sandbox
 
 
 class Ctx:
@@ -187,6 +188,17 @@ def test_a_spec_the_kernel_refuses_at_start_is_a_user_error(tmp_path: Path) -> N
     c.ctx.params = CommandParams.model_construct(command=["true"], env={"A=B": "x"}, shell=False, cwd=None)
     result = CommandWorkload().run(c.ctx)
     assert result.outcome is Outcome.USER_ERROR and "environment variable" in (result.message or "")
+    # Under bwrap the program is looked for before bwrap starts: the same answer, and a missing one
+    # is "command not found" (bwrap's own exit 1 would say nothing).
+    c.ctx.sandbox = Sandbox("bwrap", 100_123)
+    for bad in (["ec\0ho"], ["/bin/ec\0ho"]):
+        c.ctx.params = CommandParams.model_construct(command=bad, env={}, shell=False, cwd=None)
+        result = CommandWorkload().run(c.ctx)
+        assert result.outcome is Outcome.USER_ERROR, result
+    c.ctx.params = CommandParams.model_construct(command=["no-such-program-xyz"], env={}, shell=False, cwd=None)
+    result = CommandWorkload().run(c.ctx)
+    assert (result.outcome, result.exit_code) == (Outcome.USER_ERROR, 127)
+    assert result.message == "command not found: 'no-such-program-xyz'"
 
 
 def test_stop_kills_the_process_group(tmp_path: Path) -> None:

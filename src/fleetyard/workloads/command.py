@@ -171,11 +171,14 @@ class CommandWorkload:
 
 def _missing(program: str, path: str, cwd: Path, asked_cwd: str | None) -> WorkloadResult | None:
     """The user error of a program that cannot be run, or None."""
-    if not Path(cwd).is_dir():
-        return _user_error(f"working directory {asked_cwd!r} does not exist", None)
-    found = shutil.which(program, path=path) if "/" not in program else program
-    if found is None or not Path(cwd, found).exists():
-        return _user_error(f"command not found: {program!r}", 127)
+    try:
+        if not Path(cwd).is_dir():
+            return _user_error(f"working directory {asked_cwd!r} does not exist", None)
+        found = shutil.which(program, path=path) if "/" not in program else program
+        if found is None or not Path(cwd, found).exists():
+            return _user_error(f"command not found: {program!r}", 127)
+    except ValueError as exc:  # a NUL byte: what no program can be given is the spec's error
+        return _user_error(f"cannot start {program!r}: {exc}", None)
     return None
 
 
