@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.integration.harness import Stack, wait_for
 
 
@@ -46,6 +48,7 @@ def test_controller_kill9_standby_takes_over(stack: Stack) -> None:
     assert stack.procs["standby"].alive
 
 
+@pytest.mark.one_store("postgres")  # the production store; SQLite in make test-long
 def test_agent_kill9_reruns_its_work_elsewhere(stack: Stack) -> None:
     stack.host_timeout_s = 8.0  # lost after 8 s of silence (production: a minute)
     stack.setup()

@@ -107,6 +107,7 @@ def test_an_inventory_decides_which_found_boards_onboard(stack: Stack) -> None:
     assert stack.ok("GET", f"/v1/boards/{h1[3]}")["state"] == "discovered"  # nothing takes it on by itself
 
 
+@pytest.mark.one_store("sqlite")  # the diff is store-agnostic; test_store_races_fleet races it on PG
 def test_diff_reports_moves_missing_and_unexpected_boards_and_a_moved_board_keeps_its_history(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -77,6 +77,7 @@ def test_bad_requests_over_http(stack: Stack) -> None:
     assert "/v1/jobs" in openapi["paths"] and "/v1/agent/events" in openapi["paths"]
 
 
+@pytest.mark.one_store("postgres")  # workers racing is PG's case; SQLite in make test-long
 def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path: Path) -> None:
     with running_stack(db_url, tmp_path) as stack:
         stack.setup()
@@ -102,6 +103,7 @@ def test_an_output_over_the_servers_limit_is_dropped_with_a_note(stack: Stack) -
 
 
 @pytest.mark.long
+@pytest.mark.one_store("postgres")  # the race is PG's (SQLite has one writer)
 def test_ranks_of_many_spread_jobs_ending_together_settle_every_job_once(stack: Stack) -> None:
     """Each job's two ranks run on two hosts and end at about the same moment, reported by two
     agents at once: every job ends, once, and none was left for the controller's sweeper (on

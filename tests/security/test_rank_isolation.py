@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetyard.cli._fleet import agent_token_file
 from fleetyard.workloads.sandbox import bwrap_runs, rank_uid_base
-from tests.integration.harness import Stack, rank_dir
+from tests.integration.harness import Stack, rank_dir, running_stack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the uid sandbox needs root (CI runs as root)")
 
@@ -95,10 +96,19 @@ def test_a_job_hunting_for_the_fleets_credentials_finds_none(sqlite_stack: Stack
         assert set(rank["outputs"]) == {"mine.txt"}, rank
 
 
-def test_what_a_rank_leaves_running_is_killed_when_it_ends(sqlite_stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def one_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A fleet of one host and one board (the default sandbox), shared by the tests that only run
+    jobs on it: a stack's start costs seconds of the suite's two cores."""
+    d = tmp_path_factory.mktemp("one-board")
+    with running_stack(f"sqlite:///{d / 'fleetyard.db'}", d) as stack:
+        yield stack.start(hosts=1, driver="sim:1:sim-g1")
+
+
+def test_what_a_rank_leaves_running_is_killed_when_it_ends(one_board: Stack) -> None:
     """A daemon that leaves the rank's process group (setsid) still runs as the rank's uid: it
     is killed when the rank ends, and cannot wait for the next job on the board."""
-    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+    stack = one_board
     marker = "fleetyard-escapee-" + os.urandom(4).hex()
     script = f"setsid sh -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 & sleep 0.5; echo started"
     job = stack.submit(params={"command": ["/bin/sh", "-c", script]})
@@ -114,8 +124,8 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_what_the_fleet_writes_is_readable_by_its_own_user_only(sqlite_stack: Stack) -> None:
-    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+def test_what_the_fleet_writes_is_readable_by_its_own_user_only(one_board: Stack) -> None:
+    stack = one_board
     sha = stack.put_blob(b"a model's bytes")
     job = stack.submit(params={"command": "echo out > $FLEETYARD_OUTPUT_DIR/o.txt"})
     assert stack.wait_job(job)["state"] == "succeeded"
@@ -148,11 +158,11 @@ def test_a_rank_over_its_boards_memory_is_a_user_error_and_the_board_stays(sqlit
     assert stack.wait_job(ok)["state"] == "succeeded"
 
 
-def test_another_teams_user_reads_nothing_of_a_job_through_the_real_server(sqlite_stack: Stack) -> None:
+def test_another_teams_user_reads_nothing_of_a_job_through_the_real_server(one_board: Stack) -> None:
     """Alice's (team compiler) job logs a secret and records a result; Bob (team robotics), with
     his own token against the real server, gets 403 on its spec, logs and results, and sees the job
     in the list without its parameters; no answer carries the secret."""
-    stack = sqlite_stack.start(hosts=1, driver="sim:1:sim-g1")
+    stack = one_board
     secret = "s3cr3t-" + os.urandom(4).hex()
     job = stack.submit(params={"command": f"echo {secret}", "env": {"HF_TOKEN": secret}})
     assert stack.wait_job(job)["state"] == "succeeded"

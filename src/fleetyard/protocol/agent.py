@@ -116,9 +116,14 @@ class OpOrder(BaseModel):
 class OpResult(BaseModel):
     id: Id = Field(description="the OpOrder's id")
     ok: bool
-    message: str | None = Field(None, max_length=MESSAGE_MAX)
+    message: str | None = Field(None, description=f"cut to {MESSAGE_MAX} characters")
     started_at: float = Field(description="agent's wall clock, seconds since the epoch")
     finished_at: float = Field(description="agent's wall clock, seconds since the epoch")
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _cut(cls, v: object) -> object:
+        return _cut(v)
 
 
 class HeartbeatRequest(BaseModel):
@@ -213,8 +218,12 @@ class Event(BaseModel):
     @field_validator("message", mode="before")
     @classmethod
     def _cut(cls, v: object) -> object:
-        # Cut, not refused: a finished event refused for its message would be lost with its rank.
-        return v[: MESSAGE_MAX - 1] + "…" if isinstance(v, str) and len(v) > MESSAGE_MAX else v
+        return _cut(v)
+
+
+def _cut(v: object) -> object:
+    # Cut, not refused: a finished event (or an op's result) refused for its message would be lost.
+    return v[: MESSAGE_MAX - 1] + "…" if isinstance(v, str) and len(v) > MESSAGE_MAX else v
 
 
 class EventBatch(BaseModel):

@@ -193,6 +193,23 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def _term(pgid: int, *, spare: int | None) -> None:
+    """SIGTERM to the process group ``pgid``, but for process ``spare``."""
+    if spare is None:
+        _killpg(pgid, signal.SIGTERM)
+        return
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == spare:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+            if int(fields[2]) == pgid:
+                os.kill(int(entry.name), signal.SIGTERM)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
 def _supervise(proc: subprocess.Popen[bytes], ctx: WorkloadContext) -> bool:
     """Stream the output and wait for the command; return whether it was stopped on request."""
     assert proc.stdout is not None
@@ -264,7 +281,9 @@ def _supervise(proc: subprocess.Popen[bytes], ctx: WorkloadContext) -> bool:
                 stopped = True
                 stop_at = now
                 kill_at = now + KILL_GRACE_S
-                _killpg(pgid, signal.SIGTERM)
+                # Under bwrap, not bwrap itself: it would die of the SIGTERM at once and take the
+                # sandbox (and the command's chance to stop cleanly) with it.
+                _term(pgid, spare=proc.pid if ctx.sandbox.backend == "bwrap" else None)
             if kill_at is not None and now >= kill_at:
                 _killpg(pgid, signal.SIGKILL)
                 kill_at = None
