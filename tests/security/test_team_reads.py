@@ -45,6 +45,8 @@ def test_another_teams_user_cannot_read_a_jobs_spec_logs_or_results(fleet: Fleet
         assert "team 'compiler'" in r.json()["error"]["message"] and "hf_secret" not in r.text
         assert fleet.client.get(path, headers=alice).status_code == 200
         assert fleet.client.get(path, headers=admin).status_code == 200
+        # An agent's token (a host taken over) reads no team's work either.
+        assert fleet.client.get(path, headers=fleet.h(fleet.agents["h1"])).status_code == 403
     # The list shows bob that the job exists (the queue is shared), not its parameters.
     [listed] = [j for j in fleet.client.get("/v1/jobs", headers=bob).json() if j["id"] == job]
     assert listed["team"] == "compiler" and listed["spec"]["params"] == {}

@@ -29,9 +29,12 @@ class Principal:
 
 
 def may_read(reader: Principal, team: str | None, shared: bool) -> bool:
-    """Whether ``reader`` may read a job's spec, logs and results: staff and agents read every
-    job; a user its own team's, and those their team shared with the fleet."""
-    return reader.role is not Role.USER or team == reader.team or shared
+    """Whether ``reader`` may read a job's spec, logs and results: staff read every job; a user
+    its own team's, and those their team shared with the fleet; an agent none (it gets its ranks'
+    specs through its own routes, and a host taken over must not read every team's work)."""
+    if reader.role is Role.AGENT:
+        return False
+    return reader.is_staff or team == reader.team or shared
 
 
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY")

@@ -54,15 +54,10 @@ class BodyLimit:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(
-            f"the request body is over {limit:,} bytes, the cap of {scope['method']} {scope['path']}: "
-            "send less (split a batch; put large data in a blob and name its sha256)",
-            detail={"max_bytes": limit},
-        )
         declared = _content_length(scope)
         if declared is not None:
             if declared > limit:
-                await JSONResponse(too_large.to_dict(), status_code=413)(scope, receive, send)
+                await _too_large(scope, limit)(scope, receive, send)
                 return
             await self.app(scope, receive, send)  # the server reads no more than it declared
             return
@@ -75,7 +70,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await JSONResponse(too_large.to_dict(), status_code=413)(scope, receive, send)
+                await _too_large(scope, limit)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -85,6 +80,15 @@ class BodyLimit:
             return whole.pop() if whole else await receive()
 
         await self.app(scope, replay, send)
+
+
+def _too_large(scope: Scope, limit: int) -> JSONResponse:
+    error = PayloadTooLarge(
+        f"the request body is over {limit:,} bytes, the cap of {scope['method']} {scope['path']}: "
+        "send less (split a batch; put large data in a blob and name its sha256)",
+        detail={"max_bytes": limit},
+    )
+    return JSONResponse(error.to_dict(), status_code=413)
 
 
 def _content_length(scope: Scope) -> int | None:
