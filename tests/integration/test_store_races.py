@@ -334,3 +334,47 @@ def test_a_board_released_while_it_is_bound_is_not_bound(pg_fleet: PgFleet, monk
     assert bound == [0]
     assert f.take("h1") == []
     assert f.call("GET", f"/v1/jobs/{job['id']}", f.user)["state"] == "queued"
+
+
+def test_two_hosts_claiming_one_released_board_at_once_do_not_both_take_it(
+    pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A board released from h1 is claimed by h2 and h3 at the same moment. Each register used to
+    read it offline, free to claim, and both took it (the last write won, two agents served one
+    board). Now the second waits for the first, sees the board on h2, and is refused."""
+    from fleetyard.server.services import agents
+
+    f = pg_fleet
+    f.register("h1")
+    ops = create_token(f.store.url, name="ops", role=Role.OPERATOR)
+    f.call("POST", "/v1/boards/h1-b0/release", ops, json={"reason": "to another host"})
+    f.agents["h3"] = create_token(f.store.url, name="agent-h3", role=Role.AGENT, host="h3")
+    checked, commit = threading.Event(), threading.Event()
+    real = agents._check_claims
+
+    def held(conn: sa.Connection, host_id: str, moving: list[sa.Row[Any]]) -> None:
+        real(conn, host_id, moving)
+        if host_id == "h2":
+            checked.set()
+            assert commit.wait(60)
+
+    monkeypatch.setattr(agents, "_check_claims", held)
+    board = {"serial": "h1-b0", "generation": "sim-g1", "slot": 0, "firmware": "1.0", "device": "sim:0"}
+    answers: dict[str, int] = {}
+
+    def claim(host: str) -> None:
+        body = {"host": host, "session": "s1", "driver": "sim:1", "agent_version": "t", "boards": [board]}
+        r = f.client.post("/v1/agent/register", json=body, headers={"Authorization": f"Bearer {f.agents[host]}"})
+        answers[host] = r.status_code
+
+    first, first_errors = _in_thread(lambda: claim("h2"))
+    assert checked.wait(60)
+    second, second_errors = _in_thread(lambda: claim("h3"))
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the second claim to wait for the first")
+    commit.set()
+    first.join(60)
+    second.join(60)
+    assert not first_errors and not second_errors, (first_errors, second_errors)
+    assert answers == {"h2": 200, "h3": 409}, answers
+    with f.store.read() as conn:
+        assert conn.execute(sa.select(t.boards.c.host_id).where(t.boards.c.id == "h1-b0")).scalar_one() == "h2"

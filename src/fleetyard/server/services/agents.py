@@ -71,6 +71,9 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
             conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(**values))
             if host.state == HostState.OFFLINE:
                 host_back(conn, host_id, at=at)
+        # Held before they are read: two hosts claiming one released board at once would each
+        # read it free (READ COMMITTED) and both take it.
+        lock_rows(conn, t.boards, serials)
         known = {r.id: r for r in conn.execute(sa.select(t.boards).where(t.boards.c.id.in_(serials)))}
         _check_claims(conn, host_id, [r for r in known.values() if r.host_id != host_id])
         new = [b for b in req.boards if b.serial not in known]
