@@ -4,6 +4,7 @@ secret-looking env values are masked in every answer, the owner's included."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +83,59 @@ def test_a_job_shared_with_the_fleet_is_read_by_every_team(fleet: Fleet) -> None
     assert fleet.client.get(f"/v1/jobs/{job}/results", headers=bob).json()["ranks"][0]["result"] == {"top1": 0.91}
     chunks = fleet.client.get(f"/v1/jobs/{job}/logs", headers=bob).json()["chunks"]
     assert "rank 0" in "".join(c["data"] for c in chunks)
+
+
+def _put(fleet: Fleet, token: str, data: bytes) -> tuple[str, int]:
+    sha = hashlib.sha256(data).hexdigest()
+    return sha, fleet.client.put(f"/v1/blobs/{sha}", content=data, headers=fleet.h(token)).status_code
+
+
+def test_a_teams_blobs_are_read_by_that_team_its_jobs_outputs_too(fleet: Fleet) -> None:
+    """Alice's uploads and her jobs' outputs are her team's: bob neither downloads them, nor
+    learns they exist, nor hands them to a job of his, nor publishes them as an artifact."""
+    from tests.unit.models import mlp
+
+    fleet.register("h1", n=1)
+    fleet.app.state.max_blob_bytes = 1 << 20
+    alice, bob, admin, agent = (fleet.h(x) for x in (fleet.user, fleet.other, fleet.admin, fleet.agents["h1"]))
+    inputs, status = _put(fleet, fleet.user, b"alice's private inputs")
+    model, status2 = _put(fleet, fleet.user, mlp(seed=7).SerializeToString())
+    assert status == status2 == 201
+    for sha in (inputs, model):
+        for method in ("GET", "HEAD"):
+            assert fleet.client.request(method, f"/v1/blobs/{sha}", headers=bob).status_code == 404
+            for who in (alice, admin, agent):
+                assert fleet.client.request(method, f"/v1/blobs/{sha}", headers=who).status_code == 200
+    denied = fleet.client.get(f"/v1/blobs/{inputs}", headers=bob).json()["error"]["message"]
+    assert "team robotics" in denied and "upload it" in denied
+    # Not as an artifact of his: the model's inspection would make it every team's.
+    r = fleet.client.post("/v1/artifacts", json={"sha256": model}, headers=bob)
+    assert r.status_code == 404, r.text
+    # Nor as a job's blob: his ranks would read it (refused before the kind looks at the file).
+    r = fleet.client.post("/v1/artifacts", json={"sha256": model}, headers=alice)
+    assert r.status_code == 201, r.text
+    r = fleet.client.post(
+        "/v1/jobs", json={"kind": "run", "params": {"artifact": model, "inputs": inputs}}, headers=bob
+    )
+    assert r.status_code == 422 and inputs in r.json()["error"]["message"], r.text
+    # The registered artifact is the fleet's now; uploading the same bytes makes them bob's too.
+    assert fleet.client.get(f"/v1/blobs/{model}", headers=bob).status_code == 200
+    assert _put(fleet, fleet.other, b"alice's private inputs")[1] == 201
+    assert fleet.client.get(f"/v1/blobs/{inputs}", headers=bob).status_code == 200
+
+    # A rank's output is read by its job's team only; by every team once the job is shared.
+    out = {}
+    for visibility in ("team", "fleet"):
+        sha, code = _put(fleet, fleet.agents["h1"], f"output of a {visibility} job".encode())
+        assert code == 201
+        job = fleet.submit(params={"command": "true"}, visibility=visibility)
+        assert fleet.rec.schedule(time.time()) == 1
+        [a] = fleet.take("h1")
+        events = finish(a)
+        events[-1]["outputs"] = {"out.bin": sha}
+        fleet.events("h1", events)
+        assert fleet.job(job["id"])["state"] == "succeeded"
+        out[visibility] = sha
+    assert fleet.client.get(f"/v1/blobs/{out['team']}", headers=alice).status_code == 200
+    assert fleet.client.get(f"/v1/blobs/{out['team']}", headers=bob).status_code == 404
+    assert fleet.client.get(f"/v1/blobs/{out['fleet']}", headers=bob).status_code == 200

@@ -34,11 +34,12 @@ from fleetyard.errors import BadRequest, Forbidden, UnschedulableJob
 from fleetyard.policy.placement import Constraints
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.scheduling import FleetBoard, constraints_of, pending_job, why_unschedulable
+from fleetyard.store import blob_readers
 from fleetyard.store import tables as t
 from fleetyard.store.blobs import BlobStore
 from fleetyard.store.boards import schedulable_boards
 from fleetyard.store.queues import read_priority_classes, read_queues
-from fleetyard.workloads.base import admit, validate_params
+from fleetyard.workloads.base import admit, validate_params, workload_class
 
 __all__ = ["BlobNotLocal", "FleetView", "Reader", "StoreRegistry", "Within", "check_jobs"]
 
@@ -226,6 +227,26 @@ def _check_queues(store: Reader, specs: list[JobSpec], teams: list[str], view: F
             raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": i, "reason": reason})
 
 
+def _check_blob_reads(store: Reader, kind: str, params: BaseModel, team: str) -> None:
+    """Refuse a blob the kind declares that exists but ``team`` may not read (one that does not
+    exist is the kind's checks' to name)."""
+    declare: Callable[[BaseModel], list[str]] | None = getattr(workload_class(kind), "blobs", None)
+    if declare is None:
+        return
+    fields = {v: k for k, v in params.model_dump().items() if isinstance(v, str)}
+    with store.read() as conn:
+        for sha in dict.fromkeys(declare(params)):
+            uploaded = conn.execute(sa.select(t.blobs.c.sha256).where(t.blobs.c.sha256 == sha)).first()
+            if uploaded is None or blob_readers.readable(conn, sha, team):
+                continue
+            field = f"params.{fields[sha]}: " if sha in fields else ""
+            raise BadRequest(
+                f"{field}blob {sha} was never uploaded by team {team} (nor made by its jobs, nor a registered"
+                f" artifact); upload it first (PUT /v1/blobs/{sha})",
+                detail={"field": f"params.{fields.get(sha, '')}".rstrip("."), "sha256": sha, "team": team},
+            )
+
+
 def check_jobs(
     store: Reader,
     specs: list[JobSpec],
@@ -233,15 +254,20 @@ def check_jobs(
     *,
     view: FleetView,
     registry: StoreRegistry | None,
+    team_blobs_only: bool = False,
 ) -> tuple[list[BaseModel], list[str]]:
     """Every admission check of a batch (all or none), in the module's order; each spec's parsed
     params and team. Raises the first refusal, its message prefixed ``jobs[i]:`` in a batch.
-    ``registry`` None: the kinds' own checks are skipped."""
+    ``registry`` None: the kinds' own checks are skipped. ``team_blobs_only`` (a user's submit): a
+    job may use only blobs its team may read, else it would hand another team's inputs to its ranks."""
     params: list[BaseModel] = []
     teams: list[str] = []
     for i, spec in enumerate(specs):
         try:
             parsed = validate_params(spec.kind, spec.params)
+            if team_blobs_only:
+                # Before the kind's checks: their refusals would tell what another team's file holds.
+                _check_blob_reads(store, spec.kind, parsed, team_of(spec))
             if registry is not None:
                 registry.spec = spec
                 try:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcome, attempt_outcome
 from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
+from fleetyard.store import blob_readers
 from fleetyard.store import tables as t
 from fleetyard.store.boards import allocate_ranks, switch_board_state
 from fleetyard.store.db import insert_many, lock_rows
@@ -145,6 +146,8 @@ def end_rank(
     )
     if res.rowcount != 1:
         return []
+    if outputs:
+        _grant_outputs(conn, a.job_id, outputs.values())
     # The board held as it is read (after the attempt, as every path takes them): a drain or
     # undrain committed meanwhile is seen here, not overwritten.
     board = conn.execute(
@@ -298,3 +301,14 @@ def settle_ended(conn: sa.Connection, *, at: float) -> list[int]:
     )
     lock_attempts(conn, ended)
     return [attempt_id for attempt_id in ended if settle(conn, attempt_id, at=at) is not None]
+
+
+def _grant_outputs(conn: sa.Connection, job_id: int, shas: Iterable[str]) -> None:
+    """A rank's outputs are read by its job's team, and by every team if the job is shared."""
+    job = conn.execute(sa.select(t.jobs.c.team, t.jobs.c.spec).where(t.jobs.c.id == job_id)).first()
+    if job is None:
+        return
+    if (job.spec or {}).get("visibility") == "fleet":
+        blob_readers.grant(conn, shas, blob_readers.EVERY_TEAM)
+    elif job.team is not None:
+        blob_readers.grant(conn, shas, job.team)

@@ -178,6 +178,17 @@ blobs = sa.Table(
     sa.Column("created_at", Time, nullable=False),
 )
 
+# Which teams read a blob (content-addressed, so one blob may be several teams'): the team that
+# uploaded it, the team whose job made it (an output), "*" for every team (an output of a job
+# shared with the fleet; blobs that predate this table). Staff and agents read every blob, and
+# every user reads a registered artifact's.
+blob_readers = sa.Table(
+    "blob_readers",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(100), primary_key=True),
+)
+
 tokens = sa.Table(
     "tokens",
     metadata,

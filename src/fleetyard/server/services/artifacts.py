@@ -7,9 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetyard.domain.auth import Principal
+from fleetyard.domain.auth import Principal, Role
 from fleetyard.errors import FleetyardError, NotFound
 from fleetyard.protocol.api import ArtifactIn, ArtifactOut
+from fleetyard.store import blob_readers
 from fleetyard.store import tables as t
 from fleetyard.store.blobs import BlobStore, check_digest
 from fleetyard.store.db import Store, insert_ignore
@@ -28,13 +29,21 @@ def _out(r: Any) -> ArtifactOut:
     )
 
 
+def _may_publish(store: Store, principal: Principal, sha: str) -> bool:
+    if principal.role is not Role.USER:
+        return True
+    with store.read() as conn:
+        return blob_readers.readable(conn, sha, principal.team)
+
+
 def push(store: Store, blobs: BlobStore, *, principal: Principal, req: ArtifactIn, at: float) -> ArtifactOut:
     """Register an uploaded blob as an artifact (idempotent: the same bytes give the same artifact)."""
     sha = check_digest(req.sha256)
     existing = _find(store, sha)
     if existing is not None:
         return existing
-    if not blobs.has(sha):
+    if not blobs.has(sha) or not _may_publish(store, principal, sha):
+        # The same answer for another team's blob: a registered artifact is every team's to read.
         raise NotFound(f"no blob {sha}: upload the artifact first (PUT /v1/blobs/{sha})", detail={"sha256": sha})
     from fleetyard import runtimes  # onnx and the runtimes load only on the first push
 

@@ -48,7 +48,14 @@ def submit(
     so is one whose kind's checks refuse it (an artifact never pushed, inputs that do not fit)."""
     view = fleet or FleetView()
     registry = StoreRegistry(store, view, blobs) if blobs is not None else None
-    _, teams = check_jobs(store, specs, lambda spec: _team_for(principal, spec), view=view, registry=registry)
+    _, teams = check_jobs(
+        store,
+        specs,
+        lambda spec: _team_for(principal, spec),
+        view=view,
+        registry=registry,
+        team_blobs_only=principal.role is Role.USER,
+    )
     rows: list[dict[str, Any]] = [
         {
             "name": spec.name,

@@ -50,7 +50,14 @@ def start(
             continue  # it reads an earlier stage: checked when it starts
         try:
             checked = JobSpec.model_validate({**job, "team": team})
-            check_jobs(store, [checked], lambda _: team, view=view, registry=registry)
+            check_jobs(
+                store,
+                [checked],
+                lambda _: team,
+                view=view,
+                registry=registry,
+                team_blobs_only=principal.role is Role.USER,
+            )
         except ValidationError as e:
             first = e.errors()[0]
             raise BadRequest(
