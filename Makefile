@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres chromium bubblewrap lint typecheck test test-long demo bench-quick clean
+.PHONY: help venv postgres chromium bubblewrap rank-python lint typecheck test test-long demo bench-quick clean
 
 help:
 	@echo "make demo         start a local fleet, run the example jobs, keep serving until Ctrl-C"
@@ -71,6 +71,16 @@ bubblewrap:
 	       "install it with: sudo apt-get install bubblewrap" >&2; \
 	fi
 
+# In-process kinds (run, validate, eval) run in a process of the board slot's own uid, which must
+# read the agent's Python: a directory above it that others cannot pass (pyenv's /root, 0700)
+# gets its search bit, and nothing more (no listing, no reading).
+rank-python: venv
+	@if [ "$$(id -u)" = 0 ]; then \
+	  for d in $$($(BIN)/python -c 'import os, sys, pathlib; print(*[p for p in pathlib.Path(os.path.realpath(sys.base_prefix)).parents if not os.stat(p).st_mode & 1])'); do \
+	    echo "rank uids cannot pass $$d: chmod o+x $$d"; chmod o+x "$$d"; \
+	  done; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -81,7 +91,7 @@ typecheck: venv
 # Three workers on two cores: most tests wait on real processes, so the suite takes about half
 # the time it takes in one. worksteal: an idle worker takes tests queued on a busy one (the
 # slowest tests take 20-40 s; a plain split left one worker finishing alone for minutes).
-test: venv postgres chromium bubblewrap lint typecheck
+test: venv postgres chromium bubblewrap rank-python lint typecheck
 	$(BIN)/pytest -n 3 --dist worksteal tests/
 
 # `make test` runs the long scenarios bounded (the suite's budget: 12 minutes on 2 cores).

@@ -176,3 +176,70 @@ def test_another_teams_user_reads_nothing_of_a_job_through_the_real_server(one_b
     assert mine["spec"]["params"] == {}
     # Alice sees her job, the secret-looking env value masked.
     assert stack.job(job)["spec"]["params"]["env"] == {"HF_TOKEN": "***"}
+
+
+# An eval's metrics module is the job's own Python, run inside the rank: each metric reports an
+# attack as a number (1.0: it worked).
+HOSTILE_METRICS = """
+import os, pathlib
+
+def _tried(fn):
+    try:
+        fn()
+        return 1.0
+    except OSError:
+        return 0.0
+
+def uid(outputs, labels):
+    return float(os.getuid())
+
+def token_file(outputs, labels):
+    return _tried(lambda: pathlib.Path({token!r}).read_bytes())
+
+def agent_environ(outputs, labels):
+    return _tried(lambda: pathlib.Path("/proc/{agent_pid}/environ").read_bytes())
+
+def blob_cache_write(outputs, labels):
+    return _tried(lambda: pathlib.Path({cache!r}, "planted").write_bytes(b"x"))
+
+def worker_environ(outputs, labels):
+    # The worker that started the rank's process (root, the board session's).
+    return _tried(lambda: pathlib.Path(f"/proc/{{os.getppid()}}/environ").read_bytes())
+
+def credentials_in_env(outputs, labels):
+    return float(any(k.endswith(("_TOKEN", "_SECRET")) or k == "FLEETYARD_SERVER" for k in os.environ))
+"""
+
+
+def test_an_in_process_kind_runs_the_jobs_python_as_the_slots_uid_not_the_agents(one_board: Stack) -> None:
+    """The user's Python of an eval (its metrics module; a .vmfb's native code alike) runs in the
+    rank's own process under the slot's uid: the agent's token, environment and blob cache are
+    out of its reach, and the job still runs to its result."""
+    from tests.unit.models import mlp
+
+    stack = one_board
+    agent = stack.procs["agent-h1"]
+    assert agent.popen is not None
+    state = stack.dir / "agents" / "h1"
+    metrics = HOSTILE_METRICS.format(
+        token=str(agent_token_file(stack.dir, "h1")), agent_pid=agent.popen.pid, cache=str(state / "blobs")
+    )
+    model = stack.push_artifact(mlp(batch=1, seed=3).SerializeToString(), "mlp-hostile")
+    names = ["uid", "token_file", "agent_environ", "blob_cache_write", "worker_environ", "credentials_in_env"]
+    job = stack.submit(
+        kind="eval",
+        params={
+            "artifact": model,
+            "generated": {"n": 4},
+            "metrics_module": stack.put_blob(metrics.encode()),
+            "user_metrics": names,
+        },
+    )
+    done = stack.wait_job(job)
+    assert done["state"] == "succeeded", stack.logs_of(job)
+    [rank] = done["attempt_list"][0]["ranks"]
+    found = {k: v["value"] for k, v in rank["result"]["user"].items()}
+    base = rank_uid_base("h1", state)
+    assert base <= found.pop("uid") < base + 1000, found
+    assert found == dict.fromkeys(names[1:], 0.0), found
+    assert not (state / "blobs" / "planted").exists()

@@ -60,7 +60,7 @@ from fleetyard.protocol.agent import (
     RegisterResponse,
 )
 from fleetyard.workloads.rank_cgroup import RankLimits, default_memory_bytes
-from fleetyard.workloads.sandbox import choose_backend, private_root, rank_uid_base
+from fleetyard.workloads.sandbox import SandboxError, choose_backend, private_root, python_unreadable, rank_uid_base
 
 __all__ = ["Agent", "IdSet", "OpFailed", "run_agent"]
 
@@ -195,11 +195,18 @@ class Agent:
         state_dir.chmod(0o700)  # blobs, outputs on their way, the board state: the agent's alone
         self.sandbox = choose_backend(sandbox)
         uid_base = rank_uid_base(host, state_dir) if self.sandbox != "none" else 0
+        rank_hosts = False
         if self.sandbox != "none":
             # Ranks' dirs live outside the data dir, which their uids cannot enter.
             parent = rank_dir or private_root(Path(tempfile.gettempdir()), "fleetyard-ranks")
             rank_dir = private_root(parent, f"u{uid_base}")
             log.info("ranks run in the %s sandbox: slot N as uid %d+N, in %s", self.sandbox, uid_base, rank_dir)
+            unreadable = python_unreadable(uid_base)
+            if unreadable is not None and sandbox != "auto":
+                raise SandboxError(f"--sandbox {sandbox}: {unreadable}")
+            if unreadable is not None:
+                log.warning("in-process kinds (run, validate, eval) run unconfined, as this agent: %s", unreadable)
+            rank_hosts = unreadable is None
         else:
             log.warning(
                 "ranks run unsandboxed, as this agent's user: a job can read what the agent can"
@@ -218,6 +225,7 @@ class Agent:
             sandbox=self.sandbox,
             rank_uid_base=uid_base,
             rank_dir=rank_dir,
+            rank_hosts=rank_hosts,
         )
         self._rank_memory = None if rank_memory_mb is None else rank_memory_mb * 2**20
         self._rank_cpus = rank_cpus

@@ -48,6 +48,7 @@ class RunnerConfig:
     rank_uid_base: int = 0  # under the uid sandbox, the uid of slot 0's ranks
     rank_dir: Path | None = None  # where ranks' private dirs are made (default: <state_dir>/work)
     rank_limits: RankLimits | None = None  # what one board's ranks may use (uid sandbox only)
+    rank_hosts: bool = True  # in-process kinds run as the slot's uid (see fleetyard.agent.rank_host)
 
 
 @dataclass
@@ -82,7 +83,9 @@ class BoardRunner:
             serial=serial,
             state_dir=config.state_dir,
             rank_dir=config.rank_dir,
-            sandbox=Sandbox.for_slot(config.sandbox, config.rank_uid_base, slot, config.rank_limits),
+            sandbox=Sandbox.for_slot(
+                config.sandbox, config.rank_uid_base, slot, config.rank_limits, in_process=config.rank_hosts
+            ),
         )
         self._queue: deque[Assignment] = deque()
         self._current: _Run | None = None

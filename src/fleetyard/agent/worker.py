@@ -49,6 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fleetyard.agent.rank_host import RankHost, RankHostDied, RankOrder, confines_itself, fleet_code
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardFault, BoardSession, load_driver
 from fleetyard.errors import FleetyardError
@@ -267,6 +268,9 @@ def worker_main(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _ignore)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    # A daemonic process may not start processes: a worker starts its rank hosts (daemonic
+    # themselves, they end with it).
+    multiprocessing.current_process().daemon = False
     try:
         driver = load_driver(driver_spec, host=host, state_dir=Path(state_dir))
         session = driver.open_session(serial)
@@ -283,6 +287,7 @@ def worker_main(
     try:
         worker.loop()
     finally:
+        worker.close_host()
         session.close()
         if worker.cgroup is not None:
             worker.cgroup.close()
@@ -327,6 +332,8 @@ class _Worker:
         shutil.rmtree(root, ignore_errors=True)
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh
         # ones per rank cost more than running `true` does. Both the rank's own (0700, its uid).
+        self.root = root
+        self.host: RankHost | None = None  # where in-process kinds run under a sandbox uid
         self.workdir, self.output_dir = root / "work", root / "out"
         root.mkdir(parents=True)
         root.chmod(0o711)  # its rank's uid passes through to its own dirs (whatever the umask)
@@ -354,7 +361,8 @@ class _Worker:
                 return
             a = order.assignment
             result, outputs = self.run(order)
-            self.send(("done", a.id, asdict(result), outputs, loaded_artifacts()))
+            warm = self.host.warm if self.host is not None else loaded_artifacts()
+            self.send(("done", a.id, asdict(result), outputs, warm))
 
     def _reader(self) -> None:
         try:
@@ -500,7 +508,16 @@ class _Worker:
             cgroup=self.cgroup,
         )
         try:
-            result = workload.run(ctx)
+            if self.sandbox.uid is None or not self.sandbox.in_process or fleet_code(cls):
+                result = workload.run(ctx)
+            elif confines_itself(cls):
+                # One team's processes at a time under the slot's uid: a command rank must find
+                # no other team's loaded models to reach.
+                if self.host is not None and self.host.team != a.team:
+                    self.close_host()
+                result = workload.run(ctx)
+            else:
+                result = self._run_in_host(a, ctx)
         except BoardFault as exc:
             return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
         if result.outcome is Outcome.SUCCESS:
@@ -511,6 +528,37 @@ class _Worker:
             outcome, message = stop_outcome(reason, a.time_limit_s)
             return WorkloadResult(outcome, exit_code=result.exit_code, message=message, result=result.result)
         return result
+
+    def _run_in_host(self, a: Assignment, ctx: WorkloadContext) -> WorkloadResult:
+        """Run an in-process kind's rank in the rank host of its team (started if need be)."""
+        if self.host is not None and (self.host.team != a.team or not self.host.alive):
+            self.close_host()
+        if self.host is None:
+            try:
+                self.host = RankHost(self.sandbox, self.cgroup, a.team, self.root / "blobs")
+            except (RankHostDied, OSError) as exc:
+                return WorkloadResult(Outcome.INFRA_ERROR, message=f"cannot start the rank's process: {exc}")
+        order = RankOrder(
+            assignment_id=a.id,
+            job_id=a.job_id,
+            rank=a.rank,
+            world_size=a.world_size,
+            board_id=a.board_id,
+            device=ctx.device,
+            kind=a.kind,
+            params=ctx.params,
+            time_limit_s=a.time_limit_s,
+            env=ctx.env,
+            workdir=str(ctx.workdir),
+            output_dir=str(ctx.output_dir),
+            blobs={sha: str(p) for sha, p in ctx.blobs.items()},
+        )
+        return self.host.run(order, ctx.log, ctx.should_stop)
+
+    def close_host(self) -> None:
+        if self.host is not None:
+            self.host.close()
+            self.host = None
 
     def _collect_outputs(self, assignment_id: int, output_dir: Path) -> dict[str, str]:
         if not _has_entries(output_dir):

@@ -187,6 +187,8 @@ class Assignment(BaseModel):
     params: dict[str, Any]
     time_limit_s: float
     env: dict[str, str] = Field(default_factory=dict)
+    # The job's team: a board's in-process ranks share a runtime process only within one team.
+    team: str | None = Field(None, max_length=100)
 
 
 class AssignmentBatch(BaseModel):

@@ -90,6 +90,8 @@ class CommandWorkload:
 
     kind: ClassVar[str] = "command"
     params_model: ClassVar[type[BaseModel]] = CommandParams
+    # It starts the rank's processes in the sandbox itself: it runs in the worker, not a rank host.
+    confines_itself: ClassVar[bool] = True
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, CommandParams)

@@ -321,6 +321,8 @@ class HealthCheckWorkload:
 
     kind: ClassVar[str] = "health-check"
     params_model: ClassVar[type[BaseModel]] = HealthCheckParams
+    # Nothing of the job's runs: it stays in the worker (see fleetyard.agent.rank_host).
+    fleet_code: ClassVar[bool] = True
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, HealthCheckParams)

@@ -89,6 +89,8 @@ class LeaseWorkload:
 
     kind: ClassVar[str] = "lease"
     params_model: ClassVar[type[BaseModel]] = LeaseParams
+    # Nothing of the job's runs: it stays in the worker (see fleetyard.agent.rank_host).
+    fleet_code: ClassVar[bool] = True
 
     def run(self, ctx: WorkloadContext) -> WorkloadResult:
         params = params_as(ctx.params, LeaseParams)

@@ -120,6 +120,11 @@ class RankCgroup:
 
         return join
 
+    def add(self, pid: int) -> None:
+        """Move a running process into the cgroup (the worker does it for a rank host it started)."""
+        for fd in self._procs:
+            os.write(fd, str(pid).encode())
+
     def oom_kills(self) -> int:
         """How many processes the kernel has killed in this cgroup for going over its memory."""
         if self.v2:

@@ -30,6 +30,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ __all__ = [
     "SandboxError",
     "choose_backend",
     "private_root",
+    "python_unreadable",
     "rank_env",
     "rank_uid_base",
 ]
@@ -101,6 +103,37 @@ def bwrap_runs() -> bool:
         return False
 
 
+def python_unreadable(uid: int) -> str | None:
+    """Why a process of ``uid`` cannot run this Python and import fleetyard (where in-process
+    kinds run confined, see :mod:`fleetyard.agent.rank_host`), saying what to change; None if it can."""
+    import fleetyard
+
+    package = Path(fleetyard.__file__).resolve().parent
+    probe = "import os, sys; sys.exit(not all(os.access(p, os.R_OK | os.X_OK) for p in sys.argv[1:]))"
+    try:
+        ok = (
+            subprocess.run(
+                [sys.executable, "-I", "-S", "-c", probe, str(package)],
+                capture_output=True,
+                timeout=30,
+                env={"PATH": os.defpath},
+                **Sandbox("uid", uid).popen_kwargs(),
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if ok:
+        return None
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    closed = [str(d) for root in (prefix, package) for d in root.parents if not os.stat(d).st_mode & stat.S_IXOTH]
+    where = f"{closed[0]} lets no other user pass (chmod o+x {closed[0]})" if closed else "it is not readable by others"
+    return (
+        f"rank uids cannot run this agent's Python ({prefix}, fleetyard in {package}): {where}, or install the"
+        " agent where every user can read it"
+    )
+
+
 def rank_uid_base(host: str, state_dir: Path) -> int:
     """The first rank uid of an agent: a block of SLOTS_PER_HOST uids that stays the same across
     restarts of this agent (its host and state dir), and differs between agents on one machine
@@ -133,14 +166,19 @@ class Sandbox:
     backend: Backend = "none"
     uid: int | None = None
     limits: RankLimits = field(default_factory=RankLimits)
+    # In-process kinds run in a rank host of this uid (False: in the worker, where the rank uids
+    # cannot run the agent's Python; the agent says so when it starts).
+    in_process: bool = True
 
     @classmethod
-    def for_slot(cls, backend: Backend, base: int, slot: int, limits: RankLimits | None = None) -> Sandbox:
+    def for_slot(
+        cls, backend: Backend, base: int, slot: int, limits: RankLimits | None = None, *, in_process: bool = True
+    ) -> Sandbox:
         if backend == "none":
             return cls("none")
         if not 0 <= slot < SLOTS_PER_HOST:
             raise SandboxError(f"board slot {slot} is outside 0..{SLOTS_PER_HOST - 1}: it has no rank uid")
-        return cls(backend, base + slot, limits or RankLimits())
+        return cls(backend, base + slot, limits or RankLimits(), in_process)
 
     def wrap(self, argv: list[str], workdir: Path, output_dir: Path, cwd: Path) -> list[str]:
         """The argv that runs ``argv`` in this sandbox: under ``bwrap``, in a mount namespace where

@@ -275,7 +275,7 @@ def take_assignments(store: Store, *, principal: Principal, session: str, at: fl
             return []
     with store.write() as conn:
         rows = conn.execute(
-            sa.select(A, t.jobs.c.kind, t.jobs.c.spec)
+            sa.select(A, t.jobs.c.kind, t.jobs.c.spec, t.jobs.c.team)
             .join(t.jobs, t.jobs.c.id == A.c.job_id)
             .where(due)
             .order_by(A.c.id)
@@ -306,6 +306,7 @@ def take_assignments(store: Store, *, principal: Principal, session: str, at: fl
             kind=r.kind,
             params=r.spec.get("params", {}),
             time_limit_s=float(r.spec.get("time_limit_s", 3600.0)),
+            team=r.team,
         )
         for r in rows
     ]
