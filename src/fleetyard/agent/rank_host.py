@@ -115,7 +115,11 @@ class RankHost:
         self._conn, child = ctx.Pipe(duplex=True)
         memory = sandbox.limits.memory_bytes if cgroup is None else None
         self._proc = ctx.Process(  # type: ignore[attr-defined]
-            target=host_main, args=(child, sandbox.uid, memory), name="fleetyard-rank-host", daemon=True
+            target=host_main,
+            # The worker's cores (a cpu board's session pins it to the board's): the forkserver has every core.
+            args=(child, sandbox.uid, memory, sorted(os.sched_getaffinity(0))),
+            name="fleetyard-rank-host",
+            daemon=True,
         )
         self._proc.start()
         child.close()
@@ -237,10 +241,11 @@ class RankHost:
 # ---- host side ---------------------------------------------------------------------------------
 
 
-def host_main(conn: Connection, uid: int, memory_bytes: int | None) -> None:
+def host_main(conn: Connection, uid: int, memory_bytes: int | None, cores: list[int]) -> None:
     """Entry point of a rank host: become the slot's uid, then run ranks until told to exit."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)  # the worker decides when a rank host ends
+    os.sched_setaffinity(0, cores)
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     os.setgroups([])

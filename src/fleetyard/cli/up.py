@@ -147,12 +147,18 @@ def _banner(server: str, data_dir: Path, config: Path, hosts: int, boards: int, 
 
 def _sandbox_line() -> str:
     """How the agents will confine ranks (their --sandbox auto), said once where the user looks."""
-    from fleetyard.workloads.sandbox import choose_backend
+    from rich.markup import escape
+
+    from fleetyard.workloads.sandbox import FIRST_RANK_UID, choose_backend, python_unreadable
 
     backend = choose_backend("auto")
     if backend == "none":
         return "[yellow]unsandboxed: they run as you, and can read what you can (run as root to sandbox them)[/]"
-    return f"sandboxed ({backend}): an unprivileged uid per board slot, a scrubbed environment"
+    line = f"sandboxed ({backend}): an unprivileged uid per board slot, a scrubbed environment"
+    unreadable = python_unreadable(FIRST_RANK_UID)
+    if unreadable is not None:
+        line += f"\n               [yellow]but run/validate/eval jobs run as you: {escape(unreadable)}[/]"
+    return line
 
 
 @contextmanager
