@@ -1,7 +1,8 @@
 """Every operation of the OpenAPI, a few generated requests each (Schemathesis's strategies,
 Hypothesis derandomized: the same requests every run), against the in-process server: none may
-answer 5xx, nor name a file of the server's in an error. The admin's token for every operation, an agent's for the agent's routes (an admin's is
-refused before their bodies are read). ``FLEETYARD_TEST_LONG=1`` tries ten times as many."""
+answer 5xx, nor name a file of the server's in an error. The admin's token for every operation,
+an agent's for the agent's routes (an admin's is refused before their bodies are read).
+``FLEETYARD_TEST_LONG=1`` tries ten times as many."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 import fleetyard
-
 from tests.long import FULL
 from tests.unit.test_api_flow import Fleet
 
