@@ -123,15 +123,18 @@ class RankHost:
         )
         self._proc.start()
         child.close()
-        if cgroup is not None:
-            cgroup.add(self._proc.pid)  # before it reads an order: nothing of a rank runs outside it
-        shutil.rmtree(blob_dir, ignore_errors=True)
-        blob_dir.mkdir(mode=0o700)
-        sandbox.prepare(blob_dir)
-        msg = self._recv(START_TIMEOUT_S)
-        if msg is None or msg[0] != "ready":
+        try:
+            if cgroup is not None:
+                cgroup.add(self._proc.pid)  # before it reads an order: nothing of a rank runs outside it
+            shutil.rmtree(blob_dir, ignore_errors=True)
+            blob_dir.mkdir(mode=0o700)
+            sandbox.prepare(blob_dir)
+            msg = self._recv(START_TIMEOUT_S)
+            if msg is None or msg[0] != "ready":
+                raise RankHostDied(self._proc.exitcode)
+        except BaseException:
             self.kill()
-            raise RankHostDied(self._proc.exitcode)
+            raise
 
     @property
     def alive(self) -> bool:

@@ -361,7 +361,8 @@ class _Worker:
                 return
             a = order.assignment
             result, outputs = self.run(order)
-            warm = self.host.warm if self.host is not None else loaded_artifacts()
+            # A command rank's end kills every process of the slot's uid, an idle rank host too.
+            warm = (self.host.warm if self.host.alive else []) if self.host is not None else loaded_artifacts()
             self.send(("done", a.id, asdict(result), outputs, warm))
 
     def _reader(self) -> None:
