@@ -243,3 +243,41 @@ def test_an_in_process_kind_runs_the_jobs_python_as_the_slots_uid_not_the_agents
     assert base <= found.pop("uid") < base + 1000, found
     assert found == dict.fromkeys(names[1:], 0.0), found
     assert not (state / "blobs" / "planted").exists()
+
+
+# The job's Python tells the worker, in the host's own protocol, that the board failed.
+FORGED_INFRA_ERROR = """
+import gc, json, os, struct
+from fleetyard.agent.rank_host import RankOrder
+
+def uid(outputs, labels):
+    [order] = [o for o in gc.get_objects() if isinstance(o, RankOrder)]
+    done = {"type": "done", "assignment_id": order.assignment_id, "outcome": "infra_error",
+            "message": "board fault: the job says so"}
+    payload = json.dumps(done).encode()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                os.write(int(fd), struct.pack("!i", len(payload)) + payload)
+        except OSError:
+            pass
+    return 0.0
+"""
+
+
+def test_a_job_cannot_take_its_board_out_by_reporting_a_board_fault(one_board: Stack) -> None:
+    """An in-process rank's infra_error stands only if the board's own check then fails: here it
+    passes, so the job fails as its own error and the board stays in service."""
+    from tests.unit.models import mlp
+
+    stack = one_board
+    model = stack.push_artifact(mlp(batch=1, seed=4).SerializeToString(), "mlp-liar")
+    params = {"artifact": model, "generated": {"n": 2}, "user_metrics": ["uid"]}
+    params["metrics_module"] = stack.put_blob(FORGED_INFRA_ERROR.encode())
+    job = stack.submit(kind="eval", params=params, max_infra_retries=0)
+    done = stack.wait_job(job)
+    assert (done["state"], done["outcome"]) == ("failed", "user_error"), done
+    [rank] = done["attempt_list"][0]["ranks"]
+    assert "the board checks healthy" in (rank["message"] or ""), rank
+    [board] = stack.boards(host="h1")
+    assert board["state"] == "available", board

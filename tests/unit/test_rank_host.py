@@ -18,6 +18,7 @@ from tests.unit.models import mlp, save
 
 from fleetyard.agent.rank_host import RankHost, RankOrder
 from fleetyard.domain.job import Outcome
+from fleetyard.workloads.base import WorkloadContext
 from fleetyard.workloads.eval import EvalParams
 from fleetyard.workloads.sandbox import FIRST_RANK_UID, Sandbox, private_root, python_unreadable
 
@@ -47,11 +48,12 @@ def _order(root: Path, artifact: Path, metrics: Path, **params: object) -> RankO
     p = EvalParams.model_validate(
         {"artifact": sha, "generated": {"n": 2}, "metrics_module": msha, "user_metrics": ["uid"], **params}
     )
-    return RankOrder(
-        assignment_id=1, job_id=1, rank=0, world_size=1, board_id="b0", device="", kind="eval", params=p,
-        time_limit_s=60, env={}, workdir=str(root / "work"), output_dir=str(root / "out"),
-        blobs={sha: str(artifact), msha: str(metrics)},
+    ctx = WorkloadContext(
+        assignment_id=1, job_id=1, rank=0, world_size=1, board_id="b0", device="", params=p, time_limit_s=60,
+        env={}, workdir=root / "work", output_dir=root / "out", log=print, should_stop=lambda: False,
+        blobs={sha: artifact, msha: metrics},
     )  # fmt: skip
+    return RankOrder.of("eval", ctx)
 
 
 def test_a_rank_host_runs_as_the_slots_uid_per_team_stops_and_dies_as_the_users_error(
@@ -84,7 +86,11 @@ def test_a_rank_host_runs_as_the_slots_uid_per_team_stops_and_dies_as_the_users_
         stop = threading.Event()
         threading.Timer(1.0, stop.set).start()
         slow = _order(root, artifact, metrics, generated={"n": 10_000}, sim_latency_ms=50.0)
-        slow.env = {"FLEETYARD_SIM_GENERATION": "sim-g1", "FLEETYARD_SIM_TIME_SCALE": "1", "FLEETYARD_DEVICE": "sim:0"}
+        slow.context["env"] = {
+            "FLEETYARD_SIM_GENERATION": "sim-g1",
+            "FLEETYARD_SIM_TIME_SCALE": "1",
+            "FLEETYARD_DEVICE": "sim:0",
+        }
         res = host.run(slow, logs.append, stop.is_set)
         assert res.outcome is Outcome.CANCELED, res
 
@@ -98,3 +104,45 @@ def test_a_rank_host_runs_as_the_slots_uid_per_team_stops_and_dies_as_the_users_
         assert not host.alive and not (root / "blobs").exists()
     finally:
         host.close()
+
+
+# The job's Python writes a pickle to its pipe to the (root) worker: unpickled there, it would
+# run `touch` as root. The worker reads JSON only: the rank ends as the job's error.
+PICKLE_BOMB = """
+import os, pickle, struct
+
+class Bomb:
+    def __reduce__(self):
+        return (os.system, ("touch {marker}",))
+
+def uid(outputs, labels):
+    payload = pickle.dumps(Bomb())
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{{fd}}").startswith("socket:"):
+                os.write(int(fd), struct.pack("!i", len(payload)) + payload)
+        except OSError:
+            pass
+    return 0.0
+"""
+
+
+def test_a_rank_host_that_sends_a_pickle_is_killed_and_nothing_is_unpickled(
+    tmp_path: Path, slot: tuple[Sandbox, Path]
+) -> None:
+    sandbox, root = slot
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    marker = Path(tempfile.gettempdir()) / f"fleetyard-pwned-{os.getpid()}"
+    artifact = save(mlp(batch=1), cache / "model")
+    metrics = cache / "metrics"
+    metrics.write_text(PICKLE_BOMB.format(marker=marker))
+    host = RankHost(sandbox, None, "compiler", root / "blobs")
+    try:
+        res = host.run(_order(root, artifact, metrics), lambda _: None, lambda: False)
+        assert res.outcome is Outcome.USER_ERROR and "malformed message" in (res.message or ""), res
+        assert not host.alive
+        assert not marker.exists()
+    finally:
+        host.close()
+        marker.unlink(missing_ok=True)

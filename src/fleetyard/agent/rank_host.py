@@ -15,15 +15,20 @@ team's later ranks, never another team's.
 
 Messages over the pipe:
 
-    worker -> host   ("run", RankOrder) | ("stop", assignment_id) | ("exit",)
-    host -> worker   ("ready", pid) | ("log", assignment_id, text)
-                     ("done", assignment_id, result: dict, warm: [sha256])
+    worker -> host   ("run", RankOrder) | ("stop", assignment_id) | ("exit",)     (pickled)
+    host -> worker   {"type": "ready"} | {"type": "log", ...} | {"type": "done", ...}  (JSON)
+
+The host runs the job's code: what it sends is untrusted. It is JSON of a bounded size, parsed
+with :data:`HostMessage` (never unpickled: a pickle from the host would run code as root in the
+worker), and an outcome it reports is the job's word, not the board's: the worker believes an
+``infra_error`` only if the board's own check then fails (see ``_Worker._run_in_host``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import logging
 import os
@@ -34,20 +39,21 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.base import BoardFault
+from fleetyard.protocol.agent import WARM_MAX
 from fleetyard.workloads.base import Workload, WorkloadContext, WorkloadResult, workload_class
 from fleetyard.workloads.rank_cgroup import RankCgroup
 from fleetyard.workloads.sandbox import Sandbox, rank_env
 
-__all__ = ["RankHost", "RankHostDied", "RankOrder", "confines_itself", "fleet_code"]
+__all__ = ["HostMessage", "RankHost", "RankHostDied", "RankOrder", "confines_itself", "fleet_code"]
 
 log = logging.getLogger("fleetyard.agent.rank_host")
 
@@ -58,6 +64,16 @@ STOP_GRACE_S = 5.0
 START_TIMEOUT_S = 60.0
 _FICLONE = 0x40049409  # ioctl: share the extents of a file (btrfs, xfs): a copy without copying
 _PR_SET_DUMPABLE = 4
+# The longest message a host may send (a rank's result; its log goes in pieces of LOG_PIECE_CHARS).
+MAX_MESSAGE_BYTES = 16 * 2**20
+LOG_PIECE_CHARS = 64 * 1024
+# What a rank may report of itself. Timeout and preemption are the agent's to decide; an
+# infra_error is checked against the board before it is believed.
+REPORTABLE = frozenset(
+    {Outcome.SUCCESS, Outcome.USER_ERROR, Outcome.CONFIG_ERROR, Outcome.CANCELED, Outcome.INFRA_ERROR}
+)
+# What of a WorkloadContext is the worker's alone, never sent to a host.
+_WORKER_ONLY = frozenset({"log", "should_stop", "sandbox", "cgroup"})
 
 
 def confines_itself(cls: type[Workload]) -> bool:
@@ -75,27 +91,52 @@ def fleet_code(cls: type[Workload]) -> bool:
 
 @dataclass
 class RankOrder:
-    """One rank for the host: what its :class:`WorkloadContext` holds, less what is the worker's."""
+    """One rank for the host: its kind and its :class:`WorkloadContext`, less what is the worker's."""
 
-    assignment_id: int
-    job_id: int
-    rank: int
-    world_size: int
-    board_id: str
-    device: str
     kind: str
-    params: BaseModel
-    time_limit_s: float
-    env: dict[str, str]
-    workdir: str
-    output_dir: str
-    blobs: dict[str, str] = field(default_factory=dict)
+    context: dict[str, Any]
+
+    @classmethod
+    def of(cls, kind: str, ctx: WorkloadContext) -> RankOrder:
+        fields = (f.name for f in dataclasses.fields(ctx) if f.name not in _WORKER_ONLY)
+        return cls(kind, {name: getattr(ctx, name) for name in fields})
+
+    @property
+    def assignment_id(self) -> int:
+        return int(self.context["assignment_id"])
+
+
+class _Ready(BaseModel):
+    type: Literal["ready"]
+
+
+class _Log(BaseModel):
+    type: Literal["log"]
+    assignment_id: int
+    text: str = Field(max_length=LOG_PIECE_CHARS)
+
+
+class _Done(BaseModel):
+    type: Literal["done"]
+    assignment_id: int
+    outcome: Outcome
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
+    message: str | None = Field(None, max_length=64 * 1024)
+    result: dict[str, Any] = Field(default_factory=dict)
+    warm: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=WARM_MAX)
+
+
+HostMessage: TypeAdapter[_Ready | _Log | _Done] = TypeAdapter(
+    Annotated[_Ready | _Log | _Done, Field(discriminator="type")]
+)
 
 
 class RankHostDied(Exception):
-    def __init__(self, exitcode: int | None) -> None:
-        super().__init__(f"rank process died (exit code {exitcode})")
-        self.exitcode = exitcode
+    """The host is gone, or broke the protocol (``why``) and was killed."""
+
+    def __init__(self, exitcode: int | None, why: str | None = None) -> None:
+        super().__init__(why or f"rank process died (exit code {exitcode})")
+        self.exitcode, self.why = exitcode, why
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -129,8 +170,7 @@ class RankHost:
             shutil.rmtree(blob_dir, ignore_errors=True)
             blob_dir.mkdir(mode=0o700)
             sandbox.prepare(blob_dir)
-            msg = self._recv(START_TIMEOUT_S)
-            if msg is None or msg[0] != "ready":
+            if not isinstance(self._recv(START_TIMEOUT_S), _Ready):
                 raise RankHostDied(self._proc.exitcode)
         except BaseException:
             self.kill()
@@ -145,7 +185,9 @@ class RankHost:
         ``should_stop()`` is true, and the process killed if the rank has not returned in
         STOP_GRACE_S. A process that dies (its memory limit, a crash in the runtime) ends the rank
         as the user's error: it ran the job's own artifact."""
-        order.blobs = {sha: str(self._copy(sha, Path(p))) for sha, p in order.blobs.items()}
+        blobs = order.context["blobs"]
+        order.context["blobs"] = {sha: self._copy(sha, Path(p)) for sha, p in blobs.items()}
+        aid = order.assignment_id
         ooms = self.cgroup.oom_kills() if self.cgroup is not None else 0
         stop_at: float | None = None
         try:
@@ -154,17 +196,20 @@ class RankHost:
                 msg = self._recv(0.1)
                 if msg is None:
                     if stop_at is None and should_stop():
-                        self._send(("stop", order.assignment_id))
+                        self._send(("stop", aid))
                         stop_at = time.monotonic()
                     elif stop_at is not None and time.monotonic() - stop_at > STOP_GRACE_S:
                         self.kill()
                         return WorkloadResult(Outcome.CANCELED, message="stopped")
                     continue
-                if msg[0] == "log" and msg[1] == order.assignment_id:
-                    log_text(msg[2])
-                elif msg[0] == "done" and msg[1] == order.assignment_id:
-                    self.warm = list(msg[3])
-                    return WorkloadResult(**msg[2])
+                if isinstance(msg, _Log) and msg.assignment_id == aid:
+                    log_text(msg.text)
+                elif isinstance(msg, _Done) and msg.assignment_id == aid:
+                    self.warm = msg.warm
+                    if msg.outcome not in REPORTABLE:
+                        why = f"its process reported {msg.outcome.value}, which only the agent decides"
+                        return WorkloadResult(Outcome.USER_ERROR, message=why)
+                    return WorkloadResult(msg.outcome, msg.exit_code, msg.message, msg.result)
         except RankHostDied as died:
             self.kill()
             if stop_at is not None:
@@ -172,6 +217,8 @@ class RankHost:
             limit = self.sandbox.limits.memory_bytes
             if self.cgroup is not None and limit is not None and self.cgroup.oom_kills() > ooms:
                 why = f"over its memory limit of {limit // 2**20} MiB: the kernel killed its process"
+            elif died.why is not None:
+                why = died.why
             else:
                 code = died.exitcode
                 how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -209,14 +256,23 @@ class RankHost:
         except (OSError, EOFError, ValueError):
             raise RankHostDied(self._reap()) from None
 
-    def _recv(self, timeout: float) -> tuple[Any, ...] | None:
+    def _recv(self, timeout: float) -> _Ready | _Log | _Done | None:
         try:
             if not self._conn.poll(timeout):
                 return None
-            msg: tuple[Any, ...] = self._conn.recv()
-            return msg
-        except (EOFError, OSError):
+            raw = self._conn.recv_bytes(MAX_MESSAGE_BYTES)
+        except EOFError:
             raise RankHostDied(self._reap()) from None
+        except OSError:  # closed, or a message over MAX_MESSAGE_BYTES ("bad message length")
+            if not self._proc.is_alive():
+                raise RankHostDied(self._reap()) from None
+            raise RankHostDied(None, f"its process sent a message over {MAX_MESSAGE_BYTES} bytes") from None
+        try:
+            return HostMessage.validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise RankHostDied(None, f"its process sent a malformed message ({where}: {first['msg']})") from None
 
     def _reap(self) -> int | None:
         self._proc.join(2.0)
@@ -269,22 +325,35 @@ class _Host:
         self.conn = conn
         self.send_lock = threading.Lock()
         self.orders: queue.SimpleQueue[RankOrder | None] = queue.SimpleQueue()
-        self.current: int | None = None
         self.stopped: set[int] = set()
         self.workloads: dict[str, Workload] = {}
 
-    def send(self, msg: tuple[Any, ...]) -> None:
+    def send(self, msg: BaseModel) -> None:
         with self.send_lock:
-            self.conn.send(msg)
+            self.conn.send_bytes(msg.model_dump_json().encode())
+
+    def log(self, assignment_id: int, text: str) -> None:
+        for start in range(0, len(text), LOG_PIECE_CHARS):
+            self.send(_Log(type="log", assignment_id=assignment_id, text=text[start : start + LOG_PIECE_CHARS]))
 
     def loop(self) -> None:
-        threading.Thread(target=self._reader, name="rank-host-reader", daemon=True).start()
-        self.send(("ready", os.getpid()))
-        while (order := self.orders.get()) is not None:
-            result = self._run(order)
-            from fleetyard.agent.worker import loaded_artifacts
+        from fleetyard.agent.worker import loaded_artifacts
 
-            self.send(("done", order.assignment_id, asdict(result), loaded_artifacts()))
+        threading.Thread(target=self._reader, name="rank-host-reader", daemon=True).start()
+        self.send(_Ready(type="ready"))
+        while (order := self.orders.get()) is not None:
+            r = self._run(order)
+            self.send(
+                _Done(
+                    type="done",
+                    assignment_id=order.assignment_id,
+                    outcome=r.outcome,
+                    exit_code=r.exit_code,
+                    message=r.message,
+                    result=r.result,
+                    warm=loaded_artifacts(),
+                )
+            )
 
     def _reader(self) -> None:
         try:
@@ -303,24 +372,11 @@ class _Host:
 
     def _run(self, order: RankOrder) -> WorkloadResult:
         a = order.assignment_id
-        deadline = time.monotonic() + order.time_limit_s
+        # Its own time limit is the worker's to keep: it says stop.
         ctx = WorkloadContext(
-            assignment_id=a,
-            job_id=order.job_id,
-            rank=order.rank,
-            world_size=order.world_size,
-            board_id=order.board_id,
-            device=order.device,
-            params=order.params,
-            time_limit_s=order.time_limit_s,
-            env=order.env,
-            workdir=Path(order.workdir),
-            output_dir=Path(order.output_dir),
-            log=lambda text: self.send(("log", a, text)),
-            should_stop=lambda: a in self.stopped or time.monotonic() >= deadline,
-            blobs={sha: Path(p) for sha, p in order.blobs.items()},
+            **order.context, log=lambda text: self.log(a, text), should_stop=lambda: a in self.stopped
         )
-        os.environ["HOME"] = os.environ["TMPDIR"] = order.workdir
+        os.environ["HOME"] = os.environ["TMPDIR"] = str(ctx.workdir)
         try:
             if order.kind not in self.workloads:
                 self.workloads[order.kind] = workload_class(order.kind)()
@@ -328,7 +384,7 @@ class _Host:
         except BoardFault as exc:
             return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
         except Exception as exc:  # a bug in a workload plugin (or what an artifact did to it)
-            self.send(("log", a, traceback.format_exc()))
+            self.log(a, traceback.format_exc())
             return WorkloadResult(Outcome.INFRA_ERROR, message=f"workload {order.kind!r} raised {exc!r}")
         finally:
             self.stopped.discard(a)

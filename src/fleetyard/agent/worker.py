@@ -27,6 +27,7 @@ which costs about half a second a worker, where a fork of the preloaded server c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -531,7 +532,9 @@ class _Worker:
         return result
 
     def _run_in_host(self, a: Assignment, ctx: WorkloadContext) -> WorkloadResult:
-        """Run an in-process kind's rank in the rank host of its team (started if need be)."""
+        """Run an in-process kind's rank in the rank host of its team (started if need be). The
+        host ran the job's code: an infra_error it reports stands only if the board's own check
+        then fails; else it is the job's error, and the board stays in service."""
         if self.host is not None and (self.host.team != a.team or not self.host.alive):
             self.close_host()
         if self.host is None:
@@ -539,22 +542,16 @@ class _Worker:
                 self.host = RankHost(self.sandbox, self.cgroup, a.team, self.root / "blobs")
             except (RankHostDied, OSError) as exc:
                 return WorkloadResult(Outcome.INFRA_ERROR, message=f"cannot start the rank's process: {exc}")
-        order = RankOrder(
-            assignment_id=a.id,
-            job_id=a.job_id,
-            rank=a.rank,
-            world_size=a.world_size,
-            board_id=a.board_id,
-            device=ctx.device,
-            kind=a.kind,
-            params=ctx.params,
-            time_limit_s=a.time_limit_s,
-            env=ctx.env,
-            workdir=str(ctx.workdir),
-            output_dir=str(ctx.output_dir),
-            blobs={sha: str(p) for sha, p in ctx.blobs.items()},
+        result = self.host.run(RankOrder.of(a.kind, ctx), ctx.log, ctx.should_stop)
+        if result.outcome is not Outcome.INFRA_ERROR:
+            return result
+        try:
+            self.session.check()
+        except BoardFault as exc:
+            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+        return dataclasses.replace(
+            result, outcome=Outcome.USER_ERROR, message=f"{result.message} (the board checks healthy)"
         )
-        return self.host.run(order, ctx.log, ctx.should_stop)
 
     def close_host(self) -> None:
         if self.host is not None:

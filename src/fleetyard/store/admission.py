@@ -227,18 +227,25 @@ def _check_queues(store: Reader, specs: list[JobSpec], teams: list[str], view: F
             raise UnschedulableJob(f"{where}job can never run: {reason}", detail={"index": i, "reason": reason})
 
 
-def _check_blob_reads(store: Reader, kind: str, params: BaseModel, team: str) -> None:
+def _check_blob_reads(
+    store: Reader, kind: str, params: BaseModel, team: str, allowed: dict[tuple[str, str], bool]
+) -> None:
     """Refuse a blob the kind declares that exists but ``team`` may not read (one that does not
-    exist is the kind's checks' to name)."""
+    exist is the kind's checks' to name). ``allowed`` remembers answers across a batch, whose
+    thousand specs often name one artifact."""
     declare: Callable[[BaseModel], list[str]] | None = getattr(workload_class(kind), "blobs", None)
     if declare is None:
         return
-    fields = {v: k for k, v in params.model_dump().items() if isinstance(v, str)}
-    with store.read() as conn:
-        for sha in dict.fromkeys(declare(params)):
-            uploaded = conn.execute(sa.select(t.blobs.c.sha256).where(t.blobs.c.sha256 == sha)).first()
-            if uploaded is None or blob_readers.readable(conn, sha, team):
-                continue
+    declared = list(dict.fromkeys(declare(params)))
+    unknown = [sha for sha in declared if (sha, team) not in allowed]
+    if unknown:
+        with store.read() as conn:
+            uploaded = set(conn.execute(sa.select(t.blobs.c.sha256).where(t.blobs.c.sha256.in_(unknown))).scalars())
+            for sha in unknown:
+                allowed[(sha, team)] = sha not in uploaded or blob_readers.readable(conn, sha, team)
+    for sha in declared:
+        if not allowed[(sha, team)]:
+            fields = {v: k for k, v in params.model_dump().items() if isinstance(v, str)}
             field = f"params.{fields[sha]}: " if sha in fields else ""
             raise BadRequest(
                 f"{field}blob {sha} was never uploaded by team {team} (nor made by its jobs, nor a registered"
@@ -262,12 +269,13 @@ def check_jobs(
     job may use only blobs its team may read, else it would hand another team's inputs to its ranks."""
     params: list[BaseModel] = []
     teams: list[str] = []
+    blobs_allowed: dict[tuple[str, str], bool] = {}
     for i, spec in enumerate(specs):
         try:
             parsed = validate_params(spec.kind, spec.params)
             if team_blobs_only:
                 # Before the kind's checks: their refusals would tell what another team's file holds.
-                _check_blob_reads(store, spec.kind, parsed, team_of(spec))
+                _check_blob_reads(store, spec.kind, parsed, team_of(spec), blobs_allowed)
             if registry is not None:
                 registry.spec = spec
                 try:

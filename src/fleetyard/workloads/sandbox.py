@@ -106,14 +106,19 @@ def bwrap_runs() -> bool:
 def python_unreadable(uid: int) -> str | None:
     """Why a process of ``uid`` cannot run this Python and import fleetyard (where in-process
     kinds run confined, see :mod:`fleetyard.agent.rank_host`), saying what to change; None if it can."""
+    import sysconfig
+
     import fleetyard
 
     package = Path(fleetyard.__file__).resolve().parent
+    # Its stdlib (the interpreter starts), fleetyard and the installed libraries (a rank host
+    # imports the runtimes lazily, long after it dropped its uid).
+    libraries = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
     probe = "import os, sys; sys.exit(not all(os.access(p, os.R_OK | os.X_OK) for p in sys.argv[1:]))"
     try:
         ok = (
             subprocess.run(
-                [sys.executable, "-I", "-S", "-c", probe, str(package)],
+                [sys.executable, "-I", "-S", "-c", probe, str(package), *map(str, sorted(libraries))],
                 capture_output=True,
                 timeout=30,
                 env={"PATH": os.defpath},
@@ -126,7 +131,9 @@ def python_unreadable(uid: int) -> str | None:
     if ok:
         return None
     prefix = Path(os.path.realpath(sys.base_prefix))
-    closed = [str(d) for root in (prefix, package) for d in root.parents if not os.stat(d).st_mode & stat.S_IXOTH]
+    closed = [
+        str(d) for root in (prefix, package, *libraries) for d in root.parents if not os.stat(d).st_mode & stat.S_IXOTH
+    ]
     where = f"{closed[0]} lets no other user pass (chmod o+x {closed[0]})" if closed else "it is not readable by others"
     return (
         f"rank uids cannot run this agent's Python ({prefix}, fleetyard in {package}): {where}, or install the"
