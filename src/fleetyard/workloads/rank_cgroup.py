@@ -4,10 +4,10 @@ The worker (running as root, under the uid sandbox) makes the slot's cgroup once
 cgroup, in the cgroup v2 hierarchy where the host delegates the memory controller to it, else in
 the v1 ``memory`` (and ``cpu``, ``cpuset``) hierarchies. A cpu board's slot is held to the
 board's cores by a cpuset (a rank cannot widen its affinity past it). A rank's process joins it
-between fork and exec (so nothing it allocates or starts escapes it). A rank the kernel kills for going over the limit ends
-as a user error saying so (:meth:`RankCgroup.oom_kills` counts them). Where no cgroup can be made
-(no root, no controller), ``RLIMIT_AS`` bounds each process's address space instead, and a rank
-over it fails as its program reports it.
+between fork and exec (so nothing it allocates or starts escapes it). A rank the kernel kills for
+going over the limit ends as a user error saying so (:meth:`RankCgroup.oom_kills` counts them).
+Where no cgroup can be made (no root, no controller), ``RLIMIT_AS`` bounds each process's address
+space instead, and a rank over it fails as its program reports it.
 """
 
 from __future__ import annotations
