@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
 from _common import emit, ms, percentile, rnd, say, target, use_repo_root
 
 
