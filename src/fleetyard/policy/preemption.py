@@ -1,8 +1,8 @@
 """Preemption (pure): which running jobs a waiting job may take boards from, and the fewest it needs.
 
-A job that does not fit may preempt: first the jobs of queues that borrowed beyond their nominal
-quota in the generations it wants when the pass began (its queue reclaims what it lent, within
-its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
+A job that does not fit may preempt: first the jobs of queues of its cohort that borrowed beyond
+their nominal quota in the generations it wants when the pass began (its queue reclaims what it
+lent, within its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
 room in its quota (as Kueue's ``withinClusterQueue: LowerPriority``: a queue whose quota is spent
 runs its urgent job in place of a lesser one); within each, the lowest priority and then the
 newest first. Only as many as it needs.
@@ -57,9 +57,11 @@ class Victims:
         """Those holding boards of ``gens``: borrowers of another queue (in a generation it
         borrows), then lower-priority jobs of the job's own queue; each once."""
         seen: set[int] = set()
+        # Only a queue of its cohort borrowed from it (as Kueue reclaims within a cohort).
         lenders = [
             self._of(q)[g]
             for q in sorted(self.queues - {job.queue})
+            if ledger.cohort_mates(job.queue, q)
             for g in gens
             if (q, g) in self.borrowing and ledger.borrowing(q, g) > 0 and g in self._of(q)
         ]

@@ -15,8 +15,8 @@ One pass (:func:`plan`) over the pending jobs in order:
    began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs of its
    own queue, even when its queue's quota is spent (it takes their place); within each, the
    newest first. Only as many as it needs; they are told to stop (``preempted``).
-5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job that still does not fit (quota
-   allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
+5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
+   does not fit (quota allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
    held for it. A later job may use held boards only if its time limit ends before the
    reservation's expected start.
 
@@ -153,9 +153,10 @@ def plan(snap: Snapshot) -> Plan:
     borrowing_at_start = {(q, g) for q, by_gen in used.items() for g in by_gen if ledger.borrowing(q, g) > 0}
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
     held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
-    # A queue whose head job waits for its quota: that job's reservation; the queue's later jobs
-    # may use its quota only if they end before it (else they would starve it).
-    quota_held: dict[str, Reservation] = {}
+    # A (queue, generation) whose head job waits for its quota: that job's reservation; the queue's
+    # later jobs may use that generation's quota only if they end before it (else they would starve
+    # it). Other generations' quota stays theirs to use.
+    quota_held: dict[tuple[str, str], Reservation] = {}
     # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
     # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
     # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape).
@@ -168,6 +169,11 @@ def plan(snap: Snapshot) -> Plan:
     any_match: dict[Constraints, bool] = {}
     victims_of: Victims | None = None  # built when a job first may preempt
 
+    reserved: Counter[str] = Counter()  # reservations made this pass, per generation
+
+    def may_reserve(gens: frozenset[str]) -> bool:
+        return all(reserved[g] < snap.reservations for g in gens)
+
     def own_below(job: PendingJob) -> bool:
         """Whether the job's own queue runs a job it may preempt (lower priority, not stopping)."""
         mine = lowest.get(job.queue)
@@ -178,7 +184,10 @@ def plan(snap: Snapshot) -> Plan:
             return True  # what its own victims free counts towards its nominal quota too
         if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
             return False  # only a job within its nominal quota may preempt
-        return any(q != job.queue and ledger.borrowing(q, g) > 0 for q, g in borrowing_at_start)
+        return any(
+            q != job.queue and ledger.cohort_mates(job.queue, q) and ledger.borrowing(q, g) > 0
+            for q, g in borrowing_at_start
+        )
 
     def preempt(job: PendingJob, gens: frozenset[str]) -> bool:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
@@ -195,9 +204,27 @@ def plan(snap: Snapshot) -> Plan:
         for v in victims:
             victims_taken.add(v.id)
             out.preemptions.append(Preemption(v.id, job.id, preempt_reason(ledger, v, job, gen_of)))
+        claim(job, victims)
         out.reasons[job.id] = f"preempting job(s) {', '.join(str(v.id) for v in victims)} for their boards"
         blocked_ahead += 1
         return True
+
+    def claim(job: PendingJob, victims: list[RunningJob]) -> None:
+        """Book the preemption as if done: the victims' boards leave their queues' quota, the
+        boards the job will run on enter its own, and the free boards among them are kept from
+        the rest of the pass. Else every later job of the queue sees the same room, and the
+        victims' queue still looks like a borrower: a pass reclaimed far more than was owed."""
+        freed = [b for v in victims for b in v.boards if b in gen_of]
+        for v in victims:
+            ledger.give(v.queue, _by_gen([b for b in v.boards if b in gen_of], gen_of))
+        pool.give(freed)
+        got = pool.pick(job.shape, job.boards, warm=job.artifact)
+        pool.take(freed)
+        claim = got if got is not None else tuple(freed[: job.boards])
+        pool.take([b for b in claim if b in pool.free])
+        ledger.take(job.queue, _by_gen(claim, gen_of))
+        caps_of.clear()
+        quota_states.clear()
 
     def waiting_for_victims(job: PendingJob) -> bool:
         nonlocal blocked_ahead
@@ -258,11 +285,13 @@ def plan(snap: Snapshot) -> Plan:
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
             reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
-            if len(out.reservations) < snap.reservations and job.queue not in quota_held:
+            if may_reserve(gens) and not any((job.queue, g) in quota_held for g in gens):
                 res = _reserve_quota(snap, pool, ledger, job, gens, sum(caps.values()), gen_of)
                 if res is not None:
                     out.reservations.append(res)
-                    quota_held[job.queue] = res
+                    reserved.update(gens)
+                    for g in gens:
+                        quota_held[(job.queue, g)] = res
                     for b in res.board_ids:
                         if b in pool.free:
                             held[b] = res
@@ -273,17 +302,26 @@ def plan(snap: Snapshot) -> Plan:
             out.reasons[job.id] = reason
             continue
         short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
-        held_quota = quota_held.get(job.queue)
-        if held_quota is not None and held_quota.expected_start < snap.now + job.time_limit_s:
-            waiting += 1
-            if not explain:
+        if quota_held:
+            overrun = {
+                g: r
+                for g in gens
+                if (r := quota_held.get((job.queue, g))) is not None and r.expected_start < snap.now + job.time_limit_s
+            }
+            if len(overrun) == len(gens):
+                waiting += 1
+                if not explain:
+                    continue
+                held_quota = next(iter(overrun.values()))
+                out.reasons[job.id] = (
+                    f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this "
+                    f"job's time limit ({job.time_limit_s:.0f} s) would overrun"
+                )
+                blocked_ahead += 1
                 continue
-            out.reasons[job.id] = (
-                f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this job's "
-                f"time limit ({job.time_limit_s:.0f} s) would overrun"
-            )
-            blocked_ahead += 1
-            continue
+            if overrun:  # it may still use the generations not held
+                caps = {g: (0 if g in overrun else (caps or {}).get(g, UNLIMITED)) for g in sorted(gens)}
+                caps_key = tuple(sorted(caps.items()))
         fit_key = (job.shape, caps_key, short)
         seen = fit_failed.get(fit_key)
         if seen is None or job.boards < seen[0]:
@@ -307,10 +345,11 @@ def plan(snap: Snapshot) -> Plan:
             blocked_ahead += 1
             continue
         reason = _fit_reason(pool, job, held, short, any_match)
-        if len(out.reservations) < snap.reservations:
+        if may_reserve(gens):
             res = reserve(snap, pool, job, caps)
             if res is not None:
                 out.reservations.append(res)
+                reserved.update(gens)
                 for b in res.board_ids:
                     if b in pool.free:
                         held[b] = res

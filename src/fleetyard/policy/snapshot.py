@@ -55,7 +55,9 @@ class Snapshot:
     running: Sequence[RunningJob] = ()
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
-    reservations: int = 1  # how many blocked jobs get a backfill reservation
+    # How many blocked jobs get a backfill reservation, per generation: a blocked job of one
+    # generation never takes the reservation a gang of another needs.
+    reservations: int = 1
     # Explain (and preempt and reserve for) only the first `window` jobs left waiting; past them,
     # only place jobs on free boards. None: every job. The rest keep the reason they had.
     window: int | None = None
