@@ -3,10 +3,11 @@ hand-built snapshot against the real plan()."""
 
 from __future__ import annotations
 
+from tests.unit.test_scheduler_policy import bound, fleet, job, snap
+
 from fleetyard.policy.placement import BoardView
 from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import RunningJob, plan
-from tests.unit.test_scheduler_policy import bound, fleet, job, snap
 
 
 def test_a_a_pass_reclaims_exactly_what_is_owed() -> None:
@@ -40,7 +41,9 @@ def test_e_a_quota_hold_on_one_generation_does_not_block_the_queue_on_another() 
     """Queue t waits for g1 quota with a gang (held for it); its g2 job runs on a free g2 board
     with g2 quota to spare."""
     queues = {"t": QueueSpec("t", {"g1": 2, "g2": 2})}
-    boards = fleet(2, 1, gen="g1") + [BoardView(f"x{i}", f"hx{i}", "g2", slot=0, rack="r0", firmware="1.0") for i in range(2)]
+    boards = fleet(2, 1, gen="g1") + [
+        BoardView(f"x{i}", f"hx{i}", "g2", slot=0, rack="r0", firmware="1.0") for i in range(2)
+    ]
     running = [RunningJob(30, "t", ("h0-0",), started_at=1.0, expected_end=600.0)]
     gang = job(1, 2, gens=("g1",), limit=60.0)
     other = job(2, 1, gens=("g2",), at=1.0, limit=7200.0)
@@ -49,10 +52,13 @@ def test_e_a_quota_hold_on_one_generation_does_not_block_the_queue_on_another() 
 
 
 def test_d_a_blocked_job_of_another_generation_does_not_take_the_gangs_reservation() -> None:
-    """A 2-board g2 job that cannot fit yet (one of the two g2 boards is busy) is ahead of a 4-board
-    g1 gang (3 g1 boards free, the 4th ends at 100 s), and a long 1-board g1 job comes after: the gang holds its 3 free boards
-    (a reservation of its own generation), so the long job does not take one."""
-    boards = fleet(4, 1, gen="g1") + [BoardView(f"x{i}", "hx", "g2", slot=i, rack="r0", firmware="1.0") for i in range(2)]
+    """A 2-board g2 job that cannot fit yet (one of the two g2 boards is busy) is ahead of a
+    4-board g1 gang (3 g1 boards free, the 4th ends at 100 s), and a long 1-board g1 job comes
+    after: the gang holds its 3 free boards (a reservation of its own generation), so the long job
+    does not take one; a short one backfills."""
+    boards = fleet(4, 1, gen="g1") + [
+        BoardView(f"x{i}", "hx", "g2", slot=i, rack="r0", firmware="1.0") for i in range(2)
+    ]
     running = [
         RunningJob(40, "t", ("h0-0",), started_at=0.0, expected_end=100.0),
         RunningJob(41, "t", ("x0",), started_at=0.0, expected_end=5000.0),
@@ -66,3 +72,34 @@ def test_d_a_blocked_job_of_another_generation_does_not_take_the_gangs_reservati
     p = plan(snap(boards, pending, running=running, now=0.0))
     assert {r.job_id for r in p.reservations} == {1, 2}
     assert 3 not in bound(p) and 4 in bound(p), p.reasons
+
+
+def test_c_boards_freed_for_a_job_are_kept_for_it_until_it_binds() -> None:
+    """Queue l reclaimed two g1 boards from b for its gang S; they are free now. B's own job, ahead
+    in fair-share order (b used less), does not take them: S binds them. Once S is gone from the
+    line (canceled, bound elsewhere), they are anyone's."""
+    queues = {"l": QueueSpec("l", {"g1": 2}, cohort="c"), "b": QueueSpec("b", {"g1": 2}, cohort="c")}
+    boards = fleet(1, 4)
+    running = [RunningJob(50, "b", ("h0-2", "h0-3"), started_at=1.0)]
+    s_gang = job(1, 2, queue="l", at=0.0)
+    b_job = job(2, 1, queue="b", at=1.0)
+    held = {"h0-0": 1, "h0-1": 1}
+    usage = {"l": 100.0, "b": 0.0}  # b first in fair-share order
+    p = plan(snap(boards, [s_gang, b_job], running=running, queues=queues, usage=usage, held_for=held))
+    assert bound(p) == {1: ("h0-0", "h0-1")}, p.reasons
+    p = plan(snap(boards, [b_job], running=running, queues=queues, usage=usage, held_for=held))
+    assert list(bound(p)) == [2]
+
+
+def test_a_job_preempted_lately_is_not_preempted_again_while_protected() -> None:
+    queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 1}, cohort="c")}
+    boards = fleet(2, 1)
+    running = [
+        RunningJob(60, "b", ("h0-0",), started_at=0.0),
+        RunningJob(61, "b", ("h1-0",), started_at=5.0, protected_until=600.0),  # b borrows one
+    ]
+    p = plan(snap(boards, [job(1, queue="a")], running=running, queues=queues, now=10.0))
+    # The newest borrower is protected: the older one goes, or none; never the protected one.
+    assert all(x.victim != 61 for x in p.preemptions)
+    p = plan(snap(boards, [job(1, queue="a")], running=running, queues=queues, now=700.0))
+    assert [x.victim for x in p.preemptions] == [61]

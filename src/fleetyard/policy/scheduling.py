@@ -45,7 +45,7 @@ from fleetyard.domain.spec import JobSpec, Placement
 from fleetyard.policy.backfill import ending_order, reserve
 from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
-from fleetyard.policy.preemption import Victims, preempt_reason, victims_for
+from fleetyard.policy.preemption import Victims, may_be_preempted, preempt_reason, victims_for
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
 from fleetyard.policy.refusal import FleetBoard, why_unschedulable
 from fleetyard.policy.snapshot import Binding, PendingJob, Plan, Preemption, Reservation, RunningJob, Snapshot
@@ -130,6 +130,14 @@ def plan(snap: Snapshot) -> Plan:
     else:
         pool = Pool(snap.boards, snap.free)
     line = snap.pending if isinstance(snap.pending, Line) else Line(snap.pending)
+    # Boards freed for a job that still waits: out of the pool but for that job's own picks.
+    kept: dict[int, list[str]] = defaultdict(list)
+    if snap.held_for:
+        waiting_ids = line.ids()
+        for b, j in sorted(snap.held_for.items()):
+            if j in waiting_ids and b in pool.free:
+                kept[j].append(b)
+        pool.take([b for bs in kept.values() for b in bs])
     gen_of = pool.gen_of
     all_gens = pool.generations
     # One look at the running jobs: the boards each queue holds; who is stopping already, and for
@@ -143,7 +151,7 @@ def plan(snap: Snapshot) -> Plan:
         if r.preempted_for is not None:
             waiting_on[r.preempted_for].append(r.id)
             victims_taken.add(r.id)
-        elif r.preemptible:
+        elif may_be_preempted(r, snap.now):
             mine = (r.priority, r.rank)
             if r.queue not in lowest or mine < lowest[r.queue]:
                 lowest[r.queue] = mine
@@ -196,7 +204,7 @@ def plan(snap: Snapshot) -> Plan:
         if job.boards >= preempt_failed.get(key, job.boards + 1) or not may_preempt(job, gens):
             return False
         if victims_of is None:
-            victims_of = Victims(snap.running, gen_of, borrowing_at_start)
+            victims_of = Victims(snap.running, gen_of, borrowing_at_start, snap.now)
         victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
             preempt_failed[key] = min(preempt_failed.get(key, job.boards), job.boards)
@@ -254,7 +262,7 @@ def plan(snap: Snapshot) -> Plan:
     # the board a lender's job is about to reclaim, and the two preempt each other in turn.
     # The queues with a nominal quota that have jobs waiting: once each is blocked, the walk ends.
     nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & line.queues()
-    first = _within_nominal_first(ahead, nominal, pool, ledger, all_gens, bind) if nominal else set()
+    first = _within_nominal_first(ahead, nominal, pool, ledger, all_gens, bind, kept) if nominal else set()
     del ahead  # the main walk need not keep what the first did not take
 
     waiting = 0  # jobs left waiting so far: the first `window` of them are explained
@@ -304,9 +312,10 @@ def plan(snap: Snapshot) -> Plan:
         short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
         if quota_held:
             overrun = {
-                g: r
+                g: hold
                 for g in gens
-                if (r := quota_held.get((job.queue, g))) is not None and r.expected_start < snap.now + job.time_limit_s
+                if (hold := quota_held.get((job.queue, g))) is not None
+                and hold.expected_start < snap.now + job.time_limit_s
             }
             if len(overrun) == len(gens):
                 waiting += 1
@@ -322,10 +331,11 @@ def plan(snap: Snapshot) -> Plan:
             if overrun:  # it may still use the generations not held
                 caps = {g: (0 if g in overrun else (caps or {}).get(g, UNLIMITED)) for g in sorted(gens)}
                 caps_key = tuple(sorted(caps.items()))
-        fit_key = (job.shape, caps_key, short)
+        # Boards kept for this job make its own case: the memo holds for the free boards alone.
+        fit_key = (job.shape, caps_key, short, job.id if job.id in kept else None)
         seen = fit_failed.get(fit_key)
         if seen is None or job.boards < seen[0]:
-            usable_held = list(held) if short else []
+            usable_held = (list(held) if short else []) + kept.get(job.id, [])
             pool.give(usable_held)
             got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
             pool.take(usable_held)
@@ -369,6 +379,7 @@ def _within_nominal_first(
     ledger: QuotaLedger,
     all_gens: frozenset[str],
     bind: Callable[[PendingJob, tuple[str, ...]], None],
+    kept: Mapping[int, list[str]],
 ) -> set[int]:
     """Bind, in order, the jobs of queues with a nominal quota that fit within it on free boards;
     their ids. Only placement: preemption, reservations and reasons are the main walk's.
@@ -388,7 +399,10 @@ def _within_nominal_first(
         if sum(caps.values()) < job.boards:
             waiting.add(job.queue)
             continue
+        own = kept.get(job.id, [])
+        pool.give(own)
         got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
+        pool.take(own)
         if got is None:
             break
         bind(job, got)

@@ -39,6 +39,9 @@ class RunningJob:
     expected_end: float = float("inf")
     preempted_for: int | None = None  # already told to stop, for this job
     preemptible: bool = True
+    # Not preempted before this time: a job preempted before is let run a while after it starts
+    # again, so that no job is thrown back and forth (a preemption storm).
+    protected_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Snapshot:
     # How many blocked jobs get a backfill reservation, per generation: a blocked job of one
     # generation never takes the reservation a gang of another needs.
     reservations: int = 1
+    # Boards its victims freed, kept for the job that preempted them (board -> job id) while it
+    # waits: no other job takes them, in this pass or the next, until it binds or gives them up.
+    held_for: Mapping[str, int] = field(default_factory=dict)
     # Explain (and preempt and reserve for) only the first `window` jobs left waiting; past them,
     # only place jobs on free boards. None: every job. The rest keep the reason they had.
     window: int | None = None
