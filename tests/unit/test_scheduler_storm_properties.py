@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
+from tests.long import bounded
+from tests.unit.test_scheduler_policy import fleet, job
 
 from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import PendingJob, RunningJob, Snapshot, plan
-from tests.long import bounded
-from tests.unit.test_scheduler_policy import fleet, job
 
 PROTECT_S = 50.0
 STEP_S = 10.0
