@@ -3,14 +3,16 @@ the controller applies it (bindings run, victims stop at the next pass and their
 for the job they stopped for, jobs end at their expected end, new jobs come).
 
 Each pass: no queue is reclaimed from below its nominal quota (one-board jobs: a victim frees
-exactly one board; counting what the queue binds in the same pass), no victim is of another cohort, a board kept for a job goes to no other job,
-and no job is preempted while protected (preempted before, started again lately)."""
+exactly one board; counting what the queue binds in the same pass), no victim is of another
+cohort, a board kept for a job goes to no other job, and no job is preempted while protected
+(preempted before, started again lately)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from tests.long import bounded
@@ -18,6 +20,8 @@ from tests.unit.test_scheduler_policy import fleet, job
 
 from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import PendingJob, RunningJob, Snapshot, plan
+
+pytestmark = pytest.mark.long
 
 PROTECT_S = 50.0
 STEP_S = 10.0
