@@ -113,6 +113,8 @@ class SchedulerShell:
             gc.freeze()
         result = plan(snap)
         self.last_plan = result
+        for b, job_id in result.kept.items():  # free boards a preempting job will run on: keep them
+            self._freed_for[b] = (job_id, now)
         return self._apply(result, snap, ctx, now)
 
     # ---- reading ---------------------------------------------------------------------------

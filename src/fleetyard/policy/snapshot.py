@@ -95,3 +95,6 @@ class Plan:
     preemptions: list[Preemption] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)  # every pending job not bound
+    # Free boards a job that preempted will run on besides its victims' (board -> job): keep them
+    # for it (Snapshot.held_for) until its victims stop, or the next pass gives them away.
+    kept: dict[str, int] = field(default_factory=dict)
