@@ -11,10 +11,15 @@ One pass (:func:`plan`) over the pending jobs in order:
    preferred) and packing (pack or spread); boards with the job's artifact loaded come first
    (:mod:`fleetyard.policy.placement`). A job that does not fit does not block smaller ones.
 4. **Preemption** (:mod:`fleetyard.policy.preemption`). A job that does not fit may take boards
-   from running jobs: those of queues that borrowed beyond their nominal quota when the pass
-   began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs of its
-   own queue, even when its queue's quota is spent (it takes their place); within each, the
-   newest first. Only as many as it needs; they are told to stop (``preempted``).
+   from running jobs: those of queues of its cohort that borrowed beyond their nominal quota when
+   the pass began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs
+   of its own queue, even when its queue's quota is spent (it takes their place); within each, the
+   newest first. Only as many as it needs, and only if it could start on the boards they free.
+   The pass books each preemption as done (the victims' boards leave their queue's quota, the
+   job's enter its own), so it reclaims exactly what is owed. The boards it will run on are kept
+   for it until it binds (:attr:`Plan.kept`, then :attr:`Snapshot.held_for`). A job preempted
+   before is protected for a while after it starts again (:attr:`RunningJob.protected_until`):
+   no job is thrown back and forth.
 5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
    does not fit (quota allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
    held for it. A later job may use held boards only if its time limit ends before the
