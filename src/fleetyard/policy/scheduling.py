@@ -21,9 +21,10 @@ One pass (:func:`plan`) over the pending jobs in order:
    before is protected for a while after it starts again (:attr:`RunningJob.protected_until`):
    no job is thrown back and forth.
 5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
-   does not fit (quota allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
-   held for it. A later job may use held boards only if its time limit ends before the
-   reservation's expected start.
+   does not fit (quota allowing) gets a reservation: the boards that free soonest (by running
+   jobs' expected ends), held for it. A later job may use held boards only if its time limit ends
+   before the reservation's expected start. A job its queue's quota holds back holds that quota
+   on its own generations only.
 
 Jobs that fit within their queue's nominal quota are placed on free boards before any queue
 borrows (as Kueue admits). The data types are in :mod:`fleetyard.policy.snapshot`; refusal at
