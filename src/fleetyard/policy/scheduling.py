@@ -234,11 +234,11 @@ def plan(snap: Snapshot) -> Plan:
         pool.give(freed)
         got = pool.pick(job.shape, job.boards, warm=job.artifact)
         pool.take(freed)
-        claim = got if got is not None else tuple(freed[: job.boards])
-        free_part = [b for b in claim if b in pool.free]
+        runs_on = got if got is not None else tuple(freed[: job.boards])
+        free_part = [b for b in runs_on if b in pool.free]
         pool.take(free_part)
         out.kept.update(dict.fromkeys(free_part, job.id))
-        ledger.take(job.queue, _by_gen(claim, gen_of))
+        ledger.take(job.queue, _by_gen(runs_on, gen_of))
         caps_of.clear()
         quota_states.clear()
 
