@@ -142,7 +142,7 @@ def histories(draw: st.DrawFn) -> History:
 
 
 def plan_key(p: Plan) -> tuple[object, ...]:
-    return (p.bindings, p.preemptions, p.reservations, sorted(p.reasons.items()))
+    return (p.bindings, p.preemptions, p.reservations, sorted(p.reasons.items()), sorted(p.kept.items()))
 
 
 # ---- kept pool and line: the same plans as fresh snapshots --------------------------------------
@@ -191,10 +191,12 @@ def test_a_kept_pool_and_line_plan_as_fresh_snapshots(h: History) -> None:
         expected = plan(fresh_snap)
         got = plan(kept_snap)
         assert plan_key(got) == plan_key(expected), f"pass {n} differs"
-        # The pass leaves the pool with its takes applied: bound and reserved boards are not free.
-        taken = {b for x in expected.bindings for b in x.board_ids} | {
-            b for r in expected.reservations for b in r.board_ids
-        }
+        # The pass leaves the pool with its takes applied: bound, reserved and kept boards are not free.
+        taken = (
+            {b for x in expected.bindings for b in x.board_ids}
+            | {b for r in expected.reservations for b in r.board_ids}
+            | set(expected.kept)  # free boards a preempting job will run on
+        )
         assert pool.free == set(free) - taken
         assert len(line) == len(pending)  # the pass only reads the line
         # The controller: bound jobs leave the line.

@@ -139,3 +139,36 @@ def test_a_teams_blobs_are_read_by_that_team_its_jobs_outputs_too(fleet: Fleet) 
     assert fleet.client.get(f"/v1/blobs/{out['team']}", headers=alice).status_code == 200
     assert fleet.client.get(f"/v1/blobs/{out['team']}", headers=bob).status_code == 404
     assert fleet.client.get(f"/v1/blobs/{out['fleet']}", headers=bob).status_code == 200
+
+
+PIPELINE = """
+name: private-eval
+stages:
+  build:
+    job: {kind: command, params: {command: "true"}}
+"""
+
+
+def test_a_teams_pipeline_runs_and_lease_notes_are_its_own(fleet: Fleet) -> None:
+    fleet.register("h1", n=1)
+    alice, bob, admin = fleet.h(fleet.user), fleet.h(fleet.other), fleet.h(fleet.admin)
+    run = fleet.client.post("/v1/pipelines", json={"text": PIPELINE}, headers=alice)
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+    r = fleet.client.get(f"/v1/pipelines/{run_id}", headers=bob)
+    assert r.status_code == 403 and "team 'compiler'" in r.json()["error"]["message"], r.text
+    assert fleet.client.get(f"/v1/pipelines/{run_id}", headers=alice).json()["stages"]
+    assert fleet.client.get(f"/v1/pipelines/{run_id}", headers=admin).status_code == 200
+    [listed] = [x for x in fleet.client.get("/v1/pipelines", headers=bob).json() if x["id"] == run_id]
+    assert listed["team"] == "compiler" and listed["stages"] == []
+    login = fleet.client.post("/ui/login", data={"token": fleet.other}, follow_redirects=False)
+    assert login.status_code in (302, 303), login.text
+    assert "build" not in fleet.client.get(f"/ui/pipelines/{run_id}").text
+
+    lease = fleet.client.post("/v1/leases", json={"ttl_s": 60, "note": "bring-up of the secret board"}, headers=alice)
+    assert lease.status_code == 201, lease.text
+    lid = lease.json()["id"]
+    assert fleet.client.get(f"/v1/leases/{lid}", headers=alice).json()["note"] == "bring-up of the secret board"
+    theirs = fleet.client.get(f"/v1/leases/{lid}", headers=bob).json()
+    assert theirs["note"] is None and theirs["team"] == "compiler"
+    assert all(x["note"] is None for x in fleet.client.get("/v1/leases", headers=bob).json())

@@ -99,3 +99,52 @@ def test_a_spec_list_past_its_bound_is_refused(fleet: Fleet) -> None:
     r = fleet.client.post("/v1/jobs", json=spec, headers=fleet.h(fleet.user))
     assert r.status_code == 422 and "generations" in r.json()["error"]["message"]
     assert len(r.content) < 4096  # the answer names the problem, it does not echo the list
+
+
+# Where the API takes free-form JSON on purpose: a job's params (its kind's model validates them at
+# submit), a rank's result (what the workload returned) and a pipeline run's overrides; the
+# route's body cap bounds them.
+FREE_FORM = {"params", "result", "matrix"}
+
+
+def _unbounded(spec: dict[str, Any], schema: dict[str, Any], where: str, seen: set[str]) -> list[str]:
+    """Every string, list and map under ``schema`` with no upper bound on its length."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name in seen:
+            return []
+        return _unbounded(spec, spec["components"]["schemas"][name], where, seen | {name})
+    out: list[str] = []
+    for alt in schema.get("anyOf", []) + schema.get("allOf", []) + schema.get("oneOf", []):
+        out += _unbounded(spec, alt, where, seen)
+    kind = schema.get("type")
+    if kind == "string" and not {"maxLength", "enum", "const", "pattern", "format"} & set(schema):
+        out.append(where)
+    if kind == "array":
+        if "maxItems" not in schema:
+            out.append(f"{where}[]")
+        out += _unbounded(spec, schema.get("items", {}), f"{where}[i]", seen)
+    if kind == "object" or "properties" in schema:
+        for name, sub in schema.get("properties", {}).items():
+            if name not in FREE_FORM:
+                out += _unbounded(spec, sub, f"{where}.{name}", seen)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            if "maxProperties" not in schema:
+                out.append(f"{where}{{}}")
+            keys = schema.get("propertyNames", {})
+            if "maxLength" not in keys and "pattern" not in keys:
+                out.append(f"{where}{{key}}")
+            out += _unbounded(spec, extra, f"{where}{{value}}", seen)
+    return out
+
+
+def test_every_string_list_and_map_a_request_body_takes_is_bounded(fleet: Fleet) -> None:
+    spec: dict[str, Any] = fleet.app.openapi()
+    found: list[str] = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                found += _unbounded(spec, body["schema"], f"{method.upper()} {path}", set())
+    assert found == []

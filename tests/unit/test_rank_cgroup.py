@@ -40,3 +40,26 @@ def test_the_slots_cgroup_holds_its_limits_and_its_processes() -> None:
     finally:
         cg.close()
     assert not any(d.exists() for d in cg.dirs.values())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a cgroup needs root (CI runs as root)")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to hold a rank to one")
+def test_a_cpu_boards_ranks_stay_on_its_cores_whatever_affinity_they_set() -> None:
+    first = min(os.sched_getaffinity(0))
+    name = f"fleetyard-test-cores-{os.getpid()}"
+    cg = RankCgroup.make(name, RankLimits(memory_bytes=256 * 2**20, cores=(first,)))
+    assert cg is not None, "this host offers no memory cgroup"
+    if "cpuset" not in cg.dirs and not cg.v2:
+        cg.close()
+        pytest.skip("this host offers no cpuset cgroup")
+    try:
+        widen = "import os; os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count()))); "
+        out = subprocess.run(
+            ["python3", "-c", widen + "print(sorted(os.sched_getaffinity(0)))"],
+            preexec_fn=cg.joiner(),
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == f"[{first}]", (out.stdout, out.stderr)
+    finally:
+        cg.close()

@@ -328,7 +328,11 @@ class _Worker:
         self.serial = serial
         self.state_dir = state_dir
         self.sandbox = sandbox
-        self.cgroup = RankCgroup.make(f"fleetyard-u{sandbox.uid}", sandbox.limits) if sandbox.uid is not None else None
+        # A board that is some of the host's cores (a cpu board's session has them) holds its
+        # ranks to them: a cpuset, where the host offers one.
+        cores: tuple[int, ...] | None = getattr(session, "cores", None)
+        limits = dataclasses.replace(sandbox.limits, cores=tuple(cores) if cores else None)
+        self.cgroup = RankCgroup.make(f"fleetyard-u{sandbox.uid}", limits) if sandbox.uid is not None else None
         # A killed predecessor may have left a rank's files behind.
         shutil.rmtree(root, ignore_errors=True)
         # One workdir and one output dir, emptied after every rank: a mkdir and rmdir of fresh

@@ -161,6 +161,14 @@ def controller(
         float,
         typer.Option("--fair-share-half-life", min=1.0, help="Seconds for a queue's past usage to count half."),
     ] = 7 * 24 * 3600.0,
+    preempt_protect: Annotated[
+        float,
+        typer.Option(
+            "--preempt-protect",
+            min=0.0,
+            help="Seconds a job preempted before may run again before it can be preempted again.",
+        ),
+    ] = 600.0,
     store_timeout: StoreTimeoutOpt = DEFAULT_OUTAGE_S,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
@@ -184,6 +192,7 @@ def controller(
                 tick_s=tick,
                 health=read_health_config(health),
                 half_life_s=half_life,
+                preempt_protect_s=preempt_protect,
                 store_outage_s=store_timeout,
             )
     except KeyboardInterrupt:

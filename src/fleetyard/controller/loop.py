@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from fleetyard.controller.leader import Leadership, LeadershipLost, leader_store
 from fleetyard.controller.reconcile import Reconciler
+from fleetyard.controller.scheduler import DEFAULT_PREEMPT_PROTECT_S
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.errors import Conflict
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
@@ -45,6 +46,7 @@ def run_controller(
     tick_s: float = 0.02,
     health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,
+    preempt_protect_s: float = DEFAULT_PREEMPT_PROTECT_S,
     store_outage_s: float = DEFAULT_OUTAGE_S,
     stop: threading.Event | None = None,
 ) -> None:
@@ -89,6 +91,7 @@ def run_controller(
             log.info("controller leads (store %s)", store.engine.url.render_as_string())
             rec = Reconciler(store, liveness_config=liveness or Liveness(), watching_since=now(), health_config=health)
             rec.scheduler.half_life_s = half_life_s
+            rec.scheduler.preempt_protect_s = preempt_protect_s
             rec.scheduler.freeze_gc = True
             try:
                 _lead(rec, leadership, outage, tick_s=tick_s, stop=stop)

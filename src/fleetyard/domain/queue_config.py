@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -39,6 +39,9 @@ def _check_name(what: str, name: str) -> None:
         )
 
 
+Generation = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class QueueQuota(BaseModel):
     """A queue's quotas (the body of ``PUT /v1/queues/{name}``)."""
 
@@ -47,11 +50,15 @@ class QueueQuota(BaseModel):
     cohort: str | None = Field(
         None, min_length=1, max_length=100, description="queues of one cohort lend each other unused nominal quota"
     )
-    nominal: dict[str, int] | None = Field(
-        None, description="generation -> boards guaranteed; a generation not named has 0; absent: unlimited"
+    nominal: dict[Generation, int] | None = Field(
+        None,
+        max_length=1000,
+        description="generation -> boards guaranteed; a generation not named has 0; absent: unlimited",
     )
-    borrowing_limit: dict[str, int] = Field(
-        default_factory=dict, description="generation -> the most boards borrowed beyond nominal; not named: no limit"
+    borrowing_limit: dict[Generation, int] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="generation -> the most boards borrowed beyond nominal; not named: no limit",
     )
 
     @model_validator(mode="after")
@@ -97,7 +104,7 @@ class PriorityClassEntry(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     value: int = Field(ge=-MAX_VALUE, le=MAX_VALUE, description="higher runs first (and may preempt lower)")
     default: bool = Field(False, description="the class of a job that names none; exactly one class is")
-    teams: list[str] | None = Field(
+    teams: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
         None, max_length=1000, description="the teams that may submit in this class (default: every team)"
     )
 
@@ -115,9 +122,13 @@ class QueueConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queues: list[QueueEntry] = Field(default_factory=list, description="teams not listed are unlimited")
+    queues: list[QueueEntry] = Field(
+        default_factory=list, max_length=10_000, description="teams not listed are unlimited"
+    )
     priority_classes: list[PriorityClassEntry] | None = Field(
-        None, description="absent: the defaults (ci-gate 1000, interactive 500, batch 100 default, scavenger 0)"
+        None,
+        max_length=100,
+        description="absent: the defaults (ci-gate 1000, interactive 500, batch 100 default, scavenger 0)",
     )
 
     @model_validator(mode="after")

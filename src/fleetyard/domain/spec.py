@@ -32,22 +32,31 @@ class Visibility(StrEnum):
     FLEET = "fleet"
 
 
+# Bounded strings of a spec: a board's id, a label's key and value (a request body cap bounds
+# the whole; these bound each part, so that no list or map holds megabytes in one item).
+BoardId = Annotated[str, Field(min_length=1, max_length=200)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
+LabelValue = Annotated[str, Field(max_length=200)]
+
+
 class JobSpec(BaseModel):
     """A request for K boards and the workload to run on each of them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field("command", description="workload kind, e.g. 'command'")
+    kind: str = Field("command", min_length=1, max_length=100, description="workload kind, e.g. 'command'")
     name: str | None = Field(None, max_length=200)
     boards: int = Field(1, ge=1, le=4096, strict=True, description="how many boards, all at once (a gang)")
     generations: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=64, description="any of these; empty means any"
     )
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64, description="board labels to match as a subset")
-    board_ids: list[str] = Field(
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=64, description="board labels to match as a subset"
+    )
+    board_ids: list[BoardId] = Field(
         default_factory=list, max_length=4096, description="only these boards (any of them); empty means any"
     )
-    exclude_boards: list[str] = Field(default_factory=list, max_length=4096, description="never these boards")
+    exclude_boards: list[BoardId] = Field(default_factory=list, max_length=4096, description="never these boards")
     firmware: str | None = Field(
         None, max_length=200, description="firmware selector: ==V, !=V, >=V, >V, <=V, <V or 'in V1,V2'"
     )

@@ -56,7 +56,9 @@ class DriverSpec:
 
 
 class BoardSession(Protocol):
-    """A board opened by its worker process for running workloads."""
+    """A board opened by its worker process for running workloads. A session whose board is some
+    of the host's cores says which in an attribute ``cores`` (a tuple of CPU ids): the board's
+    ranks are then held to them (see :mod:`fleetyard.workloads.rank_cgroup`)."""
 
     def env(self) -> dict[str, str]:
         """Environment a workload process needs to reach this board (FLEETYARD_DEVICE at least)."""

@@ -1,8 +1,8 @@
 """Preemption (pure): which running jobs a waiting job may take boards from, and the fewest it needs.
 
-A job that does not fit may preempt: first the jobs of queues that borrowed beyond their nominal
-quota in the generations it wants when the pass began (its queue reclaims what it lent, within
-its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
+A job that does not fit may preempt: first the jobs of queues of its cohort that borrowed beyond
+their nominal quota in the generations it wants when the pass began (its queue reclaims what it
+lent, within its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
 room in its quota (as Kueue's ``withinClusterQueue: LowerPriority``: a queue whose quota is spent
 runs its urgent job in place of a lesser one); within each, the lowest priority and then the
 newest first. Only as many as it needs.
@@ -18,7 +18,7 @@ from fleetyard.policy.placement import Constraints, Pool
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.snapshot import PendingJob, RunningJob
 
-__all__ = ["Victims", "fits_with", "preempt_reason", "victims_for"]
+__all__ = ["Victims", "fits_with", "may_be_preempted", "preempt_reason", "victims_for"]
 
 
 class Victims:
@@ -27,7 +27,11 @@ class Victims:
     within each, the lowest priority and then the newest first. Built once per pass."""
 
     def __init__(
-        self, running: Sequence[RunningJob], gen_of: Mapping[str, str], borrowing: set[tuple[str, str]]
+        self,
+        running: Sequence[RunningJob],
+        gen_of: Mapping[str, str],
+        borrowing: set[tuple[str, str]],
+        now: float = 0.0,
     ) -> None:
         """``borrowing``: (queue, generation) beyond nominal when the pass began. A queue that
         borrows only by this pass's bindings is not reclaimed from: its jobs of before are within
@@ -36,7 +40,7 @@ class Victims:
         self.borrowing = borrowing
         self._open: dict[str, list[RunningJob]] = defaultdict(list)  # queue -> preemptible running jobs
         for r in running:
-            if r.preemptible and r.preempted_for is None:
+            if may_be_preempted(r, now):
                 self._open[r.queue].append(r)
         self.queues = set(self._open)
         self._by_gen: dict[str, dict[str, list[RunningJob]]] = {}  # built per queue as asked
@@ -57,9 +61,11 @@ class Victims:
         """Those holding boards of ``gens``: borrowers of another queue (in a generation it
         borrows), then lower-priority jobs of the job's own queue; each once."""
         seen: set[int] = set()
+        # Only a queue of its cohort borrowed from it (as Kueue reclaims within a cohort).
         lenders = [
             self._of(q)[g]
             for q in sorted(self.queues - {job.queue})
+            if ledger.cohort_mates(job.queue, q)
             for g in gens
             if (q, g) in self.borrowing and ledger.borrowing(q, g) > 0 and g in self._of(q)
         ]
@@ -85,6 +91,11 @@ class Victims:
         if key not in self.matching:
             self.matching[key] = pool.matching(c, r.boards)
         return self.matching[key]
+
+
+def may_be_preempted(r: RunningJob, now: float) -> bool:
+    """Preemptible, not stopping already, and not protected (preempted before, started again lately)."""
+    return r.preemptible and r.preempted_for is None and r.protected_until <= now
 
 
 def _victim_order(r: RunningJob) -> tuple[int, int, float, int]:

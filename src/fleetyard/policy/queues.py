@@ -91,6 +91,11 @@ class QuotaLedger:
         """A queue not configured is an unlimited queue of its own (no cohort)."""
         return self.queues.get(queue) or QueueSpec(queue)
 
+    def cohort_mates(self, queue: str, other: str) -> bool:
+        """Whether two queues share a cohort (so one may lend to, and reclaim from, the other)."""
+        cohort = self.spec(queue).cohort
+        return cohort is not None and cohort == self.spec(other).cohort
+
     def usage(self, queue: str, generation: str) -> int:
         return self.used[queue].get(generation, 0)
 

@@ -11,14 +11,20 @@ One pass (:func:`plan`) over the pending jobs in order:
    preferred) and packing (pack or spread); boards with the job's artifact loaded come first
    (:mod:`fleetyard.policy.placement`). A job that does not fit does not block smaller ones.
 4. **Preemption** (:mod:`fleetyard.policy.preemption`). A job that does not fit may take boards
-   from running jobs: those of queues that borrowed beyond their nominal quota when the pass
-   began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs of its
-   own queue, even when its queue's quota is spent (it takes their place); within each, the
-   newest first. Only as many as it needs; they are told to stop (``preempted``).
-5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job that still does not fit (quota
-   allowing) gets a reservation: the boards that free soonest (by running jobs' expected ends),
-   held for it. A later job may use held boards only if its time limit ends before the
-   reservation's expected start.
+   from running jobs: those of queues of its cohort that borrowed beyond their nominal quota when
+   the pass began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs
+   of its own queue, even when its queue's quota is spent (it takes their place); within each, the
+   newest first. Only as many as it needs, and only if it could start on the boards they free.
+   The pass books each preemption as done (the victims' boards leave their queue's quota, the
+   job's enter its own), so it reclaims exactly what is owed. The boards it will run on are kept
+   for it until it binds (:attr:`Plan.kept`, then :attr:`Snapshot.held_for`). A job preempted
+   before is protected for a while after it starts again (:attr:`RunningJob.protected_until`):
+   no job is thrown back and forth.
+5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
+   does not fit (quota allowing) gets a reservation: the boards that free soonest (by running
+   jobs' expected ends), held for it. A later job may use held boards only if its time limit ends
+   before the reservation's expected start. A job its queue's quota holds back holds that quota
+   on its own generations only.
 
 Jobs that fit within their queue's nominal quota are placed on free boards before any queue
 borrows (as Kueue admits). The data types are in :mod:`fleetyard.policy.snapshot`; refusal at
@@ -45,7 +51,7 @@ from fleetyard.domain.spec import JobSpec, Placement
 from fleetyard.policy.backfill import ending_order, reserve
 from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
-from fleetyard.policy.preemption import Victims, preempt_reason, victims_for
+from fleetyard.policy.preemption import Victims, may_be_preempted, preempt_reason, victims_for
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
 from fleetyard.policy.refusal import FleetBoard, why_unschedulable
 from fleetyard.policy.snapshot import Binding, PendingJob, Plan, Preemption, Reservation, RunningJob, Snapshot
@@ -130,6 +136,14 @@ def plan(snap: Snapshot) -> Plan:
     else:
         pool = Pool(snap.boards, snap.free)
     line = snap.pending if isinstance(snap.pending, Line) else Line(snap.pending)
+    # Boards freed for a job that still waits: out of the pool but for that job's own picks.
+    kept: dict[int, list[str]] = defaultdict(list)
+    if snap.held_for:
+        waiting_ids = line.ids()
+        for b, j in sorted(snap.held_for.items()):
+            if j in waiting_ids and b in pool.free:
+                kept[j].append(b)
+        pool.take([b for bs in kept.values() for b in bs])
     gen_of = pool.gen_of
     all_gens = pool.generations
     # One look at the running jobs: the boards each queue holds; who is stopping already, and for
@@ -143,7 +157,7 @@ def plan(snap: Snapshot) -> Plan:
         if r.preempted_for is not None:
             waiting_on[r.preempted_for].append(r.id)
             victims_taken.add(r.id)
-        elif r.preemptible:
+        elif may_be_preempted(r, snap.now):
             mine = (r.priority, r.rank)
             if r.queue not in lowest or mine < lowest[r.queue]:
                 lowest[r.queue] = mine
@@ -153,9 +167,10 @@ def plan(snap: Snapshot) -> Plan:
     borrowing_at_start = {(q, g) for q, by_gen in used.items() for g in by_gen if ledger.borrowing(q, g) > 0}
     held: dict[str, Reservation] = {}  # board -> the reservation holding it (free now, kept for it)
     held_by: dict[Reservation, int] = {}  # reservation -> how many of its boards are still held
-    # A queue whose head job waits for its quota: that job's reservation; the queue's later jobs
-    # may use its quota only if they end before it (else they would starve it).
-    quota_held: dict[str, Reservation] = {}
+    # A (queue, generation) whose head job waits for its quota: that job's reservation; the queue's
+    # later jobs may use that generation's quota only if they end before it (else they would starve
+    # it). Other generations' quota stays theirs to use.
+    quota_held: dict[tuple[str, str], Reservation] = {}
     # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
     # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
     # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape).
@@ -168,6 +183,11 @@ def plan(snap: Snapshot) -> Plan:
     any_match: dict[Constraints, bool] = {}
     victims_of: Victims | None = None  # built when a job first may preempt
 
+    reserved: Counter[str] = Counter()  # reservations made this pass, per generation
+
+    def may_reserve(gens: frozenset[str]) -> bool:
+        return all(reserved[g] < snap.reservations for g in gens)
+
     def own_below(job: PendingJob) -> bool:
         """Whether the job's own queue runs a job it may preempt (lower priority, not stopping)."""
         mine = lowest.get(job.queue)
@@ -178,7 +198,10 @@ def plan(snap: Snapshot) -> Plan:
             return True  # what its own victims free counts towards its nominal quota too
         if not any(ledger.within_nominal(job.queue, g, job.boards) for g in gens):
             return False  # only a job within its nominal quota may preempt
-        return any(q != job.queue and ledger.borrowing(q, g) > 0 for q, g in borrowing_at_start)
+        return any(
+            q != job.queue and ledger.cohort_mates(job.queue, q) and ledger.borrowing(q, g) > 0
+            for q, g in borrowing_at_start
+        )
 
     def preempt(job: PendingJob, gens: frozenset[str]) -> bool:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
@@ -187,7 +210,7 @@ def plan(snap: Snapshot) -> Plan:
         if job.boards >= preempt_failed.get(key, job.boards + 1) or not may_preempt(job, gens):
             return False
         if victims_of is None:
-            victims_of = Victims(snap.running, gen_of, borrowing_at_start)
+            victims_of = Victims(snap.running, gen_of, borrowing_at_start, snap.now)
         victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
             preempt_failed[key] = min(preempt_failed.get(key, job.boards), job.boards)
@@ -195,9 +218,29 @@ def plan(snap: Snapshot) -> Plan:
         for v in victims:
             victims_taken.add(v.id)
             out.preemptions.append(Preemption(v.id, job.id, preempt_reason(ledger, v, job, gen_of)))
+        claim(job, victims)
         out.reasons[job.id] = f"preempting job(s) {', '.join(str(v.id) for v in victims)} for their boards"
         blocked_ahead += 1
         return True
+
+    def claim(job: PendingJob, victims: list[RunningJob]) -> None:
+        """Book the preemption as if done: the victims' boards leave their queues' quota, the
+        boards the job will run on enter its own, and the free boards among them are kept from
+        the rest of the pass. Else every later job of the queue sees the same room, and the
+        victims' queue still looks like a borrower: a pass reclaimed far more than was owed."""
+        freed = [b for v in victims for b in v.boards if b in gen_of]
+        for v in victims:
+            ledger.give(v.queue, _by_gen([b for b in v.boards if b in gen_of], gen_of))
+        pool.give(freed)
+        got = pool.pick(job.shape, job.boards, warm=job.artifact)
+        pool.take(freed)
+        runs_on = got if got is not None else tuple(freed[: job.boards])
+        free_part = [b for b in runs_on if b in pool.free]
+        pool.take(free_part)
+        out.kept.update(dict.fromkeys(free_part, job.id))
+        ledger.take(job.queue, _by_gen(runs_on, gen_of))
+        caps_of.clear()
+        quota_states.clear()
 
     def waiting_for_victims(job: PendingJob) -> bool:
         nonlocal blocked_ahead
@@ -227,7 +270,7 @@ def plan(snap: Snapshot) -> Plan:
     # the board a lender's job is about to reclaim, and the two preempt each other in turn.
     # The queues with a nominal quota that have jobs waiting: once each is blocked, the walk ends.
     nominal = {q for q, spec in snap.queues.items() if spec.nominal is not None} & line.queues()
-    first = _within_nominal_first(ahead, nominal, pool, ledger, all_gens, bind) if nominal else set()
+    first = _within_nominal_first(ahead, nominal, pool, ledger, all_gens, bind, kept) if nominal else set()
     del ahead  # the main walk need not keep what the first did not take
 
     waiting = 0  # jobs left waiting so far: the first `window` of them are explained
@@ -258,11 +301,13 @@ def plan(snap: Snapshot) -> Plan:
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
             reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
-            if len(out.reservations) < snap.reservations and job.queue not in quota_held:
+            if may_reserve(gens) and not any((job.queue, g) in quota_held for g in gens):
                 res = _reserve_quota(snap, pool, ledger, job, gens, sum(caps.values()), gen_of)
                 if res is not None:
                     out.reservations.append(res)
-                    quota_held[job.queue] = res
+                    reserved.update(gens)
+                    for g in gens:
+                        quota_held[(job.queue, g)] = res
                     for b in res.board_ids:
                         if b in pool.free:
                             held[b] = res
@@ -273,21 +318,32 @@ def plan(snap: Snapshot) -> Plan:
             out.reasons[job.id] = reason
             continue
         short = bool(held_by) and min(r.expected_start for r in held_by) >= snap.now + job.time_limit_s
-        held_quota = quota_held.get(job.queue)
-        if held_quota is not None and held_quota.expected_start < snap.now + job.time_limit_s:
-            waiting += 1
-            if not explain:
+        if quota_held:
+            overrun = {
+                g: hold
+                for g in gens
+                if (hold := quota_held.get((job.queue, g))) is not None
+                and hold.expected_start < snap.now + job.time_limit_s
+            }
+            if len(overrun) == len(gens):
+                waiting += 1
+                if not explain:
+                    continue
+                held_quota = next(iter(overrun.values()))
+                out.reasons[job.id] = (
+                    f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this "
+                    f"job's time limit ({job.time_limit_s:.0f} s) would overrun"
+                )
+                blocked_ahead += 1
                 continue
-            out.reasons[job.id] = (
-                f"queue {job.queue}'s quota is held for job {held_quota.job_id}'s reservation, which this job's "
-                f"time limit ({job.time_limit_s:.0f} s) would overrun"
-            )
-            blocked_ahead += 1
-            continue
-        fit_key = (job.shape, caps_key, short)
+            if overrun:  # it may still use the generations not held
+                caps = {g: (0 if g in overrun else (caps or {}).get(g, UNLIMITED)) for g in sorted(gens)}
+                caps_key = tuple(sorted(caps.items()))
+        # Boards kept for this job make its own case: the memo holds for the free boards alone.
+        fit_key = (job.shape, caps_key, short, job.id if job.id in kept else None)
         seen = fit_failed.get(fit_key)
         if seen is None or job.boards < seen[0]:
-            usable_held = list(held) if short else []
+            usable_held = (list(held) if short else []) + kept.get(job.id, [])
             pool.give(usable_held)
             got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
             pool.take(usable_held)
@@ -307,10 +363,11 @@ def plan(snap: Snapshot) -> Plan:
             blocked_ahead += 1
             continue
         reason = _fit_reason(pool, job, held, short, any_match)
-        if len(out.reservations) < snap.reservations:
+        if may_reserve(gens):
             res = reserve(snap, pool, job, caps)
             if res is not None:
                 out.reservations.append(res)
+                reserved.update(gens)
                 for b in res.board_ids:
                     if b in pool.free:
                         held[b] = res
@@ -330,6 +387,7 @@ def _within_nominal_first(
     ledger: QuotaLedger,
     all_gens: frozenset[str],
     bind: Callable[[PendingJob, tuple[str, ...]], None],
+    kept: Mapping[int, list[str]],
 ) -> set[int]:
     """Bind, in order, the jobs of queues with a nominal quota that fit within it on free boards;
     their ids. Only placement: preemption, reservations and reasons are the main walk's.
@@ -349,7 +407,10 @@ def _within_nominal_first(
         if sum(caps.values()) < job.boards:
             waiting.add(job.queue)
             continue
+        own = kept.get(job.id, [])
+        pool.give(own)
         got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
+        pool.take(own)
         if got is None:
             break
         bind(job, got)

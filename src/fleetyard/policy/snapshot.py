@@ -39,6 +39,9 @@ class RunningJob:
     expected_end: float = float("inf")
     preempted_for: int | None = None  # already told to stop, for this job
     preemptible: bool = True
+    # Not preempted before this time: a job preempted before is let run a while after it starts
+    # again, so that no job is thrown back and forth (a preemption storm).
+    protected_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,12 @@ class Snapshot:
     running: Sequence[RunningJob] = ()
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed board-seconds per queue
-    reservations: int = 1  # how many blocked jobs get a backfill reservation
+    # How many blocked jobs get a backfill reservation, per generation: a blocked job of one
+    # generation never takes the reservation a gang of another needs.
+    reservations: int = 1
+    # Boards its victims freed, kept for the job that preempted them (board -> job id) while it
+    # waits: no other job takes them, in this pass or the next, until it binds or gives them up.
+    held_for: Mapping[str, int] = field(default_factory=dict)
     # Explain (and preempt and reserve for) only the first `window` jobs left waiting; past them,
     # only place jobs on free boards. None: every job. The rest keep the reason they had.
     window: int | None = None
@@ -87,3 +95,6 @@ class Plan:
     preemptions: list[Preemption] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)  # every pending job not bound
+    # Free boards a job that preempted will run on besides its victims' (board -> job): keep them
+    # for it (Snapshot.held_for) until its victims stop, or the next pass gives them away.
+    kept: dict[str, int] = field(default_factory=dict)

@@ -71,6 +71,7 @@ class BoardReport(BaseModel):
     # Absent from older agents' reports: an empty list, which is "nothing known to be warm".
     warm: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
+        max_length=1000,
         description="sha256 of the artifacts the board's worker holds loaded, most recently used last"
         f" (at most {WARM_MAX})",
     )
@@ -116,7 +117,7 @@ class OpOrder(BaseModel):
 class OpResult(BaseModel):
     id: Id = Field(description="the OpOrder's id")
     ok: bool
-    message: str | None = Field(None, description=f"cut to {MESSAGE_MAX} characters")
+    message: str | None = Field(None, max_length=MESSAGE_MAX, description=f"cut to {MESSAGE_MAX} characters")
     started_at: float = Field(description="agent's wall clock, seconds since the epoch")
     finished_at: float = Field(description="agent's wall clock, seconds since the epoch")
 
@@ -132,6 +133,7 @@ class HeartbeatRequest(BaseModel):
     # Absent from older agents' reports: an empty list, which is "nothing known to be cached".
     cached: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list,
+        max_length=10_000,
         description="sha256 of the blobs in the host's cache, most recently used last"
         f" (at most {CACHED_MAX}): a job whose artifact is there starts without a download",
     )
@@ -209,13 +211,15 @@ class Event(BaseModel):
     data: str | None = Field(None, max_length=1_000_000, description="log text (type=log)")
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
     outcome: Outcome | None = Field(None, description="type=finished: how this rank ended")
-    message: str | None = Field(None, description=f"cut to {MESSAGE_MAX} characters")
+    message: str | None = Field(None, max_length=MESSAGE_MAX, description=f"cut to {MESSAGE_MAX} characters")
     board_ok: bool = Field(True, description="type=finished: the board passed its probe afterwards")
     probe_reason: str | None = Field(
         None, max_length=500, description="type=finished, board_ok false: what the probe found"
     )
     result: dict[str, Any] = Field(default_factory=dict)
-    outputs: dict[str, str] = Field(default_factory=dict, description="output name -> blob sha256")
+    outputs: dict[Annotated[str, Field(max_length=1000)], Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, max_length=10_000, description="output name -> blob sha256"
+    )
 
     @field_validator("message", mode="before")
     @classmethod

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from fleetyard.domain.auth import Role
-from fleetyard.domain.spec import JobSpec
+from fleetyard.domain.spec import BoardId, JobSpec, LabelKey, LabelValue
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
+
+Sha256 = Annotated[str, Field(min_length=64, max_length=64, description="a blob's sha256 (64 lowercase hex)")]
 
 
 class HostOut(BaseModel):
@@ -70,7 +72,7 @@ class ApproveIn(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    boards: list[str] = Field(min_length=1, max_length=10_000, description="serials of boards in discovered")
+    boards: list[BoardId] = Field(min_length=1, max_length=10_000, description="serials of boards in discovered")
     batch: str | None = Field(
         None, min_length=1, max_length=200, description="their onboarding batch; default approved-YYYYmmddTHHMM"
     )
@@ -260,8 +262,8 @@ class BlobOut(BaseModel):
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Role
-    team: str | None = None
-    host: str | None = None
+    team: str | None = Field(None, min_length=1, max_length=100)
+    host: str | None = Field(None, min_length=1, max_length=200)
 
 
 class TokenOut(BaseModel):
@@ -353,7 +355,7 @@ class BoardOpOut(BaseModel):
 
 
 class ArtifactIn(BaseModel):
-    sha256: str = Field(description="an uploaded blob (PUT /v1/blobs/{sha256})")
+    sha256: Sha256 = Field(description="an uploaded blob (PUT /v1/blobs/{sha256})")
     name: str | None = Field(None, min_length=1, max_length=200, description="defaults to the sha256's prefix")
 
 
@@ -373,9 +375,9 @@ class FirmwareIn(BaseModel):
 
     generation: str = Field(min_length=1, max_length=100)
     version: str = Field(min_length=1, max_length=100, description="a PEP 440 version, e.g. 2.2.0")
-    sha256: str = Field(description="the uploaded image")
+    sha256: Sha256 = Field(description="the uploaded image")
     notes: str = Field("", max_length=10_000)
-    hardware_revisions: list[str] = Field(
+    hardware_revisions: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=100, description="the board revisions it supports; empty: all"
     )
 
@@ -437,9 +439,13 @@ class LeaseIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     boards: int = Field(1, ge=1, le=4096, description="how many boards, all at once")
-    generations: list[str] = Field(default_factory=list, description="any of these; empty means any")
-    labels: dict[str, str] = Field(default_factory=dict, description="board labels to match as a subset")
-    board_ids: list[str] = Field(default_factory=list, max_length=4096, description="only these boards")
+    generations: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=64, description="any of these; empty means any"
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=64, description="board labels to match as a subset"
+    )
+    board_ids: list[BoardId] = Field(default_factory=list, max_length=4096, description="only these boards")
     ttl_s: float = Field(gt=0, le=MAX_LEASE_S, description="how long it lasts from when its boards are granted")
     note: str | None = Field(None, max_length=1000, description="what the boards are for")
     team: str | None = Field(None, max_length=100, description="defaults to the taker's team")
@@ -581,10 +587,14 @@ class RolloutIn(BaseModel):
     version: str = Field(min_length=1, max_length=100, description="a registered image of the generation")
     reason: str = Field(min_length=1, max_length=1000)
     canary: int | None = Field(None, description="boards in the first wave")
-    shares: list[float] | None = Field(None, description="of the generation, cumulative, after the canary; last 1")
+    shares: list[float] | None = Field(
+        None, max_length=100, description="of the generation, cumulative, after the canary; last 1"
+    )
     soak_s: float | None = Field(None, description="after each wave, before its gate")
     control: int | None = Field(None, description="boards kept on the old firmware until the last wave")
-    drain: str | None = Field(None, description="wait: running jobs finish; requeue: re-queued after drain_timeout_s")
+    drain: str | None = Field(
+        None, max_length=20, description="wait: running jobs finish; requeue: re-queued after drain_timeout_s"
+    )
     drain_timeout_s: float | None = None
     step_timeout_s: float | None = Field(None, description="a flash or check that takes longer failed")
 
@@ -647,7 +657,9 @@ class PipelineIn(BaseModel):
     """A pipeline run to start: the spec's YAML text and ``--set`` params."""
 
     text: str = Field(min_length=1, max_length=1_000_000, description="the pipeline spec (YAML)")
-    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the spec's params")
+    params: dict[Annotated[str, Field(max_length=200)], Any] = Field(
+        default_factory=dict, max_length=1000, description="overrides of the spec's params"
+    )
 
 
 class PipelineStageOut(BaseModel):

@@ -26,7 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetyard import __version__
 from fleetyard.errors import FleetyardError, StoreUnavailable
+from fleetyard.protocol.agent import EventBatch
+from fleetyard.protocol.api import JobBatchIn
 from fleetyard.server.auth import ANY, TokenCache
+from fleetyard.server.big_body import document
 from fleetyard.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
@@ -169,6 +172,7 @@ def create_app(
     app.include_router(pipelines_router.router)
     app.include_router(rollouts_router.router)
     app.include_router(dashboard_router.router)
+    document(app, [JobBatchIn, EventBatch])  # the bodies those routes parse off the event loop
     return app
 
 

@@ -2,11 +2,12 @@
 
 The worker (running as root, under the uid sandbox) makes the slot's cgroup once, under its own
 cgroup, in the cgroup v2 hierarchy where the host delegates the memory controller to it, else in
-the v1 ``memory`` (and ``cpu``) hierarchies. A rank's process joins it between fork and exec (so
-nothing it allocates or starts escapes it). A rank the kernel kills for going over the limit ends
-as a user error saying so (:meth:`RankCgroup.oom_kills` counts them). Where no cgroup can be made
-(no root, no controller), ``RLIMIT_AS`` bounds each process's address space instead, and a rank
-over it fails as its program reports it.
+the v1 ``memory`` (and ``cpu``, ``cpuset``) hierarchies. A cpu board's slot is held to the
+board's cores by a cpuset (a rank cannot widen its affinity past it). A rank's process joins it
+between fork and exec (so nothing it allocates or starts escapes it). A rank the kernel kills for
+going over the limit ends as a user error saying so (:meth:`RankCgroup.oom_kills` counts them).
+Where no cgroup can be made (no root, no controller), ``RLIMIT_AS`` bounds each process's address
+space instead, and a rank over it fails as its program reports it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class RankLimits:
 
     memory_bytes: int | None = None
     cpus: float | None = None
+    # The board's own cores (a cpu board): ranks may run on these only, whatever affinity they
+    # set themselves (a cpuset). None: every core the worker may use.
+    cores: tuple[int, ...] | None = None
 
 
 def default_memory_bytes(boards: int) -> int | None:
@@ -57,7 +61,7 @@ class RankCgroup:
     @classmethod
     def make(cls, name: str, limits: RankLimits) -> RankCgroup | None:
         """The slot's cgroup ``name``, made (or found) and limited; None where the host offers none."""
-        if limits.memory_bytes is None and limits.cpus is None:
+        if limits.memory_bytes is None and limits.cpus is None and limits.cores is None:
             return None
         for make in (cls._make_v2, cls._make_v1):
             try:
@@ -86,12 +90,16 @@ class RankCgroup:
         if limits.cpus is not None:
             with contextlib.suppress(OSError):
                 (d / "cpu.max").write_text(f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        if limits.cores is not None and "cpuset" in (parent / "cgroup.subtree_control").read_text().split():
+            (d / "cpuset.cpus").write_text(_cpu_list(limits.cores))
         return cls({"unified": d}, True, limits)
 
     @classmethod
     def _make_v1(cls, name: str, limits: RankLimits) -> RankCgroup | None:
         dirs: dict[str, Path] = {}
-        for controller in ("memory", "cpu"):
+        for controller in ("memory", "cpu", "cpuset"):
+            if controller == "cpuset" and limits.cores is None:
+                continue
             own = _own_path(controller)
             root = CGROUP_ROOT / controller
             if own is None or not (root / "cgroup.procs").exists():
@@ -106,6 +114,11 @@ class RankCgroup:
         if limits.cpus is not None and "cpu" in dirs:
             (dirs["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
             (dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * CPU_PERIOD_US)))
+        if limits.cores is not None and "cpuset" in dirs:
+            # v1 wants the memory nodes before the first task: the parent's.
+            d = dirs["cpuset"]
+            (d / "cpuset.mems").write_text((d.parent / "cpuset.mems").read_text().strip())
+            (d / "cpuset.cpus").write_text(_cpu_list(limits.cores))
         return cls(dirs, False, limits)
 
     def joiner(self) -> Callable[[], None]:
@@ -154,6 +167,10 @@ def address_space_limit(memory_bytes: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
     return limit
+
+
+def _cpu_list(cores: tuple[int, ...]) -> str:
+    return ",".join(map(str, sorted(cores)))
 
 
 def _own_path(controller: str) -> str | None:

@@ -100,8 +100,8 @@ def job_page(store: Store, *, job_id: int, reader: Principal) -> tuple[str, str,
     return f"Job {job.id}" + (f" ({job.name})" if job.name else ""), "".join(out), going
 
 
-def pipelines_body(store: Store, *, state: str | None) -> str:
-    runs = pipelines_svc.list_runs(store, state=state, limit=100)
+def pipelines_body(store: Store, *, state: str | None, reader: Principal) -> str:
+    runs = pipelines_svc.list_runs(store, reader=reader, state=state, limit=100)
     return table(
         ("run", "name", "state", "owner", "team", "started", "finished", "message"),
         (
@@ -175,8 +175,8 @@ def dag_svg(run: PipelineRunOut) -> str:
     return "".join(parts)
 
 
-def pipeline_page(store: Store, *, run_id: int) -> tuple[str, str, bool]:
-    run = pipelines_svc.get(store, run_id=run_id)
+def pipeline_page(store: Store, *, run_id: int, reader: Principal) -> tuple[str, str, bool]:
+    run = pipelines_svc.get(store, run_id=run_id, reader=reader)
     levels = _levels(run.needs)
     order = sorted(run.stages, key=lambda i: (levels.get(i.stage, 0), i.stage, i.name))
     out = [

@@ -19,6 +19,7 @@ from fleetyard.protocol.agent import (
     RegisterResponse,
 )
 from fleetyard.server.auth import AGENT
+from fleetyard.server.big_body import openapi_body, parsed_off_loop
 from fleetyard.server.feed import AssignmentFeed
 from fleetyard.server.heartbeats import HeartbeatSink
 from fleetyard.server.routers.deps import store
@@ -81,7 +82,11 @@ def leave(body: LeaveRequest, p: Principal = Depends(AGENT), s: Store = Depends(
     return Response(status_code=204)
 
 
-@router.post("/events", response_model=EventAck)
-def events(body: EventBatch, p: Principal = Depends(AGENT), s: Store = Depends(store)) -> EventAck:
+@router.post("/events", response_model=EventAck, openapi_extra=openapi_body(EventBatch))
+def events(
+    p: Principal = Depends(AGENT),
+    body: EventBatch = Depends(parsed_off_loop(EventBatch, "events")),
+    s: Store = Depends(store),
+) -> EventAck:
     applied, cancel = svc.apply_events(s, principal=p, session=body.session, events=body.events, at=now())
     return EventAck(applied=applied, cancel=cancel)

@@ -291,12 +291,14 @@ def job_page(request: Request, job_id: RowId) -> Response:
 
 @router.get("/pipelines")
 def pipelines_page(request: Request, state: str | None = None) -> Response:
-    return _render(request, "Pipeline runs", lambda s, _who: work_pages.pipelines_body(s, state=state or None))
+    return _render(
+        request, "Pipeline runs", lambda s, who: work_pages.pipelines_body(s, state=state or None, reader=who)
+    )
 
 
 @router.get("/pipelines/{run_id}")
 def pipeline_page(request: Request, run_id: RowId) -> Response:
-    return _live_page(request, lambda s, _who: work_pages.pipeline_page(s, run_id=run_id))
+    return _live_page(request, lambda s, who: work_pages.pipeline_page(s, run_id=run_id, reader=who))
 
 
 @router.get("/firmware-rollouts")

@@ -13,6 +13,7 @@ from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
 from fleetyard.protocol.api import JobBatchIn, JobBatchOut, JobDetail, JobOut, LogsOut, ResultsOut, WhyOut
 from fleetyard.server.auth import ANY, PEOPLE
+from fleetyard.server.big_body import openapi_body, parsed_off_loop
 from fleetyard.server.routers.deps import MAX_ID, RowId, store
 from fleetyard.server.services import jobs as svc
 from fleetyard.server.services import why as why_svc
@@ -29,9 +30,12 @@ def submit(spec: JobSpec, request: Request, p: Principal = Depends(PEOPLE), s: S
     return svc.get_brief(s, job_id=job_id, reader=p)
 
 
-@router.post("/batch", response_model=JobBatchOut, status_code=201)
+@router.post("/batch", response_model=JobBatchOut, status_code=201, openapi_extra=openapi_body(JobBatchIn))
 def submit_batch(
-    body: JobBatchIn, request: Request, p: Principal = Depends(PEOPLE), s: Store = Depends(store)
+    request: Request,
+    p: Principal = Depends(PEOPLE),
+    body: JobBatchIn = Depends(parsed_off_loop(JobBatchIn, "jobs")),
+    s: Store = Depends(store),
 ) -> JobBatchOut:
     state = request.app.state
     return JobBatchOut(

@@ -24,12 +24,12 @@ def take(body: LeaseIn, request: Request, p: Principal = Depends(PEOPLE), s: Sto
 def list_leases(
     mine: bool = False, team: str | None = None, p: Principal = Depends(ANY), s: Store = Depends(store)
 ) -> list[LeaseOut]:
-    return svc.list_leases(s, owner=p.name if mine else None, team=team)
+    return svc.list_leases(s, reader=p, owner=p.name if mine else None, team=team)
 
 
 @router.get("/{lease_id}", response_model=LeaseOut)
-def get_lease(lease_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> LeaseOut:
-    return svc.get(s, lease_id=lease_id)
+def get_lease(lease_id: RowId, p: Principal = Depends(ANY), s: Store = Depends(store)) -> LeaseOut:
+    return svc.get(s, lease_id=lease_id, reader=p)
 
 
 @router.post("/{lease_id}/renew", response_model=LeaseOut)

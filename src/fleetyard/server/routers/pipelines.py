@@ -28,15 +28,15 @@ def start(
 def list_runs(
     state: Literal["running", "succeeded", "failed", "gated", "timed_out", "canceled"] | None = None,
     limit: int = Query(50, ge=1, le=10000),
-    _: Principal = Depends(ANY),
+    p: Principal = Depends(ANY),
     s: Store = Depends(store),
 ) -> list[PipelineRunOut]:
-    return svc.list_runs(s, state=state, limit=limit)
+    return svc.list_runs(s, reader=p, state=state, limit=limit)
 
 
 @router.get("/{run_id}", response_model=PipelineRunOut)
-def get(run_id: RowId, _: Principal = Depends(ANY), s: Store = Depends(store)) -> PipelineRunOut:
-    return svc.get(s, run_id=run_id)
+def get(run_id: RowId, p: Principal = Depends(ANY), s: Store = Depends(store)) -> PipelineRunOut:
+    return svc.get(s, run_id=run_id, reader=p)
 
 
 @router.post("/{run_id}/cancel", response_model=PipelineRunOut)

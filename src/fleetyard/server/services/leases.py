@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from fleetyard.domain.auth import Principal, Role
+from fleetyard.domain.auth import Principal, Role, may_read
 from fleetyard.domain.job import AssignmentState, JobState
 from fleetyard.domain.spec import MAX_TIME_LIMIT_S, JobSpec
 from fleetyard.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -61,7 +61,7 @@ def take(
     [job_id] = jobs.submit(store, principal=principal, specs=[spec], at=at, fleet=fleet, blobs=blobs)
     with store.write() as conn:
         conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(lease_expires_at=at + lease.ttl_s))
-    return get(store, lease_id=job_id)
+    return get(store, lease_id=job_id, reader=principal)
 
 
 def _lease_row(conn: sa.Connection, lease_id: int, *, lock: bool = False) -> Row:
@@ -72,13 +72,15 @@ def _lease_row(conn: sa.Connection, lease_id: int, *, lock: bool = False) -> Row
     return row
 
 
-def get(store: Store, *, lease_id: int) -> LeaseOut:
+def get(store: Store, *, lease_id: int, reader: Principal) -> LeaseOut:
     with store.read() as conn:
         row = _lease_row(conn, lease_id)
-        return _leases_out(conn, [row])[0]
+        return _for(reader, _leases_out(conn, [row]))[0]
 
 
-def list_leases(store: Store, *, owner: str | None = None, team: str | None = None) -> list[LeaseOut]:
+def list_leases(
+    store: Store, *, reader: Principal, owner: str | None = None, team: str | None = None
+) -> list[LeaseOut]:
     """Active leases (queued or running), oldest first."""
     q = sa.select(t.jobs).where(t.jobs.c.kind == LEASE_KIND, t.jobs.c.state.in_(ACTIVE)).order_by(t.jobs.c.id)
     if owner:
@@ -86,7 +88,15 @@ def list_leases(store: Store, *, owner: str | None = None, team: str | None = No
     if team:
         q = q.where(t.jobs.c.team == team)
     with store.read() as conn:
-        return _leases_out(conn, conn.execute(q).all())
+        return _for(reader, _leases_out(conn, conn.execute(q).all()))
+
+
+def _for(reader: Principal, leases: list[LeaseOut]) -> list[LeaseOut]:
+    """Another team's lease shows which boards it holds and until when, not what they are for."""
+    for lease in leases:
+        if not may_read(reader, lease.team, False):
+            lease.note = lease.message = None
+    return leases
 
 
 def _may_change(principal: Principal, job: Row, what: str) -> None:
@@ -110,7 +120,7 @@ def renew(store: Store, *, principal: Principal, lease_id: int, ttl_s: float | N
         if principal.name != job.owner:
             detail = {"owner": job.owner, "team": job.team, "until": until}
             note(conn, principal, "lease.renew", str(lease_id), at=at, detail=detail)
-    return get(store, lease_id=lease_id)
+    return get(store, lease_id=lease_id, reader=principal)
 
 
 def release(store: Store, *, principal: Principal, lease_id: int, at: float) -> LeaseOut:
@@ -122,7 +132,7 @@ def release(store: Store, *, principal: Principal, lease_id: int, at: float) -> 
         # Only another's lease, and only one not yet ending: releasing one's own is ordinary use.
         if principal.name != job.owner and not (JobState(job.state).finished or job.cancel_requested):
             note(conn, principal, "lease.release", str(lease_id), at=at, detail={"owner": job.owner, "team": job.team})
-    return get(store, lease_id=lease_id)
+    return get(store, lease_id=lease_id, reader=principal)
 
 
 def _leases_out(conn: sa.Connection, rows: Sequence[Row]) -> list[LeaseOut]:

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from fleetyard.domain.auth import Principal, Role
+from fleetyard.domain.auth import Principal, Role, may_read
 from fleetyard.domain.pipeline import expand, parse_pipeline, render
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -70,7 +70,7 @@ def start(
     with store.write() as conn:
         run_id = create_run(conn, spec, owner=principal.name, team=team, at=at)
         note(conn, principal, "pipeline.start", str(run_id), at=at, detail={"name": spec.name, "params": req.params})
-    return get(store, run_id=run_id)
+    return get(store, run_id=run_id, reader=principal)
 
 
 def _out(conn: sa.Connection, row: Any, *, stages: bool) -> PipelineRunOut:
@@ -108,17 +108,28 @@ def _row(conn: sa.Connection, run_id: int, *, for_update: bool = False) -> Any:
     return row
 
 
-def get(store: Store, *, run_id: int) -> PipelineRunOut:
+def get(store: Store, *, run_id: int, reader: Principal) -> PipelineRunOut:
+    """A run with its stages (their jobs, metrics and outputs): its team's and staff's to read."""
     with store.read() as conn:
-        return _out(conn, _row(conn, run_id), stages=True)
+        row = _row(conn, run_id)
+        if not may_read(reader, row.team, False):
+            raise Forbidden(
+                f"pipeline run {run_id} is team {row.team!r}'s: its stages, metrics and outputs are that team's"
+            )
+        return _out(conn, row, stages=True)
 
 
-def list_runs(store: Store, *, state: str | None = None, limit: int = 50) -> list[PipelineRunOut]:
+def list_runs(store: Store, *, reader: Principal, state: str | None = None, limit: int = 50) -> list[PipelineRunOut]:
+    """Runs, newest first; another team's shows that it exists, not its message."""
     q = sa.select(R).order_by(R.c.id.desc()).limit(limit)
     if state:
         q = q.where(R.c.state == state)
     with store.read() as conn:
-        return [_out(conn, r, stages=False) for r in conn.execute(q)]
+        runs = [_out(conn, r, stages=False) for r in conn.execute(q)]
+    for run in runs:
+        if not may_read(reader, run.team, False):
+            run.message = None
+    return runs
 
 
 def cancel(store: Store, *, principal: Principal, run_id: int, at: float) -> PipelineRunOut:
