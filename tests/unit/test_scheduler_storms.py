@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.unit.test_scheduler_policy import bound, fleet, job, snap
 
+from fleetyard.domain.spec import Placement
 from fleetyard.policy.placement import BoardView
 from fleetyard.policy.queues import QueueSpec
 from fleetyard.policy.scheduling import RunningJob, plan
@@ -103,3 +104,46 @@ def test_a_job_preempted_lately_is_not_preempted_again_while_protected() -> None
     assert all(x.victim != 61 for x in p.preemptions)
     p = plan(snap(boards, [job(1, queue="a")], running=running, queues=queues, now=700.0))
     assert [x.victim for x in p.preemptions] == [61]
+
+
+def test_a_gang_that_must_be_on_one_host_takes_the_host_where_least_work_is_lost() -> None:
+    """Host h0 runs one 8-board job 50 s in (400 board-seconds); host h1 eight 1-board jobs 100 s
+    in (800). A higher-priority 8-board job of the queue stops the 8-board job, not the eight
+    (which come first in victim order, one by one, and complete h1 first)."""
+    boards = fleet(2, 8)
+    running = [RunningJob(70, "t", tuple(f"h0-{s}" for s in range(8)), started_at=950.0)] + [
+        RunningJob(80 + s, "t", (f"h1-{s}",), started_at=900.0) for s in range(8)
+    ]
+    urgent = job(1, 8, prio=100, placement=Placement.SAME_HOST)
+    p = plan(snap(boards, [urgent], running=running, now=1000.0))
+    assert [x.victim for x in p.preemptions] == [70], p.reasons
+
+
+def test_no_job_throws_away_more_work_than_it_can_do_itself() -> None:
+    """Lender l's 8-board job (time limit 1 h: 8 board-hours at most) would have to stop
+    borrower b's 256-board gang, 3 h in (768 board-hours): it waits instead. A 1-board job of b,
+    10 minutes in, is stopped for a 1-board job of l."""
+    queues = {"l": QueueSpec("l", {"g1": 16}, cohort="c"), "b": QueueSpec("b", {"g1": 0}, cohort="c")}
+    boards = fleet(33, 8)  # 264 boards
+    gang = tuple(f"h{h}-{s}" for h in range(32) for s in range(8))
+    running = [RunningJob(90, "b", gang, started_at=0.0)] + [
+        RunningJob(91 + s, "b", (f"h32-{s}",), started_at=10_200.0) for s in range(8)
+    ]
+    now = 10_800.0
+    p = plan(
+        snap(boards, [job(1, 8, queue="l", placement=Placement.SAME_HOST)], running=running, queues=queues, now=now)
+    )
+    assert [x.victim for x in p.preemptions] == list(range(91, 99)), p.reasons  # h32's eight, not the gang
+    running = running[:1]  # now only the gang holds what l lent (h32 is down)
+    p = plan(
+        snap(
+            boards,
+            [job(1, 8, queue="l", placement=Placement.SAME_HOST)],
+            running=running,
+            queues=queues,
+            now=now,
+            free=[],
+        )
+    )
+    assert p.preemptions == [], p.reasons
+    assert 1 not in bound(p)

@@ -169,6 +169,10 @@ def controller(
             help="Seconds a job preempted before may run again before it can be preempted again.",
         ),
     ] = 600.0,
+    max_preemptions: Annotated[
+        int,
+        typer.Option("--max-preemptions", min=1, help="Times a job may be preempted; then it runs to its end."),
+    ] = 2,
     store_timeout: StoreTimeoutOpt = DEFAULT_OUTAGE_S,
 ) -> None:
     """Run the controller: scheduling and host-loss handling (one leader; others wait as standbys)."""
@@ -193,6 +197,7 @@ def controller(
                 health=read_health_config(health),
                 half_life_s=half_life,
                 preempt_protect_s=preempt_protect,
+                max_preemptions=max_preemptions,
                 store_outage_s=store_timeout,
             )
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 fleetyard sim                                   # 1,000 boards, 7 days, all three policies
 fleetyard sim --boards 10000 --days 30 --json   # what bench/fleet_sim.py runs
 fleetyard sim --faults 5 --health health.yaml --policy fleetyard
+fleetyard sim --workload examples/workloads/multi_team_day.yaml --boards 2880 --days 1 -p fleetyard
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 from fleetyard.cli._common import JsonOpt, read_health_config
 from fleetyard.cli._output import emit_json, err, fmt_duration, note, out, table
 from fleetyard.sim import FaultModel, Scenario, SimPolicy, SimReport, compare
+from fleetyard.sim.workload import load_workload
 
 
 def _pct(x: float | None, digits: int = 3) -> str:
@@ -41,6 +43,16 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("health-check time", "check_overhead"),
     ("wall time", "wall_s"),
 )
+# With a workload of preemptible jobs (--workload), how the scheduler held up too.
+SCHEDULING_ROWS: tuple[tuple[str, str], ...] = (
+    ("preemptions", "preemptions"),
+    ("board-hours thrown away by preemption", "wasted"),
+    ("most preemptions of one job", "max_preemptions_per_job"),
+    ("utilisation while work waits", "utilisation_waiting"),
+    ("fair-share error", "fairshare_error"),
+    ("longest gang wait", "gang_wait_max_s"),
+    ("plan() p99", "plan_p99_ms"),
+)
 
 
 def _cell(r: SimReport, key: str) -> str:
@@ -56,6 +68,15 @@ def _cell(r: SimReport, key: str) -> str:
         return f"{r.jobs_done:,} / {r.jobs_failed:,} / {r.jobs_corrupt:,}"
     if key == "wall_s":
         return f"{r.wall_s:.1f} s"
+    if key in ("utilisation_waiting", "fairshare_error"):
+        return _pct(getattr(r, key), 1)
+    if key == "gang_wait_max_s":
+        return _dur(r.gang_wait_max_s)
+    if key == "wasted":
+        share = r.wasted_board_hours / r.board_hours_run if r.board_hours_run else 0.0
+        return f"{r.wasted_board_hours:,.1f} of {r.board_hours_run:,.0f} ({_pct(share, 2)})"
+    if key == "plan_p99_ms":
+        return "-" if r.plan_p99_ms is None else f"{r.plan_p99_ms:.1f} ms"
     return f"{getattr(r, key):,}"
 
 
@@ -83,6 +104,15 @@ def sim(
     health: Annotated[
         Path | None, typer.Option("--health", help="A health-check config (YAML) instead of the default.")
     ] = None,
+    workload: Annotated[
+        Path | None,
+        typer.Option(
+            "--workload",
+            help="Teams, cohorts, quotas, classes, arrivals and job shapes (YAML; see fleetyard.sim.workload) "
+            "instead of the default three teams.",
+        ),
+    ] = None,
+    hosts_per_rack: Annotated[int, typer.Option("--hosts-per-rack", min=1, help="Hosts a rack.")] = 16,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: one per CPU).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -95,7 +125,9 @@ def sim(
         "permanent_share": permanent,
     }
     fm = FaultModel(**{k: v for k, v in changes.items() if v is not None})
-    scenario = Scenario(boards=boards, days=days, seed=seed, faults=fm)
+    scenario = Scenario(boards=boards, days=days, seed=seed, faults=fm, hosts_per_rack=hosts_per_rack)
+    if workload is not None:
+        scenario = dataclasses.replace(scenario, workload=load_workload(workload), scheduling_figures=True)
     if health is not None:
         scenario = dataclasses.replace(scenario, health=read_health_config(health))
     chosen = policy or list(SimPolicy)
@@ -106,7 +138,13 @@ def sim(
         emit_json([r.as_dict() for r in reports])
         return
     out().print(
-        table(["", *(r.policy for r in reports)], [(label, *(_cell(r, k) for r in reports)) for label, k in ROWS])
+        table(
+            ["", *(r.policy for r in reports)],
+            [
+                (label, *(_cell(r, k) for r in reports))
+                for label, k in ROWS + (SCHEDULING_ROWS if scenario.scheduling_figures else ())
+            ],
+        )
     )
     note(
         "availability: board-time in service and sound over board-time counted; a board that hangs or "

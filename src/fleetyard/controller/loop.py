@@ -16,11 +16,11 @@ import sqlalchemy as sa
 
 from fleetyard.controller.leader import Leadership, LeadershipLost, leader_store
 from fleetyard.controller.reconcile import Reconciler
-from fleetyard.controller.scheduler import DEFAULT_PREEMPT_PROTECT_S
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.errors import Conflict
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
 from fleetyard.policy.liveness import Liveness
+from fleetyard.policy.preemption_holds import DEFAULT_MAX_PREEMPTIONS, DEFAULT_PREEMPT_PROTECT_S, PreemptionHolds
 from fleetyard.store import migrate
 from fleetyard.store.db import is_retryable, is_unavailable, now
 from fleetyard.store.outage import DEFAULT_OUTAGE_S, Outage
@@ -47,6 +47,7 @@ def run_controller(
     health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,
     preempt_protect_s: float = DEFAULT_PREEMPT_PROTECT_S,
+    max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,
     store_outage_s: float = DEFAULT_OUTAGE_S,
     stop: threading.Event | None = None,
 ) -> None:
@@ -91,7 +92,7 @@ def run_controller(
             log.info("controller leads (store %s)", store.engine.url.render_as_string())
             rec = Reconciler(store, liveness_config=liveness or Liveness(), watching_since=now(), health_config=health)
             rec.scheduler.half_life_s = half_life_s
-            rec.scheduler.preempt_protect_s = preempt_protect_s
+            rec.scheduler.holds = PreemptionHolds(preempt_protect_s, max_preemptions=max_preemptions)
             rec.scheduler.freeze_gc = True
             try:
                 _lead(rec, leadership, outage, tick_s=tick_s, stop=stop)

@@ -28,6 +28,7 @@ from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
 from fleetyard.policy.placement import BoardView
+from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
 from fleetyard.policy.queues import PriorityClass
 from fleetyard.policy.scheduling import Line, PendingJob, Plan, Pool, RunningJob, Snapshot, pending_job, plan
 from fleetyard.store import tables as t
@@ -52,10 +53,6 @@ HISTORY_RUNS = 1000  # the newest successful attempts read for runtime estimates
 IDLE_PASS_EVERY_S = 2.0
 QUEUE_RESYNC_S = 5.0  # read the queued jobs' ids at least this often, whatever their count and sum
 GC_EVERY_S = 600.0  # with no free board and nothing new queued, look again this often
-# A job preempted before is not preempted again for this long after it starts again.
-DEFAULT_PREEMPT_PROTECT_S = 600.0
-# Boards freed by a preemption stay kept for the job that preempted at most this long.
-HOLD_FREED_S = 300.0
 
 
 @dataclass
@@ -68,7 +65,7 @@ class SchedulerShell:
     store: Store
     half_life_s: float = DEFAULT_HALF_LIFE_S
     freeze_gc: bool = False  # the controller program sets it: see pass_
-    preempt_protect_s: float = DEFAULT_PREEMPT_PROTECT_S
+    holds: PreemptionHolds = field(default_factory=PreemptionHolds)  # what preemptions left between passes
     _line: Line = field(default_factory=Line)
     _pool: Pool | None = None
     _boards: dict[str, tuple[tuple[Any, ...], BoardView]] = field(default_factory=dict)  # id -> (row, view)
@@ -89,11 +86,6 @@ class SchedulerShell:
     _estimates: dict[tuple[str, str | None], float] = field(default_factory=dict)
     _estimates_at: float = -ESTIMATES_EVERY_S
     last_plan: Plan | None = None
-    # Preemptions under way: the victim's attempt -> (the job it stops for, its boards); once the
-    # attempt is no longer running, its boards are kept for that job (board -> (job, since)).
-    _stopping: dict[int, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
-    _freed_for: dict[str, tuple[int, float]] = field(default_factory=dict)
-    _protected: dict[int, float] = field(default_factory=dict)  # running attempt -> protected until
 
     def pass_(self, now: float) -> int:
         """One scheduling pass; how many attempts started."""
@@ -113,8 +105,7 @@ class SchedulerShell:
             gc.freeze()
         result = plan(snap)
         self.last_plan = result
-        for b, job_id in result.kept.items():  # free boards a preempting job will run on: keep them
-            self._freed_for[b] = (job_id, now)
+        self.holds.keep(result.kept, now)
         return self._apply(result, snap, ctx, now)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -174,7 +165,7 @@ class SchedulerShell:
             board_rows = schedulable_boards(conn, json_as_text=True)
         pool, free = self._sync_pool(board_rows)
         value, default_value = self._classes or ({}, 0)
-        self._track_preemptions(running, boards_of, now)
+        self._observe_holds(running, boards_of, now)
         running_views = []
         for run in running:
             spec = self._running_specs[run.id]
@@ -191,7 +182,7 @@ class SchedulerShell:
                     preempted_for=run.preempted_for,
                     # An engineer's lease is not taken away, nor a board's health check.
                     preemptible=spec.kind not in ("lease", "health-check"),
-                    protected_until=self._protected.get(run.attempt_id, 0.0),
+                    protected_until=self.holds.protected_until(run.attempt_id),
                 )
             )
         held: dict[str, int] = defaultdict(int)
@@ -207,7 +198,7 @@ class SchedulerShell:
             queues=queues,
             usage={q: u for q, (u, _) in decayed.items()},
             window=WINDOW if self._explain_due(now) else FAST_WINDOW,
-            held_for={b: j for b, (j, _) in self._freed_for.items()},
+            held_for=self.holds.held_for(),
         )
         ctx = {
             "attempt_of": {r.id: r.attempt_id for r in running},
@@ -215,41 +206,31 @@ class SchedulerShell:
         }
         return snap, ctx
 
-    def _track_preemptions(self, running: Sequence[Any], boards_of: Mapping[int, list[str]], now: float) -> None:
-        """Keep the boards of victims that stopped for the job they stopped for, and protect the
-        running attempts of jobs preempted before (read once per attempt)."""
-        live = {r.attempt_id for r in running}
-        for attempt_id, (job_id, boards) in list(self._stopping.items()):
-            if attempt_id not in live:
-                del self._stopping[attempt_id]
-                for b in boards:
-                    self._freed_for[b] = (job_id, now)
-        for r in running:
-            if r.preempted_for is not None:
-                self._stopping[r.attempt_id] = (r.preempted_for, tuple(boards_of.get(r.attempt_id, ())))
-        waiting = self._line.ids()
-        for b, (job_id, since) in list(self._freed_for.items()):
-            if job_id not in waiting or now - since > HOLD_FREED_S:
-                del self._freed_for[b]
-        new = [r for r in running if r.attempt_id not in self._protected]
-        if new:
-            jobs = sorted({r.id for r in new})
-            before: set[int] = set()
+    def _observe_holds(self, running: Sequence[Any], boards_of: Mapping[int, list[str]], now: float) -> None:
+        """Bring the preemption holds to the running attempts (:class:`PreemptionHolds`)."""
+
+        def preempted_before(jobs: Sequence[int]) -> dict[int, int]:
+            before: dict[int, int] = {}
+            a = t.attempts.c
             with self.store.read() as conn:
                 for part in (jobs[i : i + 5000] for i in range(0, len(jobs), 5000)):
-                    before.update(
-                        conn.execute(
-                            sa.select(t.attempts.c.job_id).where(
-                                t.attempts.c.job_id.in_(part),
-                                t.attempts.c.preempted_for.is_not(None),
-                                t.attempts.c.state != str(AttemptState.RUNNING),
-                            )
-                        ).scalars()
+                    rows = conn.execute(
+                        sa.select(a.job_id, sa.func.count())
+                        .where(
+                            a.job_id.in_(part),
+                            a.preempted_for.is_not(None),
+                            a.state != str(AttemptState.RUNNING),
+                        )
+                        .group_by(a.job_id)
                     )
-            for r in new:
-                self._protected[r.attempt_id] = r.created_at + self.preempt_protect_s if r.id in before else 0.0
-        for attempt_id in set(self._protected) - live:
-            del self._protected[attempt_id]
+                    before.update({job_id: n for job_id, n in rows})
+            return before
+
+        attempts = [
+            RunningAttempt(r.attempt_id, r.id, tuple(boards_of.get(r.attempt_id, ())), r.created_at, r.preempted_for)
+            for r in running
+        ]
+        self.holds.observe(now, attempts, self._line.ids(), preempted_before)
 
     def _sync_line(
         self, conn: sa.Connection, count: int, id_sum: int, classes: Sequence[PriorityClass], now: float

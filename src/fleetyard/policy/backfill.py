@@ -7,10 +7,10 @@ its time limit ends before then.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
-from fleetyard.domain.spec import Placement
-from fleetyard.policy.placement import Pool
+from fleetyard.policy.placement import Freeing, Pool
 from fleetyard.policy.snapshot import PendingJob, Reservation, RunningJob, Snapshot
 
 __all__ = ["ending_order", "reserve"]
@@ -33,37 +33,25 @@ def reserve(
     c = job.shape.constraints
     if ending is None:
         ending = ending_order(snap.running)
-    idx = pool.index(c)
-    base = idx.total
-    if base >= job.boards:
+    if pool.index(c).total >= job.boards:
         got = pool.pick(job.shape, job.boards, caps=caps)
         if got is not None:
             return Reservation(job.id, got, snap.now)
-    placement = job.shape.placement if job.shape.required else Placement.ANY
-    # The boards of jobs that end are given to the pool as they come (and all taken back at the
-    # end), and a pick is tried only when the newly freed boards could complete the shape: on
-    # a full fleet that is a few picks per reservation, not one per running job.
-    freed: list[str] = []
+    if not pool.caps_admit(job.shape, job.boards, caps):
+        return None
+    # The boards of jobs that end are counted as they come, given to the pool only when they
+    # could complete the shape (a pick is tried then), and all taken back at the end: on a full
+    # fleet that is a few picks per reservation, and no index moves for most running jobs.
+    freeing = Freeing(pool, job.shape, job.boards)
     try:
         for r in ending:
             mine = [i for i in pool.matching(c, r.boards) if i not in pool.free]
-            if not mine:
+            if not mine or not freeing.add(mine) or r.expected_end == math.inf:
                 continue
-            pool.give(mine)
-            freed += mine
-            if base + len(freed) < job.boards or r.expected_end == float("inf"):
-                continue
-            if placement is Placement.SAME_HOST and not any(
-                len(idx.by_host.get(pool.boards[i].host, ())) >= job.boards for i in mine
-            ):
-                continue
-            if placement is Placement.SAME_RACK and not any(
-                idx.rack_count.get(pool.boards[i].rack, 0) >= job.boards for i in mine
-            ):
-                continue
+            freeing.flush()
             got = pool.pick(job.shape, job.boards, caps=caps)
             if got is not None:
                 return Reservation(job.id, got, max(r.expected_end, snap.now))
         return None
     finally:
-        pool.take(freed)
+        freeing.take_back()

@@ -15,14 +15,14 @@ gives, so the same snapshot gives the same picks from a fresh pool or a kept one
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetyard.domain.firmware import FirmwareSelector
 from fleetyard.domain.spec import Packing, Placement
 
-__all__ = ["BoardView", "Constraints", "Pool", "Shape"]
+__all__ = ["BoardView", "Constraints", "Freeing", "Pool", "Shape"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +261,12 @@ class Pool:
         self.free: set[str] = {i for i in free if i in self.boards}
         self.gen_of = {i: b.generation for i, b in self.boards.items()}
         self.generations = frozenset(self.gen_of.values())
+        # Whether every host (rack) is of one generation, as fleets are built: then a gang that
+        # must be on one host (rack) needs that many boards of one generation in its caps.
+        self._one_gen = {
+            Placement.SAME_HOST: len({(b.host, b.generation) for b in boards}) == len({b.host for b in boards}),
+            Placement.SAME_RACK: len({(b.rack, b.generation) for b in boards}) == len({b.rack for b in boards}),
+        }
         self._indexes: dict[Constraints, _Index] = {}
         self._member_of: dict[str, list[_Index]] = defaultdict(list)
         self._members: dict[Constraints, list[BoardView]] = {}  # every board an index admits, in order
@@ -386,7 +392,7 @@ class Pool:
         boards that have it loaded come first, then boards of hosts that have it in their cache
         (a gang that fits on one host: such a host first)."""
         idx = self.index(shape.constraints)
-        if idx.total < k:
+        if idx.total < k or not self.caps_admit(shape, k, caps):
             return None
         if caps is not None and sum(min(caps.get(g, 0), n) for g, n in idx.gen_count.items() if n) < k:
             return None
@@ -398,6 +404,17 @@ class Pool:
         if got is None and not shape.required and shape.placement is not Placement.ANY:
             got = self._pick(idx, Placement.ANY, shape.packing, k, caps)
         return got
+
+    def caps_admit(self, shape: Shape, k: int, caps: Mapping[str, int] | None) -> bool:
+        """Whether ``caps`` (as :meth:`pick` takes them) leave room for ``k`` boards of ``shape``
+        anywhere, however many were free: a reservation asks before it walks the running jobs."""
+        if caps is None:
+            return True
+        if sum(caps.values()) < k:
+            return False
+        if shape.required and self._one_gen.get(shape.placement, False):
+            return max(caps.values(), default=0) >= k  # all k of one generation
+        return True
 
     def _pick_warm(
         self, idx: _Index, shape: Shape, k: int, caps: Mapping[str, int] | None, sha: str
@@ -437,6 +454,12 @@ class Pool:
             racks = [r for r, n in idx.rack_count.items() if n >= k]
             racks.sort(key=lambda r: (idx.rack_count[r], r), reverse=packing is Packing.SPREAD)
             for rack in racks:
+                if caps is not None:
+                    # A rack is mostly of one generation: one its queue may take too few of is
+                    # passed at a glance, not board by board (a reservation asks rack after rack).
+                    gens = {idx.host_gen[h] for h in idx.rack_hosts[rack]}
+                    if all(gens) and sum(caps.get(g, 0) for g in gens if g is not None) < k:
+                        continue
                 hosts = sorted(idx.rack_hosts[rack], key=lambda h: (-len(idx.by_host[h]), h))
                 got = _gather(idx, hosts, k, caps, spread=packing is Packing.SPREAD)
                 if got is not None:
@@ -511,3 +534,54 @@ def _gather(
             if len(out) == k:
                 return tuple(out)
     return None
+
+
+class Freeing:
+    """Boards that running jobs would free for a job of ``k`` boards of ``shape``, counted as they
+    come and given to the pool only once they could complete the shape (enough of them on one
+    host, or rack, or at all): a search through hundreds of running jobs then moves the pool's
+    indexes a few times, not once per job. :meth:`take_back` undoes every give."""
+
+    def __init__(self, pool: Pool, shape: Shape, k: int) -> None:
+        self.pool, self.k = pool, k
+        self.idx = pool.index(shape.constraints)
+        self.placement = shape.placement if shape.required else Placement.ANY
+        self.given: list[str] = []
+        self._base = self.idx.total
+        self._coming: list[str] = []
+        self._by_host: Counter[str] = Counter()
+        self._by_rack: Counter[str] = Counter()
+
+    @property
+    def count(self) -> int:
+        """The free boards the job could use, these counted."""
+        return self._base + len(self.given) + len(self._coming)
+
+    def add(self, ids: Sequence[str]) -> bool:
+        """Count ``ids`` in (boards of the shape's constraints, not free); whether the job could
+        fit now by their number and topology (its queue's caps aside)."""
+        boards = self.pool.boards
+        self._coming += ids
+        for i in ids:
+            self._by_host[boards[i].host] += 1
+            self._by_rack[boards[i].rack] += 1
+        if self.count < self.k:
+            return False
+        idx, k = self.idx, self.k
+        if self.placement is Placement.SAME_HOST:
+            return any(len(idx.by_host.get(h, ())) + self._by_host[h] >= k for h in {boards[i].host for i in ids})
+        if self.placement is Placement.SAME_RACK:
+            return any(idx.rack_count.get(r, 0) + self._by_rack[r] >= k for r in {boards[i].rack for i in ids})
+        return True
+
+    def flush(self) -> None:
+        """Give the boards counted so far to the pool (before a pick)."""
+        self.pool.give(self._coming)
+        self.given += self._coming
+        self._coming = []
+        self._by_host.clear()
+        self._by_rack.clear()
+
+    def take_back(self) -> None:
+        self.pool.take(self.given)
+        self.given = []

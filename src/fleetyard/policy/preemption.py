@@ -5,26 +5,28 @@ their nominal quota in the generations it wants when the pass began (its queue r
 lent, within its own nominal quota), then lower (priority, rank) jobs of its own queue, whose boards count as
 room in its quota (as Kueue's ``withinClusterQueue: LowerPriority``: a queue whose quota is spent
 runs its urgent job in place of a lesser one); within each, the lowest priority and then the
-newest first. Only as many as it needs.
+least work lost first (board-seconds run so far: among jobs of one size, the newest). Only as many
+as it needs.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from fleetyard.policy.placement import Constraints, Pool
+from fleetyard.domain.spec import Placement
+from fleetyard.policy.placement import Constraints, Freeing, Pool
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.snapshot import PendingJob, RunningJob
 
-__all__ = ["Victims", "fits_with", "may_be_preempted", "preempt_reason", "victims_for"]
+__all__ = ["Victims", "may_be_preempted", "preempt_reason", "victims_for"]
 
 
 class Victims:
     """Who a job may preempt, in order: running jobs of queues that borrow beyond their nominal
     quota (reclaimed by another queue), then lower (priority, rank) jobs of the job's own queue;
-    within each, the lowest priority and then the newest first. Built once per pass."""
+    within each, the lowest priority and then the least work lost. Built once per pass."""
 
     def __init__(
         self,
@@ -38,6 +40,8 @@ class Victims:
         its quota; the next pass takes back the boards it borrowed, newest first."""
         self._gen_of = gen_of
         self.borrowing = borrowing
+        self.now = now
+        self._order = _victim_order(now)
         self._open: dict[str, list[RunningJob]] = defaultdict(list)  # queue -> preemptible running jobs
         for r in running:
             if may_be_preempted(r, now):
@@ -51,7 +55,7 @@ class Victims:
         by_gen = self._by_gen.get(queue)
         if by_gen is None:
             by_gen = self._by_gen[queue] = defaultdict(list)
-            for r in sorted(self._open[queue], key=_victim_order):
+            for r in sorted(self._open[queue], key=self._order):
                 # Each list fills in victim order, whatever order the generations come in.
                 for g in set(filter(None, map(self._gen_of.get, r.boards))):
                     by_gen[g].append(r)
@@ -71,11 +75,11 @@ class Victims:
         ]
         mine = self._of(job.queue) if job.queue in self.queues else {}
         own = [mine[g] for g in gens if g in mine]
-        for r in heapq.merge(*lenders, key=_victim_order):
+        for r in heapq.merge(*lenders, key=self._order):
             if r.id not in seen:
                 seen.add(r.id)
                 yield r
-        for r in heapq.merge(*own, key=_victim_order):
+        for r in heapq.merge(*own, key=self._order):
             if (r.priority, r.rank) >= (job.priority, job.rank):
                 break
             if r.id not in seen:
@@ -98,8 +102,18 @@ def may_be_preempted(r: RunningJob, now: float) -> bool:
     return r.preemptible and r.preempted_for is None and r.protected_until <= now
 
 
-def _victim_order(r: RunningJob) -> tuple[int, int, float, int]:
-    return (r.priority, r.rank, -r.started_at, r.id)
+def _victim_order(now: float) -> Callable[[RunningJob], tuple[int, int, float, float, int]]:
+    """Lowest (priority, rank) first, then the least work lost: a 256-board gang hours in is
+    the last to go for a host's worth of boards, not the first because it started last."""
+
+    def order(r: RunningJob) -> tuple[int, int, float, float, int]:
+        return (r.priority, r.rank, len(r.boards) * max(0.0, now - r.started_at), -r.started_at, r.id)
+
+    return order
+
+
+_Entry = tuple[RunningJob, list[str], "Counter[str] | None"]  # a victim, its boards, room it makes
+GROUPS_TRIED = 4  # hosts (racks) a gang that must be on one tries, cheapest first, before the plain search
 
 
 def victims_for(
@@ -114,7 +128,11 @@ def victims_for(
     """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough).
 
     Its queue's quota holds as for any placement, but what victims of its own queue hold counts
-    as room in it; boards borrowed by another queue are reclaimed only within its nominal quota."""
+    as room in it; boards borrowed by another queue are reclaimed only within its nominal quota.
+    A job that must be on one host (rack) takes the host (rack) where its victims lose the least
+    work, not the first one that candidates in victim order happen to complete. No job throws
+    away more work than it can do itself (its boards times its time limit): an 8-board job does
+    not stop a 256-board gang hours in, it waits for boards to free."""
     q = job.queue
     headroom = {g: ledger.headroom(q, g) for g in sorted(gens)}
     own = victims.own_generations(q)
@@ -125,54 +143,137 @@ def victims_for(
     reclaim = {g for g, n in nominal.items() if n > 0}
     c = job.shape.constraints
     base = pool.index(c).total
-    chosen: list[tuple[RunningJob, list[str], Counter[str] | None]] = []  # (victim, its boards, room it makes)
-    freed: list[str] = []
     made: Counter[str] = Counter()  # room its own queue's victims make, per generation
 
-    def fits(chosen: Sequence[tuple[RunningJob, list[str], Counter[str] | None]], boards: Sequence[str]) -> bool:
-        # Taking another queue's boards, the job must fit within its own nominal quota.
-        reclaiming = any(held is None for _, _, held in chosen)
+    def candidates() -> Iterator[_Entry]:
+        for r in victims.candidates(ledger, job, list(room)):
+            if r.id in taken or r.id == job.id:
+                continue
+            if r.queue == q:
+                mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in room]
+                held: Counter[str] | None = Counter(gen_of[b] for b in r.boards if b in gen_of)
+            else:
+                mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in reclaim]
+                held = None
+            if mine:
+                yield r, mine, held
+
+    def fits(reclaiming: bool, n_freed: int) -> tuple[str, ...] | None:
+        """Where the job runs if the chosen stop (their boards given to the pool), or None.
+        ``reclaiming``: some are of another queue; then the job must fit within its own nominal quota."""
+        if base + n_freed < job.boards:
+            return None
         limit = {g: max(0, min(job.boards, (nominal if reclaiming else room)[g] + made[g])) for g in room}
-        return sum(limit.values()) >= job.boards and fits_with(pool, job, limit, boards)
+        return pool.pick(job.shape, job.boards, caps=limit) if sum(limit.values()) >= job.boards else None
 
-    for r in victims.candidates(ledger, job, list(room)):
-        if r.id in taken or r.id == job.id:
-            continue
-        held: Counter[str] | None = None
-        if r.queue == q:
-            mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in room]
-            held = Counter(gen_of[b] for b in r.boards if b in gen_of)
-        else:
-            mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in reclaim]
-        if not mine:
-            continue
-        chosen.append((r, mine, held))
-        freed += mine
-        made += held or Counter()
-        if base + len(freed) >= job.boards and fits(chosen, freed):
-            break
-    else:
-        return []
-    # Keep only those needed: drop the last-chosen first while it still fits.
-    for entry in list(reversed(chosen)):
-        r, mine, held = entry
-        drop = set(mine)
-        rest = [b for b in freed if b not in drop]
-        made -= held or Counter()
-        if fits([e for e in chosen if e is not entry], rest):
-            chosen.remove(entry)
-            freed = rest
-        else:
-            made += held or Counter()
-    return [r for r, _, _ in chosen]
-
-
-def fits_with(pool: Pool, job: PendingJob, caps: Mapping[str, int], extra: Sequence[str]) -> bool:
-    pool.give(extra)
+    # The victims' boards are given to the pool once they could complete the job's shape, and all
+    # taken back at the end: giving and taking back every board per candidate made a 256-board
+    # gang's search quadratic.
+    freeing = Freeing(pool, job.shape, job.boards)
+    chosen: list[_Entry] = []
+    got: tuple[str, ...] | None = None
     try:
-        return pool.pick(job.shape, job.boards, caps=caps) is not None
+        if freeing.placement is not Placement.ANY:
+            most_lost = job.boards * job.time_limit_s
+            for group in _cheapest_groups(pool, freeing, list(candidates()), victims.now, most_lost):
+                freeing.add([b for _, mine, _ in group for b in mine])
+                freeing.flush()
+                for _, _, held in group:
+                    if held:
+                        made.update(held)
+                got = fits(any(held is None for _, _, held in group), len(freeing.given))
+                if got is not None:
+                    chosen = group
+                    break
+                freeing.take_back()
+                made.clear()
+        if got is None:  # in victim order, until the job fits
+            reclaiming = False  # some chosen are of another queue
+            for entry in candidates():
+                chosen.append(entry)
+                reclaiming = reclaiming or entry[2] is None
+                if entry[2]:
+                    made.update(entry[2])
+                if freeing.add(entry[1]):
+                    freeing.flush()
+                    got = fits(reclaiming, len(freeing.given))
+                    if got is not None:
+                        break
+        if got is None:
+            return []
+        # Keep only those needed. Those with no board where it would run go at once (a gang's
+        # search may choose hundreds on other hosts first), if it still fits without them...
+        freed = freeing.given
+        runs_on = set(got)
+        needed = [e for e in chosen if not runs_on.isdisjoint(e[1])]
+        if len(needed) < len(chosen):
+            spare = [e for e in chosen if runs_on.isdisjoint(e[1])]
+            spare_boards = [b for e in spare for b in e[1]]
+            spare_made = sum((e[2] for e in spare if e[2] is not None), Counter())
+            pool.take(spare_boards)
+            made.subtract(spare_made)
+            if fits(any(e[2] is None for e in needed), len(freed) - len(spare_boards)) is not None:
+                chosen = needed
+                gone = set(spare_boards)
+                freed = freeing.given = [b for b in freed if b not in gone]
+            else:
+                pool.give(spare_boards)
+                made.update(spare_made)
+        # ... then the last-chosen first, one at a time, while it still fits.
+        for entry in list(reversed(chosen)):
+            _, mine, held = entry
+            pool.take(mine)
+            if held:
+                made.subtract(held)
+            if fits(any(e[2] is None for e in chosen if e is not entry), len(freed) - len(mine)) is not None:
+                chosen.remove(entry)
+                drop = set(mine)
+                freed = freeing.given = [b for b in freed if b not in drop]
+            else:
+                pool.give(mine)
+                if held:
+                    made.update(held)
+        if _lost(chosen, victims.now) > job.boards * job.time_limit_s:
+            return []  # it would throw away more than it can itself do: it waits instead
+        return [r for r, _, _ in chosen]
     finally:
-        pool.take(extra)
+        freeing.take_back()
+
+
+def _lost(entries: Sequence[_Entry], now: float) -> float:
+    """The board-seconds the victims have run: the work their preemption throws away."""
+    return sum(len(r.boards) * max(0.0, now - r.started_at) for r, _, _ in entries)
+
+
+def _cheapest_groups(
+    pool: Pool, freeing: Freeing, entries: Sequence[_Entry], now: float, most_lost: float
+) -> list[list[_Entry]]:
+    """For a job that must be on one host (rack): per host (rack), the first candidates in victim
+    order that free enough of it; the few groups that lose the least work first (board-seconds
+    run), among those whose worst victim comes earliest in victim order."""
+    k, idx = freeing.k, freeing.idx
+    by_host = freeing.placement is Placement.SAME_HOST
+    free_in: Mapping[str, int] = {h: len(bs) for h, bs in idx.by_host.items()} if by_host else idx.rack_count
+    groups: dict[str, list[_Entry]] = defaultdict(list)
+    count: Counter[str] = Counter()
+    worst: dict[str, tuple[bool, int, int]] = {}  # group -> its worst victim: (own queue, priority, rank)
+    lost: dict[str, float] = defaultdict(float)
+    for entry in entries:
+        r, mine, held = entry
+        band = (held is not None, r.priority, r.rank)
+        here = Counter(pool.boards[b].host if by_host else pool.boards[b].rack for b in mine)
+        for g, n in here.items():
+            if free_in.get(g, 0) + count[g] >= k:
+                continue  # enough already
+            groups[g].append(entry)
+            count[g] += n
+            worst[g] = max(worst.get(g, band), band)
+            lost[g] += len(r.boards) * max(0.0, now - r.started_at)
+    complete = [g for g in groups if free_in.get(g, 0) + count[g] >= k and lost[g] <= most_lost]
+    # Borrowers of other queues before the queue's own lower-priority jobs, lower priority first
+    # (victim order), then the least work lost; a few, in case the queue's caps turn one away.
+    complete.sort(key=lambda g: (worst[g], lost[g], g))
+    return [groups[g] for g in complete[:GROUPS_TRIED]]
 
 
 def preempt_reason(ledger: QuotaLedger, victim: RunningJob, job: PendingJob, gen_of: Mapping[str, str]) -> str:

@@ -25,18 +25,19 @@ down (``availability_accounted`` is what the event log alone says).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import random
+import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fleetyard.domain.board import Actor, BoardState, check_transition
 from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
 from fleetyard.domain.job import JobState, Outcome
-from fleetyard.domain.spec import Placement
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, worst
@@ -44,12 +45,14 @@ from fleetyard.policy.line import Line
 from fleetyard.policy.liveness import back_from_offline
 from fleetyard.policy.outcomes import job_after_attempt
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
+from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec
 from fleetyard.policy.remediation import Act, Case, Do, on_result, on_time, open_case
 from fleetyard.policy.scheduling import plan
 from fleetyard.policy.snapshot import PendingJob, RunningJob, Snapshot
 from fleetyard.policy.uptime import Incident, Transition, uptime
-from fleetyard.sim.model import HEALED_BY, FaultKind, Scenario, SimPolicy, Team
+from fleetyard.sim.model import HEALED_BY, FaultKind, Scenario, SimPolicy
+from fleetyard.sim.workload import Arrival, JobKind, Team
 
 __all__ = ["FleetSim", "SimReport", "simulate"]
 
@@ -113,13 +116,18 @@ class _Board:
 
 class _Job:
     __slots__ = (
+        "arrival",
+        "attempt",
         "boards",
         "corrupt",
         "duration",
         "ends_at",
+        "first_start",
         "id",
         "infra_retries",
+        "kind",
         "limit",
+        "preemptions",
         "size",
         "started",
         "submitted",
@@ -128,20 +136,38 @@ class _Job:
         "view",
     )  # fmt: skip
 
-    def __init__(self, jid: int, team: Team, size: int, duration: float, limit: float, submitted: float) -> None:
-        self.id, self.team, self.size, self.duration, self.limit = jid, team, size, duration, limit
+    def __init__(
+        self, jid: int, team: Team, kind: JobKind, size: int, duration: float, limit: float, submitted: float,
+        arrival: Arrival | None = None,
+    ) -> None:  # fmt: skip
+        self.id, self.team, self.kind, self.size, self.duration, self.limit = jid, team, kind, size, duration, limit
         self.submitted = submitted
+        self.arrival = arrival  # a backlog's job: replaced when it first starts
         self.infra_retries = 0
+        self.preemptions = 0
+        self.attempt = 0  # the running attempt's id (the simulator's numbering)
+        self.first_start: float | None = None
         self.boards: tuple[_Board, ...] = ()
         self.started = 0.0
         self.ends_at = 0.0
         self.token = 0
         self.corrupt = False
-        placement = Placement.SAME_HOST if size > 1 else Placement.ANY
+        constraints = _constraints(frozenset(kind.generations))
         self.view = PendingJob(
-            jid, team.name, size, Shape(Constraints(), placement), PRIORITY[team.priority_class],
+            jid, team.name, size, Shape(constraints, kind.placement_of(size)), PRIORITY[kind.priority_class],
             submitted_at=submitted, time_limit_s=limit,
         )  # fmt: skip
+
+
+_CONSTRAINTS: dict[frozenset[str], Constraints] = {}
+
+
+def _constraints(generations: frozenset[str]) -> Constraints:
+    """One :class:`Constraints` per generation set: the scheduler indexes boards per constraints."""
+    c = _CONSTRAINTS.get(generations)
+    if c is None:
+        c = _CONSTRAINTS[generations] = Constraints(generations=generations)
+    return c
 
 
 @dataclass
@@ -173,6 +199,21 @@ class SimReport:
     attempts_lost: int
     check_overhead: float  # board-time in health checks / board-time counted
     utilization: float  # board-time in user jobs / board-time counted
+    # Scheduling (preemptible workloads above all: see bench/sched_trace.py).
+    board_hours_run: float = 0.0  # of user jobs, lost attempts included
+    preemptions: int = 0
+    wasted_board_hours: float = 0.0  # of attempts preempted: work thrown away
+    max_preemptions_per_job: int = 0
+    # Busy boards over boards in service, over the time some job waited in line.
+    utilisation_waiting: float | None = None
+    # Half the summed gap between each queue's share of the busy boards and its fair share (its
+    # quota share, water-filled up to what it asks: held plus waiting), over the time jobs waited.
+    fairshare_error: float | None = None
+    gang_wait_max_s: float | None = None  # submit to first start, jobs of 2 boards or more
+    jobs_started: int = 0
+    plan_passes: int = 0
+    plan_p50_ms: float | None = None
+    plan_p99_ms: float | None = None
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -182,7 +223,7 @@ class SimReport:
 # Event kinds (ints: the heap compares tuples).
 (E_FAULT, E_SDC, E_HOST_LOSS, E_HOST_LOST, E_HOST_BACK, E_DETECT, E_JOB_END, E_JOB_FAIL, E_CHECK_END,
  E_OP_END, E_OPERATOR, E_REPAIRED, E_PASS, E_L1_TIMER, E_BREAKER_RESET, E_CASE_TIMER, E_REQUEUE,
- E_INJECT) = range(18)  # fmt: skip
+ E_INJECT, E_ARRIVE, E_PREEMPTED) = range(20)  # fmt: skip
 
 
 class FleetSim:
@@ -225,15 +266,26 @@ class FleetSim:
         self.running: dict[int, RunningJob] = {}
         self.queues = {
             t.name: QueueSpec(
-                t.name, {g: math.floor(t.share * sc.quota_share * n) for g, n in self.gen_size.items()}, "fleet"
+                t.name,
+                {g: math.floor(t.share * sc.quota_share * n) for g, n in self.gen_size.items()},
+                t.cohort,
+                {}
+                if t.borrowing_limit is None
+                else {g: math.floor(t.borrowing_limit * n) for g, n in self.gen_size.items()},
             )
             for t in sc.workload.teams
         }
+        self.share = {t.name: t.share for t in sc.workload.teams}
+        self.preemptible = sc.workload.preemptible
+        self.scheduling_figures = sc.scheduling_figures or self.preemptible
+        self.holds = PreemptionHolds(sc.preempt_protect_s)
+        self.arrival_rng = random.Random(f"{sc.seed}:arrivals")
         self.usage: dict[str, float] = dict.fromkeys(self.queues, 0.0)
         self.held_by_team: dict[str, int] = dict.fromkeys(self.queues, 0)
         self.team_rng = {t.name: random.Random(f"{sc.seed}:team:{t.name}") for t in sc.workload.teams}
         self.jobs: dict[int, _Job] = {}
         self._next_job = 1
+        self._attempts = 0
         self._free_changed = True
         self._last_pass = 0.0
         n_lemons = round(sc.faults.lemon_share * sc.boards)
@@ -252,6 +304,13 @@ class FleetSim:
         self.detect_waits: dict[str, list[float]] = defaultdict(list)
         self.sdc_caught = self.sdc_missed = 0
         self.jobs_done = self.jobs_failed = self.jobs_corrupt = self.attempts_lost = 0
+        self.preempted_bs = 0.0
+        self.preemption_count = 0
+        self.plan_ms: list[float] = []
+        self.jobs_started = 0
+        self.gang_wait_max = 0.0
+        self.waiting_s = self.busy_waiting_bs = self.in_service_waiting_bs = self.fair_gap_s = 0.0
+        self._sample: tuple[bool, int, int, float] = (False, 0, 0, 0.0)  # as the last pass left it
         self.quarantined = self.lemons_found = self.trips = 0
         self.tripped: set[str] = set()
         self.taken_out: dict[str, deque[float]] = defaultdict(deque)
@@ -263,6 +322,7 @@ class FleetSim:
             E_OP_END: self._on_op_end, E_OPERATOR: self._on_operator, E_REPAIRED: self._on_repaired,
             E_PASS: self._on_pass, E_L1_TIMER: self._on_l1_timer, E_BREAKER_RESET: self._on_breaker_reset,
             E_CASE_TIMER: self._on_case_timer, E_REQUEUE: self._on_requeue, E_INJECT: self._on_inject,
+            E_ARRIVE: self._on_arrive, E_PREEMPTED: self._on_preempted,
         }  # fmt: skip
 
     def inject(self, at: float, board: str, kind: FaultKind | str, *, permanent: bool = False) -> None:
@@ -294,8 +354,13 @@ class FleetSim:
             b.jobs_since = self.phase_rng.randrange(l1.every_jobs)
             self._make_free(b)
         for team in sc.workload.teams:
-            for _ in range(sc.workload.backlog):
-                self._submit(team)
+            for arrival in team.arrivals:
+                if arrival.backlog and arrival.from_s <= 0.0:  # queued before the run begins
+                    for _ in range(arrival.backlog):
+                        self._submit(team, arrival)
+                else:
+                    start = arrival.first_s if arrival.burst[1] and arrival.first_s is not None else arrival.from_s
+                    self._at(start if not arrival.per_hour else start + self._gap(arrival), E_ARRIVE, (team, arrival))
         self._schedule_next_fault(E_FAULT)
         self._schedule_next_fault(E_SDC)
         self._schedule_next_fault(E_HOST_LOSS)
@@ -310,41 +375,156 @@ class FleetSim:
 
     # ---- work
 
-    def _submit(self, team: Team) -> None:
+    def _submit(self, team: Team, arrival: Arrival) -> None:
         rng = self.team_rng[team.name]
-        size = rng.choice(team.boards)
-        duration = min(team.max_s, team.median_s * math.exp(rng.gauss(0.0, team.sigma)))
-        job = _Job(self._next_job, team, size, duration, self.sc.workload.time_limit_s(duration), self.now)
+        kinds = team.kinds_of(arrival)
+        kind = kinds[0] if len(kinds) == 1 else rng.choices(kinds, [k.weight for k in kinds])[0]
+        size = rng.choice(kind.boards)
+        duration = min(kind.max_s, kind.median_s * math.exp(rng.gauss(0.0, kind.sigma)))
+        job = _Job(
+            self._next_job, team, kind, size, duration, self.sc.workload.time_limit_s(duration), self.now,
+            arrival if arrival.backlog else None,
+        )  # fmt: skip
         self._next_job += 1
         self.jobs[job.id] = job
         self.line.add(job.view)
+
+    def _gap(self, arrival: Arrival) -> float:
+        return self.arrival_rng.expovariate(arrival.per_hour / 3600.0)
+
+    def _on_arrive(self, what: tuple[Team, Arrival], _: int) -> None:
+        team, arrival = what
+        if self.now >= arrival.until_s:
+            return
+        if arrival.backlog:
+            n = arrival.backlog
+        elif arrival.per_hour:
+            n = 1
+            self._at(self.now + self._gap(arrival), E_ARRIVE, what)
+        else:
+            n = self.arrival_rng.randint(*arrival.burst)
+            self._at(self.now + arrival.every_s, E_ARRIVE, what)
+        for _ in range(n):
+            self._submit(team, arrival)
 
     def _on_pass(self, _: Any, __: int) -> None:
         self._at(self.now + self.sc.pass_s, E_PASS)
         dt = self.now - self._last_pass
         for q in self.usage:
             self.usage[q] = accrue(self.usage[q], self.held_by_team[q], dt)
+        self._account_pass(dt)
         self._last_pass = self.now
-        if not self._free_changed or not self.free:
+        if self.preemptible:
+            # Preemption can change what runs with nothing freed: every pass plans while jobs wait.
+            if not len(self.line):
+                self._sample_pass()
+                return
+        elif not self._free_changed or not self.free:
+            self._sample_pass()
             return
         self._free_changed = False
+        running = self._running_views()
         snap = Snapshot(
-            self.now, self.pool, frozenset(self.free), self.line, list(self.running.values()),
-            self.queues, self.usage, window=self.sc.window,
+            self.now, self.pool, frozenset(self.free), self.line, running, self.queues, self.usage,
+            window=self.sc.window, held_for=self.holds.held_for(),
         )  # fmt: skip
-        for binding in plan(snap).bindings:
+        t0 = time.perf_counter()
+        result = plan(snap)
+        self.plan_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.holds.keep(result.kept, self.now)
+        for binding in result.bindings:
             job = self.jobs[binding.job_id]
             self.line.discard(job.id)
             self._start(job, tuple(self.by_id[i] for i in binding.board_ids))
-            self._submit(job.team)
+            if job.arrival is not None and job.first_start == self.now and self.now < job.arrival.until_s:
+                self._submit(job.team, job.arrival)  # a backlog stays as long
+        for p in result.preemptions:
+            victim = self.jobs[p.victim]
+            self.running[victim.id] = dataclasses.replace(self.running[victim.id], preempted_for=p.for_job)
+            self._at(self.now + self.sc.preempt_stop_s, E_PREEMPTED, victim, victim.token)
+        self._sample_pass()
+
+    def _running_views(self) -> list[RunningJob]:
+        """The running jobs as the scheduler sees them, protections brought up to date (the
+        policy's :class:`PreemptionHolds`, as the controller keeps them)."""
+        if not self.preemptible:
+            return list(self.running.values())
+        jobs = self.jobs
+        attempts = [
+            RunningAttempt(jobs[r.id].attempt, r.id, r.boards, r.started_at, r.preempted_for)
+            for r in self.running.values()
+        ]
+        self.holds.observe(
+            self.now,
+            attempts,
+            self.line.ids(),
+            lambda ids: {i: jobs[i].preemptions for i in ids if jobs[i].preemptions},
+        )
+        views = []
+        for r in self.running.values():
+            until = self.holds.protected_until(jobs[r.id].attempt)
+            if until != r.protected_until:
+                r = self.running[r.id] = dataclasses.replace(r, protected_until=until)
+            views.append(r)
+        return views
+
+    def _on_preempted(self, job: _Job, token: int) -> None:
+        """A victim's ranks stopped: its attempt's work is thrown away, it goes back to its place
+        in line, its boards back to work (held for the preemptor by the holds)."""
+        if token != job.token:
+            return  # it ended otherwise first
+        bs = job.size * (self.now - job.started)
+        self.user_bs += bs
+        self.preempted_bs += bs
+        self.preemption_count += 1
+        job.preemptions += 1
+        self._finish(job)
+        self.line.add(job.view)
+        boards, job.boards = job.boards, ()
+        for b in boards:
+            b.job = None
+            self._release(b)
+
+    # ---- scheduling figures
+
+    def _account_pass(self, dt: float) -> None:
+        """The time since the last pass, at the state that pass left."""
+        waiting, busy, in_service, gap = self._sample
+        if waiting and dt > 0:
+            self.waiting_s += dt
+            self.busy_waiting_bs += busy * dt
+            self.in_service_waiting_bs += in_service * dt
+            self.fair_gap_s += gap * dt
+
+    def _sample_pass(self) -> None:
+        if not self.scheduling_figures:
+            return
+        busy = sum(self.held_by_team.values())
+        in_service = sum(1 for b in self.boards if b.state in IN_SERVICE)
+        waiting = len(self.line) > 0
+        gap = 0.0
+        if waiting and busy:
+            asks: Counter[str] = Counter(self.held_by_team)
+            for view in self.line:
+                asks[view.queue] += view.boards
+            fair = water_fill(busy, self.share, asks)
+            gap = sum(abs(self.held_by_team[q] - fair.get(q, 0.0)) for q in self.held_by_team) / (2 * busy)
+        self._sample = (waiting, busy, in_service, gap)
 
     def _start(self, job: _Job, boards: tuple[_Board, ...]) -> None:
         job.boards, job.started, job.corrupt = boards, self.now, False
         job.token += 1
+        self._attempts += 1
+        job.attempt = self._attempts
+        self.jobs_started += 1
+        if job.first_start is None:
+            job.first_start = self.now
+            if job.size > 1:
+                self.gang_wait_max = max(self.gang_wait_max, self.now - job.submitted)
         self.held_by_team[job.team.name] += len(boards)
         self.running[job.id] = RunningJob(
             job.id, job.team.name, tuple(b.id for b in boards), job.view.priority, 0, self.now,
-            self.now + job.limit, preemptible=False,
+            self.now + job.limit, preemptible=job.kind.preemptible,
         )  # fmt: skip
         job.ends_at = self.now + job.duration
         for b in boards:
@@ -903,6 +1083,12 @@ class FleetSim:
         for job in list(self.running):
             j = self.jobs[job]
             self.user_bs += j.size * (self.end - j.started)
+        self._account_pass(self.end - self._last_pass)
+        gang_wait = self.gang_wait_max
+        for view in self.line:  # a gang still waiting has waited this long at least
+            if view.boards > 1:
+                gang_wait = max(gang_wait, self.end - view.submitted_at)
+        plan_ms = sorted(self.plan_ms)
         gens = {b.id: b.gen for b in self.boards}
         figures = uptime(self.transitions, gens, since=0.0, until=self.end)
         counted = figures.counted_s
@@ -935,13 +1121,51 @@ class FleetSim:
             attempts_lost=self.attempts_lost,
             check_overhead=self.check_bs / counted if counted else 0.0,
             utilization=self.user_bs / counted if counted else 0.0,
+            board_hours_run=self.user_bs / 3600.0,
+            preemptions=self.preemption_count,
+            wasted_board_hours=self.preempted_bs / 3600.0,
+            max_preemptions_per_job=max((j.preemptions for j in self.jobs.values()), default=0),
+            utilisation_waiting=(
+                self.busy_waiting_bs / self.in_service_waiting_bs if self.in_service_waiting_bs else None
+            ),
+            fairshare_error=self.fair_gap_s / self.waiting_s if self.waiting_s else None,
+            gang_wait_max_s=gang_wait if any(j.size > 1 for j in self.jobs.values()) else None,
+            jobs_started=self.jobs_started,
+            plan_passes=len(plan_ms),
+            plan_p50_ms=_quantile(plan_ms, 0.50),
+            plan_p99_ms=_quantile(plan_ms, 0.99),
         )
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+def water_fill(total: float, weights: Mapping[str, float], asks: Mapping[str, float]) -> dict[str, float]:
+    """``total`` shared in proportion to ``weights``, none getting more than it ``asks``, what
+    one cannot use going to the others (max-min fairness): each queue's fair share of the busy
+    boards."""
+    fair: dict[str, float] = {}
+    open_ = {q for q in asks if asks[q] > 0}
+    left = total
+    while open_ and left > 1e-9:
+        weight = sum(weights.get(q, 0.0) for q in open_)
+        if weight <= 0:
+            break
+        capped = {q for q in open_ if asks[q] - fair.get(q, 0.0) <= left * weights.get(q, 0.0) / weight}
+        if not capped:
+            for q in open_:
+                fair[q] = fair.get(q, 0.0) + left * weights.get(q, 0.0) / weight
+            break
+        for q in capped:
+            left -= asks[q] - fair.get(q, 0.0)
+            fair[q] = asks[q]
+        open_ -= capped
+    return fair
 
 
 def simulate(scenario: Scenario, policy: SimPolicy | str) -> SimReport:
     """Run ``scenario`` under ``policy``; the report's ``wall_s`` is how long it took here."""
-    import time
-
     t0 = time.perf_counter()
     report = FleetSim(scenario, policy).run()
     report.wall_s = time.perf_counter() - t0

@@ -25,7 +25,9 @@
 each with a nominal quota of its share of every generation in one cohort (unused quota is lent):
 compiler CI sweeps (4 boards of a host, median 1.5 h, 30 %), AI evaluations (8 boards, median 3 h,
 40 %) and robotics rollouts (2-8 boards, median 4 h, 30 %); durations log-normal, capped at 4-8 h;
-a job restarts from scratch when an attempt is lost.
+a job restarts from scratch when an attempt is lost. Nothing is preemptible. Any other workload
+(teams in cohorts, priority classes, arrival bursts, gangs, preemptible work) is written in a
+file: :mod:`fleetyard.sim.workload`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RemedyOp
+from fleetyard.policy.preemption_holds import DEFAULT_PREEMPT_PROTECT_S
+from fleetyard.sim.workload import Team, WorkloadModel
 
 __all__ = [
     "HEALED_BY",
@@ -112,36 +116,6 @@ class FaultModel:
 
 
 @dataclass(frozen=True)
-class Team:
-    name: str
-    share: float  # of the fleet's boards: its nominal quota in every generation (the cohort lends the rest)
-    boards: tuple[int, ...]  # sizes, drawn uniformly; a job's boards are on one host
-    median_s: float
-    sigma: float  # of the log-normal duration
-    max_s: float
-    priority_class: str = "batch"
-
-
-@dataclass(frozen=True)
-class WorkloadModel:
-    teams: tuple[Team, ...] = (
-        Team("compiler", 0.30, (4,), 1.5 * HOUR_S, 0.7, 4 * HOUR_S),
-        Team("ai", 0.40, (8,), 3 * HOUR_S, 0.6, 8 * HOUR_S),
-        Team("robotics", 0.30, (2, 4, 8), 4 * HOUR_S, 0.6, 8 * HOUR_S),
-    )
-    backlog: int = 100  # jobs each team keeps queued
-    max_infra_retries: int = 3
-
-    def __post_init__(self) -> None:
-        if abs(sum(t.share for t in self.teams) - 1.0) > 1e-6:
-            raise ValueError("the teams' shares must sum to 1")
-
-    def time_limit_s(self, duration_s: float) -> float:
-        """What a job asks for: half as long again as it needs, and at least 30 min more."""
-        return max(1.5 * duration_s, duration_s + 1800.0)
-
-
-@dataclass(frozen=True)
 class Scenario:
     boards: int = 10_000
     days: float = 30.0
@@ -170,6 +144,11 @@ class Scenario:
         }
     )
     l1_s: float = 30.0  # an L1 check's run (seconds: a golden artifact)
+    preempt_stop_s: float = 10.0  # a preempted attempt's ranks stop this long after the pass that chose it
+    preempt_protect_s: float = DEFAULT_PREEMPT_PROTECT_S  # the controller's --preempt-protect
+    # Utilisation and fair share while work waits, sampled every pass (a count over the boards:
+    # on by itself for a preemptible workload, off for the fault study's 10,000 boards).
+    scheduling_figures: bool = False
     # Of each generation, what the teams' nominal quotas promise altogether (the rest is only
     # lent): 1 promises every board; a fleet that keeps headroom for maintenance promises less.
     quota_share: float = 1.0
