@@ -46,7 +46,7 @@ from fleetyard.policy.liveness import back_from_offline
 from fleetyard.policy.outcomes import job_after_attempt
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
-from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec
+from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec, QuotaLedger
 from fleetyard.policy.remediation import Act, Case, Do, on_result, on_time, open_case
 from fleetyard.policy.scheduling import plan
 from fleetyard.policy.snapshot import PendingJob, RunningJob, Snapshot
@@ -204,7 +204,7 @@ class SimReport:
     preemptions: int = 0
     wasted_board_hours: float = 0.0  # of attempts preempted: work thrown away
     max_preemptions_per_job: int = 0
-    # Busy boards over boards in service, over the time some job waited in line.
+    # Busy boards over boards in service, over the time some job its queue's quota admits waited.
     utilisation_waiting: float | None = None
     # Half the summed gap between each queue's share of the busy boards and its fair share (its
     # quota share, water-filled up to what it asks: held plus waiting), over the time jobs waited.
@@ -286,7 +286,7 @@ class FleetSim:
         self.jobs: dict[int, _Job] = {}
         self._next_job = 1
         self._attempts = 0
-        self._free_changed = True
+        self._changed = True
         self._last_pass = 0.0
         n_lemons = round(sc.faults.lemon_share * sc.boards)
         lemons = self.fault_rng.sample(range(sc.boards), n_lemons) if n_lemons else []
@@ -388,6 +388,7 @@ class FleetSim:
         self._next_job += 1
         self.jobs[job.id] = job
         self.line.add(job.view)
+        self._changed = True  # a pass plans again only when boards freed or work came
 
     def _gap(self, arrival: Arrival) -> float:
         return self.arrival_rng.expovariate(arrival.per_hour / 3600.0)
@@ -419,10 +420,10 @@ class FleetSim:
             if not len(self.line):
                 self._sample_pass()
                 return
-        elif not self._free_changed or not self.free:
+        elif not self._changed or not self.free:
             self._sample_pass()
             return
-        self._free_changed = False
+        self._changed = False
         running = self._running_views()
         snap = Snapshot(
             self.now, self.pool, frozenset(self.free), self.line, running, self.queues, self.usage,
@@ -501,7 +502,7 @@ class FleetSim:
             return
         busy = sum(self.held_by_team.values())
         in_service = sum(1 for b in self.boards if b.state in IN_SERVICE)
-        waiting = len(self.line) > 0
+        waiting = self._eligible_waits()
         gap = 0.0
         if waiting and busy:
             asks: Counter[str] = Counter(self.held_by_team)
@@ -510,6 +511,27 @@ class FleetSim:
             fair = water_fill(busy, self.share, asks)
             gap = sum(abs(self.held_by_team[q] - fair.get(q, 0.0)) for q in self.held_by_team) / (2 * busy)
         self._sample = (waiting, busy, in_service, gap)
+
+    def _eligible_waits(self) -> bool:
+        """Whether a job waits that its queue's quota admits now (borrowing what its cohort
+        lends): one held back by its own quota or borrowing limit is not the fleet's idleness."""
+        if not len(self.line):
+            return False
+        used: dict[str, Counter[str]] = defaultdict(Counter)
+        for job_id in self.running:
+            job = self.jobs[job_id]
+            for b in job.boards:
+                used[job.team.name][b.gen] += 1
+        ledger = QuotaLedger(self.queues, used)
+        gens = tuple(self.gen_size)
+        room: dict[tuple[str, frozenset[str]], int] = {}
+        for view in self.line:
+            key = (view.queue, view.shape.constraints.generations)
+            if key not in room:
+                room[key] = sum(max(0, ledger.headroom(view.queue, g)) for g in key[1] or gens)
+            if room[key] >= view.boards:
+                return True
+        return False
 
     def _start(self, job: _Job, boards: tuple[_Board, ...]) -> None:
         job.boards, job.started, job.corrupt = boards, self.now, False
@@ -672,7 +694,7 @@ class FleetSim:
         if self.host_lost[b.host]:
             return
         self.free.add(b.id)
-        self._free_changed = True
+        self._changed = True
         if self.policy is not SimPolicy.NO_CHECKS and b.l1_at is not None:
             self._at(b.l1_at + self.sc.health.of(b.gen).l1.every_s, E_L1_TIMER, b, b.token)
 
@@ -1050,7 +1072,7 @@ class FleetSim:
                 b.incidents.append(self.now)
             b.before_offline = b.state
             self._to(b, S.OFFLINE, reason)
-        self._free_changed = True
+        self._changed = True
 
     def _on_host_back(self, h: int, _: int) -> None:
         self.host_down[h] = False
