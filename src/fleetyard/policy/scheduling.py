@@ -14,12 +14,16 @@ One pass (:func:`plan`) over the pending jobs in order:
    from running jobs: those of queues of its cohort that borrowed beyond their nominal quota when
    the pass began, if it stays within its own nominal quota (reclaiming); then lower-priority jobs
    of its own queue, even when its queue's quota is spent (it takes their place); within each, the
-   newest first. Only as many as it needs, and only if it could start on the boards they free.
+   least work lost first (board-seconds run; among jobs of one size, the newest). A job that must
+   be on one host (rack) takes the host (rack) whose victims lose the least. Only as many as it
+   needs, only if it could start on the boards they free, and never more work thrown away than
+   the job can do itself (its boards times its time limit).
    The pass books each preemption as done (the victims' boards leave their queue's quota, the
    job's enter its own), so it reclaims exactly what is owed. The boards it will run on are kept
    for it until it binds (:attr:`Plan.kept`, then :attr:`Snapshot.held_for`). A job preempted
-   before is protected for a while after it starts again (:attr:`RunningJob.protected_until`):
-   no job is thrown back and forth.
+   before is protected for a while after it starts again, and one preempted twice is not
+   preempted again (:attr:`RunningJob.protected_until`, kept by
+   :mod:`fleetyard.policy.preemption_holds`): no job is thrown back and forth.
 5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
    does not fit (quota allowing) gets a reservation: the boards that free soonest (by running
    jobs' expected ends), held for it. A later job may use held boards only if its time limit ends

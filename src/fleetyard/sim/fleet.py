@@ -38,6 +38,7 @@ from typing import Any
 from fleetyard.domain.board import Actor, BoardState, check_transition
 from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
 from fleetyard.domain.job import JobState, Outcome
+from fleetyard.domain.spec import Placement
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, worst
@@ -524,11 +525,14 @@ class FleetSim:
                 used[job.team.name][b.gen] += 1
         ledger = QuotaLedger(self.queues, used)
         gens = tuple(self.gen_size)
-        room: dict[tuple[str, frozenset[str]], int] = {}
+        room: dict[tuple[str, frozenset[str], bool], int] = {}
         for view in self.line:
-            key = (view.queue, view.shape.constraints.generations)
+            # A job on one host (rack) takes one generation: its quota must admit it in one.
+            one = view.shape.required and view.shape.placement is not Placement.ANY
+            key = (view.queue, view.shape.constraints.generations, one)
             if key not in room:
-                room[key] = sum(max(0, ledger.headroom(view.queue, g)) for g in key[1] or gens)
+                heads = [max(0, ledger.headroom(view.queue, g)) for g in key[1] or gens]
+                room[key] = max(heads, default=0) if one else sum(heads)
             if room[key] >= view.boards:
                 return True
         return False
