@@ -98,3 +98,40 @@ def test_fair_share_usage_accrues_between_writes() -> None:
     assert later["a"][0] == pytest.approx(40.0, rel=1e-3) and later["a"][1] == 110.0
     # A stored value newer than what it saw wins (another controller led meanwhile).
     assert shell._usage({"a": (7.0, 120.0)}, {}, 120.0)["a"] == (7.0, 120.0)
+
+
+def test_a_job_preempted_twice_runs_to_its_end(fleet: Fleet) -> None:
+    """The controller's preemption holds count a job's preempted attempts in the store: after the
+    second, no ci-gate job takes its board (protection time off here, so only the count holds)."""
+    from tests.unit.test_api_flow import finish
+
+    from fleetyard.policy.preemption_holds import PreemptionHolds
+
+    fleet.rec.scheduler.holds = PreemptionHolds(protect_s=0.0, max_preemptions=2)
+    fleet.register("h1", n=1)
+    low = fleet.submit(boards=1, priority_class="scavenger")
+
+    def run_low() -> dict[str, object]:
+        fleet.rec.schedule(time.time())
+        [a] = fleet.take("h1")
+        assert a["job_id"] == low["id"]
+        fleet.events("h1", [{"assignment_id": a["id"], "seq": 0, "type": "started", "at": time.time()}])
+        fleet.rec.schedule(time.time())  # the holds see the new attempt
+        return a
+
+    for _ in range(2):
+        a = run_low()
+        high = fleet.submit(boards=1, priority_class="ci-gate")
+        fleet.rec.schedule(time.time())
+        assert fleet.beat("h1", running=[a["id"]])["cancel"] == [a["id"]]
+        fleet.events("h1", [{"assignment_id": a["id"], "seq": 1, "type": "finished", "at": 0, "outcome": "canceled"}])
+        fleet.rec.schedule(time.time())
+        [b] = fleet.take("h1")
+        assert b["job_id"] == high["id"]
+        fleet.events("h1", finish(b))
+    a = run_low()
+    third = fleet.submit(boards=1, priority_class="ci-gate")
+    fleet.rec.schedule(time.time())
+    assert fleet.beat("h1", running=[a["id"]])["cancel"] == []
+    assert fleet.job(low["id"])["state"] == "running"
+    assert fleet.job(third["id"])["state"] == "queued"
