@@ -108,6 +108,7 @@ bench-quick: venv
 	$(BIN)/python bench/overhead.py --quick
 	$(BIN)/python bench/warm.py --quick
 	$(BIN)/python bench/scheduler.py --quick --no-postgres
+	$(BIN)/python bench/sched_trace.py --quick
 	$(BIN)/python bench/fleet_sim.py --quick
 	$(BIN)/python bench/onboard.py --quick
 	$(BIN)/python bench/rollout.py --quick
