@@ -147,3 +147,17 @@ def test_no_job_throws_away_more_work_than_it_can_do_itself() -> None:
     )
     assert p.preemptions == [], p.reasons
     assert 1 not in bound(p)
+
+
+def test_a_short_job_refused_a_preemption_does_not_refuse_a_longer_one_behind_it() -> None:
+    """One lower-priority 1-board job, an hour in (3,600 board-seconds), holds the queue's one
+    board. A 10-minute urgent job may not throw that hour away; the 2-hour urgent job behind it,
+    of the same queue, priority and shape, may: the pass's memo of failed searches counts the
+    work each was allowed to lose, not only its size."""
+    boards = fleet(1, 1)
+    running = [RunningJob(50, "t", ("h0-0",), started_at=0.0)]
+    short = job(1, prio=100, limit=600.0, at=1.0)
+    long = job(2, prio=100, limit=7200.0, at=2.0)
+    p = plan(snap(boards, [short, long], running=running, now=3600.0))
+    assert [(x.victim, x.for_job) for x in p.preemptions] == [(50, 2)], p.reasons
+    assert "preempting" not in p.reasons.get(1, ""), p.reasons

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from fleetyard.domain.spec import Placement
 from fleetyard.policy.placement import Constraints, Freeing, Pool
@@ -49,6 +49,7 @@ class Victims:
         self.queues = set(self._open)
         self._by_gen: dict[str, dict[str, list[RunningJob]]] = {}  # built per queue as asked
         self.matching: dict[tuple[int, Constraints], list[str]] = {}  # boards do not change in a pass
+        self._held: dict[int, Counter[str]] = {}
 
     def _of(self, queue: str) -> dict[str, list[RunningJob]]:
         """Generation -> the queue's preemptible running jobs holding boards of it, in victim order."""
@@ -89,6 +90,13 @@ class Victims:
     def own_generations(self, queue: str) -> set[str]:
         """The generations the queue's preemptible running jobs hold boards of."""
         return set(self._of(queue)) if queue in self.queues else set()
+
+    def held(self, r: RunningJob) -> Counter[str]:
+        """Generation -> boards ``r`` holds: the room in its queue's quota its stop makes."""
+        held = self._held.get(r.id)
+        if held is None:
+            held = self._held[r.id] = Counter(g for g in map(self._gen_of.get, r.boards) if g)
+        return held
 
     def boards(self, pool: Pool, r: RunningJob, c: Constraints) -> list[str]:
         key = (r.id, c)
@@ -144,14 +152,17 @@ def victims_for(
     c = job.shape.constraints
     base = pool.index(c).total
     made: Counter[str] = Counter()  # room its own queue's victims make, per generation
+    most_lost = job.boards * job.time_limit_s
 
     def candidates() -> Iterator[_Entry]:
         for r in victims.candidates(ledger, job, list(room)):
             if r.id in taken or r.id == job.id:
                 continue
+            if _lost_by(r, victims.now) > most_lost:
+                continue  # alone it throws away more than the job can do: never chosen
             if r.queue == q:
                 mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in room]
-                held: Counter[str] | None = Counter(gen_of[b] for b in r.boards if b in gen_of)
+                held: Counter[str] | None = victims.held(r)
             else:
                 mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in reclaim]
                 held = None
@@ -172,10 +183,13 @@ def victims_for(
     freeing = Freeing(pool, job.shape, job.boards)
     chosen: list[_Entry] = []
     got: tuple[str, ...] | None = None
+    # A job that must be on one host (rack) looks at every candidate first; the rest stop at the
+    # first that completes it.
+    grouped = freeing.placement is not Placement.ANY
+    entries: Iterable[_Entry] = list(candidates()) if grouped else candidates()
     try:
-        if freeing.placement is not Placement.ANY:
-            most_lost = job.boards * job.time_limit_s
-            for group in _cheapest_groups(pool, freeing, list(candidates()), victims.now, most_lost):
+        if grouped:
+            for group in _cheapest_groups(pool, freeing, list(entries), victims.now, most_lost):
                 freeing.add([b for _, mine, _ in group for b in mine])
                 freeing.flush()
                 for _, _, held in group:
@@ -189,7 +203,7 @@ def victims_for(
                 made.clear()
         if got is None:  # in victim order, until the job fits
             reclaiming = False  # some chosen are of another queue
-            for entry in candidates():
+            for entry in entries:
                 chosen.append(entry)
                 reclaiming = reclaiming or entry[2] is None
                 if entry[2]:
@@ -240,9 +254,13 @@ def victims_for(
         freeing.take_back()
 
 
+def _lost_by(r: RunningJob, now: float) -> float:
+    """The board-seconds a running job has run: the work its preemption throws away."""
+    return len(r.boards) * max(0.0, now - r.started_at)
+
+
 def _lost(entries: Sequence[_Entry], now: float) -> float:
-    """The board-seconds the victims have run: the work their preemption throws away."""
-    return sum(len(r.boards) * max(0.0, now - r.started_at) for r, _, _ in entries)
+    return sum(_lost_by(r, now) for r, _, _ in entries)
 
 
 def _cheapest_groups(
@@ -268,7 +286,7 @@ def _cheapest_groups(
             groups[g].append(entry)
             count[g] += n
             worst[g] = max(worst.get(g, band), band)
-            lost[g] += len(r.boards) * max(0.0, now - r.started_at)
+            lost[g] += _lost_by(r, now)
     complete = [g for g in groups if free_in.get(g, 0) + count[g] >= k and lost[g] <= most_lost]
     # Borrowers of other queues before the queue's own lower-priority jobs, lower priority first
     # (victim order), then the least work lost; a few, in case the queue's caps turn one away.

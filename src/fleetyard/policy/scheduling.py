@@ -177,9 +177,10 @@ def plan(snap: Snapshot) -> Plan:
     quota_held: dict[tuple[str, str], Reservation] = {}
     # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
     # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
-    # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape).
+    # for victims that failed at size k, allowed to throw away L board-seconds, fails at any size
+    # >= k allowed no more (per queue, priority, rank, shape).
     fit_failed: dict[tuple[object, ...], tuple[int, str]] = {}
-    preempt_failed: dict[tuple[object, ...], int] = {}
+    preempt_failed: dict[tuple[object, ...], list[tuple[int, float]]] = {}
     blocked_ahead = 0
     # Headroom changes only when the ledger does (a binding): caps per (queue, generations) until then.
     caps_of: dict[tuple[str, frozenset[str]], tuple[dict[str, int] | None, object]] = {}
@@ -211,13 +212,16 @@ def plan(snap: Snapshot) -> Plan:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
         nonlocal victims_of, blocked_ahead
         key = (job.queue, job.priority, job.rank, job.shape)
-        if job.boards >= preempt_failed.get(key, job.boards + 1) or not may_preempt(job, gens):
+        budget = job.boards * job.time_limit_s  # the most work its victims may lose
+        if any(job.boards >= k and budget <= most for k, most in preempt_failed.get(key, ())):
+            return False
+        if not may_preempt(job, gens):
             return False
         if victims_of is None:
             victims_of = Victims(snap.running, gen_of, borrowing_at_start, snap.now)
         victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
-            preempt_failed[key] = min(preempt_failed.get(key, job.boards), job.boards)
+            preempt_failed.setdefault(key, []).append((job.boards, budget))
             return False
         for v in victims:
             victims_taken.add(v.id)
