@@ -1,14 +1,16 @@
 """Whether big request bodies stall the server's event loop: ``GET /healthz`` timed while batches
 of job specs near the batch route's cap are posted at once.
 
-    python bench/big_bodies.py [--quick] [--concurrent 3] [--mib 7.5] [--rounds R]
+    python bench/big_bodies.py [--quick] [--concurrent 3] [--mib 7.5] [--rounds R] [--shape items|strings]
 
 The real server (``python -m fleetyard server``, SQLite) runs as a process on 127.0.0.1. A thread
 polls ``/healthz`` every 10 ms the whole time: first with nothing else going on (the peer: what
 an idle loop answers in), then while ``--concurrent`` clients each post a ``POST /v1/jobs/batch``
-of 1,000 specs (``--mib`` MiB in all, long commands) ``--rounds`` times. The fleet has no boards,
-so each batch is parsed, validated and then refused at admission (422): the parse is what is
-measured, not the insert.
+of 1,000 specs (``--mib`` MiB in all) ``--rounds`` times. ``--shape items`` (the default, the
+costly case) fills each spec's ``exclude_boards`` list with short names (about a million strings
+in all); ``--shape strings`` gives each spec one long command (what ``json.loads`` parses at
+memory speed). The fleet has no boards, so each batch is parsed, validated and then refused at
+admission (422): the parse is what is measured, not the insert.
 
 Metrics: ``healthz_idle_p50_ms``, ``healthz_idle_max_ms`` (the peer), ``healthz_busy_p50_ms``,
 ``healthz_busy_p99_ms``, ``healthz_busy_max_ms`` (while batches are parsed), ``batch_s_p50`` (one
@@ -47,13 +49,21 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=3)
     ap.add_argument("--mib", type=float, default=7.5, help="size of one batch (the route's cap is 8 MiB)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--shape", choices=("items", "strings"), default="items")
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
     use_repo_root()
     from tests.integration.harness import running_stack
 
     per_spec = int(args.mib * 2**20 / 1000) - 60
-    body = json.dumps({"jobs": [{"params": {"command": "x" * per_spec}} for _ in range(1000)]}).encode()
+    if args.shape == "strings":
+        specs = [{"params": {"command": "x" * per_spec}} for _ in range(1000)]
+    else:  # '"b1234", ' is 9 bytes
+        specs = [
+            {"params": {"command": "x"}, "exclude_boards": [f"b{i:04d}" for i in range(per_spec // 9)]}
+            for _ in range(1000)
+        ]
+    body = json.dumps({"jobs": specs}).encode()
     work = Path(tempfile.mkdtemp(prefix="fy-bench-bodies-"))
     with running_stack(f"sqlite:///{work / 'fleetyard.db'}", work) as stack:
         stack.setup()
@@ -93,6 +103,7 @@ def main() -> None:
         "batch_s_p50": rnd(percentile(answers, 50), 3),
         "batch_mib": rnd(len(body) / 2**20, 2),
         "batches": len(answers),
+        "shape": args.shape,
         "healthz_busy_samples": len(busy),
     }
     targets = {"healthz_busy_max_ms": target(metrics["healthz_busy_max_ms"], at_most=250.0)}

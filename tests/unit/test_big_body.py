@@ -4,12 +4,17 @@ the body's model."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.unit.test_api_flow import Fleet, finish
+
+from fleetyard.server.big_body import _decode
 
 
 @pytest.fixture
@@ -58,3 +63,31 @@ def test_the_openapi_shows_the_bodies_parsed_off_the_loop(fleet: Fleet) -> None:
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": f"#/components/schemas/{model}"}
         assert model in spec["components"]["schemas"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["jobs", "session", "x"]), _JSON), st.sampled_from([None, 0, 2]))
+def test_a_body_decoded_item_by_item_is_what_json_loads_gives(body: dict[str, object], indent: int | None) -> None:
+    raw = json.dumps(body, indent=indent).encode()
+    assert _decode(raw, "jobs") == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *(b'{"jobs": [', b'{"jobs": [1,]}', b'{"jobs": [1 2]}', b'{"jobs": []', b'{"jobs": []} x'),
+        *(b'{"a" 1}', b"{a:1}", b'{"jobs":[1],}', b"", b"\xff", b'{"jobs": [1] "x": 2}'),
+    ],
+)
+def test_what_json_loads_refuses_is_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        _decode(raw, "jobs")
