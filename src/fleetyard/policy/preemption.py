@@ -14,13 +14,14 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 from fleetyard.domain.spec import Placement
 from fleetyard.policy.placement import Constraints, Freeing, Pool
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.snapshot import PendingJob, RunningJob
 
-__all__ = ["Victims", "may_be_preempted", "preempt_reason", "victims_for"]
+__all__ = ["Found", "Victims", "may_be_preempted", "preempt_reason", "victims_for"]
 
 
 class Victims:
@@ -121,6 +122,17 @@ def _victim_order(now: float) -> Callable[[RunningJob], tuple[int, int, float, f
 
 
 _Entry = tuple[RunningJob, list[str], "Counter[str] | None"]  # a victim, its boards, room it makes
+
+
+class Found(NamedTuple):
+    """What a search for victims found: ``victims`` (none: not allowed, or not enough), and
+    whether the work the job may throw away decided it (``by_budget``): then a job allowed to
+    throw away more might find some; else no job of its queue, class and shape, no smaller, would."""
+
+    victims: list[RunningJob]
+    by_budget: bool = False
+
+
 GROUPS_TRIED = 4  # hosts (racks) a gang that must be on one tries, cheapest first, before the plain search
 
 
@@ -132,8 +144,8 @@ def victims_for(
     gen_of: Mapping[str, str],
     taken: set[int],
     victims: Victims,
-) -> list[RunningJob]:
-    """The fewest running jobs to stop so that ``job`` fits, or [] (not allowed, or not enough).
+) -> Found:
+    """The fewest running jobs to stop so that ``job`` fits, or none (not allowed, or not enough).
 
     Its queue's quota holds as for any placement, but what victims of its own queue hold counts
     as room in it; boards borrowed by another queue are reclaimed only within its nominal quota.
@@ -146,20 +158,23 @@ def victims_for(
     own = victims.own_generations(q)
     room = {g: n for g, n in headroom.items() if n > 0 or g in own}
     if not room:
-        return []
+        return Found([])
     nominal = {g: ledger.spec(q).nominal_of(g) - ledger.usage(q, g) for g in room}
     reclaim = {g for g, n in nominal.items() if n > 0}
     c = job.shape.constraints
     base = pool.index(c).total
     made: Counter[str] = Counter()  # room its own queue's victims make, per generation
     most_lost = job.boards * job.time_limit_s
+    over_budget = False  # some candidate alone throws away more than the job can do
 
     def candidates() -> Iterator[_Entry]:
+        nonlocal over_budget
         for r in victims.candidates(ledger, job, list(room)):
             if r.id in taken or r.id == job.id:
                 continue
             if _lost_by(r, victims.now) > most_lost:
-                continue  # alone it throws away more than the job can do: never chosen
+                over_budget = True  # never chosen
+                continue
             if r.queue == q:
                 mine = [b for b in victims.boards(pool, r, c) if gen_of[b] in room]
                 held: Counter[str] | None = victims.held(r)
@@ -214,7 +229,7 @@ def victims_for(
                     if got is not None:
                         break
         if got is None:
-            return []
+            return Found([], over_budget)
         # Keep only those needed. Those with no board where it would run go at once (a gang's
         # search may choose hundreds on other hosts first), if it still fits without them...
         freed = freeing.given
@@ -248,8 +263,8 @@ def victims_for(
                 if held:
                     made.update(held)
         if _lost(chosen, victims.now) > job.boards * job.time_limit_s:
-            return []  # it would throw away more than it can itself do: it waits instead
-        return [r for r, _, _ in chosen]
+            return Found([], True)  # it would throw away more than it can itself do: it waits instead
+        return Found([r for r, _, _ in chosen])
     finally:
         freeing.take_back()
 

@@ -48,11 +48,12 @@ costs what it looks at, not the size of the fleet and the queue.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fleetyard.domain.spec import JobSpec, Placement
-from fleetyard.policy.backfill import ending_order, reserve
+from fleetyard.policy.backfill import Ending, reserve
 from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption import Victims, may_be_preempted, preempt_reason, victims_for
@@ -177,8 +178,9 @@ def plan(snap: Snapshot) -> Plan:
     quota_held: dict[tuple[str, str], Reservation] = {}
     # Memos for the pass. The free set and every queue's headroom only shrink, so a shape that did
     # not fit at size k fits at no size >= k (per shape, caps, may-use-held boards); and a search
-    # for victims that failed at size k, allowed to throw away L board-seconds, fails at any size
-    # >= k allowed no more (per queue, priority, rank, shape).
+    # for victims that failed at size k fails at any size >= k (per queue, priority, rank, shape),
+    # or, where the work it was allowed to throw away (L board-seconds) decided it, at any size
+    # >= k allowed no more than L.
     fit_failed: dict[tuple[object, ...], tuple[int, str]] = {}
     preempt_failed: dict[tuple[object, ...], list[tuple[int, float]]] = {}
     blocked_ahead = 0
@@ -187,6 +189,16 @@ def plan(snap: Snapshot) -> Plan:
     quota_states: dict[tuple[str, frozenset[str]], str] = {}  # as caps_of: until the next binding
     any_match: dict[Constraints, bool] = {}
     victims_of: Victims | None = None  # built when a job first may preempt
+    ending: Ending | None = None  # built when a job is first reserved for
+    # A reservation for a job its quota holds back that failed at size k fails at any size >= k
+    # (per queue, generations, shape and the queue's headroom): the pool only shrinks in a pass.
+    quota_reserve_failed: dict[tuple[object, ...], int] = {}
+
+    def ending_now() -> Ending:
+        nonlocal ending
+        if ending is None:
+            ending = Ending(snap.running)
+        return ending
 
     reserved: Counter[str] = Counter()  # reservations made this pass, per generation
 
@@ -219,9 +231,9 @@ def plan(snap: Snapshot) -> Plan:
             return False
         if victims_of is None:
             victims_of = Victims(snap.running, gen_of, borrowing_at_start, snap.now)
-        victims = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
+        victims, by_budget = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
-            preempt_failed.setdefault(key, []).append((job.boards, budget))
+            preempt_failed.setdefault(key, []).append((job.boards, budget if by_budget else math.inf))
             return False
         for v in victims:
             victims_taken.add(v.id)
@@ -309,9 +321,16 @@ def plan(snap: Snapshot) -> Plan:
             if key not in quota_states:
                 quota_states[key] = "; ".join(ledger.describe(job.queue, g) for g in sorted(gens))
             reason = f"quota: needs {job.boards} board(s) but {quota_states[key]}"
-            if may_reserve(gens) and not any((job.queue, g) in quota_held for g in gens):
-                res = _reserve_quota(snap, pool, ledger, job, gens, sum(caps.values()), gen_of)
-                if res is not None:
+            res_key = (job.queue, gens, job.shape, sum(caps.values()))
+            if (
+                may_reserve(gens)
+                and not any((job.queue, g) in quota_held for g in gens)
+                and job.boards < quota_reserve_failed.get(res_key, job.boards + 1)
+            ):
+                res = _reserve_quota(snap, pool, ledger, job, gens, sum(caps.values()), gen_of, ending_now())
+                if res is None:
+                    quota_reserve_failed[res_key] = job.boards
+                else:
                     out.reservations.append(res)
                     reserved.update(gens)
                     for g in gens:
@@ -372,7 +391,7 @@ def plan(snap: Snapshot) -> Plan:
             continue
         reason = _fit_reason(pool, job, held, short, any_match)
         if may_reserve(gens):
-            res = reserve(snap, pool, job, caps)
+            res = reserve(snap, pool, job, caps, ending_now())
             if res is not None:
                 out.reservations.append(res)
                 reserved.update(gens)
@@ -434,13 +453,13 @@ def _reserve_quota(
     gens: frozenset[str],
     headroom: int,
     gen_of: Mapping[str, str],
+    ending: Ending,
 ) -> Reservation | None:
     """A reservation for a job its queue's quota holds back: boards as :func:`reserve` finds them,
     starting no sooner than enough of its own queue's running jobs have ended to make room."""
     if ledger.refusal(job.queue, gens, job.boards) is not None:
         return None  # it can never fit its queue: nothing to wait for
-    ending = ending_order(snap.running)
-    own = [r for r in ending if r.queue == job.queue]
+    own = [r for r in ending.jobs if r.queue == job.queue]
     need, quota_at = job.boards - headroom, snap.now
     for r in own:
         if need <= 0:
