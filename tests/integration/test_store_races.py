@@ -191,6 +191,40 @@ def test_a_heartbeat_flush_racing_state_switches_waits_and_writes_every_report(p
     }
 
 
+def test_a_board_written_twice_while_a_flush_holds_its_host_does_not_deadlock(pg_fleet: PgFleet) -> None:
+    """A transaction writes a board twice; a heartbeat flush holds the board's host and waits for
+    the board. The second write checks the board's host key (PostgreSQL does, for a row the
+    transaction wrote already), FOR KEY SHARE: held FOR UPDATE, the host made that a cycle and
+    PostgreSQL aborted one of the two (an onboarding test's quarantine failed so under load). Rows
+    are held FOR NO KEY UPDATE, which a key check does not wait for."""
+    from fleetyard.domain.board import Actor, BoardState
+    from fleetyard.store.boards import switch_board_state
+
+    f = pg_fleet
+    f.register("h1")
+    f.call("POST", "/v1/agent/heartbeat", f.agents["h1"], json={"session": "s1", "boards": [{"id": "h1-b0"}]})
+    wrote_once, go_on = threading.Event(), threading.Event()
+
+    def write_twice() -> None:
+        with f.store.write() as conn:
+            switch_board_state(conn, "h1-b0", BoardState.DRAINED, reason="fan", actor=Actor.OPERATOR, at=time.time())
+            wrote_once.set()
+            assert go_on.wait(60)
+            switch_board_state(conn, "h1-b0", BoardState.AVAILABLE, reason="ok", actor=Actor.OPERATOR, at=time.time())
+
+    a, a_errors = _in_thread(write_twice)
+    assert wrote_once.wait(60)
+    flush, flush_errors = _in_thread(f.app.state.heartbeats.flush)
+    wait_for(lambda: _blocked_on_a_lock(f.store), timeout=60, what="the flush to wait for the board")
+    go_on.set()
+    a.join(60)
+    flush.join(60)
+    assert not a_errors and not flush_errors, (a_errors, flush_errors)
+    assert f.store.races_retried == 0  # nothing was aborted and run again
+    with f.store.read() as conn:
+        assert conn.execute(sa.select(t.boards.c.state).where(t.boards.c.id == "h1-b0")).scalar() == "available"
+
+
 def test_a_cancel_racing_the_binding_of_its_job_stops_the_attempt_it_was_given(
     pg_fleet: PgFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:

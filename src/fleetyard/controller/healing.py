@@ -130,7 +130,7 @@ class Healer:
             .order_by(b.id)
             # Held as read: a drain committed meanwhile drops the board from this pass (PostgreSQL
             # reads a row changed under FOR UPDATE again), not its check started on a drained board.
-            .with_for_update(of=t.boards)
+            .with_for_update(of=t.boards, key_share=True)
         ).all()
         for f in free:
             job_id = start_check(

@@ -75,7 +75,7 @@ class Pipeliner:
         (:func:`fleetyard.server.services.pipelines.cancel`): a run canceled while this pass
         waited is left alone, and a cancel that waited for this pass sees the jobs it queued."""
         R = t.pipeline_runs
-        run = conn.execute(sa.select(R).where(R.c.id == run_id).with_for_update()).first()
+        run = conn.execute(sa.select(R).where(R.c.id == run_id).with_for_update(key_share=True)).first()
         if run is None or run.state != RUNNING:
             return False
         spec = spec_of(run)

@@ -149,7 +149,7 @@ class _Pass:
                 )
                 .where(b.id.in_(ids))
                 .order_by(b.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
         }
 

@@ -442,7 +442,7 @@ class SchedulerShell:
                 rows = conn.execute(sa.select(key, col, still).where(key.in_(part))).all()
                 out.update(i for i, v, ok in rows if ok and seen.get(i) == v)
                 continue
-            held = sa.select(key, col).where(key.in_(part), still).order_by(key).with_for_update()
+            held = sa.select(key, col).where(key.in_(part), still).order_by(key).with_for_update(key_share=True)
             out.update(i for i, v in conn.execute(held) if same is None or seen.get(i) == v)
         return out
 

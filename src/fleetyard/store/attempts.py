@@ -153,7 +153,7 @@ def end_rank(
     board = conn.execute(
         sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.drain_reason, t.boards.c.check_job_id)
         .where(t.boards.c.id == a.board_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).first()
     if board is not None and board.attempt_id == a.attempt_id:
         if board.state == BoardState.ALLOCATED:
@@ -213,7 +213,7 @@ def stop_job(conn: sa.Connection, job_id: int, *, at: float, message: str) -> No
     The job is held first: a scheduler binding it, or an attempt settling it, cannot change it
     between this read and the writes below. (Settling takes the attempt, then the job: a cancel
     racing a settle may deadlock, and the one PostgreSQL aborts runs again: ``Store.transact``.)"""
-    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id).with_for_update()).first()
+    job = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == job_id).with_for_update(key_share=True)).first()
     if job is None or JobState(job.state).finished:
         return
     if job.state == JobState.QUEUED:

@@ -193,14 +193,18 @@ def lock_rows(conn: Connection, table: sa.Table, ids: Iterable[Any]) -> None:
     """Hold these rows of ``table`` (by its ``id``) until the transaction ends, taken in id order.
 
     Every transaction that writes several rows of one table takes them in one order, so that two
-    of them never wait on each other in a cycle (PostgreSQL would abort one: a deadlock). SQLite
-    has one writer at a time: nothing to take there."""
+    of them never wait on each other in a cycle (PostgreSQL would abort one: a deadlock). They are
+    held FOR NO KEY UPDATE, as every row lock here is (no writer changes a key): a foreign-key
+    check of a row that references them (FOR KEY SHARE) does not wait for it. FOR UPDATE made a
+    cycle of a heartbeat flush holding a host and waiting for its board with a transaction that
+    wrote that board twice (its second write checks the host's key). SQLite has one writer at a
+    time: nothing to take there."""
     if conn.dialect.name != "postgresql":
         return
     want = sorted(set(ids))
     key = table.c.id
     for part in (want[i : i + 5000] for i in range(0, len(want), 5000)):
-        conn.execute(sa.select(key).where(key.in_(part)).order_by(key).with_for_update())
+        conn.execute(sa.select(key).where(key.in_(part)).order_by(key).with_for_update(key_share=True))
 
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:

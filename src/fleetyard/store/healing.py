@@ -48,7 +48,7 @@ def start_check(
 ) -> int:
     """Start a ``tier`` check on the board now; the check's job id."""
     board = conn.execute(
-        sa.select(t.boards.c.state, t.boards.c.host_id).where(t.boards.c.id == board_id).with_for_update()
+        sa.select(t.boards.c.state, t.boards.c.host_id).where(t.boards.c.id == board_id).with_for_update(key_share=True)
     ).one()
     limits = policy.tier(tier)
     params: dict[str, Any] = {"tier": str(tier)}

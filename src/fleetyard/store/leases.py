@@ -56,7 +56,7 @@ def expire_leases(store: Store, now: float) -> list[int]:
                 # The end is never before lease_expires_at: lock only the leases that may be due.
                 sa.or_(t.jobs.c.lease_expires_at.is_(None), t.jobs.c.lease_expires_at <= now),
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).all()
         views = {r.id: lease_view(r) for r in rows}
         ids = expired(list(views.values()), now)

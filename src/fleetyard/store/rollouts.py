@@ -168,7 +168,7 @@ def create(
 def get(conn: sa.Connection, rollout_id: int, *, for_update: bool = False) -> RolloutRow | None:
     q = sa.select(R).where(R.c.id == rollout_id)
     if for_update:
-        q = q.with_for_update()
+        q = q.with_for_update(key_share=True)
     r = conn.execute(q).first()
     return None if r is None else _row(r)
 

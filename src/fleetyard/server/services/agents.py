@@ -279,7 +279,7 @@ def take_assignments(store: Store, *, principal: Principal, session: str, at: fl
             .join(t.jobs, t.jobs.c.id == A.c.job_id)
             .where(due)
             .order_by(A.c.id)
-            .with_for_update(of=A, skip_locked=True)
+            .with_for_update(of=A, skip_locked=True, key_share=True)
         ).all()
         if not rows:
             return []

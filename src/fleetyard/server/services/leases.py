@@ -66,7 +66,7 @@ def take(
 
 def _lease_row(conn: sa.Connection, lease_id: int, *, lock: bool = False) -> Row:
     q = sa.select(t.jobs).where(t.jobs.c.id == lease_id, t.jobs.c.kind == LEASE_KIND)
-    row = conn.execute(q.with_for_update() if lock else q).first()
+    row = conn.execute(q.with_for_update(key_share=True) if lock else q).first()
     if row is None:
         raise NotFound(f"no lease {lease_id}")
     return row

@@ -102,7 +102,7 @@ def _out(conn: sa.Connection, row: Any, *, stages: bool) -> PipelineRunOut:
 
 def _row(conn: sa.Connection, run_id: int, *, for_update: bool = False) -> Any:
     q = sa.select(R).where(R.c.id == run_id)
-    row = conn.execute(q.with_for_update() if for_update else q).first()
+    row = conn.execute(q.with_for_update(key_share=True) if for_update else q).first()
     if row is None:
         raise NotFound(f"no pipeline run {run_id} (fleetyard pipeline ls)", detail={"id": run_id})
     return row

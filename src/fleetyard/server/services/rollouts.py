@@ -224,7 +224,9 @@ def _hand_back_draining(conn: sa.Connection, r: rs.RolloutRow, *, at: float, why
             message="handed back: the rollout was aborted",
         ):  # fmt: skip
             continue
-        board = conn.execute(sa.select(b.state, b.drain_reason).where(b.id == x.board_id).with_for_update()).first()
+        board = conn.execute(
+            sa.select(b.state, b.drain_reason).where(b.id == x.board_id).with_for_update(key_share=True)
+        ).first()
         if board is None or not (board.drain_reason or "").startswith(f"rollout {r.id}:"):
             continue  # an operator's own drain stays
         conn.execute(t.boards.update().where(b.id == x.board_id).values(drain_reason=None))
