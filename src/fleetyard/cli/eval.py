@@ -19,8 +19,6 @@ import typer
 
 from fleetyard.cli._common import JsonOpt, client
 from fleetyard.cli._output import emit_json, key_values, note, out
-from fleetyard.evaluation import aggregate, compare_records
-from fleetyard.workloads.eval import SAMPLES_FILE
 
 app = typer.Typer(help="Evaluations (eval jobs): metrics, and comparing two.", no_args_is_help=True)
 
@@ -38,6 +36,8 @@ def _ranks(fy: Any, job_id: int) -> list[Any]:
 
 def job_metrics(fy: Any, job_id: int) -> dict[str, Any]:
     """An eval job's aggregated metrics (its ranks combined)."""
+    from fleetyard.evaluation import aggregate  # numpy and SciPy: imported by the commands that use them
+
     try:
         metrics = aggregate([r.result for r in _ranks(fy, job_id)])
     except ValueError as exc:
@@ -48,6 +48,8 @@ def job_metrics(fy: Any, job_id: int) -> dict[str, Any]:
 
 def job_records(fy: Any, job_id: int) -> list[dict[str, Any]]:
     """Every per-sample record of an eval job, from its ranks' ``samples.jsonl`` outputs."""
+    from fleetyard.workloads.eval import SAMPLES_FILE
+
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fleetyard-eval-") as tmp:
         for r in _ranks(fy, job_id):
@@ -99,6 +101,8 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """B against A on the same data set: top-1 delta (McNemar exact), MSE delta (paired bootstrap)."""
+    from fleetyard.evaluation import compare_records
+
     with client(ctx) as fy:
         ma, mb = job_metrics(fy, job_a), job_metrics(fy, job_b)
         if ma["dataset"]["sha256"] != mb["dataset"]["sha256"]:

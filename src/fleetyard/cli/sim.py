@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleetyard.cli._common import JsonOpt, read_health_config
 from fleetyard.cli._output import emit_json, err, fmt_duration, note, out, table
-from fleetyard.sim import FaultModel, Scenario, SimPolicy, SimReport, compare
+from fleetyard.sim import FaultModel, Scenario, SimPolicy, compare
 from fleetyard.sim.workload import load_workload
+
+if TYPE_CHECKING:
+    from fleetyard.sim import SimReport
 
 
 def _pct(x: float | None, digits: int = 3) -> str:

@@ -6,9 +6,12 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
-from fleetyard.sim.fleet import SimReport, simulate
 from fleetyard.sim.model import Scenario, SimPolicy
+
+if TYPE_CHECKING:
+    from fleetyard.sim.fleet import SimReport
 
 __all__ = ["compare"]
 
@@ -18,6 +21,8 @@ def compare(
 ) -> list[SimReport]:
     """The reports of ``scenario`` under each of ``policies``, in that order. ``workers``: processes
     (default: one per policy, at most the CPUs); 1 runs them here, one after the other."""
+    from fleetyard.sim.fleet import simulate  # the simulator itself, on first use (see the package)
+
     chosen = [SimPolicy(p) for p in policies]
     n = workers or min(len(chosen), os.cpu_count() or 1)
     if n <= 1 or len(chosen) == 1:
