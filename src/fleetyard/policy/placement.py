@@ -458,7 +458,7 @@ class Pool:
                     # A rack is mostly of one generation: one its queue may take too few of is
                     # passed at a glance, not board by board (a reservation asks rack after rack).
                     gens = {idx.host_gen[h] for h in idx.rack_hosts[rack]}
-                    if all(gens) and sum(caps.get(g, 0) for g in gens if g is not None) < k:
+                    if all(gens) and sum(caps.get(g, 0) for g in gens if g) < k:
                         continue
                 hosts = sorted(idx.rack_hosts[rack], key=lambda h: (-len(idx.by_host[h]), h))
                 got = _gather(idx, hosts, k, caps, spread=packing is Packing.SPREAD)
@@ -549,8 +549,7 @@ class Freeing:
         self.given: list[str] = []
         self._base = self.idx.total
         self._coming: list[str] = []
-        self._by_host: Counter[str] = Counter()
-        self._by_rack: Counter[str] = Counter()
+        self._by_group: Counter[str] = Counter()  # boards coming per host (rack), where it must be on one
 
     @property
     def count(self) -> int:
@@ -560,27 +559,25 @@ class Freeing:
     def add(self, ids: Sequence[str]) -> bool:
         """Count ``ids`` in (boards of the shape's constraints, not free); whether the job could
         fit now by their number and topology (its queue's caps aside)."""
-        boards = self.pool.boards
         self._coming += ids
-        for i in ids:
-            self._by_host[boards[i].host] += 1
-            self._by_rack[boards[i].rack] += 1
-        if self.count < self.k:
+        if self.placement is Placement.ANY:
+            return self.count >= self.k
+        boards, idx, k = self.pool.boards, self.idx, self.k
+        by_host = self.placement is Placement.SAME_HOST
+        groups = [boards[i].host if by_host else boards[i].rack for i in ids]
+        self._by_group.update(groups)
+        if self.count < k:
             return False
-        idx, k = self.idx, self.k
-        if self.placement is Placement.SAME_HOST:
-            return any(len(idx.by_host.get(h, ())) + self._by_host[h] >= k for h in {boards[i].host for i in ids})
-        if self.placement is Placement.SAME_RACK:
-            return any(idx.rack_count.get(r, 0) + self._by_rack[r] >= k for r in {boards[i].rack for i in ids})
-        return True
+        if by_host:
+            return any(len(idx.by_host.get(h, ())) + self._by_group[h] >= k for h in set(groups))
+        return any(idx.rack_count.get(r, 0) + self._by_group[r] >= k for r in set(groups))
 
     def flush(self) -> None:
         """Give the boards counted so far to the pool (before a pick)."""
         self.pool.give(self._coming)
         self.given += self._coming
         self._coming = []
-        self._by_host.clear()
-        self._by_rack.clear()
+        self._by_group.clear()
 
     def take_back(self) -> None:
         self.pool.take(self.given)

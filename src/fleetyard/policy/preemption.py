@@ -262,7 +262,7 @@ def victims_for(
                 pool.give(mine)
                 if held:
                     made.update(held)
-        if _lost(chosen, victims.now) > job.boards * job.time_limit_s:
+        if _lost(chosen, victims.now) > most_lost:
             return Found([], True)  # it would throw away more than it can itself do: it waits instead
         return Found([r for r, _, _ in chosen])
     finally:
