@@ -21,6 +21,7 @@ import httpx
 
 from fleetyard import __version__
 from fleetyard.errors import FleetyardError, error_from_response
+from fleetyard.tls import tls_for
 
 __all__ = ["Backoff", "Revival", "ServerLink", "Unreachable", "describe", "server_urls"]
 
@@ -100,6 +101,7 @@ class ServerLink:
         self.client = httpx.Client(
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"fleetyard-agent/{__version__}"},
             timeout=httpx.Timeout(timeout_s, connect=5.0),
+            verify=tls_for(self.servers),
         )
 
     @property

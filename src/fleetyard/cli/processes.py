@@ -150,6 +150,15 @@ def controller(
         ),
     ] = HOST_TIMEOUT_S,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
+    slow_tick: Annotated[
+        float | None,
+        typer.Option(
+            "--slow-tick",
+            min=0.05,
+            help="Seconds between the slower passes: host liveness, health and healing, onboarding,"
+            " rollouts, pipelines, leases. Each step of a rollout or a remediation waits for one (default 1).",
+        ),
+    ] = None,
     health: Annotated[
         Path | None,
         typer.Option(
@@ -194,6 +203,7 @@ def controller(
                 db_url=url,
                 liveness=liveness,
                 tick_s=tick,
+                slow_tick_s=slow_tick,
                 health=read_health_config(health),
                 half_life_s=half_life,
                 preempt_protect_s=preempt_protect,

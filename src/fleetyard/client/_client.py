@@ -56,6 +56,7 @@ from fleetyard.protocol.api import (
     TokenOut,
     WhyOut,
 )
+from fleetyard.tls import tls_for
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -98,7 +99,7 @@ class Client:
         headers = {"User-Agent": f"fleetyard-sdk/{__version__}"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout, verify=tls_for([self.server]))
 
     # -- plumbing -----------------------------------------------------------------------------
 

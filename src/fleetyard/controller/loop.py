@@ -44,6 +44,7 @@ def run_controller(
     db_url: str,
     liveness: Liveness | None = None,
     tick_s: float = 0.02,
+    slow_tick_s: float | None = None,
     health: HealthConfig = DEFAULT_HEALTH,
     half_life_s: float = DEFAULT_HALF_LIFE_S,
     preempt_protect_s: float = DEFAULT_PREEMPT_PROTECT_S,
@@ -95,7 +96,7 @@ def run_controller(
             rec.scheduler.holds = PreemptionHolds(preempt_protect_s, max_preemptions=max_preemptions)
             rec.scheduler.freeze_gc = True
             try:
-                _lead(rec, leadership, outage, tick_s=tick_s, stop=stop)
+                _lead(rec, leadership, outage, tick_s=tick_s, slow_tick_s=slow_tick_s or SLOW_EVERY_S, stop=stop)
             except LeadershipLost as exc:
                 log.warning("%s; standing by", exc)
             leadership.release()  # a fresh session competes for the lock like any standby
@@ -104,7 +105,9 @@ def run_controller(
         store.dispose()
 
 
-def _lead(rec: Reconciler, leadership: Leadership, outage: Outage, *, tick_s: float, stop: threading.Event) -> None:
+def _lead(
+    rec: Reconciler, leadership: Leadership, outage: Outage, *, tick_s: float, slow_tick_s: float, stop: threading.Event
+) -> None:
     """The leader's passes, until ``stop``; raises LeadershipLost when the lock's session ended."""
     last_slow = last_sweep = 0.0
     last_started = now()
@@ -112,7 +115,7 @@ def _lead(rec: Reconciler, leadership: Leadership, outage: Outage, *, tick_s: fl
         t0 = now()
         try:
             started = rec.schedule(t0)
-            if t0 - last_slow >= SLOW_EVERY_S:
+            if t0 - last_slow >= slow_tick_s:
                 last_slow = t0
                 rec.liveness(t0)
                 rec.health(t0)
