@@ -131,11 +131,23 @@ def test_up_starts_a_fleet_the_cli_can_use_and_stops_cleanly(tmp_path: Path) -> 
             timeout=60,
         )
         assert run.returncode == 0 and "via-config" in run.stdout, run.stderr
+        # One fleet per data dir: a second `up` there, or a server beside it, is refused, naming it.
+        for second in (
+            ["up", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--exit-after", "1"],
+            ["server", "--data-dir", str(tmp_path / "data"), "--port", str(free_port())],
+        ):
+            refused = subprocess.run(
+                [sys.executable, "-m", "fleetyard", *second], cwd=ROOT, env=env, capture_output=True, text=True,
+                timeout=60,
+            )  # fmt: skip
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert f"in use by fleetyard up (pid {up.pid}, port {port})" in " ".join(refused.stderr.split())
         os.killpg(up.pid, signal.SIGINT)
         # Three stop groups (agents, controller, server) of up to 10 s grace each: on a loaded machine
         # a slow stop is allowed, one that never ends is not.
         out, _ = up.communicate(timeout=90)
         assert up.returncode == 0, out
+        assert not config.exists()  # the config as it was before the fleet: none
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.test_api_flow import Fleet
+from tests.unit.test_api_flow import Fleet, finish
 from tests.unit.test_worker import HOST, SPEC, Events, assignment
 
 from fleetyard.agent.daemon import Agent
@@ -97,6 +97,58 @@ def test_ordering_an_op_by_hand_is_for_staff_and_known_boards_and_ops(fleet: Fle
     assert post("h1-b0", {"op": "soft_reset", "timeout_s": 0}, fleet.admin) == 422
     assert fleet.client.get("/v1/boards/nope/ops", headers=fleet.h(fleet.user)).status_code == 404
     assert history(fleet, "h1-b0") == []
+
+
+def test_an_op_by_hand_on_a_board_under_remediation_is_refused_unless_the_operator_takes_the_case_over(
+    fleet: Fleet,
+) -> None:
+    fleet.register("h1", n=2)
+    board, sibling = "h1-b0", "h1-b1"
+    # An infrastructure fault: the board is suspect, and its case starts with an L2 check.
+    fleet.beat("h1", boards=[{"id": board, "ok": False, "reason": "flaky link"}])
+    fleet.rec.health(time.time())
+    fleet.beat("h1", boards=[{"id": board, "ok": True}])
+    [op] = fleet.beat("h1")["ops"]  # the ladder's first step (a probe failure skips the check)
+    now = time.time()
+    fleet.beat("h1", op_results=[{"id": op["id"], "ok": True, "message": None, "started_at": now, "finished_at": now}])
+    fleet.rec.health(time.time())
+    [check] = fleet.take("h1")
+    assert check["kind"] == "health-check" and check["board_id"] == board
+
+    def post(b: str, **body: object) -> Any:
+        return fleet.client.post(f"/v1/boards/{b}/ops", json=body, headers=fleet.h(fleet.admin))
+
+    # A reset by hand would kill the ladder's check: refused, naming the case and the way out.
+    for b, what in ((board, "soft_reset"), (sibling, "host_reboot")):  # a host reboot touches the board too
+        r = post(b, op=what, reason="try it")
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert f"board {board} is under automatic remediation" in err["message"] and "--take-over" in err["message"]
+        assert "L2 check is under way" in err["message"]
+    assert [o["id"] for o in history(fleet, board)] == [op["id"]]  # only the ladder's own op
+    [open_case] = fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json()
+    assert open_case["closed_at"] is None
+    # An op on a board of another host, or on a sibling that is not under remediation, goes ahead.
+    assert post(sibling, op="soft_reset").status_code == 201
+
+    r = post(board, op="hard_reset", reason="I will look at it", take_over=True)
+    assert r.status_code == 201, r.text
+    [case] = fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json()
+    assert case["outcome"] == "taken_over" and case["closed_at"] is not None
+    assert case["reason"] == "remediation taken over by admin for a hard_reset: I will look at it"
+    got = fleet.client.get(f"/v1/boards/{board}", headers=fleet.h(fleet.user)).json()
+    assert got["state"] == "drained" and got["drain_reason"] == case["reason"]
+    assert fleet.job(check["job_id"])["message"] == case["reason"]  # its check is stopped
+    [audit] = fleet.client.get("/v1/audit", params={"action": "board.take_over"}, headers=fleet.h(fleet.admin)).json()
+    assert audit["target"] == board and audit["detail"]["case"] == case["id"]
+    # The ladder leaves the board alone; the operator's op goes to the agent.
+    fleet.rec.health(time.time())
+    assert fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json() == [case]
+    assert [o["op"] for o in fleet.beat("h1")["ops"]] == ["soft_reset", "hard_reset"]
+    fleet.events("h1", finish(check, code=-9, outcome="canceled"))
+    fleet.rec.health(time.time())
+    got = fleet.client.get(f"/v1/boards/{board}", headers=fleet.h(fleet.user)).json()
+    assert got["state"] == "drained" and fleet.job(check["job_id"])["state"] == "canceled"
 
 
 def test_an_op_past_its_timeout_is_no_longer_delivered(fleet: Fleet) -> None:

@@ -247,14 +247,23 @@ def boards_op(
     version: Annotated[
         str | None, typer.Option("--version", help="flash: a registered firmware version (fleetyard firmware ls).")
     ] = None,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="The board is under automatic remediation: close its case as taken over by you (audited);"
+            " it stays drained until `fleetyard boards undrain`.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Have the board's agent carry out an op: soft_reset, hard_reset, reflash, host_reboot, or flash --version V.
 
     The board's running job (every job on the host, for host_reboot) ends as an infra error.
+    A board under automatic remediation refuses ops by hand unless --take-over.
     `fleetyard boards ops BOARD` shows how it went."""
     with client(ctx) as fy:
-        order = fy.order_board_op(board_id, op, reason, version=version)
+        order = fy.order_board_op(board_id, op, reason, version=version, take_over=take_over)
     if as_json:
         emit_json(order)
     else:

@@ -28,6 +28,7 @@ from fleetyard.cli._common import (
     parse_labels,
     read_health_config,
 )
+from fleetyard.cli._data_dir import holding
 from fleetyard.cli._output import note, print_error
 from fleetyard.errors import FleetyardError, StoreUnavailable
 from fleetyard.policy.liveness import HOST_TIMEOUT_S, UNREACHABLE_AFTER_S, Liveness
@@ -113,7 +114,7 @@ def server(
     from fleetyard.server.app import serve
 
     try:
-        with _gives_up_on_the_store():
+        with _holds_sqlite(url, data_dir, what="fleetyard server", port=port), _gives_up_on_the_store():
             serve(
                 db_url=url,
                 host=host,
@@ -198,7 +199,7 @@ def controller(
     _stop_on_sigterm()
     try:
         # The leader lock lives beside the SQLite file (or is a PostgreSQL advisory lock).
-        with _gives_up_on_the_store():
+        with _holds_sqlite(url, data_dir, what="fleetyard controller"), _gives_up_on_the_store():
             run_controller(
                 db_url=url,
                 liveness=liveness,
@@ -309,6 +310,16 @@ def agent(
         raise typer.BadParameter(str(exc), param_hint="'--sandbox'") from None
     except KeyboardInterrupt:
         pass
+
+
+def _holds_sqlite(
+    url: str, data_dir: Path, *, what: str, port: int | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """A program on the data dir's SQLite store shares the dir with its fleet's others, never with
+    a running ``fleetyard up`` (:mod:`fleetyard.cli._data_dir`); on PostgreSQL it holds nothing."""
+    if not url.startswith("sqlite"):
+        return contextlib.nullcontext()
+    return holding(data_dir, what=what, port=port)
 
 
 def _private_files() -> None:

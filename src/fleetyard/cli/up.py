@@ -22,10 +22,11 @@ from typing import Annotated
 import typer
 
 from fleetyard.cli._common import DEFAULT_DATA_DIR, db_url
+from fleetyard.cli._data_dir import ENV_FLEET_PID, holding
 from fleetyard.cli._fleet import GENERATIONS, Child, Supervisor, fleet_plan, host_names, write_agent_tokens
 from fleetyard.cli._output import err, note
 from fleetyard.cli.processes import check_port_free
-from fleetyard.config import ENV_SERVER, write_client_config, write_private_text
+from fleetyard.config import ENV_SERVER, config_path, write_client_config, write_private_text
 from fleetyard.domain.auth import Role
 from fleetyard.errors import Conflict, FleetyardError
 
@@ -73,6 +74,28 @@ def ensure_tokens(url: str, data_dir: Path, hosts: list[str]) -> tuple[str, dict
     agents = {host: token(f"agent-{host}", Role.AGENT, host=host) for host in hosts}
     write_private_text(path, json.dumps(saved, indent=2) + "\n")
     return admin, agents
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+@contextmanager
+def _restored(config: Path, before: str | None, ours: str | None) -> Iterator[None]:
+    """The client config as it was before this fleet, once the fleet stops: the commands then
+    talk to the fleet they did before (or say that none is set), not to one that is gone. A config
+    someone changed meanwhile is theirs and stays."""
+    try:
+        yield
+    finally:
+        if before != ours and _read(config) == ours:
+            if before is None:
+                config.unlink(missing_ok=True)
+            else:
+                write_private_text(config, before)
 
 
 def _check_children(sup: Supervisor, what: str) -> None:
@@ -207,12 +230,27 @@ def up(
 ) -> None:
     """Start a local fleet: server, controller and simulated hosts, on SQLite in --data-dir.
 
-    It writes the client config, so the other commands work at once. Ctrl-C stops it. With
-    --demo it also runs the jobs in examples/ and exits 1 at the end if one of them failed.
+    It writes the client config, so the other commands work at once, and puts the previous one
+    back when it stops. One fleet per data dir: a second `up` (or a server or controller) on a
+    data dir a fleet runs on is refused, naming it. Ctrl-C stops it. With --demo it also runs
+    the jobs in examples/ and exits 1 at the end if one of them failed.
     """
     data_dir = data_dir.expanduser().resolve()
     os.umask(0o077)  # the database, logs and tokens are this user's alone (the children inherit it)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with holding(data_dir, what="fleetyard up", port=port, alone=True):
+        _up(data_dir, hosts, boards_per_host, port, exit_after, demo, start_timeout)
+
+
+def _up(
+    data_dir: Path,
+    hosts: int,
+    boards_per_host: int,
+    port: int,
+    exit_after: float | None,
+    demo: bool,
+    start_timeout: float,
+) -> None:
     check_port_free("127.0.0.1", port)
     server = f"http://127.0.0.1:{port}"
 
@@ -224,7 +262,9 @@ def up(
         names = host_names(hosts)
         cpu = has_cpu_driver()
         admin, agent_tokens = ensure_tokens(url, data_dir, [*names, CPU_HOST] if cpu else names)
+    before = _read(config_path())
     config = write_client_config(server, admin)
+    ours = _read(config)
     write_agent_tokens(data_dir, agent_tokens)
     plan = fleet_plan(
         data_dir=data_dir,
@@ -236,7 +276,8 @@ def up(
     )
     sup = Supervisor(plan)
     code = 0
-    with _signals():
+    os.environ[ENV_FLEET_PID] = str(os.getpid())  # its server and controller run inside its hold
+    with _signals(), _restored(config, before, ours):
         try:
             sup.start_all()
             wait_until_ready(sup, server, admin, list(agent_tokens), start_timeout)

@@ -220,10 +220,13 @@ class Client:
         reason: str = "",
         timeout_s: float | None = None,
         version: str | None = None,
+        take_over: bool = False,
     ) -> BoardOpOut:
         """Have the board's agent carry out an op (soft_reset, hard_reset, reflash, host_reboot:
-        every board of its host; flash: a registered ``version``); see :meth:`board_ops` for how it went."""
-        body: dict[str, Any] = {"op": str(op), "reason": reason}
+        every board of its host; flash: a registered ``version``); see :meth:`board_ops` for how it went.
+        A board under automatic remediation refuses it (409) unless ``take_over``: its case closes
+        as taken over by you and the board stays drained until you undrain it."""
+        body: dict[str, Any] = {"op": str(op), "reason": reason, "take_over": take_over}
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
         if version is not None:

@@ -18,9 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth, RemedyOp
 
-__all__ = ["Act", "Case", "Do", "Phase", "on_result", "on_time", "open_case"]
+__all__ = ["TAKEN_OVER", "Act", "Case", "Do", "Phase", "by_hand", "on_result", "on_time", "open_case"]
+
+# A case an operator took over: closed with this outcome, the board left drained in their hands.
+TAKEN_OVER = "taken_over"
 
 
 class Phase(StrEnum):
@@ -95,6 +99,28 @@ def on_time(case: Case, *, now: float, policy: GenerationHealth) -> tuple[Case |
     return on_result(
         case, ok=False, detail=f"no answer within {case.deadline - case.since:g} s", now=now, policy=policy
     )
+
+
+def by_hand(case: Case, *, op: str, take_over: bool, by: str, reason: str) -> tuple[BoardState, str] | str:
+    """An operator's ``op`` on a board whose case is open. Without ``take_over`` the refusal (a
+    reset by hand kills the ladder's check, and the board escalates as if it had failed it); with
+    it, where the board goes and why: drained, which the ladder leaves alone, until the operator
+    undrains it. The caller closes the case as :data:`TAKEN_OVER` before the op runs."""
+    if not take_over:
+        return (
+            f"board {case.board} is under automatic remediation ({_doing(case)}, for: {case.cause}); "
+            f"a {op} by hand would fight the ladder. Wait for the case to end (fleetyard boards repairs "
+            f"{case.board}), or order the op with --take-over: the case closes as taken over by you and "
+            "the board stays drained until you undrain it"
+        )
+    why = f"remediation taken over by {by} for a {op}" + (f": {reason}" if reason else "")
+    return BoardState.DRAINED, why
+
+
+def _doing(case: Case) -> str:
+    if case.phase is Phase.CHECK:
+        return f"its {case.tier} check is under way"
+    return f"ladder step {case.step + 1} is under way"
 
 
 def _operate(case: Case, step: int, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:

@@ -314,6 +314,11 @@ class BoardOpIn(BaseModel):
     timeout_s: float | None = Field(
         None, gt=0, le=86400, description="no result by then: the op failed (default: the op's own)"
     )
+    take_over: bool = Field(
+        False,
+        description="the board (any board of the host, for host_reboot) is under automatic remediation:"
+        " close its case as taken over by you (audited) and keep it drained, rather than refuse the op",
+    )
 
 
 class RepairOut(BaseModel):
@@ -326,7 +331,9 @@ class RepairOut(BaseModel):
     step: int = Field(description="the ladder step under way or last tried (0-based; -1: its first check)")
     phase: str = Field(description="operate or check")
     closed_at: float | None = None
-    outcome: str | None = Field(None, description="healed, quarantined or abandoned; none while open")
+    outcome: str | None = Field(
+        None, description="healed, quarantined, abandoned or taken_over (by an operator); none while open"
+    )
     reason: str | None = None
     evidence: dict[str, Any] = Field(
         default_factory=dict,

@@ -12,6 +12,7 @@ open until the board is healed or quarantined; closed, it is the board's repair 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,9 +124,12 @@ class CaseRow:
     check_job_id: int | None
 
 
-def open_cases(conn: sa.Connection) -> list[CaseRow]:
-    """The open cases, by board."""
-    rows = conn.execute(sa.select(R).where(R.c.closed_at.is_(None)).order_by(R.c.board_id)).all()
+def open_cases(conn: sa.Connection, boards: Iterable[str] | None = None) -> list[CaseRow]:
+    """The open cases (of ``boards``, else all), by board."""
+    q = sa.select(R).where(R.c.closed_at.is_(None)).order_by(R.c.board_id)
+    if boards is not None:
+        q = q.where(R.c.board_id.in_(list(boards)))
+    rows = conn.execute(q).all()
     return [
         CaseRow(
             r.id,
@@ -179,7 +183,8 @@ def save_case(
 def close_case(
     conn: sa.Connection, row_id: int, *, outcome: str, reason: str, evidence: dict[str, Any], at: float
 ) -> None:
-    """End a case: ``healed``, ``quarantined`` or ``abandoned`` (the board left the ladder another way)."""
+    """End a case: ``healed``, ``quarantined``, ``abandoned`` (the board left the ladder another way)
+    or ``taken_over`` (by an operator: :func:`~fleetyard.policy.remediation.by_hand`)."""
     conn.execute(
         R.update().where(R.c.id == row_id).values(closed_at=at, outcome=outcome, reason=reason, evidence=evidence)
     )

@@ -140,6 +140,7 @@ def order_op(board_id: str, body: BoardOpIn, p: Principal = Depends(STAFF), s: S
         at=now(),
         timeout_s=body.timeout_s,
         version=body.version,
+        take_over=body.take_over,
     )
 
 

@@ -8,13 +8,16 @@ import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.domain.job import JobState
 from fleetyard.errors import BadRequest, Conflict, NotFound
+from fleetyard.policy.remediation import TAKEN_OVER, by_hand
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
 from fleetyard.protocol.api import BoardEventOut, BoardOpOut, BoardOut, FaultOrderOut, HostOut, RepairOut
 from fleetyard.server.services.audit import note
 from fleetyard.server.services.views import board_out, event_out, host_out
 from fleetyard.store import board_ops, healing
 from fleetyard.store import tables as t
+from fleetyard.store.attempts import stop_job
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store, lock_rows
 from fleetyard.store.hosts import end_live_ranks
@@ -237,13 +240,23 @@ def order_op(
     at: float,
     timeout_s: float | None = None,
     version: str | None = None,
+    take_over: bool = False,
 ) -> BoardOpOut:
     """Order a board op by hand; the board's agent carries it out after its next heartbeat (a
-    flash: the registered ``version`` of the board's generation)."""
+    flash: the registered ``version`` of the board's generation). A board the op touches that is
+    under automatic remediation refuses it, unless ``take_over``
+    (:func:`~fleetyard.policy.remediation.by_hand`)."""
     why = f"ordered by {principal.name}" + (f": {reason}" if reason else "")
-    with store.write() as conn:
+
+    def order_in(conn: sa.Connection) -> BoardOpOut:
         board = _board(conn, board_id)
         image = _image(conn, board, op, version)
+        touched = [board_id]
+        if op is BoardOp.HOST_REBOOT:
+            touched = list(conn.execute(sa.select(t.boards.c.id).where(t.boards.c.host_id == board.host_id)).scalars())
+        lock_rows(conn, t.boards, touched)  # a case and the board's state, read as they are written
+        for c in healing.open_cases(conn, touched):
+            _take_over(conn, c, op=op, take_over=take_over, principal=principal, reason=reason, at=at)
         op_id = board_ops.order_op(
             conn,
             board_id,
@@ -258,8 +271,40 @@ def order_op(
         detail = {"op": str(op), "timeout_s": timeout_s, "op_id": op_id, "version": version}
         note(conn, principal, "board.op", board_id, at=at, reason=reason, detail=detail)
         record = board_ops.get_op(conn, op_id)
-    assert record is not None
-    return op_out(record, at)
+        assert record is not None
+        return op_out(record, at)
+
+    return store.transact(order_in)  # run again if PostgreSQL aborts it for a deadlock
+
+
+def _take_over(
+    conn: sa.Connection,
+    c: healing.CaseRow,
+    *,
+    op: BoardOp,
+    take_over: bool,
+    principal: Principal,
+    reason: str,
+    at: float,
+) -> None:
+    """Close a board's open case as taken over (the operator's op would fight it), its check
+    stopped, the board drained in the operator's hands; or refuse the op."""
+    verdict = by_hand(c.case, op=str(op), take_over=take_over, by=principal.name, reason=reason)
+    if isinstance(verdict, str):
+        raise Conflict(verdict, detail={"board": c.case.board, "case": c.id, "cause": c.case.cause})
+    to, why = verdict
+    evidence = {"steps": list(c.case.evidence), "tier": str(c.case.tier)}
+    healing.close_case(conn, c.id, outcome=TAKEN_OVER, reason=why, evidence=evidence, at=at)
+    b = _board(conn, c.case.board)
+    if c.check_job_id is not None:
+        check = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == c.check_job_id)).scalar()
+        if check is not None and not JobState(check).finished:
+            stop_job(conn, c.check_job_id, at=at, message=why)
+    conn.execute(t.boards.update().where(t.boards.c.id == b.id).values(drain_reason=why))
+    if BoardState(b.state) in (BoardState.SUSPECT, BoardState.REMEDIATING):
+        switch_board_state(conn, b.id, to, current=BoardState(b.state), reason=why, actor=Actor.OPERATOR, at=at)
+    detail = {"case": c.id, "op": str(op), "cause": c.case.cause, "state": b.state}
+    note(conn, principal, "board.take_over", b.id, at=at, reason=reason, detail=detail)
 
 
 def _image(conn: sa.Connection, board: Any, op: BoardOp, version: str | None) -> str | None:
