@@ -4,6 +4,7 @@ boards stuck in a transitional state failed safely (pure, and through the contro
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from tests.unit.test_api_flow import Fleet, fail_and_heal
 
@@ -170,3 +171,74 @@ def test_the_breaker_counts_boards_taken_out_of_service_not_boards_coming_back(f
         )
         assert taken_out_since(conn, window_start=now - 60) == {"sim-g1": 2}
         assert taken_out_since(conn, window_start=now + 1) == {}
+
+
+# ---- the control plane's brake ------------------------------------------------------------------
+
+
+def test_hosts_silent_together_trip_the_control_plane_breaker_nothing_is_lost_and_it_resets_when_they_answer(
+    fleet: Fleet,
+) -> None:
+    from fleetyard.domain.auth import Role
+    from fleetyard.policy.brakes import CONTROL_PLANE as CP
+    from fleetyard.store import tables as t
+    from fleetyard.store.tokens import create_token
+
+    f = fleet
+    hosts = ["h1", "h2", "h3", "h4"]  # four hosts: more than two silent together is the control plane's
+    for h in hosts[2:]:
+        f.agents[h] = create_token(f.url, name=f"agent-{h}", role=Role.AGENT, host=h)
+    for h in hosts:
+        f.register(h, n=1)
+    job = f.submit(params={"command": "sleep 600"})
+    assert f.rec.schedule(time.time()) == 1
+    [a] = [x for h in hosts for x in f.take(h)]
+    f.events(a["board_id"].split("-")[0], [{"assignment_id": a["id"], "seq": 0, "type": "started", "at": time.time()}])
+
+    def passes(until: float, *answering: str) -> list[str]:
+        """Liveness passes every 2 s up to ``until``, the server alive and ``answering`` heard from
+        at each; the hosts lost."""
+        lost: list[str] = []
+        while clock[0] < until:
+            clock[0] = min(until, clock[0] + 2.0)
+            with f.store.write() as conn:
+                conn.execute(t.servers.update().values(seen_at=clock[0]))
+                conn.execute(t.hosts.update().where(t.hosts.c.id.in_(answering)).values(last_heartbeat_at=clock[0]))
+            lost += f.rec.liveness(clock[0])
+        return lost
+
+    def states() -> dict[str, str]:
+        return {h["id"]: h["state"] for h in f.client.get("/v1/hosts", headers=f.h(f.user)).json()}
+
+    def control_plane() -> dict[str, Any]:
+        [cp] = [b for b in f.client.get("/v1/fleet/breakers", headers=f.h(f.user)).json() if b["generation"] == CP]
+        return dict(cp)
+
+    clock = [time.time() - 100.0]  # the passes' times, behind the wall clock the API stamps its acts with
+    with f.store.write() as conn:  # a server alive throughout (its pings are the store's, not the app's here)
+        conn.execute(t.servers.delete())
+        conn.execute(t.servers.insert().values(id="s", started_at=clock[0], seen_at=clock[0]))
+    assert passes(clock[0] + 4.0, *hosts) == []
+    assert passes(clock[0] + 30.0, "h4") == []  # h1-h3 silent past the grace (10 s) together: none lost
+    assert states() == {"h1": "unreachable", "h2": "unreachable", "h3": "unreachable", "h4": "online"}
+    assert f.job(job["id"])["state"] == "running"  # nothing re-queued
+    assert {b["state"] for b in f.client.get("/v1/boards", headers=f.h(f.user)).json()} <= {"available", "allocated"}
+    cp = control_plane()
+    assert cp["tripped"] and cp["reason"].startswith("3 of 4 hosts went silent within 60 s")
+    assert f'fleetyard_breaker_tripped{{generation="{CP}"}} 1.0' in f.client.get("/metrics", headers=f.h(f.user)).text
+    page = f.client.get("/ui/fleet", headers=f.h(f.user)).text
+    assert 'data-testid="breaker-tripped"' in page and "3 of 4 hosts went silent" in page
+    # No board is taken out automatically meanwhile, whatever its probe says.
+    f.beat("h4", boards=[{"id": "h4-b0", "ok": False, "reason": "hung"}])
+    assert f.rec.health(clock[0]).failing == []
+    # They answer again: the policy resets its breaker, and the hosts are online.
+    assert passes(clock[0] + 4.0, *hosts) == []
+    assert set(states().values()) == {"online"}
+    assert not control_plane()["tripped"] and control_plane()["reset_by"] == "policy"
+    # Silent together again, and an operator decides it is the hosts after all: they are lost.
+    assert passes(clock[0] + 30.0, "h4") == [] and control_plane()["tripped"]
+    r = f.client.post(f"/v1/fleet/breakers/{CP}/reset", json={"reason": "rack power"}, headers=f.h(f.admin))
+    assert r.status_code == 200, r.text
+    assert sorted(passes(clock[0] + 2.0, "h4")) == ["h1", "h2", "h3"]
+    assert f.job(job["id"])["attempts"] >= 1 and not control_plane()["tripped"]
+    assert f.rec.health(time.time()).failing == ["h4-b0"]  # automatic take-outs resume

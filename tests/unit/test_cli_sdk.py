@@ -559,6 +559,8 @@ def test_board_ops_send_the_order_and_show_how_it_went(srv: Scripted) -> None:
     assert "failed" in listed.stdout and "2.5s" in listed.stdout and "no bus" in listed.stdout
     assert srv.seen[0].json() == {"op": "soft_reset", "reason": "stuck"}
     assert srv.seen[1].query == {"limit": ["20"]}
+    assert cli(srv, "boards", "op", "b1", "soft_reset", "--take-over").exit_code == 0
+    assert srv.seen[2].json() == {"op": "soft_reset", "reason": "", "take_over": True}
 
 
 def test_board_repairs_show_each_case_its_steps_and_how_it_ended(srv: Scripted) -> None:

@@ -10,6 +10,7 @@ from fleetyard.domain.job import JobState, Outcome, attempt_outcome
 from fleetyard.errors import Conflict
 from fleetyard.policy.liveness import (
     HOST_BACK_CHECK,
+    HostBrake,
     HostView,
     Liveness,
     back_from_offline,
@@ -60,6 +61,35 @@ def test_lost_hosts_brake_on_mass_silence() -> None:
     assert judge_hosts(hosts, now=100.0, liveness=LV, watching_since=0.0).unreachable == [f"h{i}" for i in range(5)]
     hosts = [hv(f"h{i}", 0.0) for i in range(2)] + [hv(f"ok{i}", 100.0) for i in range(3)]
     assert lost(hosts, now=100.0) == ["h0", "h1"]
+
+
+def test_many_hosts_silent_together_are_the_control_planes_trouble_and_none_is_lost() -> None:
+    # 20 hosts: more than 10 % (2) silent within a minute of each other trips the brake.
+    fine = [hv(f"ok{i}", 100.0) for i in range(17)]
+    together = [hv("a", 10.0), hv("b", 40.0), hv("c", 69.0)]
+    judged = judge_hosts(fine + together, now=100.0, liveness=LV, watching_since=0.0)
+    assert judged.lost == [] and judged.unreachable == ["a", "b", "c"]  # no new work for them, nothing else
+    assert judged.would_lose == ("a", "b", "c") and judged.trouble_since == 10.0
+    assert judged.trouble is not None and judged.trouble.startswith("3 of 20 hosts went silent within 60 s")
+    # The same three, their silences spread over more than the window: each host's own; lost.
+    apart = [hv("a", 10.0), hv("b", 75.0), hv("c", 89.0)]
+    judged = judge_hosts(fine + apart, now=100.0, liveness=LV, watching_since=0.0)
+    assert judged.trouble is None and judged.lost == ["a", "b", "c"]
+    # Two at once is within the limit (2 of 20).
+    two = judge_hosts([*fine, hv("y", 100.0), *together[:2]], now=100.0, liveness=LV, watching_since=0.0)
+    assert two.trouble is None and two.lost == ["a", "b"]
+    # An operator who reset the control-plane breaker after the trouble began overrides it.
+    judged = judge_hosts(fine + together, now=100.0, liveness=LV, watching_since=0.0, overridden_at=50.0)
+    assert judged.trouble is None and judged.lost == ["a", "b", "c"]
+    judged = judge_hosts(fine + together, now=100.0, liveness=LV, watching_since=0.0, overridden_at=5.0)
+    assert judged.lost == []  # a reset from before this trouble began does not
+
+
+def test_the_host_brake_is_a_share_of_a_larger_fleet_and_half_of_a_small_one() -> None:
+    brake = HostBrake()
+    assert [brake.limit(n) for n in (2, 3, 4, 9, 10, 19, 20, 100)] == [None, None, 2, 4, 1, 1, 2, 10]
+    with pytest.raises(ValueError, match="share"):
+        HostBrake(share=1.5)
 
 
 def test_liveness_thresholds_are_checked() -> None:

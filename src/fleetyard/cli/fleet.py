@@ -78,7 +78,8 @@ def breakers_table(rows: list[BreakerOut]) -> Table:
 
 @app.command("breakers")
 def breakers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Each generation's circuit breaker: tripped, it stops automatic remediation of the generation."""
+    """Each generation's circuit breaker (tripped, it stops automatic remediation of the generation), and
+    the control plane's: tripped while many hosts are silent together, no host is lost and no board taken out."""
     rows = client(ctx).breakers()
     if as_json:
         emit_json(rows)
@@ -89,7 +90,9 @@ def breakers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command("reset-breaker")
 def reset_breaker(
     ctx: typer.Context,
-    generation: Annotated[str, typer.Argument(help="The generation whose breaker tripped.")],
+    generation: Annotated[
+        str, typer.Argument(help="The generation whose breaker tripped, or control-plane (its hosts may then be lost).")
+    ],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is safe to go on (recorded).")],
     as_json: JsonOpt = False,
 ) -> None:

@@ -31,7 +31,7 @@ from fleetyard.cli._common import (
 from fleetyard.cli._data_dir import holding
 from fleetyard.cli._output import note, print_error
 from fleetyard.errors import FleetyardError, StoreUnavailable
-from fleetyard.policy.liveness import HOST_TIMEOUT_S, UNREACHABLE_AFTER_S, Liveness
+from fleetyard.policy.liveness import HOST_TIMEOUT_S, UNREACHABLE_AFTER_S, HostBrake, Liveness
 from fleetyard.store.outage import DEFAULT_OUTAGE_S, EXIT_STORE_UNAVAILABLE
 
 db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
@@ -150,6 +150,20 @@ def controller(
             " runs elsewhere.",
         ),
     ] = HOST_TIMEOUT_S,
+    host_brake_share: Annotated[
+        float,
+        typer.Option(
+            "--host-brake-share",
+            min=0.01,
+            max=0.99,
+            help="More than this share of the hosts silent together (within --host-brake-window) is a network or"
+            " control-plane fault: no host is lost and no board taken out until they answer or an operator"
+            " resets the control-plane breaker (fleetyard fleet reset-breaker control-plane).",
+        ),
+    ] = 0.10,
+    host_brake_window: Annotated[
+        float, typer.Option("--host-brake-window", min=1.0, help="Seconds within which silences count as together.")
+    ] = 60.0,
     tick: Annotated[float, typer.Option("--tick", min=0.001, help="Seconds between reconcile passes.")] = 0.02,
     slow_tick: Annotated[
         float | None,
@@ -190,6 +204,7 @@ def controller(
         liveness = Liveness(unreachable_after_s=host_unreachable, lost_after_s=host_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--host-timeout'") from None
+    brake = HostBrake(share=host_brake_share, window_s=host_brake_window)
     _private_files()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = db_url(db, data_dir)
@@ -203,6 +218,7 @@ def controller(
             run_controller(
                 db_url=url,
                 liveness=liveness,
+                host_brake=brake,
                 tick_s=tick,
                 slow_tick_s=slow_tick,
                 health=read_health_config(health),

@@ -226,7 +226,9 @@ class Client:
         every board of its host; flash: a registered ``version``); see :meth:`board_ops` for how it went.
         A board under automatic remediation refuses it (409) unless ``take_over``: its case closes
         as taken over by you and the board stays drained until you undrain it."""
-        body: dict[str, Any] = {"op": str(op), "reason": reason, "take_over": take_over}
+        body: dict[str, Any] = {"op": str(op), "reason": reason}
+        if take_over:
+            body["take_over"] = True
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
         if version is not None:

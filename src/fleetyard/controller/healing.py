@@ -30,14 +30,15 @@ import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, GenerationHealth, HealthConfig, RuleAction
+from fleetyard.policy.brakes import Tripped
 from fleetyard.policy.health import l1_due
 from fleetyard.policy.liveness import HOST_BACK_CHECK
 from fleetyard.policy.remediation import Act, Case, Do, Phase, on_result, on_time, open_case
 from fleetyard.protocol.agent import BoardOp
+from fleetyard.store import breakers
 from fleetyard.store import tables as t
 from fleetyard.store.board_ops import get_op, order_op
 from fleetyard.store.boards import switch_board_state
-from fleetyard.store.breakers import open_breakers
 from fleetyard.store.healing import CaseRow, check_result, close_case, open_cases, save_case, start_check
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Healer:
 
     def pass_(self, conn: sa.Connection, now: float) -> HealPass:
         out = HealPass()
-        tripped = set(open_breakers(conn))
+        tripped = breakers.tripped(conn)
         self._periodic(conn, now, out)
         self._cases(conn, now, tripped, out)
         return out
@@ -140,7 +141,7 @@ class Healer:
 
     # ---- cases
 
-    def _cases(self, conn: sa.Connection, now: float, tripped: set[str], out: HealPass) -> None:
+    def _cases(self, conn: sa.Connection, now: float, tripped: Tripped, out: HealPass) -> None:
         b = t.boards.c
         boards = {
             r.id: r

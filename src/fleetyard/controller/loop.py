@@ -19,7 +19,7 @@ from fleetyard.controller.reconcile import Reconciler
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.errors import Conflict
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S
-from fleetyard.policy.liveness import Liveness
+from fleetyard.policy.liveness import HostBrake, Liveness
 from fleetyard.policy.preemption_holds import DEFAULT_MAX_PREEMPTIONS, DEFAULT_PREEMPT_PROTECT_S, PreemptionHolds
 from fleetyard.store import migrate
 from fleetyard.store.db import is_retryable, is_unavailable, now
@@ -43,6 +43,7 @@ def run_controller(
     *,
     db_url: str,
     liveness: Liveness | None = None,
+    host_brake: HostBrake | None = None,
     tick_s: float = 0.02,
     slow_tick_s: float | None = None,
     health: HealthConfig = DEFAULT_HEALTH,
@@ -92,6 +93,7 @@ def run_controller(
             standing_by = False
             log.info("controller leads (store %s)", store.engine.url.render_as_string())
             rec = Reconciler(store, liveness_config=liveness or Liveness(), watching_since=now(), health_config=health)
+            rec.host_brake = host_brake or HostBrake()
             rec.scheduler.half_life_s = half_life_s
             rec.scheduler.holds = PreemptionHolds(preempt_protect_s, max_preemptions=max_preemptions)
             rec.scheduler.freeze_gc = True

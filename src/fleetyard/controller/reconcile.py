@@ -22,15 +22,24 @@ from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAct
 from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState, Outcome
 from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
-from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, Intake, lemon_reason, take_out
+from fleetyard.policy.brakes import (
+    CONTROL_PLANE,
+    LEMON_WINDOW_S,
+    BreakerLimits,
+    Intake,
+    Tripped,
+    lemon_reason,
+    take_out,
+)
 from fleetyard.policy.health import Finding, Reading, findings, worst
-from fleetyard.policy.liveness import HostView, Liveness, judge_hosts, watching_since
+from fleetyard.policy.liveness import HostBrake, HostJudgement, HostView, Liveness, judge_hosts, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
+from fleetyard.store import breakers
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import SWEPT_KEY, end_rank, settle, settle_ended
 from fleetyard.store.boards import switch_board_state, transitions
-from fleetyard.store.breakers import open_breakers, taken_out_since, trip
+from fleetyard.store.breakers import taken_out_since, trip
 from fleetyard.store.db import Store, lock_rows
 from fleetyard.store.healing import CHECK_KIND, open_cases
 from fleetyard.store.hosts import lose_host
@@ -55,6 +64,7 @@ class Reconciler:
     watching_since: float = 0.0
     # A lost host's jobs wait this long before they run elsewhere (None: the unreachable threshold).
     requeue_grace_s: float | None = None
+    host_brake: HostBrake = field(default_factory=HostBrake)  # when host silence is the control plane's
     health_config: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
     breaker: BreakerLimits = field(init=False)  # the health config's (tests may narrow it)
     timeouts: Mapping[BoardState, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS_S))
@@ -123,7 +133,15 @@ class Reconciler:
                 for r in conn.execute(sa.select(h.id, h.state, h.last_heartbeat_at, h.registered_at))
             ]
             heard = {v.id: v.last_heartbeat_at for v in hosts}
-            judged = judge_hosts(hosts, now=now, liveness=lv, watching_since=self.watching_since)
+            judged = judge_hosts(
+                hosts,
+                now=now,
+                liveness=lv,
+                watching_since=self.watching_since,
+                brake=self.host_brake,
+                overridden_at=breakers.last_reset_by_operator(conn, CONTROL_PLANE),
+            )
+            self._brake(conn, judged, now)
             cutoff = now - lv.unreachable_after_s
             for host_id in judged.unreachable:
                 # Only if no heartbeat was written since we read: a server may flush one meanwhile.
@@ -172,6 +190,17 @@ class Reconciler:
                 )
         return judged.lost
 
+    def _brake(self, conn: sa.Connection, judged: HostJudgement, now: float) -> None:
+        """The control plane's breaker: tripped while the hosts' silence is its trouble, reset by
+        the policy once it is not (an operator's reset overrides it until new trouble)."""
+        held = CONTROL_PLANE in breakers.open_breakers(conn)
+        if judged.trouble is not None and not held:
+            trip(conn, CONTROL_PLANE, judged.trouble, at=now)
+            log.error("%s (hosts that would be lost: %s)", judged.trouble, ", ".join(judged.would_lose) or "none yet")
+        elif judged.trouble is None and held:
+            breakers.reset(conn, CONTROL_PLANE, by=breakers.POLICY_RESET, reason="the hosts answer again", at=now)
+            log.warning("control-plane breaker reset: the hosts answer again")
+
     def health(self, now: float) -> HealthPass:
         """Boards in service that fail their probe, break a telemetry rule that acts
         (:func:`~fleetyard.policy.health.findings`), or fail a job that passes elsewhere
@@ -202,7 +231,7 @@ class Reconciler:
                 if r.id not in why:
                     why[r.id], action[r.id] = reason, act
                     candidates.append(r)
-            tripped = set(open_breakers(conn))
+            tripped = breakers.tripped(conn)
             intake = self._intake(conn, candidates, tripped, now)
             rows = {r.id: r for r in candidates}
             self._forgive(intake.boards)
@@ -342,7 +371,7 @@ class Reconciler:
         not those of a generation whose circuit breaker is tripped."""
         timed = tuple(str(s) for s in self.timeouts)
         with self.store.write() as conn:
-            tripped = set(open_breakers(conn))
+            tripped = breakers.tripped(conn)
             rows = conn.execute(
                 sa.select(t.boards.c.id, t.boards.c.state, t.boards.c.state_changed_at, t.boards.c.generation).where(
                     t.boards.c.state.in_(timed),
@@ -379,7 +408,7 @@ class Reconciler:
                 acted.append(o)
         return acted
 
-    def _intake(self, conn: sa.Connection, failing: Sequence[Any], tripped: set[str], now: float) -> Intake:
+    def _intake(self, conn: sa.Connection, failing: Sequence[Any], tripped: Tripped, now: float) -> Intake:
         """Which failing boards the breaker lets the policy take out; trips it where it must."""
         if not failing:
             return Intake([], {})

@@ -23,7 +23,30 @@ from dataclasses import dataclass
 from fleetyard.domain.health_config import HealthConfig
 from fleetyard.policy.uptime import Incident
 
-__all__ = ["LEMON_INCIDENTS", "LEMON_WINDOW_S", "BreakerLimits", "Intake", "lemon_reason", "take_out"]
+__all__ = [
+    "CONTROL_PLANE",
+    "LEMON_INCIDENTS",
+    "LEMON_WINDOW_S",
+    "BreakerLimits",
+    "Intake",
+    "Tripped",
+    "lemon_reason",
+    "take_out",
+]
+
+# The breaker of the control plane itself (:class:`~fleetyard.policy.liveness.HostBrake`): while
+# it is tripped, every generation's is.
+CONTROL_PLANE = "control-plane"
+
+
+@dataclass(frozen=True)
+class Tripped:
+    """The generations whose breaker is tripped: every one while the control plane's is."""
+
+    breakers: frozenset[str] = frozenset()
+
+    def __contains__(self, generation: object) -> bool:
+        return CONTROL_PLANE in self.breakers or generation in self.breakers
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ def take_out(
     *,
     recent: Mapping[str, int],
     sizes: Mapping[str, int],
-    tripped: set[str],
+    tripped: Tripped | set[str],
     limits: BreakerLimits = BreakerLimits(),
 ) -> Intake:
     """Of the boards the policy would take out of service (generation -> board ids), those it may:

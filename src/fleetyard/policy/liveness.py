@@ -11,10 +11,17 @@ collection or a network blip silences a healthy host for seconds:
 Heartbeats are timed by the server's receive time, and silence counts only while the controller
 watched: a controller that fell behind (its own passes late) does not judge hosts until it has
 caught up, and neither does one that saw no server alive.
+
+**The control plane's brake.** Many hosts falling silent together is a network or control-plane
+fault, not a hardware one: when more than a share of the hosts (:class:`HostBrake`, default
+10 %) went silent within one window, no host is lost (nothing re-queued, no board offline) and,
+through the ``control-plane`` breaker (:data:`~fleetyard.policy.brakes.CONTROL_PLANE`), no board is
+taken out automatically, until the hosts are heard from again or an operator resets the breaker.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +32,7 @@ __all__ = [
     "HOST_BACK_CHECK",
     "HOST_TIMEOUT_S",
     "UNREACHABLE_AFTER_S",
+    "HostBrake",
     "HostJudgement",
     "HostView",
     "Liveness",
@@ -64,6 +72,26 @@ class Liveness:
 
 
 @dataclass(frozen=True)
+class HostBrake:
+    """When host silence is the control plane's trouble: more than ``share`` of the live hosts
+    (below ``min_fleet`` hosts: more than half, from 4) silent, their silence begun within ``window_s``."""
+
+    share: float = 0.10
+    window_s: float = 60.0
+    min_fleet: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share < 1 or self.window_s <= 0:
+            raise ValueError("the host brake's share is between 0 and 1, its window positive")
+
+    def limit(self, live: int) -> int | None:
+        """How many hosts may go silent together before it trips (None: never, too few hosts)."""
+        if live < 4:
+            return None
+        return max(1, math.floor(self.share * live)) if live >= self.min_fleet else live // 2
+
+
+@dataclass(frozen=True)
 class HostView:
     id: str
     state: HostState
@@ -75,32 +103,61 @@ class HostView:
 class HostJudgement:
     unreachable: list[str]  # online hosts gone silent: no new work
     reachable: list[str]  # unreachable hosts heard from again
-    lost: list[str]  # silent past the grace: offline, their work elsewhere
+    lost: list[str]  # silent past the grace: offline, their work elsewhere (none while braked)
+    # Why the silence is the control plane's trouble (the brake holds), and since when; None: it is not.
+    trouble: str | None = None
+    trouble_since: float | None = None
+    would_lose: tuple[str, ...] = ()  # the hosts lost but for the brake
 
 
-def judge_hosts(hosts: Sequence[HostView], *, now: float, liveness: Liveness, watching_since: float) -> HostJudgement:
+def judge_hosts(
+    hosts: Sequence[HostView],
+    *,
+    now: float,
+    liveness: Liveness,
+    watching_since: float,
+    brake: HostBrake = HostBrake(),
+    overridden_at: float | None = None,
+) -> HostJudgement:
     """Which hosts change state. Silence counts from the later of a host's last heartbeat and
     ``watching_since``, so a restarted or late controller does not blame hosts for its own absence.
 
-    When most of a larger fleet goes silent at once, the fault is far likelier on our side
-    (server, store, network) than in every host, so none is declared lost: a brake against mass
-    eviction. Such hosts are still shown unreachable.
+    Too many hosts silent together (:class:`HostBrake`) is the control plane's trouble: none is
+    lost, though each is shown unreachable; unless an operator overrode the brake
+    (``overridden_at``: when they last reset the control-plane breaker) after the trouble began.
     """
 
-    def silent_for(h: HostView) -> float:
-        return now - max(h.last_heartbeat_at or h.registered_at, watching_since)
+    def silent_since(h: HostView) -> float:
+        return max(h.last_heartbeat_at or h.registered_at, watching_since)
 
     live = [h for h in hosts if h.state is not HostState.OFFLINE]
-    unreachable = sorted(
-        h.id for h in live if h.state is HostState.ONLINE and silent_for(h) > liveness.unreachable_after_s
-    )
+    silent = [h for h in live if now - silent_since(h) > liveness.unreachable_after_s]
+    unreachable = sorted(h.id for h in silent if h.state is HostState.ONLINE)
     reachable = sorted(
-        h.id for h in live if h.state is HostState.UNREACHABLE and silent_for(h) <= liveness.unreachable_after_s
+        h.id for h in live if h.state is HostState.UNREACHABLE and now - silent_since(h) <= liveness.unreachable_after_s
     )
-    lost = [h.id for h in live if silent_for(h) > liveness.lost_after_s]
-    if len(live) >= 4 and len(lost) > len(live) / 2:
-        lost = []
-    return HostJudgement(unreachable, reachable, sorted(lost))
+    lost = sorted(h.id for h in silent if now - silent_since(h) > liveness.lost_after_s)
+    limit = brake.limit(len(live))
+    together, since = _silent_together(sorted(silent_since(h) for h in silent), brake.window_s)
+    if limit is None or together <= limit or (overridden_at is not None and overridden_at >= since):
+        return HostJudgement(unreachable, reachable, lost)
+    trouble = (
+        f"{together} of {len(live)} hosts went silent within {brake.window_s:g} s (more than {limit}): a network or"
+        " control-plane fault, not the hosts'; no host is lost and no board taken out automatically until they"
+        " are heard from again or an operator resets the control-plane breaker"
+    )
+    return HostJudgement(unreachable, reachable, [], trouble, since, tuple(lost))
+
+
+def _silent_together(starts: Sequence[float], window_s: float) -> tuple[int, float]:
+    """The most silences (sorted start times) begun within one window, and the first's start."""
+    best, since, j = 0, 0.0, 0
+    for i, start in enumerate(starts):
+        while start - starts[j] > window_s:
+            j += 1
+        if i - j + 1 > best:
+            best, since = i - j + 1, starts[j]
+    return best, since
 
 
 def watching_since(

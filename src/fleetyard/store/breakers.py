@@ -10,9 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
+from fleetyard.policy.brakes import Tripped
 from fleetyard.store import tables as t
 
 B = t.breakers
+POLICY_RESET = "policy"  # reset_by of a breaker the policy reset itself (the control plane's, once hosts answer)
 IN_SERVICE = (BoardState.AVAILABLE, BoardState.ALLOCATED)
 
 
@@ -20,6 +22,18 @@ def open_breakers(conn: sa.Connection) -> dict[str, sa.Row[Any]]:
     """generation -> its tripped breaker (not reset)."""
     rows = conn.execute(sa.select(B).where(B.c.reset_at.is_(None)).order_by(B.c.id)).all()
     return {r.generation: r for r in rows}
+
+
+def tripped(conn: sa.Connection) -> Tripped:
+    """The generations whose breaker is tripped (all, while the control plane's is)."""
+    return Tripped(frozenset(open_breakers(conn)))
+
+
+def last_reset_by_operator(conn: sa.Connection, key: str) -> float | None:
+    """When an operator last reset ``key``'s breaker (None: never)."""
+    return conn.execute(
+        sa.select(sa.func.max(B.c.reset_at)).where(B.c.generation == key, B.c.reset_by != POLICY_RESET)
+    ).scalar()
 
 
 def trip(conn: sa.Connection, generation: str, reason: str, *, at: float) -> None:

@@ -15,6 +15,7 @@ from fleetyard.errors import NotFound
 from fleetyard.policy.uptime import IN_SERVICE, counted
 from fleetyard.server.dashboard.html import STATE_COLOURS, chart, e, kv, qs, table, tag, when
 from fleetyard.store import tables as t
+from fleetyard.store.breakers import open_breakers
 from fleetyard.store.db import Store
 
 B = t.boards.c
@@ -39,6 +40,7 @@ def fleet_body(store: Store, *, state: str | None, generation: str | None, host:
         hosts = {r.id: (r.state, r.labels or {}) for r in conn.execute(sa.select(H.id, H.state, H.labels))}
         declared = dict(conn.execute(sa.select(t.inventory_hosts.c.id, t.inventory_hosts.c.rack)).all())
         generations = sorted(g for (g,) in conn.execute(sa.select(B.generation).distinct()))
+        tripped = open_breakers(conn)
     counts = Counter(r.state for r in rows)
     shown = [r for r in rows if r.state == state] if state else rows
 
@@ -50,7 +52,7 @@ def fleet_body(store: Store, *, state: str | None, generation: str | None, host:
     for r in shown:
         racks[rack_of(r.host_id)][r.host_id].append(r)
 
-    out = [_filters(state=state, generation=generation, host=host, generations=generations)]
+    out = [_tripped(tripped), _filters(state=state, generation=generation, host=host, generations=generations)]
     chips = []
     for s in [str(x) for x in BoardState]:
         if counts.get(s):
@@ -77,6 +79,16 @@ def fleet_body(store: Store, *, state: str | None, generation: str | None, host:
     out.append("".join(parts) or '<p class="muted">no boards match</p>')
     out.append(_legend())
     return "".join(out)
+
+
+def _tripped(breakers: dict[str, Any]) -> str:
+    """A warning per tripped breaker: automatic healing (all of it, for the control plane's) stopped."""
+    lines = [
+        f'<p class="warn" data-testid="breaker-tripped"><b>{e(gen)} breaker tripped</b> {when(r.tripped_at)}: '
+        f"{e(r.reason)} (fleetyard fleet reset-breaker {e(gen)} -r WHY)</p>"
+        for gen, r in sorted(breakers.items())
+    ]
+    return "".join(lines)
 
 
 def _filters(*, state: str | None, generation: str | None, host: str | None, generations: list[str]) -> str:

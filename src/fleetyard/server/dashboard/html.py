@@ -99,6 +99,7 @@ def _css() -> str:
         ".rack{border:1px solid #ccd;margin:6px 0;padding:4px 8px}"
         ".host{display:inline-block;margin:2px 10px 2px 0;vertical-align:top}"
         ".host span{font-size:11px;color:#555}.muted{color:#777}"
+        ".warn{background:#fde8e8;border-left:4px solid #c0392b;padding:6px 10px}"
         "pre{background:#f6f8fa;padding:8px;max-height:600px;overflow:auto;white-space:pre-wrap}"
         "form.inline{display:inline}.err{color:#b00}" + states
     )
