@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.integration.harness import Stack, wait_for
 
 
@@ -95,6 +97,7 @@ def test_board_ops_reset_and_reflash_boards_through_their_agent(stack: Stack) ->
     assert (done["state"], done["message"]) == ("succeeded", "firmware 1.4.2 written again")
 
 
+@pytest.mark.one_store("sqlite")  # bounded runs: the agent's half; ops in the store are test_board_ops_store's, on both
 def test_a_board_is_flashed_to_a_registered_image_through_its_agent(stack: Stack) -> None:
     import hashlib
 

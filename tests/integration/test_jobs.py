@@ -34,6 +34,7 @@ def test_gang_job_runs_with_rank_environment_logs_and_outputs(stack: Stack) -> N
         assert data == f"out {r['rank']}\n".encode() and hashlib.sha256(data).hexdigest() == sha
 
 
+@pytest.mark.one_store("postgres")  # bounded runs: the agent's half; the store's is every other job test's
 def test_failing_command_fails_the_job_with_its_exit_code(stack: Stack) -> None:
     stack.start(hosts=1)
     job = stack.wait_job(stack.submit(params={"command": "echo broken >&2; exit 7"}))
@@ -45,6 +46,7 @@ def test_failing_command_fails_the_job_with_its_exit_code(stack: Stack) -> None:
     assert stack.ok("GET", f"/v1/boards/{board}")["state"] == "available"
 
 
+@pytest.mark.one_store("postgres")  # bounded runs: the agent's half, killing the workload
 def test_time_limit_and_cancel_kill_the_workload(stack: Stack) -> None:
     stack.start(hosts=1)
     slow = stack.wait_job(stack.submit(time_limit_s=1, params={"command": "sleep 60"}), timeout=50)
@@ -60,6 +62,7 @@ def test_time_limit_and_cancel_kill_the_workload(stack: Stack) -> None:
     wait_for(lambda: stack.ok("GET", f"/v1/boards/{board}")["state"] == "available", what="board released")
 
 
+@pytest.mark.one_store("sqlite")  # bounded runs: HTTP validation: the store adds nothing
 def test_bad_requests_over_http(stack: Stack) -> None:
     stack.start(hosts=1)
     assert httpx.get(f"{stack.url}/v1/jobs").status_code == 401
@@ -90,6 +93,7 @@ def test_several_server_workers_serve_one_fleet(db_url: str, tmp_path: Path) -> 
             assert job["state"] == "succeeded" and f"job {i}" in stack.logs_of(job_id)
 
 
+@pytest.mark.one_store("sqlite")  # bounded runs: the server's blob limit: the store adds nothing
 def test_an_output_over_the_servers_limit_is_dropped_with_a_note(stack: Stack) -> None:
     stack.start(hosts=1)
     script = (

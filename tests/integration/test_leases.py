@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fleetyard.client import Client
 from tests.integration.harness import Stack, wait_for
 
 
+@pytest.mark.one_store("postgres")  # bounded runs: the lease store is tests/unit's on SQLite
 def test_take_a_lease_reach_its_board_and_release_it(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:2:sim-g1")
     with Client(server=stack.url, token=stack.tokens["alice"]) as fy:

@@ -138,6 +138,7 @@ def test_drain_requeue_preempts_the_job_that_keeps_a_board(sqlite_stack: Stack) 
     assert done["state"] == "completed"
 
 
+@pytest.mark.one_store("sqlite")  # bounded runs: refusals before any write: the store adds nothing
 def test_refusals_name_the_problem(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:2:sim-g1")
     body = {"generation": "sim-g1", "version": "2.0.0", "reason": "test"}

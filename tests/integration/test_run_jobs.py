@@ -76,6 +76,7 @@ def test_run_job_outputs_match_numpy_and_a_corrupting_board_differs(stack: Stack
     assert not np.allclose(y_bad, models.mlp_reference(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.one_store("postgres")  # bounded runs: admission and the agent's blob cache
 def test_a_missing_artifact_is_refused_at_submit_and_a_lost_blob_is_a_config_error(stack: Stack) -> None:
     stack.start(hosts=1, driver="sim:1:sim-g1")
     missing = "e" * 64

@@ -7,7 +7,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
@@ -197,6 +196,8 @@ def hourly_availability(
     including its last one before ``since``. They cut each board's time into segments (a state
     from one transition to the next, the last open to the end); every segment's overlap with every
     hour is taken at once (numpy) and summed per generation as counted and in-service seconds."""
+    import numpy as np  # here: no other page needs it, and every server start paid for it
+
     gens = sorted(set(generations))
     gen_index = {g: k for k, g in enumerate(gens)}
     until = since + hours * 3600.0

@@ -22,7 +22,6 @@ from starlette.concurrency import run_in_threadpool
 from fleetyard.domain.auth import Principal, Role
 from fleetyard.errors import BadRequest, FleetyardError
 from fleetyard.server.auth import TokenCache
-from fleetyard.server.dashboard import evals as eval_pages
 from fleetyard.server.dashboard import fleet as fleet_pages
 from fleetyard.server.dashboard import results as results_pages
 from fleetyard.server.dashboard import work as work_pages
@@ -30,6 +29,10 @@ from fleetyard.server.dashboard.html import e, page
 from fleetyard.server.routers.deps import MAX_ID, RowId
 from fleetyard.server.services import boards as boards_svc
 from fleetyard.store.db import Store, now
+
+# The eval and robotics pages' module (fleetyard.server.dashboard.evals) is imported by their
+# handlers, on first use: it brings numpy and the runtimes, which no other request needs, and
+# every server start paid 0.3 s for them.
 
 router = APIRouter(prefix="/ui", tags=["dashboard"], include_in_schema=False)
 
@@ -328,6 +331,8 @@ def benchmark_page(request: Request, job_id: RowId) -> Response:
 
 @router.get("/evals")
 def evals_page(request: Request, a: int | None = Query(None, ge=0, le=MAX_ID)) -> Response:
+    from fleetyard.server.dashboard import evals as eval_pages
+
     return _render(request, "Evals", lambda s, who: eval_pages.evals_body(s, a=a, reader=who))
 
 
@@ -337,6 +342,8 @@ def evals_compare(
 ) -> Response:
     if any(not 0 <= x <= MAX_ID for x in b):
         raise BadRequest(f"b: job ids are 0..{MAX_ID}", detail={"b": [x for x in b if not 0 <= x <= MAX_ID][:5]})
+    from fleetyard.server.dashboard import evals as eval_pages
+
     blobs = request.app.state.blobs
     return _render(
         request,
@@ -348,10 +355,14 @@ def evals_compare(
 
 @router.get("/robotics")
 def robotics_page(request: Request) -> Response:
+    from fleetyard.server.dashboard import evals as eval_pages
+
     return _render(request, "Robotics rollouts", lambda s, who: eval_pages.rollouts_body(s, reader=who))
 
 
 @router.get("/robotics/{job_id}")
 def robotics_rollout(request: Request, job_id: RowId) -> Response:
+    from fleetyard.server.dashboard import evals as eval_pages
+
     blobs = request.app.state.blobs
     return _result_page(request, lambda s, who: eval_pages.rollout_page(s, blobs, job_id=job_id, reader=who))
