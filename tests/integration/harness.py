@@ -43,15 +43,23 @@ def free_port() -> int:
 DEADLINE_SCALE = 3.0
 
 
+# A wait asks often at first and then less, up to this often: most checks are an HTTP request
+# the server answers, and a test waiting tens of seconds for a rollout or a heal polled 20 times a
+# second, a tenth of the suite's CPU (the server's and the test's) spent on asking.
+SLOWEST_POLL_S = 0.25
+
+
 def wait_for(
     check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = "", scaled: bool = True
 ) -> Any:
-    """``check()``'s first true value, asked every ``interval`` s. ``scaled=False`` where the
-    deadline is itself what the test checks (a bound the product promises)."""
+    """``check()``'s first true value, asked after ``interval`` s, then less often (to
+    :data:`SLOWEST_POLL_S`). ``scaled=False`` where the deadline is itself what the test checks
+    (a bound the product promises)."""
     if scaled:
         timeout *= DEADLINE_SCALE
     deadline = time.monotonic() + timeout
     last: Any = None
+    delay = interval
     while time.monotonic() < deadline:
         try:
             last = check()
@@ -59,7 +67,8 @@ def wait_for(
                 return last
         except (httpx.HTTPError, OSError):
             pass
-        time.sleep(interval)
+        time.sleep(delay)
+        delay = min(delay * 1.5, max(interval, SLOWEST_POLL_S))
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or check} (last: {last!r})")
 
 
