@@ -130,6 +130,15 @@ def test_gate_fails_a_wave_worse_than_its_control_on_each_measure(wave: Figures,
     assert len(v.reasons) == 1 and measure in v.reasons[0]
 
 
+def test_a_failed_gate_says_what_it_compared() -> None:
+    control = Figures(checks=8, check_failures=0, validations=20, validation_passes=20)
+    wave = Figures(checks=16, check_failures=6, validations=10, validation_passes=7)
+    assert gate(wave, control, GATES).reasons == (
+        "health-check failure rate 37.5% on the wave (6 of 16) vs 0.0% on control boards (0 of 8), limit +2.0%",
+        "validation pass rate 70.0% on the wave (7 of 10) vs 100.0% on control boards (20 of 20), limit -2.0%",
+    )
+
+
 def test_gate_within_the_margins_passes_and_no_data_is_not_judged() -> None:
     control = Figures(checks=100, check_failures=1, attempts=100, throughput={"k": [100.0]})
     wave = Figures(checks=100, check_failures=2, attempts=100, infra_errors=1, throughput={"k": [96.0]})

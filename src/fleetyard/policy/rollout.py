@@ -232,17 +232,21 @@ def gate(wave: Figures, control: Figures, gates: Gates) -> Verdict:
     reasons: list[str] = []
     table: dict[str, Any] = {}
 
-    def worse_if_above(name: str, w: float | None, c: float | None, margin: float, what: str) -> None:
-        table[name] = {"wave": w, "control": c, "limit": None if c is None else c + margin}
-        if w is not None and c is not None and w > c + margin:
-            reasons.append(f"{what} {w:.1%} on the wave vs {c:.1%} on control boards (limit +{margin:.1%})")
+    def worse_if_above(name: str, w: tuple[int, int], c: tuple[int, int], margin: float, what: str) -> None:
+        wr, cr = _rate(*w), _rate(*c)
+        table[name] = {"wave": wr, "control": cr, "limit": None if cr is None else cr + margin}
+        if wr is not None and cr is not None and wr > cr + margin:
+            reasons.append(
+                f"{what} {wr:.1%} on the wave ({w[0]} of {w[1]}) vs {cr:.1%} on control boards ({c[0]} of {c[1]}), "
+                f"limit +{margin:.1%}"
+            )
 
     worse_if_above(
-        "check_failure_rate", _rate(wave.check_failures, wave.checks), _rate(control.check_failures, control.checks),
+        "check_failure_rate", (wave.check_failures, wave.checks), (control.check_failures, control.checks),
         gates.check_failure_margin, "health-check failure rate",
     )  # fmt: skip
     worse_if_above(
-        "infra_error_rate", _rate(wave.infra_errors, wave.attempts), _rate(control.infra_errors, control.attempts),
+        "infra_error_rate", (wave.infra_errors, wave.attempts), (control.infra_errors, control.attempts),
         gates.infra_error_margin, "infra-error rate",
     )  # fmt: skip
     w, c = _rate(wave.validation_passes, wave.validations), _rate(control.validation_passes, control.validations)
@@ -250,8 +254,9 @@ def gate(wave: Figures, control: Figures, gates: Gates) -> Verdict:
     table["validation_pass_rate"] = {"wave": w, "control": c, "limit": limit}
     if w is not None and c is not None and w < c - gates.validation_margin:
         reasons.append(
-            f"validation pass rate {w:.1%} on the wave vs {c:.1%} on control boards "
-            f"(limit -{gates.validation_margin:.1%})"
+            f"validation pass rate {w:.1%} on the wave ({wave.validation_passes} of {wave.validations}) vs "
+            f"{c:.1%} on control boards ({control.validation_passes} of {control.validations}), "
+            f"limit -{gates.validation_margin:.1%}"
         )
     ratios = [
         _mean(wave.throughput[k]) / _mean(control.throughput[k])
