@@ -254,9 +254,14 @@ def order_op(
         touched = [board_id]
         if op is BoardOp.HOST_REBOOT:
             touched = list(conn.execute(sa.select(t.boards.c.id).where(t.boards.c.host_id == board.host_id)).scalars())
-        lock_rows(conn, t.boards, touched)  # a case and the board's state, read as they are written
+        # Each case's check is stopped before the boards are locked (an attempt is locked before
+        # its board, as every path takes them); then, under the locks, each case is taken over
+        # (one opened meanwhile too) or the op refused.
         for c in healing.open_cases(conn, touched):
-            _take_over(conn, c, op=op, take_over=take_over, principal=principal, reason=reason, at=at)
+            _stop_check(conn, c, _by_hand(c, op, take_over, principal, reason)[1], at)
+        lock_rows(conn, t.boards, touched)
+        for c in healing.open_cases(conn, touched):
+            _take_over(conn, c, _by_hand(c, op, take_over, principal, reason), op=op, principal=principal, at=at)
         op_id = board_ops.order_op(
             conn,
             board_id,
@@ -277,34 +282,48 @@ def order_op(
     return store.transact(order_in)  # run again if PostgreSQL aborts it for a deadlock
 
 
-def _take_over(
-    conn: sa.Connection,
-    c: healing.CaseRow,
-    *,
-    op: BoardOp,
-    take_over: bool,
-    principal: Principal,
-    reason: str,
-    at: float,
-) -> None:
-    """Close a board's open case as taken over (the operator's op would fight it), its check
-    stopped, the board drained in the operator's hands; or refuse the op."""
+def _by_hand(
+    c: healing.CaseRow, op: BoardOp, take_over: bool, principal: Principal, reason: str
+) -> tuple[BoardState, str]:
+    """Where a board under remediation goes when the operator takes it over, and why; or the
+    refusal (:func:`~fleetyard.policy.remediation.by_hand`)."""
     verdict = by_hand(c.case, op=str(op), take_over=take_over, by=principal.name, reason=reason)
     if isinstance(verdict, str):
         raise Conflict(verdict, detail={"board": c.case.board, "case": c.id, "cause": c.case.cause})
+    return verdict
+
+
+def _stop_check(conn: sa.Connection, c: healing.CaseRow, why: str, at: float) -> None:
+    if c.check_job_id is None:
+        return
+    job = conn.execute(
+        sa.select(t.jobs.c.state, t.jobs.c.cancel_requested).where(t.jobs.c.id == c.check_job_id)
+    ).first()
+    if job is not None and not JobState(job.state).finished and not job.cancel_requested:
+        stop_job(conn, c.check_job_id, at=at, message=why)
+
+
+def _take_over(
+    conn: sa.Connection,
+    c: healing.CaseRow,
+    verdict: tuple[BoardState, str],
+    *,
+    op: BoardOp,
+    principal: Principal,
+    at: float,
+) -> None:
+    """Close a board's open case as taken over (the operator's op would fight it), its check
+    stopped, the board drained in the operator's hands, audited."""
     to, why = verdict
+    _stop_check(conn, c, why, at)
     evidence = {"steps": list(c.case.evidence), "tier": str(c.case.tier)}
     healing.close_case(conn, c.id, outcome=TAKEN_OVER, reason=why, evidence=evidence, at=at)
     b = _board(conn, c.case.board)
-    if c.check_job_id is not None:
-        check = conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == c.check_job_id)).scalar()
-        if check is not None and not JobState(check).finished:
-            stop_job(conn, c.check_job_id, at=at, message=why)
     conn.execute(t.boards.update().where(t.boards.c.id == b.id).values(drain_reason=why))
     if BoardState(b.state) in (BoardState.SUSPECT, BoardState.REMEDIATING):
         switch_board_state(conn, b.id, to, current=BoardState(b.state), reason=why, actor=Actor.OPERATOR, at=at)
     detail = {"case": c.id, "op": str(op), "cause": c.case.cause, "state": b.state}
-    note(conn, principal, "board.take_over", b.id, at=at, reason=reason, detail=detail)
+    note(conn, principal, "board.take_over", b.id, at=at, reason=why, detail=detail)
 
 
 def _image(conn: sa.Connection, board: Any, op: BoardOp, version: str | None) -> str | None:
