@@ -50,7 +50,13 @@ def test_a_killed_pytest_leaves_no_process_and_its_cluster_folder_is_swept(tmp_p
         preexec_fn=die_with_parent(signal.SIGKILL),
     )
     try:
-        wait_for(ready.exists, timeout=120, interval=0.2, what="the child's stack and cluster")
+        wait_for(
+            lambda: ready.exists() or pytest.poll() is not None,
+            timeout=120,
+            interval=0.2,
+            what="the child's stack and cluster",
+        )
+        assert pytest.poll() is None, f"the child pytest ended early ({pytest.returncode}): run {tmp_path} by hand"
         pg_dir = Path(json.loads(ready.read_text())["pg_dir"])
         started = psutil.Process(pytest.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in started)
