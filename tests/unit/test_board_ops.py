@@ -16,7 +16,9 @@ from tests.unit.test_worker import HOST, SPEC, Events, assignment
 from fleetyard.agent.daemon import Agent
 from fleetyard.domain.job import Outcome
 from fleetyard.drivers.sim import SimDriver
+from fleetyard.errors import Conflict
 from fleetyard.protocol.agent import BoardOp, EventType, OpOrder, OpResult
+from fleetyard.store.healing import close_case, open_cases, save_case
 
 
 @pytest.fixture(autouse=True)
@@ -104,11 +106,11 @@ def test_an_op_by_hand_on_a_board_under_remediation_is_refused_unless_the_operat
 ) -> None:
     fleet.register("h1", n=2)
     board, sibling = "h1-b0", "h1-b1"
-    # An infrastructure fault: the board is suspect, and its case starts with an L2 check.
+    # A failed probe: the board goes straight up the ladder; after its first step, an L2 check.
     fleet.beat("h1", boards=[{"id": board, "ok": False, "reason": "flaky link"}])
     fleet.rec.health(time.time())
     fleet.beat("h1", boards=[{"id": board, "ok": True}])
-    [op] = fleet.beat("h1")["ops"]  # the ladder's first step (a probe failure skips the check)
+    [op] = fleet.beat("h1")["ops"]  # the ladder's first step
     now = time.time()
     fleet.beat("h1", op_results=[{"id": op["id"], "ok": True, "message": None, "started_at": now, "finished_at": now}])
     fleet.rec.health(time.time())
@@ -131,8 +133,17 @@ def test_an_op_by_hand_on_a_board_under_remediation_is_refused_unless_the_operat
     # An op on a board of another host, or on a sibling that is not under remediation, goes ahead.
     assert post(sibling, op="soft_reset").status_code == 201
 
+    with fleet.store.read() as conn:
+        [stale] = open_cases(conn, [board])  # as a ladder pass running meanwhile read it
     r = post(board, op="hard_reset", reason="I will look at it", take_over=True)
     assert r.status_code == 201, r.text
+    # That pass writes nothing of the case it read: its transaction is rolled back, the next reads afresh.
+    for write in (
+        lambda conn: save_case(conn, stale.case, row_id=stale.id, at=time.time()),
+        lambda conn: close_case(conn, stale.id, outcome="healed", reason="x", evidence={}, at=time.time()),
+    ):
+        with pytest.raises(Conflict, match="closed meanwhile"), fleet.store.write() as conn:
+            write(conn)
     [case] = fleet.client.get(f"/v1/boards/{board}/repairs", headers=fleet.h(fleet.user)).json()
     assert case["outcome"] == "taken_over" and case["closed_at"] is not None
     assert case["reason"] == "remediation taken over by admin for a hard_reset: I will look at it"

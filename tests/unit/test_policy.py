@@ -85,6 +85,18 @@ def test_many_hosts_silent_together_are_the_control_planes_trouble_and_none_is_l
     assert judged.lost == []  # a reset from before this trouble began does not
 
 
+def test_silences_are_together_by_when_hosts_were_last_heard_not_by_a_controllers_restart() -> None:
+    fine = [hv(f"ok{i}", 300.0) for i in range(17)]
+    # Three hosts died minutes apart; the controller restarted at 280 and watched since.
+    apart = [hv("a", 10.0), hv("b", 100.0), hv("c", 200.0)]
+    judged = judge_hosts(fine + apart, now=300.0, liveness=LV, watching_since=280.0)
+    assert judged.trouble is None and judged.lost == ["a", "b", "c"]
+    # Three that fell silent within a minute of each other brake, restart or not.
+    together = [hv("a", 150.0), hv("b", 170.0), hv("c", 200.0)]
+    judged = judge_hosts(fine + together, now=300.0, liveness=LV, watching_since=280.0)
+    assert judged.lost == [] and judged.trouble_since == 150.0
+
+
 def test_the_host_brake_is_a_share_of_a_larger_fleet_and_half_of_a_small_one() -> None:
     brake = HostBrake()
     assert [brake.limit(n) for n in (2, 3, 4, 9, 10, 19, 20, 100)] == [None, None, 2, 4, 1, 1, 2, 10]

@@ -133,15 +133,20 @@ class Reconciler:
                 for r in conn.execute(sa.select(h.id, h.state, h.last_heartbeat_at, h.registered_at))
             ]
             heard = {v.id: v.last_heartbeat_at for v in hosts}
+            # The control plane's breaker: held (tripped, not reset), or reset by an operator (an
+            # override of the trouble under way: a policy reset overrides nothing).
+            brake = breakers.last_trip(conn, CONTROL_PLANE)
+            held = brake is not None and brake.reset_at is None
+            overridden_at = None if brake is None or brake.reset_by == breakers.POLICY_RESET else brake.reset_at
             judged = judge_hosts(
                 hosts,
                 now=now,
                 liveness=lv,
                 watching_since=self.watching_since,
                 brake=self.host_brake,
-                overridden_at=breakers.last_reset_by_operator(conn, CONTROL_PLANE),
+                overridden_at=overridden_at,
             )
-            self._brake(conn, judged, now)
+            self._brake(conn, judged, held=held, now=now)
             cutoff = now - lv.unreachable_after_s
             for host_id in judged.unreachable:
                 # Only if no heartbeat was written since we read: a server may flush one meanwhile.
@@ -190,10 +195,9 @@ class Reconciler:
                 )
         return judged.lost
 
-    def _brake(self, conn: sa.Connection, judged: HostJudgement, now: float) -> None:
+    def _brake(self, conn: sa.Connection, judged: HostJudgement, *, held: bool, now: float) -> None:
         """The control plane's breaker: tripped while the hosts' silence is its trouble, reset by
         the policy once it is not (an operator's reset overrides it until new trouble)."""
-        held = CONTROL_PLANE in breakers.open_breakers(conn)
         if judged.trouble is not None and not held:
             trip(conn, CONTROL_PLANE, judged.trouble, at=now)
             log.error("%s (hosts that would be lost: %s)", judged.trouble, ", ".join(judged.would_lose) or "none yet")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from fleetyard.domain.health_config import HealthConfig
@@ -78,7 +78,7 @@ def take_out(
     *,
     recent: Mapping[str, int],
     sizes: Mapping[str, int],
-    tripped: Tripped | set[str],
+    tripped: Container[str],
     limits: BreakerLimits = BreakerLimits(),
 ) -> Intake:
     """Of the boards the policy would take out of service (generation -> board ids), those it may:

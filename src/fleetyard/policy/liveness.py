@@ -138,7 +138,9 @@ def judge_hosts(
     )
     lost = sorted(h.id for h in silent if now - silent_since(h) > liveness.lost_after_s)
     limit = brake.limit(len(live))
-    together, since = _silent_together(sorted(silent_since(h) for h in silent), brake.window_s)
+    # Together by when each was last heard from, not by when the controller began to watch: after
+    # a restart every silence would seem to begin at once.
+    together, since = _silent_together(sorted(h.last_heartbeat_at or h.registered_at for h in silent), brake.window_s)
     if limit is None or together <= limit or (overridden_at is not None and overridden_at >= since):
         return HostJudgement(unreachable, reachable, lost)
     trouble = (

@@ -29,11 +29,9 @@ def tripped(conn: sa.Connection) -> Tripped:
     return Tripped(frozenset(open_breakers(conn)))
 
 
-def last_reset_by_operator(conn: sa.Connection, key: str) -> float | None:
-    """When an operator last reset ``key``'s breaker (None: never)."""
-    return conn.execute(
-        sa.select(sa.func.max(B.c.reset_at)).where(B.c.generation == key, B.c.reset_by != POLICY_RESET)
-    ).scalar()
+def last_trip(conn: sa.Connection, key: str) -> sa.Row[Any] | None:
+    """``key``'s breaker's last trip (open while it has no ``reset_at``), or None."""
+    return conn.execute(sa.select(B).where(B.c.generation == key).order_by(B.c.id.desc()).limit(1)).first()
 
 
 def trip(conn: sa.Connection, generation: str, reason: str, *, at: float) -> None:

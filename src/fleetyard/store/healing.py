@@ -22,6 +22,7 @@ from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth
 from fleetyard.domain.job import JobState
 from fleetyard.domain.spec import JobSpec
+from fleetyard.errors import Conflict
 from fleetyard.policy.remediation import Case, Phase
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many
@@ -176,7 +177,7 @@ def save_case(
             R.insert().values(board_id=case.board, opened_at=at, **values).returning(R.c.id)
         ).scalar_one()
         return new_id
-    conn.execute(R.update().where(R.c.id == row_id).values(**values))
+    _still_open(conn.execute(R.update().where(R.c.id == row_id, R.c.closed_at.is_(None)).values(**values)), row_id)
     return row_id
 
 
@@ -185,9 +186,19 @@ def close_case(
 ) -> None:
     """End a case: ``healed``, ``quarantined``, ``abandoned`` (the board left the ladder another way)
     or ``taken_over`` (by an operator: :func:`~fleetyard.policy.remediation.by_hand`)."""
-    conn.execute(
-        R.update().where(R.c.id == row_id).values(closed_at=at, outcome=outcome, reason=reason, evidence=evidence)
+    res = conn.execute(
+        R.update()
+        .where(R.c.id == row_id, R.c.closed_at.is_(None))
+        .values(closed_at=at, outcome=outcome, reason=reason, evidence=evidence)
     )
+    _still_open(res, row_id)
+
+
+def _still_open(res: sa.CursorResult[Any], row_id: int) -> None:
+    """A case closed since it was read (an operator took it over, the healer ended it) is not
+    written again: the writer's transaction is rolled back, and its next pass reads afresh."""
+    if res.rowcount != 1:
+        raise Conflict(f"remediation case {row_id} was closed meanwhile; try again", detail={"case": row_id})
 
 
 def repairs_of(conn: sa.Connection, board_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
