@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,30 +43,6 @@ def _wait_state(stack: Stack, rollout_id: int, states: set[str], timeout: float 
             what=f"rollout {rollout_id} to be {states}",
         )
     )
-
-
-def test_a_good_image_rolls_out_wave_by_wave(sqlite_stack: Stack) -> None:
-    stack = sqlite_stack  # SQLite only: the bad-image test runs the same shell on both stores
-    stack.start(hosts=2, driver="sim:4:sim-g1")
-    _push(stack, OLD)
-    _push(stack, "2.0.0")
-    r = _start(stack, version="2.0.0")
-    assert r["state"] == "running" and r["waves"] == 3
-    assert [w["boards"] for w in r["wave_records"]] == [1, 3, 4]
-    assert sum(b["control"] for b in r["boards"]) == 1
-    done = _wait_state(stack, r["id"], {"completed", "rolled_back", "aborted"})
-    assert done["state"] == "completed", done
-    assert done["counts"] == {"done": 8}
-    assert all(w["verdict"] is True for w in done["wave_records"])
-    assert all(w["figures"]["wave"]["checks"] >= 1 for w in done["wave_records"])
-    boards = stack.boards(generation="sim-g1")
-    assert {b["firmware"] for b in boards} == {"2.0.0"}
-    assert all(b["drain_reason"] is None for b in boards)
-    wait_for(lambda: all(b["state"] == "available" for b in stack.boards(generation="sim-g1")), what="in service")
-    images = {f["version"]: f for f in stack.ok("GET", "/v1/firmware", params={"generation": "sim-g1"})}
-    assert images["2.0.0"]["standard"] and not images[OLD]["standard"]
-    audit = stack.ok("GET", "/v1/audit", params={"action": "firmware.rollout"})
-    assert audit and audit[0]["target"] == f"rollout/{r['id']}"
 
 
 @pytest.mark.one_store("postgres")
@@ -253,3 +230,46 @@ def test_a_job_pinned_to_firmware_being_rolled_out_waits_for_the_rollout(sqlite_
     job = stack.wait_job(job_id, timeout=90)
     assert job["state"] == "succeeded"
     assert _wait_state(stack, roll["id"], {"completed"})["state"] == "completed"
+
+
+def test_a_good_image_rolls_out_wave_by_wave_through_a_host_lost_on_the_way(sqlite_stack: Stack) -> None:
+    """The weather is not the firmware: a host lost (its agent stopped past the grace) while its
+    boards wait, drain, flash or check sends them back to their wave (a control board among them
+    is replaced), and the rollout completes with every board on the image once the host is back."""
+    stack = sqlite_stack  # SQLite only: the bad-image test runs the same shell on both stores
+    stack.host_unreachable_s, stack.host_timeout_s = 1.5, 3.0
+    stack.start(hosts=2, driver="sim:4:sim-g1")
+    _push(stack, OLD)
+    _push(stack, "2.0.0")
+    r = _start(stack, version="2.0.0", soak_s=2)
+    assert r["state"] == "running" and r["waves"] == 3
+    assert [w["boards"] for w in r["wave_records"]] == [1, 3, 4]
+    [control] = [b["board_id"] for b in r["boards"] if b["control"]]
+    host = next(b["host_id"] for b in stack.boards() if b["id"] == control)  # the control board's
+    agent = stack.procs[f"agent-{host}"].popen
+    assert agent is not None
+    os.killpg(agent.pid, signal.SIGSTOP)  # its worker processes too: the whole host freezes
+    try:
+        wait_for(lambda: {b["state"] for b in stack.boards(host=host)} == {"offline"}, timeout=30, what="host lost")
+        lost = stack.ok("GET", f"/v1/rollouts/{r['id']}")
+        assert lost["state"] == "running", lost
+        assert not [b for b in lost["boards"] if b["step"] == "failed"], lost["boards"]
+    finally:
+        os.killpg(agent.pid, signal.SIGCONT)
+    done = _wait_state(stack, r["id"], {"completed", "rolled_back", "aborted"}, timeout=90)
+    assert done["state"] == "completed", done
+    assert done["counts"] == {"done": 8}, done["boards"]
+    assert all(w["verdict"] is True for w in done["wave_records"])
+    assert all(w["figures"]["wave"]["checks"] >= 1 for w in done["wave_records"])
+    # A board of the other host replaced the control board while its host was away.
+    away = {b["id"] for b in stack.boards(host=host)}
+    [replaced] = [b["board_id"] for b in done["boards"] if b["control"]]
+    assert replaced != control and replaced not in away, done["boards"]
+    boards = stack.boards(generation="sim-g1")
+    assert {b["firmware"] for b in boards} == {"2.0.0"}
+    assert all(b["drain_reason"] is None for b in boards)
+    wait_for(lambda: all(b["state"] == "available" for b in stack.boards(generation="sim-g1")), what="in service")
+    images = {f["version"]: f for f in stack.ok("GET", "/v1/firmware", params={"generation": "sim-g1"})}
+    assert images["2.0.0"]["standard"] and not images[OLD]["standard"]
+    audit = stack.ok("GET", "/v1/audit", params={"action": "firmware.rollout"})
+    assert audit and audit[0]["target"] == f"rollout/{r['id']}"

@@ -117,6 +117,17 @@ def test_a_suspect_board_that_passes_its_first_check_heals_without_a_step() -> N
     assert done is None and act.do is Do.HEAL and "passed its L2 check" in act.reason
 
 
+def test_a_check_that_could_not_run_runs_again_and_counts_as_no_failure() -> None:
+    case, act = open_case("b1", cause="infrastructure error", now=0.0, policy=POLICY, check_first=True)
+    assert case is not None
+    again, act = on_result(case, ok=None, detail="host lost", now=30.0, policy=POLICY)
+    assert again is not None and act.do is Do.CHECK and act.tier is CheckTier.L2
+    assert (again.step, again.phase, again.deadline) == (case.step, case.phase, case.deadline)  # no escalation
+    assert "could not run" in again.evidence[-1] and "host lost" in again.evidence[-1]
+    done, act = on_result(again, ok=True, detail="", now=130.0, policy=POLICY)
+    assert done is None and act.do is Do.HEAL
+
+
 def test_the_ladder_escalates_step_by_step_and_ends_in_quarantine_with_the_evidence() -> None:
     case, act = open_case("b1", cause="failed its probe", now=0.0, policy=POLICY, check_first=False)
     seen = []

@@ -127,6 +127,9 @@ def test_burn_in_ends_in_service_or_quarantine() -> None:
     assert (failed.do, failed.note) == (Do.QUARANTINE, "L3 burn-in failed: output y differs at 3 of 64")
     stuck = next_act(rec, now=3701.0, limits=limits)
     assert (stuck.do, stuck.note) == (Do.QUARANTINE, "L3 burn-in did not finish within 3600 s")
+    # A burn-in that could not run (its host lost) is no failure: it runs again.
+    lost = next_act(rec, now=3000.0, check=CheckView(None, "host lost: no heartbeat for 60 s"), limits=limits)
+    assert (lost.do, lost.step) == (Do.BURN_IN, Step.BURN_IN) and "could not run" in lost.note
 
 
 def test_queued_and_finished_records_wait() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from fleetyard.domain.board import BoardState, can_transition, check_transition
 from fleetyard.domain.host import HostState
-from fleetyard.domain.job import JobState, Outcome, attempt_outcome
+from fleetyard.domain.job import Cause, JobState, Outcome, attempt_outcome
 from fleetyard.errors import Conflict
 from fleetyard.policy.liveness import (
     HOST_BACK_CHECK,
@@ -17,7 +17,7 @@ from fleetyard.policy.liveness import (
     judge_hosts,
     watching_since,
 )
-from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
+from fleetyard.policy.outcomes import board_after_rank, check_verdict, job_after_attempt, stopped
 
 
 def hv(id: str, last: float | None, state: HostState = HostState.ONLINE) -> HostView:
@@ -182,3 +182,43 @@ def test_silence_while_no_server_listens_or_the_controller_lags_proves_nothing()
     # The controller's previous pass was late (it fell behind): the watch restarts too.
     assert LV.late_pass_s == 3.0
     assert watching_since(5.0, newest_server_seen=99.0, now=100.0, last_pass=96.0, liveness=LV) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("outcome", "cause", "verdict"),
+    [
+        (Outcome.SUCCESS, Cause.WORKLOAD, True),
+        (Outcome.INFRA_ERROR, Cause.WORKLOAD, False),  # the golden model's outputs were wrong
+        (Outcome.INFRA_ERROR, Cause.BOARD_FAULT, False),  # off the bus, its worker crashed
+        (Outcome.TIMEOUT, Cause.TIMEOUT, False),  # a hung board
+        (Outcome.INFRA_ERROR, Cause.HOST_LOST, None),  # it could not run: no verdict, run it again
+        (Outcome.PREEMPTED, Cause.AGENT_STOPPED, None),
+        (Outcome.INFRA_ERROR, Cause.AGENT_ERROR, None),
+        (Outcome.INFRA_ERROR, Cause.BOARD_GONE, None),
+        (Outcome.CANCELED, Cause.CANCELED, None),
+        (Outcome.INFRA_ERROR, None, False),  # a rank from before causes: by its outcome, as then
+        (Outcome.CANCELED, None, None),
+    ],
+)
+def test_what_a_checks_rank_says_of_its_board(outcome: Outcome, cause: Cause | None, verdict: bool | None) -> None:
+    assert check_verdict(outcome, cause) is verdict
+
+
+def test_a_stopped_rank_takes_the_class_of_why_it_was_stopped() -> None:
+    assert stopped(Cause.TIMEOUT, "", time_limit_s=30) == (Outcome.TIMEOUT, "over its time limit of 30 s")
+    assert stopped(Cause.CANCELED, "", time_limit_s=30) == (Outcome.CANCELED, "canceled")
+    assert stopped(Cause.AGENT_STOPPED, "", time_limit_s=30) == (Outcome.PREEMPTED, "the agent stopped")
+    assert stopped(Cause.BOARD_FAULT, "the board fell off the bus", time_limit_s=30) == (
+        Outcome.INFRA_ERROR, "the board fell off the bus",
+    )  # fmt: skip
+
+
+def test_an_infra_error_that_says_nothing_of_the_board_leaves_it_in_service() -> None:
+    for cause in (Cause.AGENT_ERROR, Cause.BOARD_GONE, Cause.HOST_LOST):
+        to, _ = board_after_rank(Outcome.INFRA_ERROR, board_ok=True, drain_requested=False, cause=cause)
+        assert to is BoardState.AVAILABLE, cause
+    to, _ = board_after_rank(Outcome.INFRA_ERROR, board_ok=True, drain_requested=False, cause=Cause.BOARD_FAULT)
+    assert to is BoardState.SUSPECT
+    # Its probe still speaks: a failed probe takes it out whatever ended the rank.
+    to, _ = board_after_rank(Outcome.INFRA_ERROR, board_ok=False, drain_requested=False, cause=Cause.AGENT_ERROR)
+    assert to is BoardState.SUSPECT

@@ -19,10 +19,12 @@ from fleetyard.policy.rollout import (
     Step,
     WaveSeen,
     after,
+    control_swaps,
     gate,
     next_acts,
     plan_waves,
     queue_need,
+    soak_checks_in,
 )
 
 GATES = Gates()
@@ -277,3 +279,86 @@ def test_an_ended_rollout_does_nothing(state: RolloutState) -> None:
 def test_a_board_gone_from_the_fleet_is_skipped() -> None:
     acts = _acts([_board(0, 0, Step.FLASHING, gone="quarantined"), _board(1, 0, gone="retired")])
     assert {(a.do, a.board) for a in acts} == {(Do.SKIP, "B0000"), (Do.SKIP, "B0001")}
+
+
+# ---- the weather: hosts lost and back, checks that could not run
+
+
+def test_a_board_whose_host_is_lost_mid_step_goes_back_to_its_wave() -> None:
+    plan = RolloutPlan(canary=4, step_timeout_s=100)
+    boards = [
+        _board(0, 0, Step.DRAINING, away=5.0),
+        _board(1, 0, Step.FLASHING, op_ok=False, detail="board not answering", away=5.0),
+        _board(2, 0, Step.CHECKING, check_ok=False, away=5.0),
+        _board(3, 0, Step.REVERT_FLASHING, away=5.0),
+        _board(4, 0, away=5.0),  # pending: not drained while away, nor skipped yet
+    ]
+    acts = {a.board: a.do for a in _acts(boards, plan=plan, now=10.0)}
+    # A flash or check on a host that stopped answering says nothing either way: none FAILs.
+    assert acts == {"B0000": Do.RETURN, "B0001": Do.RETURN, "B0002": Do.RETURN, "B0003": Do.RETURN}
+    # The wave waits for it (it is not settled), and skips it only after step_timeout_s away.
+    w = WaveSeen(started_at=0.0, flashed_at=None)
+    done = [_board(0, 0, Step.DONE), _board(4, 0, away=5.0)]
+    assert _acts(done, plan=plan, waves=[w, WaveSeen()], now=50.0) == []
+    [skip] = _acts(done, plan=plan, waves=[w, WaveSeen()], now=106.0)
+    assert (skip.do, skip.board) == (Do.SKIP, "B0004") and "lost for more than 100 s" in skip.reason
+    # Back (no longer away): drained with its wave like any other.
+    assert [(a.do, a.board) for a in _acts([_board(4, 0)], plan=plan)] == [(Do.DRAIN, "B0004")]
+
+
+def test_a_check_after_the_flash_that_could_not_run_runs_again_within_the_step_time() -> None:
+    plan = RolloutPlan(canary=2, step_timeout_s=100)
+    lost = _board(0, 0, Step.CHECKING, check_lost=True, detail="host lost")
+    [act] = _acts([lost], plan=plan, now=50.0)
+    assert act.do is Do.RECHECK and "could not run (host lost)" in act.reason
+    [act] = _acts([lost], plan=plan, now=101.0)
+    assert act.do is Do.FAIL and "took more than 100 s" in act.reason
+
+
+def test_a_control_board_away_or_gone_is_replaced_by_a_later_waves_board() -> None:
+    boards = [
+        _board(0, 0, Step.DONE),
+        _board(1, CONTROL, away=3.0),
+        _board(2, CONTROL, gone="quarantined"),
+        _board(3, CONTROL, serving=True),  # here: stays
+        _board(4, 1, serving=True),
+        _board(5, 2, serving=True),
+        _board(6, 2, serving=False),  # drained or out of service: no control board
+        _board(7, 2, serving=True, away=1.0),
+        _board(8, 2, Step.DONE, serving=True),
+    ]
+    swaps = control_swaps(boards, wave=0)
+    assert [(a.do, a.board, a.other) for a in swaps] == [
+        (Do.SWAP_CONTROL, "B0001", "B0005"),  # the latest wave first
+        (Do.SWAP_CONTROL, "B0002", "B0004"),
+    ]
+    assert "host was lost" in swaps[0].reason and "left service" in swaps[1].reason
+    # next_acts asks for them while control boards are control boards, and never skips one.
+    acts = _acts(boards)
+    assert {(a.do, a.board) for a in acts if a.do is Do.SWAP_CONTROL} == {
+        (Do.SWAP_CONTROL, "B0001"), (Do.SWAP_CONTROL, "B0002"),
+    }  # fmt: skip
+    assert Do.SKIP not in {a.do for a in acts}
+    # Nothing to take their place: they stay (and are judged with the last wave).
+    assert control_swaps([_board(1, CONTROL, away=3.0), _board(4, 0, serving=True)], wave=0) == []
+    # In the last wave, control boards are wave boards: no swap.
+    last = [_board(1, 2, away=3.0), _board(5, 2, serving=True)]
+    assert not [a for a in _acts(last, wave=2) if a.do is Do.SWAP_CONTROL]
+
+
+@pytest.mark.parametrize(
+    ("wave", "control", "now", "expected"),
+    [
+        ((4, 4), (2, 2), 50.0, True),  # every board judged
+        ((3, 4), (2, 2), 50.0, False),  # one lacks: wait (its check runs again)
+        ((3, 4), (2, 2), 101.0, True),  # past the deadline: 3 of 4 >= 75 %
+        ((2, 4), (2, 2), 101.0, False),  # past the deadline but too few judged: still waits
+        ((4, 4), (0, 2), 500.0, False),  # no control board judged: no comparison to make
+        ((1, 1), (0, 0), 50.0, True),  # no control boards at all
+    ],
+)
+def test_a_gate_waits_for_judged_soak_checks(
+    wave: tuple[int, int], control: tuple[int, int], now: float, expected: bool
+) -> None:
+    plan = RolloutPlan(canary=2, step_timeout_s=100)
+    assert soak_checks_in(wave=wave, control=control, since=0.0, now=now, plan=plan) is expected

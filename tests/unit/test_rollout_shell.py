@@ -94,3 +94,39 @@ def test_figures_count_checks_ranks_validations_and_benchmarks_by_board(fleet: F
         assert list(f.throughput.values()) == [[120.0]]
         assert figures(conn, ["h1-b1"], since=5.0).checks == 0
         assert figures(conn, ["h1-b0"], since=11.0).checks == 0  # before the window
+
+
+def test_figures_leave_out_ranks_that_could_not_run(fleet: Fleet) -> None:
+    """A host blip is not the firmware's doing: a check or a job its host's loss ended counts
+    nowhere (not as a check failure, not as an infra error); the board failing under it does."""
+    fleet.register("h1", n=1)
+    with fleet.store.write() as conn:
+        ranks = [
+            ("health-check", "infra_error", "host_lost"),
+            ("health-check", "preempted", "agent_stopped"),
+            ("health-check", "infra_error", "board_fault"),
+            ("health-check", "success", "workload"),
+            ("command", "infra_error", "host_lost"),
+            ("command", "infra_error", "agent_error"),
+            ("command", "infra_error", "board_fault"),
+        ]
+        for kind, outcome, cause in ranks:
+            job_id = conn.execute(
+                t.jobs.insert()
+                .values(kind=kind, state="failed", team="t", owner="o", priority=0, spec={}, submitted_at=10.0)
+                .returning(t.jobs.c.id)
+            ).scalar_one()
+            attempt = conn.execute(
+                t.attempts.insert()
+                .values(job_id=job_id, number=1, state="finished", created_at=10.0)
+                .returning(t.attempts.c.id)
+            ).scalar_one()
+            conn.execute(
+                t.assignments.insert().values(
+                    attempt_id=attempt, job_id=job_id, rank=0, board_id="h1-b0", host_id="h1", state="exited",
+                    outcome=outcome, cause=cause, created_at=10.0, result={}, outputs={},
+                )
+            )  # fmt: skip
+        f = figures(conn, ["h1-b0"], since=5.0)
+    assert (f.checks, f.check_failures) == (2, 1)
+    assert (f.attempts, f.infra_errors) == (1, 1)

@@ -14,7 +14,7 @@ from fleetyard.agent.daemon import IdSet
 from fleetyard.agent.outbox import Outbox
 from fleetyard.agent.runner import BoardRunner, RunnerConfig
 from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir
-from fleetyard.domain.job import Outcome
+from fleetyard.domain.job import Cause, Outcome
 from fleetyard.drivers.sim import SimDriver
 from fleetyard.protocol.agent import Assignment, Event, EventBatch, EventType
 
@@ -123,6 +123,7 @@ def test_time_limit(worker: WorkerHandle) -> None:
     worker.run(assignment(worker.serial, {"command": "sleep 30"}, time_limit_s=0.3))
     result = collect(worker)[-1][2]
     assert result["outcome"] == "timeout" and "0.3" in result["message"]
+    assert result["cause"] == Cause.TIMEOUT
     assert time.monotonic() - t0 < 15  # not its `sleep 30`
 
 
@@ -131,15 +132,15 @@ def test_cancel(worker: WorkerHandle) -> None:
     worker.run(a)
     assert worker.recv(timeout=10)[0] == "started"  # type: ignore[index]
     assert worker.recv(timeout=10) == ("log", a.id, "go\n")
-    worker.stop(a.id, "cancel")
+    worker.stop(a.id, (Cause.CANCELED, ""))
     result = collect(worker)[-1][2]
-    assert result["outcome"] == "canceled"
+    assert result["outcome"] == "canceled" and result["cause"] == Cause.CANCELED
     assert result["exit_code"] == 128 + 15  # SIGTERM works in commands (not ignored as in the worker)
 
 
 def test_stop_that_overtakes_its_order(worker: WorkerHandle) -> None:
     a = assignment(worker.serial, {"command": "sleep 30"})
-    worker.stop(a.id, "cancel")
+    worker.stop(a.id, (Cause.CANCELED, ""))
     worker.run(a)
     assert collect(worker)[-1][2]["outcome"] == "canceled"
 
@@ -148,6 +149,7 @@ def test_board_faults(worker: WorkerHandle, driver: SimDriver) -> None:
     worker.run(assignment(worker.serial, {"command": "true"}), {"bus_drop"})
     result = collect(worker)[-1][2]
     assert result["outcome"] == "infra_error" and "bus" in result["message"]
+    assert result["cause"] == Cause.BOARD_FAULT
     # A fault the worker sees only through the shared board state (the session's check).
     driver.inject(worker.serial, "bus_drop")
     worker.run(assignment(worker.serial, {"command": "true"}))
@@ -177,7 +179,7 @@ def test_hang_blocks_until_killed(worker: WorkerHandle) -> None:
     a = assignment(worker.serial, {"command": "true"})
     worker.run(a, {"hang"})
     assert worker.recv(timeout=10)[0] == "started"  # type: ignore[index]
-    worker.stop(a.id, "cancel")
+    worker.stop(a.id, (Cause.CANCELED, ""))
     assert worker.recv(timeout=0.5) is None  # a hung board ignores the stop
     assert worker.alive
     worker.kill()
@@ -305,7 +307,7 @@ def test_runner_kills_a_hung_worker_after_the_grace_period(
     with events.cond:
         events.cond.wait_for(lambda: bool(events.of(a.id)), timeout=10)
     t0 = time.monotonic()
-    assert r.stop(a.id, "cancel")
+    assert r.stop(a.id, Cause.CANCELED)
     done = events.finished(a.id)
     assert 0.25 < time.monotonic() - t0 < 15  # the stop grace, then the kill
     assert done.outcome is Outcome.CANCELED and "killed" in (done.message or "")
@@ -322,7 +324,7 @@ def test_runner_backstops_the_time_limit(runner: tuple[BoardRunner, Events], dri
     a = assignment(r.serial, {"command": "true"}, time_limit_s=0.2)
     r.submit(a)
     done = events.finished(a.id)
-    assert done.outcome is Outcome.TIMEOUT
+    assert done.outcome is Outcome.TIMEOUT and done.cause is Cause.TIMEOUT
 
 
 def test_runner_crash_is_an_infra_error_once(runner: tuple[BoardRunner, Events], driver: SimDriver) -> None:
@@ -333,6 +335,7 @@ def test_runner_crash_is_an_infra_error_once(runner: tuple[BoardRunner, Events],
     r.submit(b)
     first = events.finished(a.id)
     assert first.outcome is Outcome.INFRA_ERROR and "crash" in (first.message or "")
+    assert first.cause is Cause.BOARD_FAULT  # a check it ended counts as the board failing it
     assert events.finished(b.id).outcome is Outcome.SUCCESS
     assert driver.active_faults(r.serial) == set()
 
@@ -344,11 +347,13 @@ def test_runner_stop_of_a_queued_assignment(runner: tuple[BoardRunner, Events]) 
     r.submit(a)
     r.submit(b)
     assert set(r.live_ids()) == {a.id, b.id}
-    assert r.stop(b.id, "cancel")
-    assert [(e.seq, e.type, e.outcome) for e in events.of(b.id)] == [(0, EventType.FINISHED, Outcome.CANCELED)]
-    assert r.stop(a.id, "cancel")
+    assert r.stop(b.id, Cause.CANCELED)
+    assert [(e.seq, e.type, e.outcome, e.cause) for e in events.of(b.id)] == [
+        (0, EventType.FINISHED, Outcome.CANCELED, Cause.CANCELED)
+    ]
+    assert r.stop(a.id, Cause.CANCELED)
     assert events.finished(a.id).outcome is Outcome.CANCELED
-    assert not r.stop(12345, "cancel")
+    assert not r.stop(12345, Cause.CANCELED)
 
 
 # ---- agent pieces: the seen-ids set and the outbox -----------------------------------------------

@@ -36,9 +36,10 @@ from fleetyard.agent.blobs import BlobCache
 from fleetyard.agent.link import Backoff, Revival, ServerLink, Unreachable, describe
 from fleetyard.agent.outbox import EventSender, Outbox
 from fleetyard.agent.runner import BoardRunner, RunnerConfig
-from fleetyard.agent.worker import stop_outcome
+from fleetyard.domain.job import Cause
 from fleetyard.drivers.base import BoardDriver, FaultInjectable, Flashable, Reflashable, Resettable, load_driver
 from fleetyard.errors import FleetyardError, StaleSession
+from fleetyard.policy.outcomes import stopped
 from fleetyard.protocol.agent import (
     CACHED_MAX,
     Assignment,
@@ -505,7 +506,7 @@ class Agent:
         """Kill these assignments (they end canceled); ids not live here are ignored."""
         for aid in ids:
             for r in list(self.runners.values()):
-                if r.stop(aid, "cancel"):
+                if r.stop(aid, Cause.CANCELED):
                     log.info("assignment %d: canceled", aid)
                     break
 
@@ -543,7 +544,7 @@ class Agent:
             if o.kind is FaultKind.BUS_DROP:
                 # The board is gone: whatever ran on it dies with it.
                 for aid in runner.live_ids():
-                    runner.stop(aid, "infra:the board fell off the bus", hard=True)
+                    runner.stop(aid, Cause.BOARD_FAULT, "the board fell off the bus", hard=True)
         log.info("fault order %d: %s %s on %s", o.id, o.action.value, kind or "all", o.board_id)
 
     # ---- board ops
@@ -693,8 +694,12 @@ class Agent:
             self._seen.add(a.id)
         runner = self.runners.get(a.board_id)
         if self.stopping.is_set() or runner is None:
-            reason = "shutdown" if runner is not None else f"infra:board {a.board_id} is not on host {self.host}"
-            outcome, message = stop_outcome(reason, a.time_limit_s)
+            cause, detail = (
+                (Cause.AGENT_STOPPED, "")
+                if runner is not None
+                else (Cause.BOARD_GONE, f"board {a.board_id} is not on host {self.host}")
+            )
+            outcome, message = stopped(cause, detail, time_limit_s=a.time_limit_s)
             self._emit(
                 Event(
                     assignment_id=a.id,
@@ -702,6 +707,7 @@ class Agent:
                     type=EventType.FINISHED,
                     at=time.time(),
                     outcome=outcome,
+                    cause=cause,
                     message=message,
                     board_ok=runner is not None,
                 ),

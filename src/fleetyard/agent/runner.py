@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from fleetyard.agent.blobs import BlobCache, BlobError, BlobNotFound
-from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir, stop_outcome
-from fleetyard.domain.job import Outcome
+from fleetyard.agent.worker import CRASH_EXIT_CODE, WorkerDied, WorkerHandle, outbox_dir
+from fleetyard.domain.job import Cause, Outcome
 from fleetyard.drivers.base import BoardDriver, FaultInjectable
+from fleetyard.policy.outcomes import Stop, stopped
 from fleetyard.protocol.agent import Assignment, Event, EventType, FaultKind
 from fleetyard.workloads.rank_cgroup import RankLimits
 from fleetyard.workloads.sandbox import Backend, Sandbox
@@ -56,7 +57,7 @@ class _Run:
     assignment: Assignment
     seq: int = 0
     started: bool = False
-    stop_reason: str | None = None
+    stop_reason: Stop | None = None
     kill_at: float | None = None  # monotonic; set by a stop
     backstop_at: float = 0.0  # monotonic; the time limit plus grace
 
@@ -107,7 +108,7 @@ class BoardRunner:
     def submit(self, a: Assignment) -> None:
         with self._cond:
             if self._closing:
-                self._end_unstarted(a, "shutdown")
+                self._end_unstarted(a, (Cause.AGENT_STOPPED, ""))
                 return
             if self._current is not None:
                 log.warning("board %s busy with %d; queueing %d", self.serial, self._current.assignment.id, a.id)
@@ -126,8 +127,10 @@ class BoardRunner:
                 ids.append(self._current.assignment.id)
             return ids
 
-    def stop(self, assignment_id: int, reason: str, *, hard: bool = False) -> bool:
-        """Stop an assignment (queued or running) for ``reason``; False if it is not here."""
+    def stop(self, assignment_id: int, cause: Cause, detail: str = "", *, hard: bool = False) -> bool:
+        """Stop an assignment (queued or running) for ``cause`` (``detail``: what happened);
+        False if it is not here."""
+        reason: Stop = (cause, detail)
         with self._cond:
             for a in self._queue:
                 if a.id == assignment_id:
@@ -155,7 +158,7 @@ class BoardRunner:
             if self._current is not None:
                 ids.append(self._current.assignment.id)
         for aid in ids:
-            self.stop(aid, f"infra:{reason}", hard=True)
+            self.stop(aid, Cause.BOARD_GONE, reason, hard=True)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """While held: wait until no rank runs; False if one still does after ``timeout_s``."""
@@ -190,11 +193,11 @@ class BoardRunner:
         with self._cond:
             self._closing = True
             while self._queue:
-                self._end_unstarted(self._queue.popleft(), "shutdown")
+                self._end_unstarted(self._queue.popleft(), (Cause.AGENT_STOPPED, ""))
             current = self._current
             self._cond.notify_all()
         if current is not None:
-            self.stop(current.assignment.id, "shutdown")
+            self.stop(current.assignment.id, Cause.AGENT_STOPPED)
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -202,13 +205,13 @@ class BoardRunner:
 
     # -- the board's thread
 
-    def _end_unstarted(self, a: Assignment, reason: str) -> None:
-        outcome, message = stop_outcome(reason, a.time_limit_s)
-        self._emit(
-            Event(assignment_id=a.id, seq=0, type=EventType.FINISHED, at=time.time(), outcome=outcome, message=message),
-            None,
-            None,
-        )
+    def _end_unstarted(self, a: Assignment, reason: Stop) -> None:
+        outcome, message = stopped(*reason, time_limit_s=a.time_limit_s)
+        event = Event(
+            assignment_id=a.id, seq=0, type=EventType.FINISHED, at=time.time(), outcome=outcome, cause=reason[0],
+            message=message,
+        )  # fmt: skip
+        self._emit(event, None, None)
 
     def _loop(self) -> None:
         while True:
@@ -223,7 +226,9 @@ class BoardRunner:
                 self._execute(run)
             except Exception:  # never lose a board's thread: end the rank, restart the worker
                 log.exception("board %s: running assignment %d failed", self.serial, a.id)
-                self._finish(run, Outcome.INFRA_ERROR, message="agent error while running the rank")
+                self._finish(
+                    run, Outcome.INFRA_ERROR, message="agent error while running the rank", cause=Cause.AGENT_ERROR
+                )
                 self._restart_worker()
             finally:
                 with self._cond:
@@ -254,7 +259,12 @@ class BoardRunner:
             return
         cache = self.config.blobs
         if cache is None:
-            self._finish(run, Outcome.INFRA_ERROR, message="the job needs blobs and this agent has no blob cache")
+            self._finish(
+                run,
+                Outcome.INFRA_ERROR,
+                message="the job needs blobs and this agent has no blob cache",
+                cause=Cause.AGENT_ERROR,
+            )
             return
         try:
             with cache.held(needed, should_stop=lambda: run.stop_reason is not None) as paths:
@@ -269,7 +279,7 @@ class BoardRunner:
                 # The spec names a blob nobody uploaded: the job's fault, not the board's.
                 self._finish(run, Outcome.CONFIG_ERROR, message=exc.message)
             else:
-                self._finish(run, Outcome.INFRA_ERROR, message=exc.message)
+                self._finish(run, Outcome.INFRA_ERROR, message=exc.message, cause=Cause.AGENT_ERROR)
 
     def _declared_blobs(self, run: _Run) -> list[str] | None:
         """The blobs the rank's kind declares, as its worker answers (a kind's code is imported
@@ -296,8 +306,8 @@ class BoardRunner:
 
     def _finish_stopped(self, run: _Run) -> None:
         assert run.stop_reason is not None
-        outcome, message = stop_outcome(run.stop_reason, run.assignment.time_limit_s)
-        self._finish(run, outcome, message=message)
+        outcome, message = stopped(*run.stop_reason, time_limit_s=run.assignment.time_limit_s)
+        self._finish(run, outcome, message=message, cause=run.stop_reason[0])
 
     def _dispatch(self, run: _Run, blobs: dict[str, str]) -> None:
         a = run.assignment
@@ -325,15 +335,15 @@ class BoardRunner:
                     kill = run.kill_at is not None and now >= run.kill_at
                     if not kill and now >= run.backstop_at:
                         kill = True
-                        run.stop_reason = run.stop_reason or "timeout"
+                        run.stop_reason = run.stop_reason or (Cause.TIMEOUT, "")
                     reason = run.stop_reason
                 if kill:
                     assert reason is not None
                     log.warning("board %s: killing worker of assignment %d (%s)", self.serial, a.id, reason)
                     self.handle.kill()
                     self._warm = []
-                    outcome, message = stop_outcome(reason, a.time_limit_s)
-                    self._finish(run, outcome, message=f"{message} (worker killed)")
+                    outcome, message = stopped(*reason, time_limit_s=a.time_limit_s)
+                    self._finish(run, outcome, message=f"{message} (worker killed)", cause=reason[0])
                     self._restart_worker()
                     return
         finally:
@@ -347,7 +357,7 @@ class BoardRunner:
             return False
         if kind == "fatal":
             self._warm = []
-            self._finish(run, Outcome.INFRA_ERROR, message=str(msg[1]))
+            self._finish(run, Outcome.INFRA_ERROR, message=str(msg[1]), cause=Cause.BOARD_FAULT)
             self.handle.kill()
             return True
         if msg[1] != run.assignment.id:
@@ -373,6 +383,7 @@ class BoardRunner:
                 message=result.get("message"),
                 result=result.get("result") or {},
                 outputs=outputs,
+                cause=Cause(result.get("cause") or Cause.WORKLOAD),
             )
             return True
         return False
@@ -387,14 +398,16 @@ class BoardRunner:
     def _worker_died(self, run: _Run, died: WorkerDied) -> None:
         self._warm = []  # before the rank's end is told: whoever hears it sees the list empty
         code = died.exitcode
+        cause = Cause.BOARD_FAULT  # a worker holds nothing but the board: its death is the board's
         if run.stop_reason is not None:
-            outcome, message = stop_outcome(run.stop_reason, run.assignment.time_limit_s)
+            cause = run.stop_reason[0]
+            outcome, message = stopped(*run.stop_reason, time_limit_s=run.assignment.time_limit_s)
         elif code == CRASH_EXIT_CODE:
             outcome, message = Outcome.INFRA_ERROR, "the board crashed: its worker process died"
         else:
             outcome, message = Outcome.INFRA_ERROR, f"worker process died (exit code {code})"
         log.warning("board %s: assignment %d: %s", self.serial, run.assignment.id, message)
-        self._finish(run, outcome, message=message)
+        self._finish(run, outcome, message=message, cause=cause)
         self._restart_worker()
 
     def _restart_worker(self) -> None:
@@ -418,6 +431,7 @@ class BoardRunner:
         message: str | None = None,
         result: dict[str, Any] | None = None,
         outputs: dict[str, str] | None = None,
+        cause: Cause = Cause.WORKLOAD,
     ) -> None:
         a = run.assignment
         board_ok, probe_reason = True, None
@@ -439,6 +453,7 @@ class BoardRunner:
             at=time.time(),
             exit_code=exit_code,
             outcome=outcome,
+            cause=cause,
             message=message,
             board_ok=board_ok,
             probe_reason=probe_reason,

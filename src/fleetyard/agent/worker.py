@@ -51,9 +51,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fleetyard.agent.rank_host import RankHost, RankHostDied, RankOrder, confines_itself, fleet_code
-from fleetyard.domain.job import Outcome
+from fleetyard.domain.job import Cause, Outcome
 from fleetyard.drivers.base import BoardFault, BoardSession, load_driver
 from fleetyard.errors import FleetyardError
+from fleetyard.policy.outcomes import Stop, board_in_question, mismatch_blamed, stopped
 from fleetyard.protocol.agent import WARM_MAX, Assignment, FaultKind
 from fleetyard.workloads.base import (
     Workload,
@@ -75,7 +76,6 @@ __all__ = [
     "get_context",
     "loaded_artifacts",
     "outbox_dir",
-    "stop_outcome",
     "worker_main",
 ]
 
@@ -190,10 +190,10 @@ class WorkerHandle:
         """Order a run of ``assignment`` with the board's ``faults`` as of now and its fetched ``blobs``."""
         self.send(("run", RunOrder(assignment, sorted(faults), dict(blobs or {}))))
 
-    def stop(self, assignment_id: int, reason: str) -> None:
-        """Ask the running workload to stop: reason is 'cancel', 'timeout', 'shutdown' or 'infra:<why>'."""
+    def stop(self, assignment_id: int, why: Stop) -> None:
+        """Ask the running workload to stop, for ``why`` (a cause and what happened)."""
         with contextlib.suppress(WorkerDied):
-            self.send(("stop", assignment_id, reason))
+            self.send(("stop", assignment_id, str(why[0]), why[1]))
 
     def recv(self, timeout: float | None) -> tuple[Any, ...] | None:
         """The next message, or None after ``timeout`` seconds; raises WorkerDied at EOF."""
@@ -349,8 +349,8 @@ class _Worker:
         self.lock = threading.Lock()
         self.current: int | None = None
         self.stop_event = threading.Event()
-        self.stop_reason: str | None = None
-        self.early_stops: dict[int, str] = {}  # a stop that overtook its run order
+        self.stop_reason: Stop | None = None
+        self.early_stops: dict[int, Stop] = {}  # a stop that overtook its run order
         self.send_lock = threading.Lock()
         self.workloads: dict[str, tuple[type[Workload], Workload]] = {}
 
@@ -380,7 +380,7 @@ class _Worker:
                 elif msg[0] == "run":
                     self.orders.put(msg[1])
                 elif msg[0] == "stop":
-                    self._stop(msg[1], msg[2])
+                    self._stop(msg[1], (Cause(msg[2]), str(msg[3])))
                 elif msg[0] == "exit":
                     self.orders.put(None)
                     return
@@ -390,11 +390,11 @@ class _Worker:
             log.exception("board %s: the pipe to the agent broke", self.serial)
         # Whatever ended the reading, nobody can order this worker any more: stop the workload
         # and leave, forcibly if it hangs (a worker must never outlive its agent).
-        self._stop(None, "shutdown")
+        self._stop(None, (Cause.AGENT_STOPPED, ""))
         self.orders.put(None)
         threading.Timer(ORPHAN_GRACE_S, os._exit, args=(0,)).start()
 
-    def _stop(self, assignment_id: int | None, reason: str) -> None:
+    def _stop(self, assignment_id: int | None, reason: Stop) -> None:
         with self.lock:
             if assignment_id is None or assignment_id == self.current:
                 if self.stop_reason is None:
@@ -430,7 +430,9 @@ class _Worker:
             outputs = self._collect_outputs(a.id, self.output_dir)
         except Exception as exc:  # a bug in a workload plugin: say what, keep the worker
             self._log(a.id, traceback.format_exc())
-            result = WorkloadResult(Outcome.INFRA_ERROR, message=f"workload {a.kind!r} raised {exc!r}")
+            result = WorkloadResult(
+                Outcome.INFRA_ERROR, message=f"workload {a.kind!r} raised {exc!r}", cause=Cause.AGENT_ERROR
+            )
         finally:
             _empty(self.workdir)
             _empty(self.output_dir)
@@ -458,7 +460,7 @@ class _Worker:
             return WorkloadResult(Outcome.CONFIG_ERROR, message=exc.message)
 
         if FaultKind.BUS_DROP.value in faults:
-            return WorkloadResult(Outcome.INFRA_ERROR, message="board fell off the bus")
+            return WorkloadResult(Outcome.INFRA_ERROR, message="board fell off the bus", cause=Cause.BOARD_FAULT)
         if FaultKind.CRASH.value in faults:
             # The board took the process down with it: no result, no goodbye.
             os._exit(CRASH_EXIT_CODE)
@@ -468,7 +470,7 @@ class _Worker:
         try:
             self.session.check()
         except BoardFault as exc:
-            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+            return _board_fault(exc)
 
         workdir, output_dir = self.workdir, self.output_dir
         device_env = self.session.env()
@@ -525,15 +527,32 @@ class _Worker:
             else:
                 result = self._run_in_host(a, ctx)
         except BoardFault as exc:
-            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+            return _board_fault(exc)
         if result.outcome is Outcome.SUCCESS:
             return result
-        reason = self.stop_reason or ("timeout" if timed_out else None)
-        if reason is not None:
+        why = self.stop_reason or ((Cause.TIMEOUT, "") if timed_out else None)
+        if why is not None:
             # A rank that ended because it was told to takes the class of why it was told.
-            outcome, message = stop_outcome(reason, a.time_limit_s)
-            return WorkloadResult(outcome, exit_code=result.exit_code, message=message, result=result.result)
+            outcome, message = stopped(*why, time_limit_s=a.time_limit_s)
+            return WorkloadResult(outcome, result.exit_code, message, result.result, cause=why[0])
+        if board_in_question(a.kind, result.outcome, result.result):
+            return self._judge_mismatch(ctx, result)
         return result
+
+    def _judge_mismatch(self, ctx: WorkloadContext, result: WorkloadResult) -> WorkloadResult:
+        """A validation that found wrong numbers: the board's own L1 check, here and now, says
+        whose they are. Its verdict goes in the result (``board_check``) either way."""
+        from fleetyard.workloads.health_check import golden_check  # onnx and numpy: not in the agent's import
+
+        try:
+            failed = golden_check(ctx.env, ctx.workdir)
+        except (BoardFault, FleetyardError) as exc:
+            failed = f"the golden model would not run: {exc}"
+        verdict = {"tier": "L1", "passed": failed is None, "detail": failed}
+        if failed is None:
+            return dataclasses.replace(result, result={**result.result, "board_check": verdict})
+        outcome, cause, message = mismatch_blamed(result.message, failed)
+        return WorkloadResult(outcome, result.exit_code, message, {**result.result, "board_check": verdict}, cause)
 
     def _run_in_host(self, a: Assignment, ctx: WorkloadContext) -> WorkloadResult:
         """Run an in-process kind's rank in the rank host of its team (started if need be). The
@@ -545,14 +564,16 @@ class _Worker:
             try:
                 self.host = RankHost(self.sandbox, self.cgroup, a.team, self.root / "blobs")
             except (RankHostDied, OSError) as exc:
-                return WorkloadResult(Outcome.INFRA_ERROR, message=f"cannot start the rank's process: {exc}")
+                return WorkloadResult(
+                    Outcome.INFRA_ERROR, message=f"cannot start the rank's process: {exc}", cause=Cause.AGENT_ERROR
+                )
         result = self.host.run(RankOrder.of(a.kind, ctx), ctx.log, ctx.should_stop)
         if result.outcome is not Outcome.INFRA_ERROR:
             return result
         try:
             self.session.check()
         except BoardFault as exc:
-            return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}")
+            return _board_fault(exc)
         return dataclasses.replace(
             result, outcome=Outcome.USER_ERROR, message=f"{result.message} (the board checks healthy)"
         )
@@ -633,16 +654,5 @@ def _empty(path: Path) -> None:
                 os.unlink(entry.path)
 
 
-def stop_outcome(reason: str, time_limit_s: float) -> tuple[Outcome, str]:
-    """The class and message of a rank stopped for ``reason``."""
-    if reason == "timeout":
-        return Outcome.TIMEOUT, f"over its time limit of {time_limit_s:g} s"
-    if reason == "cancel":
-        return Outcome.CANCELED, "canceled"
-    if reason == "shutdown":
-        # Not the board's fault, nor the job's: it goes back to the queue like a preempted one,
-        # and the board stays in service.
-        return Outcome.PREEMPTED, "the agent stopped"
-    if reason.startswith("infra:"):
-        return Outcome.INFRA_ERROR, reason.removeprefix("infra:").strip()
-    return Outcome.INFRA_ERROR, reason
+def _board_fault(exc: BoardFault) -> WorkloadResult:
+    return WorkloadResult(Outcome.INFRA_ERROR, message=f"board fault: {exc}", cause=Cause.BOARD_FAULT)

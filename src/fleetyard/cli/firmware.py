@@ -183,6 +183,12 @@ def _status(r: RolloutDetail) -> None:
             console.print(title + (f"; started {fmt_time(w.started_at)}" if w.started_at else "; not started"))
         for reason in w.reasons:
             console.print(f"  - {reason}", markup=False)
+        if w.soak and w.soak_checks_at is not None and w.verdict is None:
+            judged = ", ".join(f"{side} {n} of {of}" for side, (n, of) in w.soak.items())
+            console.print(
+                f"  soak checks judged: {judged}" + ("" if w.checks_in else " (the gate waits for them)"),
+                markup=False,
+            )
         if w.figures:
             for side in ("wave", "control"):
                 f = w.figures.get(side) or {}

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from fleetyard.cli._common import JsonOpt, client
 from fleetyard.cli._follow import LogPrinter, wait_exit_code, wait_jobs
@@ -63,6 +64,14 @@ def jobs_table(jobs: list[JobOut], title: str | None = None) -> Table:
     return table(cols, rows, title=title)
 
 
+def _outcome(r: RankOut) -> Text:
+    """Its outcome, and what ended it when that was not its own workload (``host_lost``, …)."""
+    text = styled(r.outcome)
+    if r.cause is not None and r.cause not in ("workload", r.outcome):
+        text.append(f" ({r.cause})", style="dim")
+    return text
+
+
 def ranks_table(ranks: list[RankOut], attempt: int | None = None) -> Table:
     def took(r: RankOut) -> str:
         if r.started_at is None:
@@ -76,7 +85,7 @@ def ranks_table(ranks: list[RankOut], attempt: int | None = None) -> Table:
             r.board_id,
             r.host_id,
             styled(r.state),
-            styled(r.outcome),
+            _outcome(r),
             "" if r.exit_code is None else r.exit_code,
             took(r),
             compact(r.result, 80) if r.result else "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from fleetyard.cli._follow import EXIT_WAIT_TIMED_OUT, FINISHED, wait_jobs
 from fleetyard.cli._junit import Case
 from fleetyard.cli._output import emit_json, note, out, styled, table
 from fleetyard.errors import BadRequest
+from fleetyard.policy.peers import PeerOutputs, compare_peers, peer_group
 
 EXIT_MISMATCH = 1
 EXIT_JOB_FAILED = 3
@@ -274,23 +274,14 @@ def _every_board(fleet: Sequence[Any], generations: Sequence[str], labels: Mappi
 
 def mark_peers(rows: Sequence[dict[str, Any]]) -> None:
     """Set each row's ``peers``: "same" when its saved candidate outputs are bit for bit those of
-    the majority of the boards that saved the same input set, "differs" when not, None when there
-    is nothing to compare (one board, no outputs, no majority)."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for r in rows:
-        digest = r["outputs"].get("candidate.npz")
-        r["peers"] = None
-        if digest is not None:
-            groups.setdefault(r["result"].get("saved_set"), []).append(r)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        counts = Counter(m["outputs"]["candidate.npz"] for m in members)
-        common, n = counts.most_common(1)[0]
-        if n * 2 <= len(members):
-            continue  # no majority: nothing says which board is the odd one
-        for m in members:
-            m["peers"] = "same" if m["outputs"]["candidate.npz"] == common else "differs"
+    the majority of its peers (the boards of its kind that saved the same input set), "differs"
+    when not, None when there is nothing to compare (one board, no outputs, no majority)."""
+    verdicts = compare_peers(
+        PeerOutputs(i, peer_group(r["result"]), r["outputs"].get("candidate.npz")) for i, r in enumerate(rows)
+    )
+    for i, r in enumerate(rows):
+        v = verdicts.get(i)
+        r["peers"] = None if v is None else "differs" if v.differs else "same"
 
 
 def rank_row(

@@ -196,7 +196,8 @@ class Healer:
         elif c.case.phase is Phase.CHECK and c.check_job_id is not None:
             res = check_result(conn, c.check_job_id)
             if res is not None:
-                return on_result(c.case, ok=res.passed, detail=res.detail, now=now, policy=policy)
+                ok = res.passed if res.ran else None
+                return on_result(c.case, ok=ok, detail=res.detail, now=now, policy=policy)
         return on_time(c.case, now=now, policy=policy)
 
     def _act(

@@ -156,7 +156,7 @@ class Onboarder:
             if rec.step is Step.BURN_IN and rec.check_job_id is not None:
                 res = check_result(conn, rec.check_job_id)
                 if res is not None:
-                    check, outputs = CheckView(res.passed, res.detail), res.outputs
+                    check, outputs = CheckView(res.passed if res.ran else None, res.detail), res.outputs
             if rec.step is Step.FLASH and op is not None and op.ok:
                 facts = self._reread(conn, rec.board_id, facts)  # the op's result changed boards.firmware
             act = next_act(Record(rec.board_id, rec.step, rec.step_at), now=now, facts=facts, op=op, check=check,
@@ -170,7 +170,9 @@ class Onboarder:
                 rec = self._flash(conn, rec, act, generation, now, seen)
             elif act.do is Do.BURN_IN:
                 job_id = start_check(conn, rec.board_id, tier=CheckTier.L3, policy=policy, reason="burn-in", at=now)
-                rec = save_record(conn, rec, step=Step.BURN_IN, at=now, note=act.note, check_job_id=job_id, **seen)
+                # A burn-in run again keeps its clock: the burn-in timeout bounds the tries.
+                at = rec.step_at if rec.step is Step.BURN_IN else now
+                rec = save_record(conn, rec, step=Step.BURN_IN, at=at, note=act.note, check_job_id=job_id, **seen)
             elif act.do is Do.AVAILABLE:
                 switch_board_state(
                     conn,

@@ -20,7 +20,7 @@ from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAction
 from fleetyard.domain.host import HostState
-from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.domain.job import AssignmentState, Cause, Outcome
 from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
 from fleetyard.policy.brakes import (
     CONTROL_PLANE,
@@ -366,7 +366,10 @@ class Reconciler:
         ).first()
         if rank is None:
             return
-        end_rank(conn, rank, outcome=Outcome.INFRA_ERROR, at=now, message=f"board {board_id} {why}", board_ok=False)
+        end_rank(
+            conn, rank, outcome=Outcome.INFRA_ERROR, at=now, message=f"board {board_id} {why}", board_ok=False,
+            cause=Cause.BOARD_FAULT,
+        )  # fmt: skip
         settle(conn, rank.attempt_id, at=now)
         log.warning("board %s %s: its job %d's attempt ends as an infrastructure error", board_id, why, rank.job_id)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,8 +38,9 @@ import sqlalchemy as sa
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.firmware import FirmwareSelector
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, HealthConfig
-from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcome
+from fleetyard.domain.job import AssignmentState, AttemptState, Cause, JobState, Outcome
 from fleetyard.policy.blame import fingerprint
+from fleetyard.policy.outcomes import check_verdict, judges_board
 from fleetyard.policy.rollout import (
     CONTROL,
     Act,
@@ -53,6 +54,7 @@ from fleetyard.policy.rollout import (
     gate,
     next_acts,
     queue_need,
+    soak_checks_in,
 )
 from fleetyard.protocol.agent import BoardOp
 from fleetyard.store import rollouts as store
@@ -145,7 +147,15 @@ class _Pass:
             r.id: r
             for r in self.conn.execute(
                 sa.select(
-                    b.id, b.state, b.attempt_id, b.job_id, b.drain_reason, b.firmware, b.check_due, b.check_job_id
+                    b.id,
+                    b.state,
+                    b.state_changed_at,
+                    b.attempt_id,
+                    b.job_id,
+                    b.drain_reason,
+                    b.firmware,
+                    b.check_due,
+                    b.check_job_id,
                 )
                 .where(b.id.in_(ids))
                 .order_by(b.id)
@@ -190,7 +200,15 @@ class _Pass:
         b = t.boards.c
         return self.conn.execute(
             sa.select(
-                b.id, b.state, b.attempt_id, b.job_id, b.drain_reason, b.firmware, b.check_due, b.check_job_id
+                b.id,
+                b.state,
+                b.state_changed_at,
+                b.attempt_id,
+                b.job_id,
+                b.drain_reason,
+                b.firmware,
+                b.check_due,
+                b.check_job_id,
             ).where(b.id == board_id)
         ).one()
 
@@ -199,13 +217,10 @@ class _Pass:
         if b is None:
             return BoardSeen(rb.board_id, wave, rb.step, rb.step_at, drained=False, gone="no longer in the fleet")
         state = BoardState(b.state)
-        gone = ""
-        if state in (S.QUARANTINED, S.RETIRED):
-            gone = f"{state}"
-        elif state is S.OFFLINE:
-            gone = "its host was lost (offline)"
+        gone = f"{state}" if state in (S.QUARANTINED, S.RETIRED) else ""
         op_ok: bool | None = None
         check_ok: bool | None = None
+        check_lost = False
         detail = ""
         if rb.step in _FLASHING and rb.op_id is not None:
             op = get_op(self.conn, rb.op_id)
@@ -213,11 +228,14 @@ class _Pass:
         elif rb.step in _CHECKING and rb.check_job_id is not None:
             res = check_result(self.conn, rb.check_job_id)
             if res is not None:
-                check_ok, detail = res.passed, res.detail
+                check_lost, detail = not res.ran, res.detail
+                check_ok = res.passed if res.ran else None
         return BoardSeen(
             rb.board_id, wave, rb.step, rb.step_at,
             drained=state in (S.DRAINED, S.SERVICING) and b.attempt_id is None,
-            op_ok=op_ok, check_ok=check_ok, detail=detail, gone=gone,
+            op_ok=op_ok, check_ok=check_ok, check_lost=check_lost, detail=detail, gone=gone,
+            away=float(b.state_changed_at) if state is S.OFFLINE else None,
+            serving=state in (S.AVAILABLE, S.ALLOCATED) and b.drain_reason is None,
         )  # fmt: skip
 
     def _capacity(self) -> tuple[int, int, int]:
@@ -285,7 +303,8 @@ class _Pass:
             handler = {
                 Do.DRAIN: self._act_drain, Do.REQUEUE: self._act_requeue, Do.FLASH: self._act_flash,
                 Do.CHECK: self._act_check, Do.RELEASE: self._act_release, Do.FAIL: self._act_fail,
-                Do.SKIP: self._act_skip,
+                Do.SKIP: self._act_skip, Do.RETURN: self._act_return, Do.RECHECK: self._act_recheck,
+                Do.SWAP_CONTROL: self._act_swap_control,
             }[act.do]  # fmt: skip
             handler(rb, b, act)
             return
@@ -419,6 +438,32 @@ class _Pass:
             self.conn.execute(t.boards.update().where(t.boards.c.id == rb.board_id).values(drain_reason=None))
         self._step(rb, Step.FAILED, message=f"left the rollout: {act.reason}")
 
+    def _act_return(self, rb: store.RolloutBoardRow, b: Any, act: Act) -> None:
+        """Its host was lost mid-step: pending again (its drain reason stays: the rollout still
+        means to flash it), through the wave's steps once it is back."""
+        back = Step.REVERT_PENDING if rb.step.name.startswith("REVERT_") else Step.PENDING
+        self._step(rb, back, op_id=None, check_job_id=None, message=act.reason)
+
+    def _act_recheck(self, rb: store.RolloutBoardRow, b: Any, act: Act) -> None:
+        """Its check after the flash could not run: another, the step's clock going on."""
+        job_id = start_check(self.conn, rb.board_id, tier=CheckTier.L1, policy=self.config.of(self.r.generation),
+                             reason=f"rollout {self.r.id}: {act.reason}", at=self.now)  # fmt: skip
+        store.update_board(self.conn, self.r.id, rb.board_id, check_job_id=job_id, message=act.reason)
+        self.rows[rb.board_id] = replace(rb, check_job_id=job_id, message=act.reason)
+
+    def _act_swap_control(self, rb: store.RolloutBoardRow, b: Any, act: Act) -> None:
+        """A control board away or gone: ``act.other`` (a later wave's board) takes its place,
+        and it takes the other's place in that wave."""
+        assert act.other is not None
+        new = self.rows[act.other]
+        store.update_board(self.conn, self.r.id, rb.board_id, wave=new.wave, message=act.reason)
+        store.update_board(self.conn, self.r.id, new.board_id, wave=rb.wave)
+        self.rows[rb.board_id] = replace(rb, wave=new.wave, message=act.reason)
+        self.rows[new.board_id] = replace(new, wave=rb.wave)
+        control = tuple(new.board_id if c == rb.board_id else c for c in self.r.control)
+        self.r = replace(self.r, control=control)
+        store.update(self.conn, self.r.id, at=self.now, plan={**self.r.plan.as_dict(), "control_boards": list(control)})
+
     # ---- soak and gate
 
     def _soak_boards(self) -> list[str]:
@@ -429,19 +474,20 @@ class _Pass:
         return out
 
     def _soak_checks(self, since: float) -> bool:
-        """Whether every soak board still in service has run a check that began at ``since`` or
-        later (or the deadline passed); asks for one (``check_due``) on each that has not and has
-        none due or running."""
-        if self.now >= since + self.r.plan.step_timeout_s:
-            return True
+        """Whether the soak's checks are in (:func:`~fleetyard.policy.rollout.soak_checks_in`):
+        checks that began at ``since`` or later and judged their board; a check that could not
+        run does not count. Asks for one (``check_due``) on each board in service that lacks it
+        and has none due or running, so a check that could not run is run again. The counts go
+        in the wave's record (``soak``), for the operator's eye while the gate waits."""
         b, a, j = t.boards.c, t.assignments.c, t.jobs.c
         wanted = self._soak_boards()
         rows = self.conn.execute(
             sa.select(b.id, b.check_due, b.check_job_id).where(b.id.in_(wanted), b.state.in_(IN_SERVICE))
         ).all()
-        checked = set(
-            self.conn.execute(
-                sa.select(a.board_id)
+        judged = {
+            r.board_id
+            for r in self.conn.execute(
+                sa.select(a.board_id, a.outcome, a.cause)
                 .join(t.jobs, j.id == a.job_id)
                 .where(
                     a.board_id.in_(wanted),
@@ -449,15 +495,29 @@ class _Pass:
                     a.created_at >= since,
                     a.state == str(AssignmentState.EXITED),
                 )
-            ).scalars()
-        )
-        lacking = [r for r in rows if r.id not in checked]
+            )
+            if _verdict(r.outcome, r.cause) is not None
+        }
+        lacking = [r for r in rows if r.id not in judged]
         due = [r.id for r in lacking if r.check_due is None and r.check_job_id is None]
         if due:
             self.conn.execute(
                 t.boards.update().where(b.id.in_(due)).values(check_due=f"rollout {self.r.id} soak check")
             )
-        return not lacking
+        serving = {r.id for r in rows}
+        control = set(self.r.control) if self.wave < self.r.last_wave else set()
+        counts = {
+            group: (len(judged & serving & ids), len(serving & ids))
+            for group, ids in (("wave", set(wanted) - control), ("control", set(wanted) & control))
+        }
+        soak = {k: list(v) for k, v in counts.items()}
+        w = self.waves[self.wave]
+        if w.get("soak") != soak:
+            w["soak"] = soak
+            self.changed = True
+        return soak_checks_in(
+            wave=counts["wave"], control=counts["control"], since=since, now=self.now, plan=self.r.plan
+        )
 
     def _gate(self, w: dict[str, Any]) -> None:
         since = float(w.get("started_at") or self.r.created_at)
@@ -491,12 +551,13 @@ def figures(
 ) -> Figures:
     """What ``boards`` did from ``since``: health checks (failed: not passed), the ranks of other
     jobs (infrastructure errors), validations (passed), and benchmark throughput keyed by what
-    was measured (kind and parameters: like with like); the rollout's own flashes as given."""
+    was measured (kind and parameters: like with like); the rollout's own flashes as given. A
+    rank that could not run (its host lost, its agent stopped) counts nowhere."""
     if not boards:
         return Figures(flashes=flashes, flash_failures=flash_failures)
     a, j = t.assignments.c, t.jobs.c
     rows = conn.execute(
-        sa.select(a.outcome, a.result, j.kind, j.spec)
+        sa.select(a.outcome, a.cause, a.result, j.kind, j.spec)
         .join(t.jobs, j.id == a.job_id)
         .where(
             a.board_id.in_(list(boards)),
@@ -508,6 +569,8 @@ def figures(
     checks = check_failures = attempts = infra = validations = passes = 0
     throughput: dict[str, list[float]] = defaultdict(list)
     for r in rows:
+        if r.cause is not None and not judges_board(Cause(r.cause)):
+            continue  # it could not run (its host lost, its agent stopped): it says nothing of the firmware
         ok = r.outcome == Outcome.SUCCESS
         if r.kind == CHECK_KIND:
             checks, check_failures = checks + 1, check_failures + (not ok)
@@ -525,6 +588,10 @@ def figures(
         validations=validations, validation_passes=passes, throughput=dict(throughput), flashes=flashes,
         flash_failures=flash_failures,
     )  # fmt: skip
+
+
+def _verdict(outcome: str | None, cause: str | None) -> bool | None:
+    return check_verdict(None if outcome is None else Outcome(outcome), None if cause is None else Cause(cause))
 
 
 def figures_of(d: Mapping[str, Any]) -> Figures:

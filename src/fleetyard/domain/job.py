@@ -47,6 +47,22 @@ class Outcome(StrEnum):
     CONFIG_ERROR = "config_error"
 
 
+class Cause(StrEnum):
+    """Why a rank ended. The outcome says what the end means for the job; the cause says what
+    ended it, so that a rank that could not run (its host lost, its agent stopped) is never read
+    as a verdict on its board (:func:`fleetyard.policy.outcomes.check_verdict`)."""
+
+    WORKLOAD = "workload"  # the rank's own end: its workload's verdict, or its job's own error
+    TIMEOUT = "timeout"  # over its time limit
+    CANCELED = "canceled"  # its job was canceled
+    PREEMPTED = "preempted"  # taken back for other work or for maintenance
+    BOARD_FAULT = "board_fault"  # the board failed under it: off the bus, its worker crashed, a fault seen
+    HOST_LOST = "host_lost"  # its host stopped answering: the controller ended it
+    AGENT_STOPPED = "agent_stopped"  # its agent shut down or left the fleet
+    AGENT_ERROR = "agent_error"  # the agent could not run it (blobs, its rank process, a plugin's bug)
+    BOARD_GONE = "board_gone"  # its board is not on the host, or an op took it from under the rank
+
+
 # When ranks of one attempt end differently, the attempt takes the most telling class:
 # an infrastructure fault explains a user-visible failure, not the other way round.
 _PRECEDENCE = [

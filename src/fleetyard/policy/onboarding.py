@@ -122,7 +122,7 @@ class OpView:
 class CheckView:
     """How the burn-in check ended."""
 
-    passed: bool
+    passed: bool | None  # None: it could not run (its host lost, its agent stopped): no verdict
     detail: str
 
 
@@ -224,6 +224,8 @@ def next_act(
             return wait
         if check.passed:
             return Act(Do.AVAILABLE, Step.DONE, "passed its L3 burn-in")
+        if check.passed is None:  # again, within the burn-in's time (its clock goes on)
+            return Act(Do.BURN_IN, Step.BURN_IN, f"L3 burn-in could not run ({check.detail}): again")
         return _fail(f"L3 burn-in failed: {check.detail}")
     return wait  # queued (admission decides) or finished
 

@@ -78,10 +78,17 @@ def open_case(
     return _operate(Case(board, cause, -1, Phase.CHECK, now, now), 0, now, policy)
 
 
-def on_result(case: Case, *, ok: bool, detail: str, now: float, policy: GenerationHealth) -> tuple[Case | None, Act]:
+def on_result(
+    case: Case, *, ok: bool | None, detail: str, now: float, policy: GenerationHealth
+) -> tuple[Case | None, Act]:
     """The phase under way ended (``ok`` or not, ``detail`` says how): the case's next act, and the
-    case as it goes on (None once the board is healed or quarantined)."""
+    case as it goes on (None once the board is healed or quarantined). A check that could not run
+    (``ok`` None: its host lost, its agent stopped) says nothing of the board: it runs again,
+    within the phase's deadline."""
     what = f"{case.tier} check" if case.phase is Phase.CHECK else str(policy.ladder[case.step].step)
+    if ok is None:
+        case = replace(case, evidence=(*case.evidence, f"{what}: could not run{_tail(detail)}; again"))
+        return case, Act(Do.CHECK, case.board, f"{what} again: the last could not run", tier=case.tier)
     case = replace(case, evidence=(*case.evidence, f"{what}: {'passed' if ok else 'failed'}{_tail(detail)}"))
     if ok and case.phase is Phase.OPERATE:
         checking = replace(case, phase=Phase.CHECK, since=now, deadline=now + policy.l2.timeout_s, tier=CheckTier.L2)

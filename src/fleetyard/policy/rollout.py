@@ -20,6 +20,13 @@ that the boards in service fall below what the queues' nominal quotas need (:fun
 A rollback is not planned work: every board on the failed image comes out at once, and the jobs
 on them are re-queued rather than left to finish on a board that may compute wrong numbers.
 
+Gates judge the firmware, not the weather. A check that could not run (its host lost, its agent
+stopped: :func:`fleetyard.policy.outcomes.check_verdict`) is no check failure: the check runs
+again, and a wave's gate waits for judged checks (:func:`soak_checks_in`). A board whose host is
+lost in the middle of its step goes back to pending and through the wave again once it is back
+(skipped only when it stays away longer than ``step_timeout_s``); a control board whose host is
+lost, or that left service for good, is replaced by a board of a later wave (:func:`control_swaps`).
+
 Everything here is a function of a snapshot and an explicit time; the controller
 (:mod:`fleetyard.controller.rollouts`) and the fleet simulator (:mod:`fleetyard.sim.rollout`)
 carry out the acts.
@@ -45,10 +52,12 @@ __all__ = [
     "Step",
     "Verdict",
     "WaveSeen",
+    "control_swaps",
     "gate",
     "next_acts",
     "plan_waves",
     "queue_need",
+    "soak_checks_in",
 ]
 
 
@@ -109,6 +118,9 @@ class Gates:
     validation_margin: float = 0.02  # passed validations / validations, below the control's
     throughput_drop: float = 0.05  # benchmark throughput, relative, below the control's
     flash_failures: float = 0.10  # failed flashes / flashes of the wave (control boards flash nothing)
+    # Past the soak checks' deadline, a gate decides once this share of each group's boards in
+    # service has a judged check (before it, it waits for all of them).
+    min_judged: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -291,7 +303,10 @@ class Do(StrEnum):
     CHECK = "check"  # flashed: a golden check before service
     RELEASE = "release"  # passed: back in service
     FAIL = "fail"  # its flash or check failed: to the remediation ladder
-    SKIP = "skip"  # it left service (quarantined, retired, lost): the rollout goes on without it
+    SKIP = "skip"  # it left service (quarantined, retired, lost for long): the rollout goes on without it
+    RETURN = "return"  # its host was lost mid-step: back to pending, through the wave again once back
+    RECHECK = "recheck"  # its check after the flash could not run: again (the step's clock goes on)
+    SWAP_CONTROL = "swap_control"  # a control board away or gone: ``other`` (a later wave's) replaces it
     SOAK_CHECKS = "soak_checks"  # the soak is over: check the wave and the control boards
     GATE = "gate"  # the soak checks are in: judge the wave
     HALT = "halt"  # the gate failed: roll back
@@ -304,6 +319,7 @@ class Act:
     do: Do
     board: str | None = None
     reason: str = ""
+    other: str | None = None  # SWAP_CONTROL: the board that becomes a control board
 
 
 @dataclass(frozen=True)
@@ -318,9 +334,12 @@ class BoardSeen:
     # any reason but quarantine (suspect, on the remediation ladder) counts: the rollback is its remedy.
     drained: bool
     op_ok: bool | None = None  # the flash under way: None while it runs
-    check_ok: bool | None = None  # the check under way: None while it runs
+    check_ok: bool | None = None  # the check under way: None while it runs (or could not run)
+    check_lost: bool = False  # the check under way ended without a verdict: it could not run
     detail: str = ""  # why the op or check failed
-    gone: str = ""  # why it is out of the rollout's reach (quarantined, retired, its host lost)
+    gone: str = ""  # why it is out of the rollout's reach for good (quarantined, retired, removed)
+    away: float | None = None  # since when its host has been lost (it is offline); None: here
+    serving: bool = False  # in service (available or allocated, not drained): it could be a control board
 
 
 @dataclass(frozen=True)
@@ -366,10 +385,12 @@ def next_acts(
         if not todo and in_flight == 0:
             acts.append(Act(Do.FINISH, reason="rolled back"))
         return acts
-    todo = [b for b in boards if b.wave == wave and b.step is Step.PENDING and not b.gone]
+    todo = [b for b in boards if b.wave == wave and b.step is Step.PENDING and not b.gone and b.away is None]
     cap = max(1, sum(1 for b in boards if b.wave == wave))
     room = min(cap - in_flight, in_service - need)
     acts.extend(Act(Do.DRAIN, b.id, f"wave {wave}") for b in todo[: max(0, room)])
+    if wave + 1 < sizes:  # the control boards are control boards until the last wave
+        acts.extend(control_swaps(boards, wave=wave))
     w = waves[wave]
     mine = [b for b in boards if b.wave == wave]
     settled = all(b.step in (Step.DONE, Step.FAILED) for b in mine)
@@ -394,8 +415,17 @@ def next_acts(
 
 def _advance(b: BoardSeen, plan: RolloutPlan, now: float) -> list[Act]:
     step = b.step
+    if b.wave == CONTROL and step is Step.PENDING:
+        return []  # a control board away or gone is replaced (control_swaps), not skipped
     if b.gone and step not in (Step.DONE, Step.FAILED, Step.REVERTED):
         return [Act(Do.SKIP, b.id, b.gone)]
+    if b.away is not None:
+        if step.in_flight:
+            # A flash or check on a host that stopped answering cannot be trusted either way.
+            return [Act(Do.RETURN, b.id, "its host was lost mid-step: it goes through its wave again once back")]
+        if step in (Step.PENDING, Step.REVERT_PENDING) and now >= b.away + plan.step_timeout_s:
+            return [Act(Do.SKIP, b.id, f"its host has been lost for more than {plan.step_timeout_s:g} s")]
+        return []
     if step in (Step.DRAINING, Step.REVERT_DRAINING):
         if b.drained:
             return [Act(Do.FLASH, b.id)]
@@ -407,8 +437,45 @@ def _advance(b: BoardSeen, plan: RolloutPlan, now: float) -> list[Act]:
     if step in (Step.FLASHING, Step.REVERT_FLASHING):
         return _verdict(b, b.op_ok, Do.CHECK, "flash", plan, now)
     if step in (Step.CHECKING, Step.REVERT_CHECKING):
+        if b.check_lost and now < b.step_at + plan.step_timeout_s:
+            return [Act(Do.RECHECK, b.id, f"its check after the flash could not run ({b.detail}): again")]
         return _verdict(b, b.check_ok, Do.RELEASE, "check after the flash", plan, now)
     return []
+
+
+def control_swaps(boards: Sequence[BoardSeen], *, wave: int) -> list[Act]:
+    """Control boards to replace: one whose host is lost, or that left service for good, would
+    leave the gate comparing fewer boards (or none). Each is swapped with a board of a later wave,
+    still pending and in service, the latest wave first: it takes the control board's place, and
+    the control board takes its place in that wave (to be flashed then, if it is back)."""
+    lacking = [b for b in boards if b.wave == CONTROL and b.step is Step.PENDING and (b.away is not None or b.gone)]
+    if not lacking:
+        return []
+    spare = sorted(
+        (b for b in boards if b.wave > wave and b.step is Step.PENDING and b.serving and b.away is None and not b.gone),
+        key=lambda b: (-b.wave, b.id),
+    )
+    why = {True: "its host was lost", False: "it left service"}
+    return [
+        Act(Do.SWAP_CONTROL, old.id, f"control board {old.id} {why[old.away is not None]}: {new.id} replaces it",
+            other=new.id)
+        for old, new in zip(lacking, spare, strict=False)
+    ]  # fmt: skip
+
+
+def soak_checks_in(
+    *, wave: tuple[int, int], control: tuple[int, int], since: float, now: float, plan: RolloutPlan
+) -> bool:
+    """Whether a wave's soak checks are in: ``wave`` and ``control`` are (boards with a judged
+    check since the soak began, boards in service that should have one). Every one of them;
+    past ``step_timeout_s``, the share :attr:`Gates.min_judged` of each group. A check that could
+    not run is not judged: the shell asks for it again, and the gate waits."""
+    groups = (wave, control)
+    if all(judged >= wanted for judged, wanted in groups):
+        return True
+    if now < since + plan.step_timeout_s:
+        return False
+    return all(judged >= math.ceil(plan.gates.min_judged * wanted) for judged, wanted in groups)
 
 
 def _verdict(b: BoardSeen, ok: bool | None, then: Do, what: str, plan: RolloutPlan, now: float) -> list[Act]:

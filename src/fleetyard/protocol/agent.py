@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from fleetyard.domain.job import Outcome
+from fleetyard.domain.job import Cause, Outcome
 
 # How many warm artifacts a board reports (and the server keeps), most recently used last.
 WARM_MAX = 8
@@ -211,6 +211,7 @@ class Event(BaseModel):
     data: str | None = Field(None, max_length=1_000_000, description="log text (type=log)")
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
     outcome: Outcome | None = Field(None, description="type=finished: how this rank ended")
+    cause: Cause | None = Field(None, description="type=finished: what ended it (None from an agent before causes)")
     message: str | None = Field(None, max_length=MESSAGE_MAX, description=f"cut to {MESSAGE_MAX} characters")
     board_ok: bool = Field(True, description="type=finished: the board passed its probe afterwards")
     probe_reason: str | None = Field(

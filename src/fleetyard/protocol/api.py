@@ -186,6 +186,8 @@ class RankOut(BaseModel):
     host_id: str
     state: str
     outcome: str | None
+    # What ended it: "workload" (its own end), or a stop: host_lost, agent_stopped, board_fault, ...
+    cause: str | None = None
     exit_code: int | None
     message: str | None
     created_at: float  # the controller bound the rank to its board
@@ -616,6 +618,11 @@ class RolloutWaveOut(BaseModel):
     flashed_at: float | None = Field(None, description="every board of the wave done or failed")
     soak_checks_at: float | None = None
     checks_in: bool = False
+    soak: dict[str, list[int]] | None = Field(
+        None,
+        description="wave and control: [boards with a judged soak check, boards in service]; a check that "
+        "could not run is not judged, and the gate waits for judged ones",
+    )
     verdict: bool | None = Field(None, description="passed its gate; none until gated")
     figures: dict[str, Any] | None = Field(None, description="wave and control: checks, infra errors, validations, …")
     gate: dict[str, Any] | None = Field(None, description="each measure: the wave's, the control's, the limit")

@@ -89,6 +89,7 @@ class _Board:
         "permanent",
         "seen",
         "state",
+        "state_at",
         "streak",
         "token",
     )  # fmt: skip
@@ -96,6 +97,7 @@ class _Board:
     def __init__(self, bid: str, host: int, gen: str) -> None:
         self.id, self.host, self.gen = bid, host, gen
         self.state = S.AVAILABLE
+        self.state_at = 0.0  # when it entered its state
         self.token = 0  # bumped whenever what a pending event assumed may have changed
         self.fault: FaultKind | None = None
         self.fault_at = 0.0
@@ -668,7 +670,7 @@ class FleetSim:
         if was is state:
             return
         check_transition(was, state, board_id=b.id)
-        b.state = state
+        b.state, b.state_at = state, self.now
         b.token += 1
         if not (was in IN_SERVICE and state in IN_SERVICE):
             self.transitions.append(Transition(b.id, self.now, state, actor, reason))

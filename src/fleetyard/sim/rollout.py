@@ -41,6 +41,7 @@ from fleetyard.policy.rollout import (
     next_acts,
     plan_waves,
     queue_need,
+    soak_checks_in,
 )
 from fleetyard.sim.fleet import IN_SERVICE, FleetSim, SimReport, _Board, _Job
 from fleetyard.sim.model import FaultKind, Scenario, SimPolicy
@@ -96,8 +97,10 @@ class _Rollout:
     from_version: dict[str, str] = field(default_factory=dict)
     op_ok: dict[str, bool] = field(default_factory=dict)
     check_ok: dict[str, bool] = field(default_factory=dict)
+    check_lost: set[str] = field(default_factory=set)  # its check after the flash could not run
     detail: dict[str, str] = field(default_factory=dict)
     soak_due: set[str] = field(default_factory=set)
+    soak_wanted: set[str] = field(default_factory=set)  # the wave's soak boards, as asked
     ended_at: float | None = None
     halted_wave: int | None = None
     reasons: tuple[str, ...] = ()
@@ -228,7 +231,16 @@ class RolloutSim(FleetSim):
         step = r.steps[b]
         if step.in_flight or step is Step.REVERT_PENDING:
             return True
-        return step is Step.PENDING and self._wave(r, b) == r.wave
+        if step is not Step.PENDING:
+            return False
+        wave = self._wave(r, b)
+        # A later wave's pending board matters while a control board lacks: it may replace it.
+        return wave in (r.wave, CONTROL) or (wave > r.wave and self._control_lacking(r))
+
+    def _control_lacking(self, r: _Rollout) -> bool:
+        return r.wave < len(r.waves) - 1 and any(
+            self.by_id[c].state in (S.OFFLINE, S.QUARANTINED, S.RETIRED) for c in r.control
+        )
 
     def _seen(self, r: _Rollout, b: _Board) -> BoardSeen:
         return BoardSeen(
@@ -236,8 +248,10 @@ class RolloutSim(FleetSim):
             drained=b.job is None
             and not b.in_check
             and (b.state in (S.DRAINED, S.SERVICING) or self._revertible(r, b)),
-            op_ok=r.op_ok.get(b.id), check_ok=r.check_ok.get(b.id), detail=r.detail.get(b.id, ""),
-            gone=f"{b.state}" if b.state in (S.QUARANTINED, S.RETIRED, S.OFFLINE) else "",
+            op_ok=r.op_ok.get(b.id), check_ok=r.check_ok.get(b.id), check_lost=b.id in r.check_lost,
+            detail=r.detail.get(b.id, ""), gone=f"{b.state}" if b.state in (S.QUARANTINED, S.RETIRED) else "",
+            away=b.state_at if b.state is S.OFFLINE else None,
+            serving=b.state in IN_SERVICE and b.id not in self.draining,
         )  # fmt: skip
 
     def _revertible(self, r: _Rollout, b: _Board) -> bool:
@@ -249,10 +263,19 @@ class RolloutSim(FleetSim):
     def _wave_seen(self, r: _Rollout, w: _Wave) -> WaveSeen:
         return WaveSeen(
             w.started_at, w.flashed_at, w.soak_checks_at,
-            checks_in=w.soak_checks_at is not None
-            and (not r.soak_due or self.now >= w.soak_checks_at + r.run.plan.step_timeout_s),
+            checks_in=w.soak_checks_at is not None and self._soak_in(r, w.soak_checks_at),
             verdict=w.verdict,
         )  # fmt: skip
+
+    def _soak_in(self, r: _Rollout, since: float) -> bool:
+        """The controller's rule (soak_checks_in) over the boards asked: those still in service
+        count, those whose check judged them are in."""
+        control = set(r.control) if r.wave < len(r.waves) - 1 else set()
+        counts = []
+        for ids in (r.soak_wanted - control, r.soak_wanted & control):
+            serving = {b for b in ids if self.by_id[b].state in IN_SERVICE}
+            counts.append((len(serving - r.soak_due), len(serving)))
+        return soak_checks_in(wave=counts[0], control=counts[1], since=since, now=self.now, plan=r.run.plan)
 
     def _need(self, gen: str) -> int:
         demand: dict[str, int] = dict.fromkeys(self.queues, 0)
@@ -294,6 +317,23 @@ class RolloutSim(FleetSim):
                 self._move(r, b, Step.FAILED)
                 self.draining.discard(b.id)
                 r.detail[b.id] = act.reason
+            elif act.do is Do.RETURN:
+                self._move(r, b, Step.REVERT_PENDING if step.name.startswith("REVERT_") else Step.PENDING)
+                r.op_ok.pop(b.id, None)
+                r.check_ok.pop(b.id, None)
+                r.check_lost.discard(b.id)
+            elif act.do is Do.RECHECK:
+                r.check_lost.discard(b.id)
+                self._check(b, CheckTier.L1)
+            elif act.do is Do.SWAP_CONTROL:
+                assert act.other is not None
+                new = act.other
+                old_wave, new_wave = r.wave_of[b.id], r.wave_of[new]
+                last = r.waves[-1].boards
+                spare = r.waves[new_wave].boards
+                last[last.index(b.id)], spare[spare.index(new)] = new, b.id
+                r.wave_of[b.id], r.wave_of[new] = new_wave, old_wave
+                r.control = [new if c == b.id else c for c in r.control]
             elif act.do is Do.FAIL:
                 self._move(r, b, Step.FAILED)
                 self.draining.discard(b.id)
@@ -303,10 +343,12 @@ class RolloutSim(FleetSim):
         w = r.waves[r.wave]
         if act.do is Do.SOAK_CHECKS:
             w.soak_checks_at = self.now
+            r.soak_wanted.clear()
             for bid in [*w.boards, *(r.control if r.wave < len(r.waves) - 1 else ())]:
                 b = self.by_id[bid]
                 if b.state in IN_SERVICE and bid not in self.draining:
                     r.soak_due.add(bid)
+                    r.soak_wanted.add(bid)
                     if b.state is S.AVAILABLE and bid in self.free:
                         self._l1(b)
         elif act.do is Do.GATE:
@@ -433,10 +475,19 @@ class RolloutSim(FleetSim):
         if token != b.token:
             return
         ok = b.fault is None and not self.host_down[b.host]
-        self.check_log.append((self.now, b.id, ok))
+        # A check on a host that is down could not run: no verdict for a rollout
+        # (policy.outcomes.check_verdict): the check after a flash runs again, a soak check is
+        # still owed, and neither counts in the gate's figures.
+        ran = not self.host_down[b.host]
+        if ran:
+            self.check_log.append((self.now, b.id, ok))
         if b.state is S.SERVICING:  # the check after a rollout's flash: the rollout's to judge
             r = self._rollout_of(b.id)
             if r is not None:
+                if not ran:
+                    r.check_lost.add(b.id)
+                    r.detail[b.id] = "its host was down"
+                    return
                 r.check_ok[b.id] = ok
                 if not ok:
                     r.detail[b.id] = self._detail(b, ok)
@@ -445,7 +496,7 @@ class RolloutSim(FleetSim):
                         self.sdc_caught += 1
                 return
         r = self._controlling(b.id)
-        if r is not None and tier is CheckTier.L1:
+        if r is not None and tier is CheckTier.L1 and ran:
             r.soak_due.discard(b.id)
             image = self.image_of[b.id]
             self.throughput_log.append(

@@ -13,8 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.job import AssignmentState, AttemptState, JobState, Outcome, attempt_outcome
-from fleetyard.policy.outcomes import board_after_rank, job_after_attempt
+from fleetyard.domain.job import AssignmentState, AttemptState, Cause, JobState, Outcome, attempt_outcome
+from fleetyard.policy.outcomes import (
+    COMPARING_KINDS,
+    board_after_rank,
+    board_in_question,
+    job_after_attempt,
+    peers_blamed,
+)
+from fleetyard.policy.peers import PeerOutputs, compare_peers, peer_group
 from fleetyard.store import blob_readers
 from fleetyard.store import tables as t
 from fleetyard.store.boards import allocate_ranks, switch_board_state
@@ -125,8 +132,10 @@ def end_rank(
     result: dict[str, Any] | None = None,
     outputs: dict[str, str] | None = None,
     stop_siblings: bool = True,
+    cause: Cause | None = None,
 ) -> list[int]:
     """End one live rank and release its board. Returns sibling ranks that must now be stopped.
+    ``cause``: what ended it (None: not known, from an agent older than causes).
 
     A rank that already ended (a concurrent writer got there first) is left as it is.
     """
@@ -137,6 +146,7 @@ def end_rank(
         .values(
             state=str(AssignmentState.EXITED),
             outcome=str(outcome),
+            cause=None if cause is None else str(cause),
             exit_code=exit_code,
             message=message,
             finished_at=at,
@@ -162,6 +172,7 @@ def end_rank(
                 board_ok=board_ok,
                 drain_requested=board.drain_reason is not None,
                 probe_reason=probe_reason,
+                cause=cause,
             )
             # A user job counts towards the board's next L1 check (its own check does not).
             counted: dict[str, Any] = (
@@ -198,7 +209,8 @@ def stop_ranks(
     to_stop: list[int] = []
     for s in live:
         if s.state == AssignmentState.PENDING:
-            end_rank(conn, s, outcome=outcome, at=at, message=reason, stop_siblings=False)
+            cause = Cause.PREEMPTED if outcome is Outcome.PREEMPTED else Cause.CANCELED
+            end_rank(conn, s, outcome=outcome, at=at, message=reason, stop_siblings=False, cause=cause)
         else:
             to_stop.append(s.id)
     if to_stop:
@@ -250,6 +262,8 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float
     ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()
     if not ranks or any(r.state != AssignmentState.EXITED for r in ranks):
         return None
+    if len(ranks) >= 3 and _blame_odd_peers(conn, attempt_id, at=at):  # a majority takes three
+        ranks = conn.execute(sa.select(A.c.state, A.c.outcome, A.c.message).where(A.c.attempt_id == attempt_id)).all()
     outcome = attempt_outcome([Outcome(r.outcome) for r in ranks])
     message = next((r.message for r in ranks if r.outcome == outcome and r.message), None)
     res = conn.execute(
@@ -284,6 +298,45 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float
         values["finished_at"] = at
     conn.execute(t.jobs.update().where(t.jobs.c.id == job.id).values(**values))
     return state
+
+
+def _blame_odd_peers(conn: sa.Connection, attempt_id: int, *, at: float) -> bool:
+    """A comparing job's ranks that found a mismatch where their peers' outputs agree, bit for bit,
+    on something else (:func:`~fleetyard.policy.peers.compare_peers`): each becomes an infra error
+    of its board (the attempt runs again elsewhere), and the board leaves service for a check (or,
+    busy with other work already, takes its L1 check next). Whether any rank changed."""
+    ranks = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id).order_by(A.c.rank)).all()
+    kind = conn.execute(sa.select(t.jobs.c.kind).where(t.jobs.c.id == ranks[0].job_id)).scalar()
+    if kind not in COMPARING_KINDS:
+        return False
+    verdicts = compare_peers(
+        PeerOutputs(r.id, peer_group(r.result or {}), (r.outputs or {}).get("candidate.npz")) for r in ranks
+    )
+    changed = False
+    for r in ranks:
+        v = verdicts.get(r.id)
+        cause = None if r.cause is None else Cause(r.cause)
+        if v is None or not v.differs or cause not in (None, Cause.WORKLOAD):
+            continue
+        if not board_in_question(kind, Outcome(r.outcome), r.result or {}):
+            continue
+        outcome, new_cause, message = peers_blamed(r.message, agreeing=v.agreeing, of=v.of)
+        conn.execute(
+            A.update().where(A.c.id == r.id).values(outcome=str(outcome), cause=str(new_cause), message=message)
+        )
+        board = conn.execute(
+            sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.check_due)
+            .where(t.boards.c.id == r.board_id)
+            .with_for_update(key_share=True)
+        ).first()
+        why = f"job {r.job_id}: {message}"
+        if board is not None and board.state == BoardState.AVAILABLE and board.attempt_id is None:
+            switch_board_state(conn, r.board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=why,
+                               actor=Actor.POLICY, at=at, job_id=r.job_id)  # fmt: skip
+        elif board is not None and board.state == BoardState.ALLOCATED and board.check_due is None:
+            conn.execute(t.boards.update().where(t.boards.c.id == r.board_id).values(check_due=why[:500]))
+        changed = True
+    return changed
 
 
 def settle_ended(conn: sa.Connection, *, at: float) -> list[int]:

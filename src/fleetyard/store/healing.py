@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth
-from fleetyard.domain.job import JobState
+from fleetyard.domain.job import Cause, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
 from fleetyard.errors import Conflict
+from fleetyard.policy.outcomes import check_verdict
 from fleetyard.policy.remediation import Case, Phase
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import NewAttempt, bind_many
@@ -93,6 +94,9 @@ class CheckResult:
     passed: bool
     detail: str  # why it failed ("" when it passed)
     outputs: dict[str, str]  # the failing outputs (name -> blob sha256): evidence
+    # False: it could not run (its host lost, its agent stopped, canceled): no verdict on the
+    # board, and it is run again (policy.outcomes.check_verdict).
+    ran: bool = True
 
 
 def check_result(conn: sa.Connection, job_id: int) -> CheckResult | None:
@@ -105,15 +109,18 @@ def check_result(conn: sa.Connection, job_id: int) -> CheckResult | None:
     if job.state == JobState.SUCCEEDED:
         return CheckResult(True, "", {})
     rank = conn.execute(
-        sa.select(t.assignments.c.message, t.assignments.c.outcome, t.assignments.c.outputs)
+        sa.select(t.assignments.c.message, t.assignments.c.outcome, t.assignments.c.cause, t.assignments.c.outputs)
         .where(t.assignments.c.job_id == job_id)
         .order_by(t.assignments.c.id.desc())
         .limit(1)
     ).first()
     if rank is None:
-        return CheckResult(False, job.message or str(job.state), {})
+        return CheckResult(False, job.message or str(job.state), {}, ran=job.state != JobState.CANCELED)
     detail = rank.message or job.message or str(rank.outcome or job.state)
-    return CheckResult(False, detail, dict(rank.outputs or {}))
+    verdict = check_verdict(
+        None if rank.outcome is None else Outcome(rank.outcome), None if rank.cause is None else Cause(rank.cause)
+    )
+    return CheckResult(False, detail, dict(rank.outputs or {}), ran=verdict is not None)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.host import HostState
-from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.domain.job import AssignmentState, Cause, Outcome
 from fleetyard.policy.liveness import back_from_offline
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, lock_attempts, settle
@@ -25,6 +25,7 @@ def end_live_ranks(
     reason: str,
     at: float,
     outcome: Outcome = Outcome.INFRA_ERROR,
+    cause: Cause = Cause.HOST_LOST,
     requeue_grace_s: float = 0.0,
     boards: Sequence[str] | None = None,
 ) -> None:
@@ -37,7 +38,7 @@ def end_live_ranks(
     lock_attempts(conn, {a.attempt_id for a in live})
     attempts = set()
     for a in live:
-        end_rank(conn, a, outcome=outcome, at=at, message=reason)
+        end_rank(conn, a, outcome=outcome, at=at, message=reason, cause=cause)
         attempts.add(a.attempt_id)
     for attempt_id in sorted(attempts):
         settle(conn, attempt_id, at=at, requeue_at=at + requeue_grace_s if requeue_grace_s > 0 else None)
@@ -50,6 +51,7 @@ def lose_host(
     reason: str,
     at: float,
     outcome: Outcome = Outcome.INFRA_ERROR,
+    cause: Cause = Cause.HOST_LOST,
     requeue_grace_s: float = 0.0,
 ) -> None:
     """A host stopped answering (or its agent left): boards go offline (a quarantined one stays
@@ -73,7 +75,7 @@ def lose_host(
             actor=Actor.POLICY,
             at=at,
         )
-    end_live_ranks(conn, host_id, reason=reason, at=at, outcome=outcome, requeue_grace_s=requeue_grace_s)
+    end_live_ranks(conn, host_id, reason=reason, at=at, outcome=outcome, cause=cause, requeue_grace_s=requeue_grace_s)
 
 
 def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:

@@ -141,6 +141,8 @@ assignments = sa.Table(
     sa.Column("host_id", sa.String(200), nullable=False),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("outcome", sa.String(20)),
+    # What ended it (domain.job.Cause): its workload, or a stop (host lost, agent stopped, ...).
+    sa.Column("cause", sa.String(20)),
     sa.Column("exit_code", sa.Integer),
     sa.Column("message", sa.Text),
     sa.Column("created_at", Time, nullable=False),

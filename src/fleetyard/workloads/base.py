@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fleetyard.domain.job import Outcome
+from fleetyard.domain.job import Cause, Outcome
 from fleetyard.errors import BadRequest
 from fleetyard.workloads.rank_cgroup import RankCgroup
 from fleetyard.workloads.sandbox import Sandbox
@@ -70,6 +70,8 @@ class WorkloadResult:
     exit_code: int | None = None
     message: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    # What ended the rank: set by the agent (a stop, a board fault), never taken from a job's process.
+    cause: Cause = Cause.WORKLOAD
 
 
 class Workload(Protocol):

@@ -45,6 +45,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -74,6 +75,7 @@ __all__ = [
     "HealthCheckWorkload",
     "first_mismatch",
     "golden_bounds",
+    "golden_check",
     "golden_inputs",
     "golden_model",
     "golden_model_bytes",
@@ -311,6 +313,24 @@ def _mismatch_text(m: dict[str, Any], expected: Mapping[str, np.ndarray]) -> str
         f"output differs from the golden result at {name}[{m['index']}] "
         f"(expected {dtype(m['expected'])}, got {dtype(m['got'])}; {m['mismatched']} elements differ)"
     )
+
+
+def golden_check(env: Mapping[str, str], workdir: Path, *, runs: int = 3) -> str | None:
+    """An L1 check in the caller's process, on the board whose session environment is ``env``:
+    None when ``runs`` runs of the golden model are golden, else what differed. The agent's
+    worker runs it after a validation mismatch: a board that fails it made the mismatch."""
+    data, sha = _golden_model_file()
+    path = workdir / GOLDEN_FILE
+    path.write_bytes(data)
+    model = default_cache().get(path, DeviceSettings.from_env(env), sha256=sha)
+    inputs = check_inputs(model.signature, golden_inputs())
+    for run in range(1, runs + 1):
+        outputs = as_computed_by(env, model.run(inputs, check=False))
+        if outputs_sha256(outputs) != GOLDEN_SHA256:
+            expected = _reference()
+            mismatch = first_mismatch(expected, outputs)
+            return f"run {run}: " + (_mismatch_text(mismatch, expected) if mismatch else "the digest differs")
+    return None
 
 
 # ---- the workload -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.host import HostState
 from fleetyard.domain.inventory import DeclaredBoard
-from fleetyard.domain.job import AssignmentState, Outcome
+from fleetyard.domain.job import AssignmentState, Cause, Outcome
 from fleetyard.errors import BadRequest, Conflict, Forbidden, StaleSession
 from fleetyard.policy.inventory import admit
 from fleetyard.protocol.agent import (
@@ -67,7 +67,10 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
             conn.execute(t.hosts.insert().values(id=host_id, registered_at=at, **values))
         else:
             if host.session != req.session:
-                end_live_ranks(conn, host_id, reason="agent restarted: its running work was lost", at=at)
+                end_live_ranks(
+                    conn, host_id, reason="agent restarted: its running work was lost", at=at,
+                    cause=Cause.AGENT_STOPPED,
+                )  # fmt: skip
             conn.execute(t.hosts.update().where(t.hosts.c.id == host_id).values(**values))
             if host.state == HostState.OFFLINE:
                 host_back(conn, host_id, at=at)
@@ -110,7 +113,9 @@ def register(store: Store, *, principal: Principal, req: RegisterRequest, at: fl
                 )
                 # A rank addressed to the old host cannot run there any more: it ends, and its job
                 # runs again (the old host's agent is told to stop it if it still has it).
-                end_live_ranks(conn, row.host_id, boards=[b.serial], reason=f"its board {moved}", at=at)
+                end_live_ranks(
+                    conn, row.host_id, boards=[b.serial], reason=f"its board {moved}", at=at, cause=Cause.BOARD_GONE
+                )
             if row.state == BoardState.OFFLINE:
                 board_back(conn, b.serial, actor=Actor.AGENT, at=at)
         missing = conn.execute(
@@ -246,7 +251,9 @@ def leave(store: Store, *, principal: Principal, session: str, at: float) -> Non
         # process is refused rather than take the new session's host offline.
         lock_rows(conn, t.hosts, [host_id])
         _check_session(conn, host_id, session)
-        lose_host(conn, host_id, reason="its agent stopped", at=at, outcome=Outcome.PREEMPTED)
+        lose_host(
+            conn, host_id, reason="its agent stopped", at=at, outcome=Outcome.PREEMPTED, cause=Cause.AGENT_STOPPED
+        )
 
     store.transact(write)  # run again if PostgreSQL aborts it for a deadlock
 
@@ -370,9 +377,9 @@ def apply_events(
                 if a.state == AssignmentState.EXITED:
                     continue
                 # Siblings asked to stop here reach their agents through _to_cancel below.
-                outcome, message = e.outcome or Outcome.INFRA_ERROR, e.message
+                outcome, message, cause = e.outcome or Outcome.INFRA_ERROR, e.message, e.cause
                 if a.attempt_id in preempted and outcome is Outcome.CANCELED:
-                    outcome, message = Outcome.PREEMPTED, preempted[a.attempt_id]
+                    outcome, message, cause = Outcome.PREEMPTED, preempted[a.attempt_id], Cause.PREEMPTED
                 end_rank(
                     conn,
                     a,
@@ -384,6 +391,7 @@ def apply_events(
                     probe_reason=e.probe_reason,
                     result=e.result,
                     outputs=e.outputs,
+                    cause=cause,
                 )
                 to_settle.add(a.attempt_id)
                 applied += 1

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from fleetyard.domain.auth import Principal
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.job import JobState
+from fleetyard.domain.job import Cause, JobState
 from fleetyard.errors import BadRequest, Conflict, NotFound
 from fleetyard.policy.remediation import TAKEN_OVER, by_hand
 from fleetyard.protocol.agent import BoardOp, FaultAction, FaultKind
@@ -129,7 +129,7 @@ def release(store: Store, *, board_id: str, reason: str, principal: Principal, a
     def release_in(conn: sa.Connection) -> BoardOut:
         b = _board(conn, board_id)
         why = f"released by {principal.name} to move it to another host: {reason}"
-        end_live_ranks(conn, b.host_id, boards=[board_id], reason=why, at=at)
+        end_live_ranks(conn, b.host_id, boards=[board_id], reason=why, at=at, cause=Cause.BOARD_GONE)
         lock_rows(conn, t.boards, [board_id])  # after the attempt (end_live_ranks' order)
         b = _board(conn, board_id)
         state = BoardState(b.state)

@@ -67,6 +67,7 @@ def _detail(conn: sa.Connection, r: rs.RolloutRow) -> RolloutDetail:
             flashed_at=w.get("flashed_at"),
             soak_checks_at=w.get("soak_checks_at"),
             checks_in=bool(w.get("checks_in")),
+            soak=w.get("soak"),
             verdict=w.get("verdict"),
             figures=w.get("figures"),
             gate=w.get("gate"),

@@ -115,6 +115,7 @@ def rank_out(r: Row) -> RankOut:
         host_id=r.host_id,
         state=r.state,
         outcome=r.outcome,
+        cause=r.cause,
         exit_code=r.exit_code,
         message=r.message,
         created_at=r.created_at,

@@ -1,0 +1,107 @@
+"""Peers: a validation rank whose mismatch its peers' outputs contradict, bit for bit, is its board's
+fault (policy.peers, and the store's settle that applies it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from tests.unit.test_api_flow import Fleet
+
+from fleetyard.policy.peers import PeerOutputs, Verdict, compare_peers, peer_group
+from fleetyard.store import tables as t
+from fleetyard.store.attempts import settle
+
+G1 = {"generation": "sim-g1", "driver": "sim 1", "firmware": "1.0"}
+# Two boards agree and pass; the third found a mismatch, with outputs of its own.
+ODD_ONE_OUT = [
+    ("h1-b0", "success", "x", {"passed": True}),
+    ("h1-b1", "success", "x", {"passed": True}),
+    ("h1-b2", "user_error", "y", {"passed": False}),
+]
+
+
+def test_the_odd_one_out_differs_from_a_strict_majority_of_its_group() -> None:
+    ranks = [
+        PeerOutputs(0, "a", "x"),
+        PeerOutputs(1, "a", "x"),
+        PeerOutputs(2, "a", "y"),
+        PeerOutputs(3, "b", "x"),  # alone in its group: nothing to compare with
+        PeerOutputs(4, "c", "p"),  # two that differ: no majority, no blame
+        PeerOutputs(5, "c", "q"),
+        PeerOutputs(6, "a", None),  # saved nothing
+    ]
+    assert compare_peers(ranks) == {0: Verdict(False, 2, 3), 1: Verdict(False, 2, 3), 2: Verdict(True, 2, 3)}
+
+
+def test_peers_are_the_same_input_set_on_the_same_kind_of_board() -> None:
+    one = {"saved_set": 0, "board": {**G1, "serial": "A"}}
+    assert peer_group(one) == peer_group({"saved_set": 0, "board": {**G1, "serial": "B"}})
+    assert peer_group(one) != peer_group({"saved_set": 1, "board": G1})
+    assert peer_group(one) != peer_group({"saved_set": 0, "board": {**G1, "firmware": "2.0"}})
+    assert peer_group(one) != peer_group({"saved_set": 0, "board": {**G1, "generation": "sim-g2"}})
+
+
+def _attempt(fleet: Fleet, kind: str, ranks: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[int, int]:
+    """A running job of ``kind`` whose ranks (board, outcome, candidate digest, result) have ended."""
+    with fleet.store.write() as conn:
+        job_id = conn.execute(
+            t.jobs.insert()
+            .values(kind=kind, state="running", team="t", owner="o", priority=0, spec={"max_infra_retries": 3},
+                    submitted_at=1.0)
+            .returning(t.jobs.c.id)
+        ).scalar_one()  # fmt: skip
+        attempt = conn.execute(
+            t.attempts.insert()
+            .values(job_id=job_id, number=1, state="running", created_at=1.0)
+            .returning(t.attempts.c.id)
+        ).scalar_one()
+        for rank, (board, outcome, digest, result) in enumerate(ranks):
+            conn.execute(
+                t.assignments.insert().values(
+                    attempt_id=attempt, job_id=job_id, rank=rank, board_id=board, host_id="h1", state="exited",
+                    outcome=outcome, cause="workload", message="numerical mismatch" if outcome != "success" else None,
+                    created_at=1.0, result={"saved_set": 0, "board": G1, **result},
+                    outputs={"candidate.npz": digest},
+                )
+            )  # fmt: skip
+    return job_id, attempt
+
+
+def test_a_mismatch_its_peers_contradict_is_the_boards_and_the_job_runs_again(fleet: Fleet) -> None:
+    fleet.register("h1", n=3)
+    fleet.beat("h1")
+    job_id, attempt = _attempt(fleet, "validate", ODD_ONE_OUT)
+    with fleet.store.write() as conn:
+        settle(conn, attempt, at=5.0)
+        rank = conn.execute(sa.select(t.assignments).where(t.assignments.c.board_id == "h1-b2")).one()
+        board = conn.execute(sa.select(t.boards).where(t.boards.c.id == "h1-b2")).one()
+        job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).one()
+    assert (rank.outcome, rank.cause) == ("infra_error", "board_fault")
+    assert "differ bit for bit from those 2 of 3 peer boards" in rank.message
+    assert board.state == "suspect" and "2 of 3 peer boards" in board.state_reason
+    assert (job.state, job.outcome, job.infra_retries) == ("queued", "infra_error", 1)
+
+
+def test_a_mismatch_every_peer_shares_is_the_jobs(fleet: Fleet) -> None:
+    fleet.register("h1", n=3)
+    fleet.beat("h1")
+    bad = {"passed": False}
+    job_id, attempt = _attempt(fleet, "validate", [(f"h1-b{i}", "user_error", "y", bad) for i in range(3)])
+    with fleet.store.write() as conn:
+        settle(conn, attempt, at=5.0)
+        outcomes = set(conn.execute(sa.select(t.assignments.c.outcome)).scalars())
+        states = set(conn.execute(sa.select(t.boards.c.state)).scalars())
+        job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).one()
+    assert outcomes == {"user_error"} and states == {"available"}
+    assert (job.state, job.outcome) == ("failed", "user_error")
+
+
+def test_only_comparing_kinds_are_judged_by_their_peers(fleet: Fleet) -> None:
+    fleet.register("h1", n=3)
+    fleet.beat("h1")
+    job_id, attempt = _attempt(fleet, "command", ODD_ONE_OUT)
+    with fleet.store.write() as conn:
+        settle(conn, attempt, at=5.0)
+        job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).one()
+    assert (job.state, job.outcome) == ("failed", "user_error")
