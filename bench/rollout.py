@@ -2,7 +2,7 @@
 completes; an image that raises the silent-corruption rate halts and rolls back. Side by side with
 the peer every fleet starts from, the unstaged rollout (every board of the generation at once).
 
-    python bench/rollout.py [--quick] [--boards N] [--seed N] [--workers N]
+    python bench/rollout.py [--quick] [--boards N] [--seed N] [--workers N] [--no-blips]
 
 The fleet is ``fleetyard.sim.Scenario``'s (faults, three teams keeping a backlog queued, health
 checks and the remediation ladder), 2,000 boards (``--quick``: 600) in three generations, with the
@@ -10,7 +10,9 @@ teams' nominal quotas promising 90 % of each generation (``quota_share``: the he
 keeps for maintenance). Rollouts start 6 h in and run the controller's policy
 (``fleetyard.policy.rollout``): a canary of 8 boards, then 5 %, 25 %, 50 %, 100 %, each soaked 1 h,
 8 control boards, drains that wait for running jobs; flash times are the ``sim`` driver's per
-generation. Scenarios (each in its own process):
+generation. The control plane's noise is on (``FaultModel.noisy``: host blips of up to 30 s on 1 % of
+hosts a day, 1 % of checks that cannot run); ``--no-blips`` runs the quiet model. Scenarios (each in
+its own process):
 
 - ``good``: a good image on all three generations at once (three rollouts);
 - ``good_requeue``: the same, draining by re-queueing jobs after 30 min;
@@ -23,9 +25,13 @@ headroom above what the quotas needed while the rollout held boards; for bad one
 halted (0 is the canary), the share of the fleet ever exposed to the image, the jobs that ran on it
 and those it corrupted, and how long until every exposed board ran its old firmware again.
 
-Targets: the good rollouts complete; the bad ones halt at the canary or the first wave, roll back,
-and expose at most 2 % of the fleet; capacity never falls below what the quotas need because of
-a rollout (``min_headroom`` >= 0). Progress on stderr; the last stdout line is the JSON object.
+``good_rollouts_halted``: rollouts of a good image that did not complete; under the noise,
+``false_takeouts_per_1000_board_days`` (the worst scenario's) and ``unapproved_boards_served``.
+
+Targets: the good rollouts complete (``good_rollouts_halted`` == 0); the bad ones halt at the
+canary or the first wave, roll back, and expose at most 2 % of the fleet; capacity never falls
+below what the quotas need because of a rollout (``min_headroom`` >= 0). Progress on stderr; the
+last stdout line is the JSON object.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from typing import Any
 
 from _common import emit, rnd, say, target, use_repo_root
 from fleetyard.policy.rollout import RolloutPlan
-from fleetyard.sim import Scenario
+from fleetyard.sim import FaultModel, Scenario
 from fleetyard.sim.rollout import Image, RolloutRun, RolloutSim
 
 BENCH = "rollout"
@@ -47,7 +53,7 @@ HOUR = 3600.0
 START = 6 * HOUR
 
 
-def _scenario(name: str, boards: int, seed: int, quick: bool) -> tuple[Scenario, list[RolloutRun]]:
+def _scenario(name: str, boards: int, seed: int, quick: bool, blips: bool) -> tuple[Scenario, list[RolloutRun]]:
     staged = RolloutPlan(canary=8, soak_s=HOUR, control=8)
     if name.startswith("good"):
         plan = staged if name == "good" else RolloutPlan(canary=8, soak_s=HOUR, control=8, drain="requeue")
@@ -61,12 +67,13 @@ def _scenario(name: str, boards: int, seed: int, quick: bool) -> tuple[Scenario,
         plan = staged if name != "bad_unstaged" else RolloutPlan(canary=100_000, shares=(1.0,), soak_s=HOUR, control=8)
         runs = [RolloutRun("sim-g1", Image("1.5.0-bad", sdc_per_board_hour=rate), START, plan)]
         days = 2.0 if quick else 3.0
-    return Scenario(boards=boards, days=days, seed=seed, quota_share=0.9), runs
+    faults = FaultModel().noisy() if blips else FaultModel()
+    return Scenario(boards=boards, days=days, seed=seed, quota_share=0.9, faults=faults), runs
 
 
-def _run(args: tuple[str, int, int, bool]) -> tuple[str, dict[str, Any], list[dict[str, Any]], float]:
-    name, boards, seed, quick = args
-    scenario, runs = _scenario(name, boards, seed, quick)
+def _run(args: tuple[str, int, int, bool, bool]) -> tuple[str, dict[str, Any], list[dict[str, Any]], float]:
+    name, boards, seed, quick, blips = args
+    scenario, runs = _scenario(name, boards, seed, quick, blips)
     t0 = time.perf_counter()
     base, reports = RolloutSim(scenario, runs).run_rollouts()
     return name, base.as_dict(), [r.as_dict() for r in reports], time.perf_counter() - t0
@@ -78,13 +85,14 @@ def main() -> None:
     ap.add_argument("--boards", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--no-blips", action="store_true", help="no host blips nor lost checks (the quiet model)")
     args = ap.parse_args()
     use_repo_root()
     boards = args.boards or (600 if args.quick else 2000)
     names = ["good", "good_requeue", "bad", "bad_slow", "bad_unstaged"]
     say(f"{boards:,} boards; scenarios {', '.join(names)}")
     t0 = time.perf_counter()
-    jobs = [(n, boards, args.seed, args.quick) for n in names]
+    jobs = [(n, boards, args.seed, args.quick, not args.no_blips) for n in names]
     workers = args.workers or min(len(names), os.cpu_count() or 1)
     if workers <= 1:
         results = [_run(j) for j in jobs]
@@ -126,6 +134,13 @@ def main() -> None:
         "good_attempts_lost": by["good"][0]["attempts_lost"],
         "min_headroom": min(headrooms) if headrooms else None,
         "min_headroom_at_drain": min(at_drain) if at_drain else None,
+        "good_rollouts_halted": sum(r["state"] != "completed" for n in ("good", "good_requeue") for r in by[n][1]),
+        "false_takeouts_per_1000_board_days": rnd(
+            max(by[n][0]["false_takeouts_per_1000_board_days"] for n in names), 4
+        ),
+        "unapproved_boards_served": sum(by[n][0]["unapproved_boards_served"] for n in names),
+        "blips": sum(by[n][0]["blips"] for n in names),
+        "checks_lost": sum(by[n][0]["checks_lost"] for n in names),
         "bad_state": bad["state"],
         "bad_halted_at_wave": bad["halted_at_wave"],
         "bad_reasons": bad["reasons"],
@@ -146,6 +161,9 @@ def main() -> None:
     }
     targets = {
         "good_completed": target(float(all(s == "completed" for s in metrics["good_states"])), at_least=1.0),
+        "good_rollouts_halted": target(metrics["good_rollouts_halted"], at_most=0),
+        "false_takeouts_per_1000_board_days": target(metrics["false_takeouts_per_1000_board_days"], at_most=0.1),
+        "unapproved_boards_served": target(metrics["unapproved_boards_served"], at_most=0),
         "bad_halted_by_wave_1": target(
             float(bad["halted_at_wave"] is not None and bad["halted_at_wave"] <= 1 and bad["state"] == "rolled_back"),
             at_least=1.0,

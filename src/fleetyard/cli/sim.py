@@ -56,6 +56,13 @@ SCHEDULING_ROWS: tuple[tuple[str, str], ...] = (
     ("longest gang wait", "gang_wait_max_s"),
     ("plan() p99", "plan_p99_ms"),
 )
+# With --blips: what the noise did (none of it is a fault: each should stay 0).
+NOISE_ROWS: tuple[tuple[str, str], ...] = (
+    ("blips / checks that could not run", "noise"),
+    ("boards taken out for nothing, per 1000 board-days", "false_takeouts_per_1000_board_days"),
+    ("attempts re-run for nothing", "false_requeues"),
+    ("work on unapproved boards", "unapproved_boards_served"),
+)
 
 
 def _cell(r: SimReport, key: str) -> str:
@@ -78,6 +85,10 @@ def _cell(r: SimReport, key: str) -> str:
     if key == "wasted":
         share = r.wasted_board_hours / r.board_hours_run if r.board_hours_run else 0.0
         return f"{r.wasted_board_hours:,.1f} of {r.board_hours_run:,.0f} ({_pct(share, 2)})"
+    if key == "noise":
+        return f"{r.blips:,} / {r.checks_lost:,}"
+    if key == "false_takeouts_per_1000_board_days":
+        return f"{r.false_takeouts_per_1000_board_days:.3f}"
     if key == "plan_p99_ms":
         return "-" if r.plan_p99_ms is None else f"{r.plan_p99_ms:.1f} ms"
     return f"{getattr(r, key):,}"
@@ -115,6 +126,14 @@ def sim(
             "instead of the default three teams.",
         ),
     ] = None,
+    blips: Annotated[
+        bool,
+        typer.Option(
+            "--blips",
+            help="The control plane's noise: host blips of up to 30 s on 1 % of hosts a day, 1 % of "
+            "checks that cannot run (none of it a fault).",
+        ),
+    ] = False,
     hosts_per_rack: Annotated[int, typer.Option("--hosts-per-rack", min=1, help="Hosts a rack.")] = 16,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: one per CPU).")] = None,
     as_json: JsonOpt = False,
@@ -128,6 +147,8 @@ def sim(
         "permanent_share": permanent,
     }
     fm = FaultModel(**{k: v for k, v in changes.items() if v is not None})
+    if blips:
+        fm = fm.noisy()
     scenario = Scenario(boards=boards, days=days, seed=seed, faults=fm, hosts_per_rack=hosts_per_rack)
     if workload is not None:
         scenario = dataclasses.replace(scenario, workload=load_workload(workload), scheduling_figures=True)
@@ -145,7 +166,9 @@ def sim(
             ["", *(r.policy for r in reports)],
             [
                 (label, *(_cell(r, k) for r in reports))
-                for label, k in ROWS + (SCHEDULING_ROWS if scenario.scheduling_figures else ())
+                for label, k in ROWS
+                + (SCHEDULING_ROWS if scenario.scheduling_figures else ())
+                + (NOISE_ROWS if blips else ())
             ],
         )
     )

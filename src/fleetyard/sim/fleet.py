@@ -73,6 +73,7 @@ class _Board:
         "before_offline",
         "case",
         "crash_pending",
+        "crashed",
         "fault",
         "fault_at",
         "faulty_since",
@@ -86,6 +87,7 @@ class _Board:
         "jobs_since",
         "l1_at",
         "lemon",
+        "onboarded",
         "permanent",
         "seen",
         "state",
@@ -98,6 +100,7 @@ class _Board:
         self.id, self.host, self.gen = bid, host, gen
         self.state = S.AVAILABLE
         self.state_at = 0.0  # when it entered its state
+        self.onboarded = True  # through approval and burn-in (a repaired board: again)
         self.token = 0  # bumped whenever what a pending event assumed may have changed
         self.fault: FaultKind | None = None
         self.fault_at = 0.0
@@ -109,6 +112,7 @@ class _Board:
         self.case: Case | None = None
         self.in_check = False  # a periodic L1 runs on it (it is allocated to the check)
         self.crash_pending = False
+        self.crashed = False  # a crash (one-shot: no fault stays) took its job down, not yet dealt with
         self.lemon = False
         self.incidents: list[float] = []  # when it left service, lately
         self.streak = 0  # no-checks: failed jobs in a row, the ladder step to try
@@ -217,16 +221,26 @@ class SimReport:
     plan_passes: int = 0
     plan_p50_ms: float | None = None
     plan_p99_ms: float | None = None
+    # Noise (FaultModel.noisy): none of it is a fault, so each of these should stay at 0.
+    blips: int = 0  # hosts silent for a while, then back
+    checks_lost: int = 0  # checks that could not run (no verdict)
+    false_takeouts_per_1000_board_days: float = 0.0  # boards without a fault taken out of service
+    false_requeues: int = 0  # attempts ended for the infrastructure with no fault behind them
+    unapproved_boards_served: int = 0  # user work started on a board not through approval and burn-in
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+# Out of service, by the policy's hand: a board without a fault sent here was taken out for nothing.
+_TAKEN_OUT = frozenset({S.SUSPECT, S.REMEDIATING, S.QUARANTINED})
+
+
 # Event kinds (ints: the heap compares tuples).
 (E_FAULT, E_SDC, E_HOST_LOSS, E_HOST_LOST, E_HOST_BACK, E_DETECT, E_JOB_END, E_JOB_FAIL, E_CHECK_END,
  E_OP_END, E_OPERATOR, E_REPAIRED, E_PASS, E_L1_TIMER, E_BREAKER_RESET, E_CASE_TIMER, E_REQUEUE,
- E_INJECT, E_ARRIVE, E_PREEMPTED) = range(20)  # fmt: skip
+ E_INJECT, E_ARRIVE, E_PREEMPTED, E_BLIP, E_UNREACHABLE, E_BLIP_END) = range(23)  # fmt: skip
 
 
 class FleetSim:
@@ -263,6 +277,9 @@ class FleetSim:
         self.hb_phase = [self.phase_rng.uniform(0, sc.heartbeat_s) for _ in range(hosts)]
         self.host_down = [False] * hosts
         self.host_lost = [False] * hosts
+        self.host_unreachable = [False] * hosts  # silent past the unreachable threshold: no new work
+        self.unreachable_n = 0
+        self.blip_lost = [False] * hosts  # lost, though it was only a blip (silent past the grace)
         self.free: set[str] = set()
         self.pool = Pool(views, ())
         self.line = Line()
@@ -318,6 +335,7 @@ class FleetSim:
         self.tripped: set[str] = set()
         self.taken_out: dict[str, deque[float]] = defaultdict(deque)
         self.host_down_since: dict[int, float] = {}
+        self.false_takeouts = self.false_requeues = self.unapproved_served = self.checks_lost = 0
         self._handlers: dict[int, Callable[[Any, int], None]] = {
             E_FAULT: self._on_fault, E_SDC: self._on_sdc, E_HOST_LOSS: self._on_host_loss,
             E_HOST_LOST: self._on_host_lost, E_HOST_BACK: self._on_host_back, E_DETECT: self._on_detect,
@@ -325,7 +343,8 @@ class FleetSim:
             E_OP_END: self._on_op_end, E_OPERATOR: self._on_operator, E_REPAIRED: self._on_repaired,
             E_PASS: self._on_pass, E_L1_TIMER: self._on_l1_timer, E_BREAKER_RESET: self._on_breaker_reset,
             E_CASE_TIMER: self._on_case_timer, E_REQUEUE: self._on_requeue, E_INJECT: self._on_inject,
-            E_ARRIVE: self._on_arrive, E_PREEMPTED: self._on_preempted,
+            E_ARRIVE: self._on_arrive, E_PREEMPTED: self._on_preempted, E_BLIP: self._on_blip,
+            E_UNREACHABLE: self._on_unreachable, E_BLIP_END: self._on_blip_end,
         }  # fmt: skip
 
     def inject(self, at: float, board: str, kind: FaultKind | str, *, permanent: bool = False) -> None:
@@ -339,6 +358,12 @@ class FleetSim:
         if not 0 <= host < len(self.host_boards):
             raise KeyError(f"no host {host} in this fleet (0 to {len(self.host_boards) - 1})")
         self._at(at, E_HOST_LOSS, (host, down_s))
+
+    def blip(self, at: float, host: int, silent_s: float) -> None:
+        """Host number ``host`` is silent from ``at`` s for ``silent_s`` s, then back as it was."""
+        if not 0 <= host < len(self.host_boards):
+            raise KeyError(f"no host {host} in this fleet (0 to {len(self.host_boards) - 1})")
+        self._at(at, E_BLIP, (host, silent_s))
 
     def board_state(self, board: str) -> BoardState:
         return self.by_id[board].state
@@ -367,6 +392,7 @@ class FleetSim:
         self._schedule_next_fault(E_FAULT)
         self._schedule_next_fault(E_SDC)
         self._schedule_next_fault(E_HOST_LOSS)
+        self._schedule_next_fault(E_BLIP)
         self._at(0.0, E_PASS)
         heap, handlers, end = self._heap, self._handlers, self.end
         while heap and heap[0][0] <= end:
@@ -429,7 +455,7 @@ class FleetSim:
         self._changed = False
         running = self._running_views()
         snap = Snapshot(
-            self.now, self.pool, frozenset(self.free), self.line, running, self.queues, self.usage,
+            self.now, self.pool, self._placeable(), self.line, running, self.queues, self.usage,
             window=self.sc.window, held_for=self.holds.held_for(),
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -540,6 +566,7 @@ class FleetSim:
         return False
 
     def _start(self, job: _Job, boards: tuple[_Board, ...]) -> None:
+        self.unapproved_served += sum(not b.onboarded for b in boards)
         job.boards, job.started, job.corrupt = boards, self.now, False
         job.token += 1
         self._attempts += 1
@@ -578,7 +605,7 @@ class FleetSim:
     def _fate(self, b: _Board, job: _Job) -> tuple[float, Outcome] | None:
         """When and how the job fails on ``b``, from the board's fault (None: it does not)."""
         if b.crash_pending:
-            b.crash_pending = False
+            b.crash_pending, b.crashed = False, True
             return self.now + 5.0, Outcome.INFRA_ERROR
         kind = b.fault
         if kind is None or kind in (FaultKind.SILENT_CORRUPTION, FaultKind.THERMAL):
@@ -630,6 +657,8 @@ class FleetSim:
         nxt = job_after_attempt(
             outcome, infra_retries=job.infra_retries, max_infra_retries=self.sc.workload.max_infra_retries
         )
+        if outcome is Outcome.INFRA_ERROR and any(self.blip_lost[b.host] for b in job.boards):
+            self.false_requeues += 1  # a host judged lost that was only silent: noise re-ran it
         self._finish(job)
         boards, job.boards = job.boards, ()
         if nxt.state is JobState.QUEUED:
@@ -672,6 +701,17 @@ class FleetSim:
         check_transition(was, state, board_id=b.id)
         b.state, b.state_at = state, self.now
         b.token += 1
+        if b.fault is None and (
+            (was in IN_SERVICE and state in _TAKEN_OUT and not self.host_down[b.host] and not b.crashed)
+            or (state is S.OFFLINE and self.blip_lost[b.host])
+        ):
+            self.false_takeouts += 1  # out of service with nothing wrong with it, or its host
+        if state in _TAKEN_OUT:
+            b.crashed = False
+        if state is S.ONBOARDING:
+            b.onboarded = False
+        elif was is S.ONBOARDING and state is S.AVAILABLE:
+            b.onboarded = True
         if not (was in IN_SERVICE and state in IN_SERVICE):
             self.transitions.append(Transition(b.id, self.now, state, actor, reason))
         if state not in IN_SERVICE and b.faulty_since is not None:
@@ -724,16 +764,36 @@ class FleetSim:
         elif b.fault is not None:
             took = min(took, max(1.0, 0.1 * took))  # the first wrong result fails it
         self.check_bs += took
-        self._at(self.now + took, E_CHECK_END, (b, tier), b.token)
+        lost = self.sc.faults.checks_lost_share > 0 and self.fate_rng.random() < self.sc.faults.checks_lost_share
+        self._at(self.now + took, E_CHECK_END, (b, tier, lost), b.token)
 
-    def _on_check_end(self, what: tuple[_Board, CheckTier], token: int) -> None:
-        b, tier = what
+    def _verdict(self, b: _Board, lost: bool) -> bool | None:
+        """What a check that ended says (policy.outcomes.check_verdict): None when it could not
+        run (its agent restarted under it, its host down), else whether the board is sound."""
+        if lost or self.host_down[b.host]:
+            return None
+        return b.fault is None
+
+    def _on_check_end(self, what: tuple[_Board, CheckTier, bool], token: int) -> None:
+        b, tier, lost = what
         if token != b.token:
             return
-        ok = b.fault is None and not self.host_down[b.host]
+        verdict = self._verdict(b, lost)
+        if verdict is None:
+            self.checks_lost += 1
         if b.case is not None:
-            self._advance(b, *on_result(b.case, ok=ok, detail=self._detail(b, ok), now=self.now, policy=self._pol(b)))
+            detail = "could not run" if verdict is None else self._detail(b, verdict)
+            self._advance(b, *on_result(b.case, ok=verdict, detail=detail, now=self.now, policy=self._pol(b)))
             return
+        if verdict is None:  # no verdict: run it again (a periodic L1 comes due at once; a burn-in again)
+            if b.state in (S.ONBOARDING, S.SUSPECT, S.REMEDIATING):
+                self._check(b, tier)
+            else:
+                b.in_check = False
+                self._to(b, S.AVAILABLE)
+                self._make_free(b)
+            return
+        ok = verdict
         if ok:
             b.l1_at, b.jobs_since = self.now, 0
             if b.state is S.ONBOARDING:  # burn-in passed (L3)
@@ -949,6 +1009,8 @@ class FleetSim:
             rate = fm.board_faults_per_1000_board_days / 1000.0 / 86400.0 * weight
         elif kind == E_SDC:
             rate = fm.silent_corruption_per_1000_board_days / 1000.0 / 86400.0 * sc.boards
+        elif kind == E_BLIP:
+            rate = fm.blips_per_host_day / 86400.0 * len(self.host_boards)
         else:
             rate = fm.host_loss_per_1000_host_days / 1000.0 / 86400.0 * len(self.host_boards)
         if rate > 0:
@@ -981,6 +1043,7 @@ class FleetSim:
         if kind is FaultKind.CRASH:  # one-shot: the job on it dies, or the next one
             if b.job is not None:
                 self.detect_waits["crash"].append(0.0)
+                b.crashed = True
                 self._end_attempt(b.job, Outcome.INFRA_ERROR, blame=b)
             else:
                 b.crash_pending = True
@@ -1050,8 +1113,8 @@ class FleetSim:
             return
         self.fault_counts["host_loss"] += 1
         self.host_down[h] = True
-        timeout = self.sc.heartbeat_s * self.sc.host_timeout_beats
-        down_s += timeout  # a blip shorter than the timeout goes unnoticed and is not simulated
+        timeout = self.sc.liveness.lost_after_s
+        down_s += timeout  # a silence shorter than the grace is a blip (E_BLIP), not a loss
         for b in self.host_boards[h]:
             if b.job is not None:
                 b.job.token += 1  # nothing it does reaches the server any more
@@ -1062,10 +1125,49 @@ class FleetSim:
         self._at(self.now + down_s, E_HOST_BACK, h)
         self.host_down_since[h] = self.now
 
+    def _on_blip(self, scripted: tuple[int, float] | None, _: int) -> None:
+        """A host silent for seconds to a minute, then back as it was. Past the unreachable
+        threshold it gets no new work; past the grace it is lost, as a host that failed (and that
+        counts against the policy: nothing was wrong)."""
+        fm, lv = self.sc.faults, self.sc.liveness
+        if scripted is None:
+            self._schedule_next_fault(E_BLIP)
+            h = self.fault_rng.randrange(len(self.host_boards))
+            silent_s = math.exp(self.fault_rng.uniform(math.log(fm.blip_min_s), math.log(fm.blip_max_s)))
+        else:
+            h, silent_s = scripted
+        if self.host_down[h] or self.host_unreachable[h]:
+            return
+        self.fault_counts["blip"] += 1
+        if silent_s > lv.lost_after_s:
+            self.blip_lost[h] = True
+            self._on_host_loss((h, silent_s - lv.lost_after_s), 0)  # it adds the grace back
+            return
+        if silent_s > lv.unreachable_after_s:
+            self._at(self.now + lv.unreachable_after_s, E_UNREACHABLE, h)
+            self._at(self.now + silent_s, E_BLIP_END, h)
+
+    def _on_unreachable(self, h: int, _: int) -> None:
+        if not self.host_unreachable[h] and not self.host_down[h]:
+            self.host_unreachable[h] = True
+            self.unreachable_n += 1
+
+    def _on_blip_end(self, h: int, _: int) -> None:
+        if self.host_unreachable[h]:
+            self.host_unreachable[h] = False
+            self.unreachable_n -= 1
+            self._changed = True
+
+    def _placeable(self) -> frozenset[str]:
+        """The free boards new work may go to: not those of an unreachable host."""
+        if not self.unreachable_n:
+            return frozenset(self.free)
+        return frozenset(b for b in self.free if not self.host_unreachable[self.by_id[b].host])
+
     def _on_host_lost(self, h: int, _: int) -> None:
         self.host_lost[h] = True
         self.detect_waits["host_loss"].append(self.now - self.host_down_since[h])
-        reason = f"host lost: no heartbeat for {self.sc.heartbeat_s * self.sc.host_timeout_beats:.0f} s"
+        reason = f"host lost: no heartbeat for {self.sc.liveness.lost_after_s:.0f} s"
         jobs = {b.job.id: b.job for b in self.host_boards[h] if b.job is not None}
         for job in jobs.values():
             self._end_attempt(job, Outcome.INFRA_ERROR, blame=None, requeue_at=self.now + self.sc.requeue_grace_s)
@@ -1083,6 +1185,7 @@ class FleetSim:
     def _on_host_back(self, h: int, _: int) -> None:
         self.host_down[h] = False
         self.host_lost[h] = False
+        self.blip_lost[h] = False
         for b in self.host_boards[h]:
             if b.state is not S.OFFLINE:
                 continue
@@ -1162,6 +1265,11 @@ class FleetSim:
             plan_passes=len(plan_ms),
             plan_p50_ms=_quantile(plan_ms, 0.50),
             plan_p99_ms=_quantile(plan_ms, 0.99),
+            blips=self.fault_counts["blip"],
+            checks_lost=self.checks_lost,
+            false_takeouts_per_1000_board_days=self.false_takeouts / (self.sc.boards * self.sc.days / 1000.0),
+            false_requeues=self.false_requeues,
+            unapproved_boards_served=self.unapproved_served,
         )
 
 

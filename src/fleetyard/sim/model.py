@@ -20,6 +20,13 @@
 - *Host loss*: 0.5 per 1000 host-days (Llama 3: host maintenance and network, 16 % of 419 on
   2,048 hosts); the host is back after 2 h on average (exponential).
 - *Repairs*: a quarantined board is back after 5 days (an RMA swap), through an L3 burn-in.
+- *Noise* (off by default; :meth:`FaultModel.noisy` is what the benchmarks run): *host blips*, a
+  host silent for seconds to a minute (a loaded machine, a long pause, a network blip; durations
+  log-uniform between ``blip_min_s`` and ``blip_max_s``) and back as it was; and *checks that
+  cannot run* (their agent restarted under them, ``checks_lost_share``), which end with no verdict.
+  Neither is a fault: the policy must not take a board out, nor re-run work, for either. A host
+  is unreachable after ``Liveness.unreachable_after_s`` of silence (no new work) and lost after
+  ``Liveness.lost_after_s`` (the controller's thresholds, :mod:`fleetyard.policy.liveness`).
 
 **Workload** (:class:`WorkloadModel`): three teams keep a backlog queued, so the fleet stays busy,
 each with a nominal quota of its share of every generation in one cohort (unused quota is lent):
@@ -33,10 +40,11 @@ file: :mod:`fleetyard.sim.workload`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RemedyOp
+from fleetyard.policy.liveness import Liveness
 from fleetyard.policy.preemption_holds import DEFAULT_PREEMPT_PROTECT_S
 from fleetyard.sim.workload import Team, WorkloadModel
 
@@ -105,6 +113,15 @@ class FaultModel:
     host_loss_per_1000_host_days: float = 0.5
     host_down_mean_s: float = 2 * HOUR_S
     repair_turnaround_s: float = 5 * DAY_S
+    blips_per_host_day: float = 0.0
+    blip_min_s: float = 1.0
+    blip_max_s: float = 30.0
+    checks_lost_share: float = 0.0
+
+    def noisy(self, *, blips_per_host_day: float = 0.01, blip_max_s: float = 30.0) -> FaultModel:
+        """This model with the control plane's noise: blips of up to ``blip_max_s`` on 1 % of
+        hosts a day, and 1 % of checks that cannot run."""
+        return replace(self, blips_per_host_day=blips_per_host_day, blip_max_s=blip_max_s, checks_lost_share=0.01)
 
     def __post_init__(self) -> None:
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
@@ -113,6 +130,10 @@ class FaultModel:
             raise ValueError("silent corruption has its own rate (silent_corruption_per_1000_board_days)")
         if not 0.0 <= self.permanent_share <= 1.0:
             raise ValueError(f"permanent_share must be within [0, 1], got {self.permanent_share}")
+        if not 0.0 < self.blip_min_s <= self.blip_max_s:
+            raise ValueError(f"blips last 0 < blip_min_s <= blip_max_s, got {self.blip_min_s}, {self.blip_max_s}")
+        if not 0.0 <= self.checks_lost_share < 1.0:
+            raise ValueError(f"checks_lost_share must be within [0, 1), got {self.checks_lost_share}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +148,7 @@ class Scenario:
     workload: WorkloadModel = field(default_factory=WorkloadModel)
     health: HealthConfig = field(default_factory=lambda: DEFAULT_HEALTH)
     heartbeat_s: float = 10.0
-    host_timeout_beats: int = 3  # missed heartbeats before a host is lost
+    liveness: Liveness = field(default_factory=Liveness)  # the controller's unreachable and lost thresholds
     health_pass_s: float = 1.0  # the controller's health pass (controller.loop.SLOW_EVERY_S)
     requeue_grace_s: float = (
         30.0  # a lost host's attempts wait this long before they re-queue (the controller: its host timeout)

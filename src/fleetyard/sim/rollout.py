@@ -470,23 +470,24 @@ class RolloutSim(FleetSim):
         if r is not None and b.id in self.free:
             self._l1(b)
 
-    def _on_check_end(self, what: tuple[_Board, CheckTier], token: int) -> None:
-        b, tier = what
+    def _on_check_end(self, what: tuple[_Board, CheckTier, bool], token: int) -> None:
+        b, tier, lost = what
         if token != b.token:
             return
-        ok = b.fault is None and not self.host_down[b.host]
-        # A check on a host that is down could not run: no verdict for a rollout
-        # (policy.outcomes.check_verdict): the check after a flash runs again, a soak check is
-        # still owed, and neither counts in the gate's figures.
-        ran = not self.host_down[b.host]
+        ok = b.fault is None
+        # A check that could not run (its host down, its agent restarted) has no verdict for a
+        # rollout (policy.outcomes.check_verdict): the check after a flash runs again, a soak
+        # check is still owed, and neither counts in the gate's figures.
+        ran = self._verdict(b, lost) is not None
         if ran:
             self.check_log.append((self.now, b.id, ok))
         if b.state is S.SERVICING:  # the check after a rollout's flash: the rollout's to judge
             r = self._rollout_of(b.id)
             if r is not None:
                 if not ran:
+                    self.checks_lost += 1
                     r.check_lost.add(b.id)
-                    r.detail[b.id] = "its host was down"
+                    r.detail[b.id] = "it could not run"
                     return
                 r.check_ok[b.id] = ok
                 if not ok:
