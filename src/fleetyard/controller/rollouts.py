@@ -76,6 +76,10 @@ _FLASHING = (Step.FLASHING, Step.REVERT_FLASHING)
 _CHECKING = (Step.CHECKING, Step.REVERT_CHECKING)
 _IN_FLIGHT = tuple(str(s) for s in Step if s.in_flight)
 MAX_ROUNDS = 4
+# What a pass reads of each of its boards.
+_B = t.boards.c
+_BOARD_COLUMNS = (_B.id, _B.state, _B.state_changed_at, _B.attempt_id, _B.job_id, _B.drain_reason, _B.firmware,
+                  _B.check_due, _B.check_job_id)  # fmt: skip
 # Ranks that say something about their board (a canceled or preempted one says nothing).
 _JUDGED = (str(Outcome.SUCCESS), str(Outcome.USER_ERROR), str(Outcome.INFRA_ERROR), str(Outcome.TIMEOUT))
 
@@ -146,20 +150,7 @@ class _Pass:
         return {
             r.id: r
             for r in self.conn.execute(
-                sa.select(
-                    b.id,
-                    b.state,
-                    b.state_changed_at,
-                    b.attempt_id,
-                    b.job_id,
-                    b.drain_reason,
-                    b.firmware,
-                    b.check_due,
-                    b.check_job_id,
-                )
-                .where(b.id.in_(ids))
-                .order_by(b.id)
-                .with_for_update(key_share=True)
+                sa.select(*_BOARD_COLUMNS).where(b.id.in_(ids)).order_by(b.id).with_for_update(key_share=True)
             )
         }
 
@@ -198,19 +189,7 @@ class _Pass:
 
     def _boards_one(self, board_id: str) -> Any:
         b = t.boards.c
-        return self.conn.execute(
-            sa.select(
-                b.id,
-                b.state,
-                b.state_changed_at,
-                b.attempt_id,
-                b.job_id,
-                b.drain_reason,
-                b.firmware,
-                b.check_due,
-                b.check_job_id,
-            ).where(b.id == board_id)
-        ).one()
+        return self.conn.execute(sa.select(*_BOARD_COLUMNS).where(b.id == board_id)).one()
 
     def _seen(self, rb: store.RolloutBoardRow, b: Any) -> BoardSeen:
         wave = CONTROL if rb.board_id in self.r.control and self.wave < self.r.last_wave else rb.wave

@@ -37,14 +37,14 @@ from typing import Any
 
 from fleetyard.domain.board import Actor, BoardState, check_transition
 from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
-from fleetyard.domain.job import JobState, Outcome
+from fleetyard.domain.job import Cause, JobState, Outcome
 from fleetyard.domain.spec import Placement
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, worst
 from fleetyard.policy.line import Line
 from fleetyard.policy.liveness import back_from_offline
-from fleetyard.policy.outcomes import job_after_attempt
+from fleetyard.policy.outcomes import check_verdict, job_after_attempt
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec, QuotaLedger
@@ -768,11 +768,18 @@ class FleetSim:
         self._at(self.now + took, E_CHECK_END, (b, tier, lost), b.token)
 
     def _verdict(self, b: _Board, lost: bool) -> bool | None:
-        """What a check that ended says (policy.outcomes.check_verdict): None when it could not
-        run (its agent restarted under it, its host down), else whether the board is sound."""
-        if lost or self.host_down[b.host]:
-            return None
-        return b.fault is None
+        """What a check that ended says, by the policy's rule (its rank's outcome and cause, as
+        the agent or the server would record them): None when it could not run (its agent
+        restarted under it, its host down), else whether the board is sound."""
+        if lost:
+            outcome, cause = Outcome.PREEMPTED, Cause.AGENT_STOPPED
+        elif self.host_down[b.host]:
+            outcome, cause = Outcome.INFRA_ERROR, Cause.HOST_LOST
+        elif b.fault is not None:
+            outcome, cause = Outcome.INFRA_ERROR, Cause.WORKLOAD  # the golden outputs were wrong, or it hung
+        else:
+            outcome, cause = Outcome.SUCCESS, Cause.WORKLOAD
+        return check_verdict(outcome, cause)
 
     def _on_check_end(self, what: tuple[_Board, CheckTier, bool], token: int) -> None:
         b, tier, lost = what
