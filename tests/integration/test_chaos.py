@@ -6,11 +6,18 @@ its L1 check before its next user job; nothing is lost."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from fleetyard.parent_death import die_with_parent
 from tests.fast_health import FAST_HEALTH_YAML
 from tests.integration.harness import Stack, wait_for
 
@@ -123,3 +130,75 @@ def test_chaos_every_job_completes_and_every_faulty_board_ends_healed_or_quarant
         assert stack.ok("GET", f"/v1/boards/{b['id']}/history", params={"limit": 1})
     for job_id in jobs:
         assert [r["exit_code"] for r in stack.ok("GET", f"/v1/jobs/{job_id}/results")["ranks"]] == [0]
+
+
+@pytest.mark.one_store("sqlite")  # the chaos above runs on PostgreSQL; `make test-long` runs both on both
+def test_chaos_with_noise_stopped_agents_and_a_busy_control_plane_take_nothing_out(stack: Stack) -> None:
+    """Noise, not faults: an agent stopped (SIGSTOP) for less than the grace and continued, its
+    job finishing once; one stopped past the grace, its job run again once elsewhere and its late
+    events refused; a CPU hog beside the control plane all along. No board is taken out for it."""
+    stack.host_unreachable_s, stack.host_timeout_s = 1.5, 6.0
+    stack.start(hosts=4, driver="sim:2:sim-g1")
+    started = time.time()
+    hog = subprocess.Popen(  # one core busy for the whole test: the control plane's passes run late
+        [sys.executable, "-c", "while True: pass"], preexec_fn=die_with_parent(signal.SIGKILL)
+    )
+    try:
+        short = stack.submit(params={"command": "echo short-stop; sleep 4"})
+        on_short = _running_host(stack, short)
+        others = [b["id"] for b in stack.boards(host=on_short)]
+        long = stack.submit(params={"command": "echo long-stop; sleep 4"}, exclude_boards=others)
+        on_long = _running_host(stack, long)
+
+        with _stopped(stack, on_short):
+            time.sleep(2.0)  # well within the grace
+        with _stopped(stack, on_long):
+            wait_for(lambda: {b["state"] for b in stack.boards(host=on_long)} == {"offline"}, timeout=60,
+                     what=f"{on_long} lost")  # fmt: skip
+        wait_for(lambda: {b["state"] for b in stack.boards(host=on_long)} == {"available"}, timeout=60,
+                 what=f"{on_long} back, its boards checked")  # fmt: skip
+
+        once = stack.wait_job(short)
+        assert once["state"] == "succeeded" and len(once["attempt_list"]) == 1, once
+        assert stack.logs_of(short).count("short-stop") == 1
+        again = stack.wait_job(long)
+        assert again["state"] == "succeeded" and len(again["attempt_list"]) == 2, again
+        first = again["attempt_list"][0]
+        # Its agent, continued, reported the first rank's end: refused, the rank stays as the
+        # controller ended it.
+        assert first["outcome"] == "infra_error" and first["ranks"][0]["cause"] == "host_lost", first
+        assert stack.logs_of(long).count("long-stop") <= 2  # the first attempt's, if it got out, and the second's
+    finally:
+        hog.kill()
+        hog.wait(10)
+    # Nothing was taken out for the noise: only the lost host's boards left service (offline, then
+    # an L1 check before they served again), and no board went suspect for anything else.
+    for b in stack.boards():
+        history = [e for e in stack.ok("GET", f"/v1/boards/{b['id']}/history") if e["at"] >= started]
+        states = {e["to_state"] for e in history}
+        if b["host_id"] == on_long:
+            assert "offline" in states and states <= {"offline", "suspect", "remediating", "available", "allocated"}
+            assert not [e for e in history if e["to_state"] == "suspect" and "host back" not in e["reason"]]
+        else:
+            assert not states & {"offline", "suspect", "remediating", "quarantined"}, (b["id"], history)
+
+
+def _running_host(stack: Stack, job_id: int) -> str:
+    board = wait_for(
+        lambda: next((b for b in stack.boards(state="allocated") if b["job_id"] == job_id), None),
+        timeout=60, interval=0.1, what=f"job {job_id} running",
+    )  # fmt: skip
+    return str(board["host_id"])
+
+
+@contextlib.contextmanager
+def _stopped(stack: Stack, host: str) -> Iterator[None]:
+    """The host's agent and its workers frozen (SIGSTOP), as a machine too busy to answer, then
+    continued, whatever happens inside."""
+    agent = stack.procs[f"agent-{host}"].popen
+    assert agent is not None
+    os.killpg(agent.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(agent.pid, signal.SIGCONT)
