@@ -105,3 +105,15 @@ def test_only_comparing_kinds_are_judged_by_their_peers(fleet: Fleet) -> None:
         settle(conn, attempt, at=5.0)
         job = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).one()
     assert (job.state, job.outcome) == ("failed", "user_error")
+
+
+def test_the_validate_table_marks_the_board_whose_outputs_differ_from_its_peers() -> None:
+    from fleetyard.cli.validate import mark_peers
+
+    def row(board: str, digest: str | None, generation: str = "sim-g1") -> dict[str, Any]:
+        result = {"saved_set": 0, "board": {**G1, "generation": generation, "serial": board}}
+        return {"board_id": board, "result": result, "outputs": {} if digest is None else {"candidate.npz": digest}}
+
+    rows = [row("a", "x"), row("b", "x"), row("c", "y"), row("d", None), row("e", "z", "sim-g2")]
+    mark_peers(rows)
+    assert [r["peers"] for r in rows] == ["same", "same", "differs", None, None]
