@@ -303,8 +303,10 @@ def settle(conn: sa.Connection, attempt_id: int, *, at: float, requeue_at: float
 def _blame_odd_peers(conn: sa.Connection, attempt_id: int, *, at: float) -> bool:
     """A comparing job's ranks that found a mismatch where their peers' outputs agree, bit for bit,
     on something else (:func:`~fleetyard.policy.peers.compare_peers`): each becomes an infra error
-    of its board (the attempt runs again elsewhere), and the board leaves service for a check (or,
-    busy with other work already, takes its L1 check next). Whether any rank changed."""
+    of its board (the attempt runs again elsewhere), and the board takes an L1 check before its
+    next job. Not taken out at once: the outputs a rank reports come from the job's own process,
+    so a job must not be able to send a healthy board to the ladder (and towards lemon
+    quarantine) by lying about them; the check decides. Whether any rank changed."""
     ranks = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id).order_by(A.c.rank)).all()
     kind = conn.execute(sa.select(t.jobs.c.kind).where(t.jobs.c.id == ranks[0].job_id)).scalar()
     if kind not in COMPARING_KINDS:
@@ -324,17 +326,11 @@ def _blame_odd_peers(conn: sa.Connection, attempt_id: int, *, at: float) -> bool
         conn.execute(
             A.update().where(A.c.id == r.id).values(outcome=str(outcome), cause=str(new_cause), message=message)
         )
-        board = conn.execute(
-            sa.select(t.boards.c.state, t.boards.c.attempt_id, t.boards.c.check_due)
-            .where(t.boards.c.id == r.board_id)
-            .with_for_update(key_share=True)
-        ).first()
-        why = f"job {r.job_id}: {message}"
-        if board is not None and board.state == BoardState.AVAILABLE and board.attempt_id is None:
-            switch_board_state(conn, r.board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=why,
-                               actor=Actor.POLICY, at=at, job_id=r.job_id)  # fmt: skip
-        elif board is not None and board.state == BoardState.ALLOCATED and board.check_due is None:
-            conn.execute(t.boards.update().where(t.boards.c.id == r.board_id).values(check_due=why[:500]))
+        conn.execute(
+            t.boards.update()
+            .where(t.boards.c.id == r.board_id, t.boards.c.check_due.is_(None))
+            .values(check_due=f"job {r.job_id}: its outputs differed from its peers' on the same inputs")
+        )
         changed = True
     return changed
 
