@@ -545,7 +545,7 @@ class _Worker:
         from fleetyard.workloads.health_check import golden_check  # onnx and numpy: not in the agent's import
 
         try:
-            failed = golden_check(ctx.env, ctx.workdir)
+            failed = golden_check(ctx.env)
         except (BoardFault, FleetyardError) as exc:
             failed = f"the golden model would not run: {exc}"
         verdict = {"tier": "L1", "passed": failed is None, "detail": failed}

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,6 +81,7 @@ __all__ = [
     "golden_model",
     "golden_model_bytes",
     "golden_reference",
+    "load_golden",
     "outputs_sha256",
 ]
 
@@ -315,14 +317,23 @@ def _mismatch_text(m: dict[str, Any], expected: Mapping[str, np.ndarray]) -> str
     )
 
 
-def golden_check(env: Mapping[str, str], workdir: Path, *, runs: int = 3) -> str | None:
+def load_golden(settings: DeviceSettings) -> LoadedModel:
+    """The golden model, loaded through the session cache (keyed by its digest: a worker that
+    ran a check before reuses its session). Written to a private directory of the caller's, never
+    to a rank's workdir: a job's process (the rank host lives on between ranks) must not be able
+    to steer a write of the worker's with a link it left there."""
+    data, sha = _golden_model_file()
+    with tempfile.TemporaryDirectory(prefix="fleetyard-golden-") as private:
+        path = Path(private) / GOLDEN_FILE
+        path.write_bytes(data)
+        return default_cache().get(path, settings, sha256=sha)
+
+
+def golden_check(env: Mapping[str, str], *, runs: int = 3) -> str | None:
     """An L1 check in the caller's process, on the board whose session environment is ``env``:
     None when ``runs`` runs of the golden model are golden, else what differed. The agent's
     worker runs it after a validation mismatch: a board that fails it made the mismatch."""
-    data, sha = _golden_model_file()
-    path = workdir / GOLDEN_FILE
-    path.write_bytes(data)
-    model = default_cache().get(path, DeviceSettings.from_env(env), sha256=sha)
+    model = load_golden(DeviceSettings.from_env(env))
     inputs = check_inputs(model.signature, golden_inputs())
     for run in range(1, runs + 1):
         outputs = as_computed_by(env, model.run(inputs, check=False))
@@ -363,13 +374,7 @@ class _Check:
     def run(self) -> WorkloadResult:
         ctx = self.ctx
         try:
-            settings = DeviceSettings.from_env(ctx.env)
-            data, sha = _golden_model_file()
-            # Written per rank (the workdir is emptied after each); the cache is keyed by the
-            # digest, so a worker that ran a check before reuses its loaded session.
-            path = ctx.workdir / GOLDEN_FILE
-            path.write_bytes(data)
-            self.model = default_cache().get(path, settings, sha256=sha)
+            self.model = load_golden(DeviceSettings.from_env(ctx.env))
             inputs = check_inputs(self.model.signature, golden_inputs())
             return self._loop(inputs)
         except (RuntimeUnavailable, DeviceUnavailable) as exc:
