@@ -126,6 +126,12 @@ def test_a_check_that_could_not_run_runs_again_and_counts_as_no_failure() -> Non
     assert "could not run" in again.evidence[-1] and "host lost" in again.evidence[-1]
     done, act = on_result(again, ok=True, detail="", now=130.0, policy=POLICY)
     assert done is None and act.do is Do.HEAL
+    # Not forever: the third check that could not run counts as failed, and the ladder goes on.
+    twice, _ = on_result(again, ok=None, detail="agent error", now=40.0, policy=POLICY)
+    assert twice is not None
+    escalated, act = on_result(twice, ok=None, detail="agent error", now=50.0, policy=POLICY)
+    assert act.do is Do.OPERATE and escalated is not None and escalated.step == 0
+    assert "could not run 3 times" in escalated.evidence[-1]
 
 
 def test_the_ladder_escalates_step_by_step_and_ends_in_quarantine_with_the_evidence() -> None:

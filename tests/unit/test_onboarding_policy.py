@@ -128,8 +128,11 @@ def test_burn_in_ends_in_service_or_quarantine() -> None:
     stuck = next_act(rec, now=3701.0, limits=limits)
     assert (stuck.do, stuck.note) == (Do.QUARANTINE, "L3 burn-in did not finish within 3600 s")
     # A burn-in that could not run (its host lost) is no failure: it runs again.
-    lost = next_act(rec, now=3000.0, check=CheckView(None, "host lost: no heartbeat for 60 s"), limits=limits)
+    lost = next_act(rec, now=3000.0, check=CheckView(None, "host lost: no heartbeat for 60 s", 1), limits=limits)
     assert (lost.do, lost.step) == (Do.BURN_IN, Step.BURN_IN) and "could not run" in lost.note
+    # The third that could not run fails it: something keeps the board from running it.
+    third = next_act(rec, now=3000.0, check=CheckView(None, "agent error", 3), limits=limits)
+    assert (third.do, third.note) == (Do.QUARANTINE, "L3 burn-in could not run 3 times (the last: agent error)")
 
 
 def test_queued_and_finished_records_wait() -> None:

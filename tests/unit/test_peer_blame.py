@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from tests.unit.ended_ranks import ended_ranks
 from tests.unit.test_api_flow import Fleet
 
 from fleetyard.policy.peers import PeerOutputs, Verdict, compare_peers, peer_group
@@ -44,28 +45,15 @@ def test_peers_are_the_same_input_set_on_the_same_kind_of_board() -> None:
 
 def _attempt(fleet: Fleet, kind: str, ranks: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[int, int]:
     """A running job of ``kind`` whose ranks (board, outcome, candidate digest, result) have ended."""
+    rows = [
+        {"board_id": board, "outcome": outcome, "cause": "workload", "result": {"saved_set": 0, "board": G1, **result},
+         "outputs": {"candidate.npz": digest}, "message": None if outcome == "success" else "numerical mismatch"}
+        for board, outcome, digest, result in ranks
+    ]  # fmt: skip
     with fleet.store.write() as conn:
-        job_id = conn.execute(
-            t.jobs.insert()
-            .values(kind=kind, state="running", team="t", owner="o", priority=0, spec={"max_infra_retries": 3},
-                    submitted_at=1.0)
-            .returning(t.jobs.c.id)
-        ).scalar_one()  # fmt: skip
-        attempt = conn.execute(
-            t.attempts.insert()
-            .values(job_id=job_id, number=1, state="running", created_at=1.0)
-            .returning(t.attempts.c.id)
-        ).scalar_one()
-        for rank, (board, outcome, digest, result) in enumerate(ranks):
-            conn.execute(
-                t.assignments.insert().values(
-                    attempt_id=attempt, job_id=job_id, rank=rank, board_id=board, host_id="h1", state="exited",
-                    outcome=outcome, cause="workload", message="numerical mismatch" if outcome != "success" else None,
-                    created_at=1.0, result={"saved_set": 0, "board": G1, **result},
-                    outputs={"candidate.npz": digest},
-                )
-            )  # fmt: skip
-    return job_id, attempt
+        return ended_ranks(
+            conn, kind, rows, job_state="running", attempt_state="running", spec={"max_infra_retries": 3}, at=1.0
+        )
 
 
 def test_a_mismatch_its_peers_contradict_is_the_boards_and_the_job_runs_again(fleet: Fleet) -> None:

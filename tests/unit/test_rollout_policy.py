@@ -308,11 +308,16 @@ def test_a_board_whose_host_is_lost_mid_step_goes_back_to_its_wave() -> None:
 
 def test_a_check_after_the_flash_that_could_not_run_runs_again_within_the_step_time() -> None:
     plan = RolloutPlan(canary=2, step_timeout_s=100)
-    lost = _board(0, 0, Step.CHECKING, check_lost=True, detail="host lost")
+    lost = _board(0, 0, Step.CHECKING, checks_lost=1, detail="host lost")
     [act] = _acts([lost], plan=plan, now=50.0)
     assert act.do is Do.RECHECK and "could not run (host lost)" in act.reason
     [act] = _acts([lost], plan=plan, now=101.0)
     assert act.do is Do.FAIL and "took more than 100 s" in act.reason
+    # Not forever: a check that cannot start would be retried every pass. The third that could
+    # not run counts as failed (the board's host, its worker, keep it from running).
+    assert _acts([_board(0, 0, Step.CHECKING, checks_lost=2, detail="x")], plan=plan, now=50.0)[0].do is Do.RECHECK
+    [act] = _acts([_board(0, 0, Step.CHECKING, checks_lost=3, detail="agent error")], plan=plan, now=50.0)
+    assert act.do is Do.FAIL and "could not run 3 times (the last: agent error)" in act.reason
 
 
 def test_a_control_board_away_or_gone_is_replaced_by_a_later_waves_board() -> None:

@@ -7,6 +7,7 @@ import hashlib
 
 import sqlalchemy as sa
 from tests.fast_health import FAST_HEALTH
+from tests.unit.ended_ranks import ended_ranks
 from tests.unit.test_api_flow import Fleet
 
 from fleetyard.controller.rollouts import Roller, figures, queue_demand
@@ -71,23 +72,8 @@ def test_figures_count_checks_ranks_validations_and_benchmarks_by_board(fleet: F
             ("bench", "succeeded", "success", {"samples_per_s": 120.0}),
         ]
         for kind, state, outcome, result in jobs:
-            job_id = conn.execute(
-                t.jobs.insert()
-                .values(kind=kind, state=state, team="t", owner="o", priority=0, spec={"params": {"x": 1}},
-                        submitted_at=10.0)
-                .returning(t.jobs.c.id)
-            ).scalar_one()  # fmt: skip
-            attempt = conn.execute(
-                t.attempts.insert()
-                .values(job_id=job_id, number=1, state="finished", created_at=10.0)
-                .returning(t.attempts.c.id)
-            ).scalar_one()
-            conn.execute(
-                t.assignments.insert().values(
-                    attempt_id=attempt, job_id=job_id, rank=0, board_id="h1-b0", host_id="h1", state="exited",
-                    outcome=outcome, created_at=10.0, result=result, outputs={},
-                )
-            )  # fmt: skip
+            ranks = [{"board_id": "h1-b0", "outcome": outcome, "result": result}]
+            ended_ranks(conn, kind, ranks, job_state=state, spec={"params": {"x": 1}})
         f = figures(conn, ["h1-b0"], since=5.0, flashes=2, flash_failures=1)
         assert (f.checks, f.check_failures, f.attempts, f.infra_errors) == (2, 1, 3, 1)
         assert (f.validations, f.validation_passes, f.flashes, f.flash_failures) == (1, 1, 2, 1)
@@ -111,22 +97,7 @@ def test_figures_leave_out_ranks_that_could_not_run(fleet: Fleet) -> None:
             ("command", "infra_error", "board_fault"),
         ]
         for kind, outcome, cause in ranks:
-            job_id = conn.execute(
-                t.jobs.insert()
-                .values(kind=kind, state="failed", team="t", owner="o", priority=0, spec={}, submitted_at=10.0)
-                .returning(t.jobs.c.id)
-            ).scalar_one()
-            attempt = conn.execute(
-                t.attempts.insert()
-                .values(job_id=job_id, number=1, state="finished", created_at=10.0)
-                .returning(t.attempts.c.id)
-            ).scalar_one()
-            conn.execute(
-                t.assignments.insert().values(
-                    attempt_id=attempt, job_id=job_id, rank=0, board_id="h1-b0", host_id="h1", state="exited",
-                    outcome=outcome, cause=cause, created_at=10.0, result={}, outputs={},
-                )
-            )  # fmt: skip
+            ended_ranks(conn, kind, [{"board_id": "h1-b0", "outcome": outcome, "cause": cause}])
         f = figures(conn, ["h1-b0"], since=5.0)
     assert (f.checks, f.check_failures) == (2, 1)
     assert (f.attempts, f.infra_errors) == (1, 1)

@@ -551,7 +551,7 @@ class _Worker:
         verdict = {"tier": "L1", "passed": failed is None, "detail": failed}
         if failed is None:
             return dataclasses.replace(result, result={**result.result, "board_check": verdict})
-        outcome, cause, message = mismatch_blamed(result.message, failed)
+        outcome, cause, message = mismatch_blamed(result.message, f"the board then failed its L1 check ({failed})")
         return WorkloadResult(outcome, result.exit_code, message, {**result.result, "board_check": verdict}, cause)
 
     def _run_in_host(self, a: Assignment, ctx: WorkloadContext) -> WorkloadResult:

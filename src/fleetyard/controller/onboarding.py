@@ -30,6 +30,7 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, HealthConfig
 from fleetyard.errors import FleetyardError
 from fleetyard.policy.onboarding import (
+    BURN_IN_LOST,
     DEFAULT_PARALLELISM,
     PARALLELISM_KEY,
     Act,
@@ -156,7 +157,8 @@ class Onboarder:
             if rec.step is Step.BURN_IN and rec.check_job_id is not None:
                 res = check_result(conn, rec.check_job_id)
                 if res is not None:
-                    check, outputs = CheckView(res.passed if res.ran else None, res.detail), res.outputs
+                    lost = 0 if res.ran else 1 + _burn_ins_lost(rec.evidence)
+                    check, outputs = CheckView(res.passed if res.ran else None, res.detail, lost), res.outputs
             if rec.step is Step.FLASH and op is not None and op.ok:
                 facts = self._reread(conn, rec.board_id, facts)  # the op's result changed boards.firmware
             act = next_act(Record(rec.board_id, rec.step, rec.step_at), now=now, facts=facts, op=op, check=check,
@@ -245,3 +247,8 @@ class Onboarder:
     def _reread(conn: sa.Connection, board_id: str, facts: Facts | None) -> Facts | None:
         fresh = facts_of(conn, [board_id]).get(board_id)
         return fresh if fresh is not None else facts
+
+
+def _burn_ins_lost(evidence: dict[str, Any]) -> int:
+    """Burn-ins of the record that could not run before, by its log."""
+    return sum(str(e.get("note", "")).startswith(BURN_IN_LOST) for e in evidence.get("log", []))

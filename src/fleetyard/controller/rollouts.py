@@ -199,7 +199,7 @@ class _Pass:
         gone = f"{state}" if state in (S.QUARANTINED, S.RETIRED) else ""
         op_ok: bool | None = None
         check_ok: bool | None = None
-        check_lost = False
+        checks_lost = 0
         detail = ""
         if rb.step in _FLASHING and rb.op_id is not None:
             op = get_op(self.conn, rb.op_id)
@@ -207,15 +207,27 @@ class _Pass:
         elif rb.step in _CHECKING and rb.check_job_id is not None:
             res = check_result(self.conn, rb.check_job_id)
             if res is not None:
-                check_lost, detail = not res.ran, res.detail
-                check_ok = res.passed if res.ran else None
+                detail, check_ok = res.detail, (res.passed if res.ran else None)
+                if not res.ran:  # every check of this step before it could not run either
+                    checks_lost = self._checks_since(rb.board_id, rb.step_at)
         return BoardSeen(
             rb.board_id, wave, rb.step, rb.step_at,
             drained=state in (S.DRAINED, S.SERVICING) and b.attempt_id is None,
-            op_ok=op_ok, check_ok=check_ok, check_lost=check_lost, detail=detail, gone=gone,
+            op_ok=op_ok, check_ok=check_ok, checks_lost=checks_lost, detail=detail, gone=gone,
             away=float(b.state_changed_at) if state is S.OFFLINE else None,
             serving=state in (S.AVAILABLE, S.ALLOCATED) and b.drain_reason is None,
         )  # fmt: skip
+
+    def _checks_since(self, board_id: str, since: float) -> int:
+        """The board's checks begun at ``since`` or later."""
+        a, j = t.assignments.c, t.jobs.c
+        q = (
+            sa.select(sa.func.count())
+            .select_from(t.assignments)
+            .join(t.jobs, j.id == a.job_id)
+            .where(a.board_id == board_id, j.kind == CHECK_KIND, a.created_at >= since)
+        )
+        return int(self.conn.execute(q).scalar_one())
 
     def _capacity(self) -> tuple[int, int, int]:
         """The generation's size, its boards in service now, and what the queues' nominal quotas need."""

@@ -25,7 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fleetyard.policy.outcomes import run_check_again
+
 __all__ = [
+    "BURN_IN_LOST",
     "DEFAULT_PARALLELISM",
     "INSPECT_TIMEOUT_S",
     "PARALLELISM_KEY",
@@ -45,6 +48,8 @@ __all__ = [
     "next_act",
 ]
 
+# How a record's log says a burn-in could not run (its shell counts them: :attr:`CheckView.tries_lost`).
+BURN_IN_LOST = "L3 burn-in could not run"
 # The setting (``settings`` table) that bounds how many boards onboard at once, and its default.
 PARALLELISM_KEY = "onboarding.parallelism"
 DEFAULT_PARALLELISM = 32
@@ -124,6 +129,7 @@ class CheckView:
 
     passed: bool | None  # None: it could not run (its host lost, its agent stopped): no verdict
     detail: str
+    tries_lost: int = 0  # burn-ins of this record that could not run, this one included
 
 
 @dataclass(frozen=True)
@@ -224,8 +230,10 @@ def next_act(
             return wait
         if check.passed:
             return Act(Do.AVAILABLE, Step.DONE, "passed its L3 burn-in")
-        if check.passed is None:  # again, within the burn-in's time (its clock goes on)
-            return Act(Do.BURN_IN, Step.BURN_IN, f"L3 burn-in could not run ({check.detail}): again")
+        if check.passed is None:
+            if run_check_again(check.tries_lost):  # again, within the burn-in's time (its clock goes on)
+                return Act(Do.BURN_IN, Step.BURN_IN, f"{BURN_IN_LOST} ({check.detail}): again")
+            return _fail(f"{BURN_IN_LOST} {check.tries_lost} times (the last: {check.detail})")
         return _fail(f"L3 burn-in failed: {check.detail}")
     return wait  # queued (admission decides) or finished
 

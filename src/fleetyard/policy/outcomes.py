@@ -90,27 +90,23 @@ def board_in_question(kind: str, outcome: Outcome, result: Mapping[str, Any]) ->
     return kind in COMPARING_KINDS and outcome is Outcome.USER_ERROR and result.get("passed") is False
 
 
-def mismatch_blamed(message: str | None, check: str) -> tuple[Outcome, Cause, str]:
-    """A mismatch on a board that then failed its L1 check (``check``: what differed): an
-    infrastructure error of the board, the job run again elsewhere."""
+def mismatch_blamed(message: str | None, why: str) -> tuple[Outcome, Cause, str]:
+    """A mismatch that is the board's (``why``: the board then failed its L1 check, or its peers'
+    outputs contradict it): an infrastructure error of the board, the job run again elsewhere."""
     said = f"{message}; " if message else ""
-    return (
-        Outcome.INFRA_ERROR,
-        Cause.BOARD_FAULT,
-        f"{said}the board then failed its L1 check ({check}): the mismatch is the board's, the job runs elsewhere",
-    )
+    return Outcome.INFRA_ERROR, Cause.BOARD_FAULT, f"{said}{why}: the mismatch is the board's, the job runs elsewhere"
 
 
-def peers_blamed(message: str | None, *, agreeing: int, of: int) -> tuple[Outcome, Cause, str]:
-    """A mismatch whose outputs differ bit for bit from what a majority of its peers computed on
-    the same inputs (:mod:`fleetyard.policy.peers`): an infrastructure error of its board."""
-    said = f"{message}; " if message else ""
-    return (
-        Outcome.INFRA_ERROR,
-        Cause.BOARD_FAULT,
-        f"{said}its outputs differ bit for bit from those {agreeing} of {of} peer boards computed on the same "
-        "inputs: the mismatch is the board's, the job runs elsewhere",
-    )
+# A check that could not run is run again, up to this many tries that could not run in all; then
+# whatever keeps it from running (the board's host, its worker) is the board's trouble, and the
+# check counts as failed. Without a bound a check that cannot start would be retried every pass.
+CHECK_TRIES = 3
+
+
+def run_check_again(tries_lost: int) -> bool:
+    """Whether a check that could not run (``tries_lost`` times so far, this one included) runs
+    again, or counts as failed."""
+    return tries_lost < CHECK_TRIES
 
 
 def check_verdict(outcome: Outcome | None, cause: Cause | None) -> bool | None:

@@ -20,11 +20,13 @@ from enum import StrEnum
 
 from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth, RemedyOp
+from fleetyard.policy.outcomes import run_check_again
 
 __all__ = ["TAKEN_OVER", "Act", "Case", "Do", "Phase", "by_hand", "on_result", "on_time", "open_case"]
 
 # A case an operator took over: closed with this outcome, the board left drained in their hands.
 TAKEN_OVER = "taken_over"
+_COULD_NOT_RUN = ": could not run"  # in a case's evidence: a check of it that got no verdict
 
 
 class Phase(StrEnum):
@@ -87,8 +89,11 @@ def on_result(
     within the phase's deadline."""
     what = f"{case.tier} check" if case.phase is Phase.CHECK else str(policy.ladder[case.step].step)
     if ok is None:
-        case = replace(case, evidence=(*case.evidence, f"{what}: could not run{_tail(detail)}; again"))
-        return case, Act(Do.CHECK, case.board, f"{what} again: the last could not run", tier=case.tier)
+        tries = 1 + sum(_COULD_NOT_RUN in e for e in case.evidence)
+        if run_check_again(tries):
+            case = replace(case, evidence=(*case.evidence, f"{what}{_COULD_NOT_RUN}{_tail(detail)}; again"))
+            return case, Act(Do.CHECK, case.board, f"{what} again: the last could not run", tier=case.tier)
+        ok, detail = False, f"it could not run {tries} times (the last: {detail or 'no detail'})"
     case = replace(case, evidence=(*case.evidence, f"{what}: {'passed' if ok else 'failed'}{_tail(detail)}"))
     if ok and case.phase is Phase.OPERATE:
         checking = replace(case, phase=Phase.CHECK, since=now, deadline=now + policy.l2.timeout_s, tier=CheckTier.L2)

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from fleetyard.policy.outcomes import run_check_again
+
 __all__ = [
     "Act",
     "BoardSeen",
@@ -335,7 +337,9 @@ class BoardSeen:
     drained: bool
     op_ok: bool | None = None  # the flash under way: None while it runs
     check_ok: bool | None = None  # the check under way: None while it runs (or could not run)
-    check_lost: bool = False  # the check under way ended without a verdict: it could not run
+    # The check under way ended without a verdict (it could not run): how many of this step's
+    # did, this one included (0: none, or it has not ended).
+    checks_lost: int = 0
     detail: str = ""  # why the op or check failed
     gone: str = ""  # why it is out of the rollout's reach for good (quarantined, retired, removed)
     away: float | None = None  # since when its host has been lost (it is offline); None: here
@@ -437,8 +441,11 @@ def _advance(b: BoardSeen, plan: RolloutPlan, now: float) -> list[Act]:
     if step in (Step.FLASHING, Step.REVERT_FLASHING):
         return _verdict(b, b.op_ok, Do.CHECK, "flash", plan, now)
     if step in (Step.CHECKING, Step.REVERT_CHECKING):
-        if b.check_lost and now < b.step_at + plan.step_timeout_s:
-            return [Act(Do.RECHECK, b.id, f"its check after the flash could not run ({b.detail}): again")]
+        if b.checks_lost and now < b.step_at + plan.step_timeout_s:
+            if run_check_again(b.checks_lost):
+                return [Act(Do.RECHECK, b.id, f"its check after the flash could not run ({b.detail}): again")]
+            why = f"its check after the flash could not run {b.checks_lost} times (the last: {b.detail})"
+            return [Act(Do.FAIL, b.id, why)]
         return _verdict(b, b.check_ok, Do.RELEASE, "check after the flash", plan, now)
     return []
 

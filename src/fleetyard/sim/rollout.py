@@ -97,7 +97,8 @@ class _Rollout:
     from_version: dict[str, str] = field(default_factory=dict)
     op_ok: dict[str, bool] = field(default_factory=dict)
     check_ok: dict[str, bool] = field(default_factory=dict)
-    check_lost: set[str] = field(default_factory=set)  # its check after the flash could not run
+    check_lost: set[str] = field(default_factory=set)  # its check after the flash ended: it could not run
+    checks_lost: dict[str, int] = field(default_factory=dict)  # how many of its step's could not run
     detail: dict[str, str] = field(default_factory=dict)
     soak_due: set[str] = field(default_factory=set)
     soak_wanted: set[str] = field(default_factory=set)  # the wave's soak boards, as asked
@@ -248,7 +249,8 @@ class RolloutSim(FleetSim):
             drained=b.job is None
             and not b.in_check
             and (b.state in (S.DRAINED, S.SERVICING) or self._revertible(r, b)),
-            op_ok=r.op_ok.get(b.id), check_ok=r.check_ok.get(b.id), check_lost=b.id in r.check_lost,
+            op_ok=r.op_ok.get(b.id), check_ok=r.check_ok.get(b.id),
+            checks_lost=r.checks_lost.get(b.id, 0) if b.id in r.check_lost else 0,
             detail=r.detail.get(b.id, ""), gone=f"{b.state}" if b.state in (S.QUARANTINED, S.RETIRED) else "",
             away=b.state_at if b.state is S.OFFLINE else None,
             serving=b.state in IN_SERVICE and b.id not in self.draining,
@@ -385,6 +387,7 @@ class RolloutSim(FleetSim):
 
     def _move(self, r: _Rollout, b: _Board, step: Step) -> None:
         r.steps[b.id], r.step_at[b.id] = step, self.now
+        r.checks_lost.pop(b.id, None)  # counted per step
 
     def _figures(self, boards: set[str], since: float) -> Figures:
         checks = [ok for t, b, ok in self.check_log if t >= since and b in boards]
@@ -474,11 +477,11 @@ class RolloutSim(FleetSim):
         b, tier, lost = what
         if token != b.token:
             return
-        ok = b.fault is None
         # A check that could not run (its host down, its agent restarted) has no verdict for a
         # rollout (policy.outcomes.check_verdict): the check after a flash runs again, a soak
         # check is still owed, and neither counts in the gate's figures.
-        ran = self._verdict(b, lost) is not None
+        verdict = self._verdict(b, lost)
+        ran, ok = verdict is not None, bool(verdict)
         if ran:
             self.check_log.append((self.now, b.id, ok))
         if b.state is S.SERVICING:  # the check after a rollout's flash: the rollout's to judge
@@ -487,6 +490,7 @@ class RolloutSim(FleetSim):
                 if not ran:
                     self.checks_lost += 1
                     r.check_lost.add(b.id)
+                    r.checks_lost[b.id] = r.checks_lost.get(b.id, 0) + 1
                     r.detail[b.id] = "it could not run"
                     return
                 r.check_ok[b.id] = ok

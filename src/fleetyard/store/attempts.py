@@ -19,7 +19,7 @@ from fleetyard.policy.outcomes import (
     board_after_rank,
     board_in_question,
     job_after_attempt,
-    peers_blamed,
+    mismatch_blamed,
 )
 from fleetyard.policy.peers import PeerOutputs, compare_peers, peer_group
 from fleetyard.store import blob_readers
@@ -307,10 +307,11 @@ def _blame_odd_peers(conn: sa.Connection, attempt_id: int, *, at: float) -> bool
     next job. Not taken out at once: the outputs a rank reports come from the job's own process,
     so a job must not be able to send a healthy board to the ladder (and towards lemon
     quarantine) by lying about them; the check decides. Whether any rank changed."""
-    ranks = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id).order_by(A.c.rank)).all()
-    kind = conn.execute(sa.select(t.jobs.c.kind).where(t.jobs.c.id == ranks[0].job_id)).scalar()
+    job_of = sa.select(t.attempts.c.job_id).where(t.attempts.c.id == attempt_id).scalar_subquery()
+    kind = conn.execute(sa.select(t.jobs.c.kind).where(t.jobs.c.id == job_of)).scalar()
     if kind not in COMPARING_KINDS:
-        return False
+        return False  # before reading the ranks' results: a 256-board gang's settle reads none
+    ranks = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id).order_by(A.c.rank)).all()
     verdicts = compare_peers(
         PeerOutputs(r.id, peer_group(r.result or {}), (r.outputs or {}).get("candidate.npz")) for r in ranks
     )
@@ -322,7 +323,9 @@ def _blame_odd_peers(conn: sa.Connection, attempt_id: int, *, at: float) -> bool
             continue
         if not board_in_question(kind, Outcome(r.outcome), r.result or {}):
             continue
-        outcome, new_cause, message = peers_blamed(r.message, agreeing=v.agreeing, of=v.of)
+        why = f"its outputs differ bit for bit from those {v.agreeing} of {v.of} peer boards computed on the same"
+        why += " inputs"
+        outcome, new_cause, message = mismatch_blamed(r.message, why)
         conn.execute(
             A.update().where(A.c.id == r.id).values(outcome=str(outcome), cause=str(new_cause), message=message)
         )
