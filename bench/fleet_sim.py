@@ -8,7 +8,8 @@ The scenario is ``fleetyard.sim.Scenario``'s default (fault model and workload w
 generations; the three policies meet the same faults on the same boards at the same times and the
 teams submit the same jobs. Each policy runs in its own process (``--workers``, default: the CPUs).
 The control plane's noise is on (``FaultModel.noisy``: host blips of up to 30 s on 1 % of hosts a
-day, 1 % of checks that cannot run); ``--no-blips`` runs the quiet model of the earlier figures.
+day, 1 % of checks that cannot run, a control plane that falls behind for 5 s to 2 min four times a
+day); ``--no-blips`` runs the quiet model of the earlier figures.
 
 Metrics (rates are fractions):
 
@@ -24,7 +25,7 @@ Metrics (rates are fractions):
 - ``false_takeouts_per_1000_board_days``: boards without a fault taken out of service (or put
   offline by a host that was only silent); ``false_requeues``: attempts re-run because a host that
   was only silent was judged lost; ``unapproved_boards_served``: user work started on a board not
-  through approval and burn-in; ``blips``, ``checks_lost``: the noise the run met.
+  through approval and burn-in; ``blips``, ``checks_lost``, ``stalls``: the noise the run met.
 - ``wall_s``: the whole comparison (all three policies); ``sim_s_per_wall_s_fleetyard``: simulated
   seconds per second of the Fleetyard run, for 10,000 boards.
 
@@ -105,6 +106,7 @@ def main() -> None:
         "jobs_done": fy.jobs_done,
         "blips": fy.blips,
         "checks_lost": fy.checks_lost,
+        "stalls": fy.stalls,
         "false_takeouts_per_1000_board_days": rnd(fy.false_takeouts_per_1000_board_days, 4),
         "false_requeues": fy.false_requeues,
         "unapproved_boards_served": fy.unapproved_boards_served,

@@ -11,7 +11,8 @@ keeps for maintenance). Rollouts start 6 h in and run the controller's policy
 (``fleetyard.policy.rollout``): a canary of 8 boards, then 5 %, 25 %, 50 %, 100 %, each soaked 1 h,
 8 control boards, drains that wait for running jobs; flash times are the ``sim`` driver's per
 generation. The control plane's noise is on (``FaultModel.noisy``: host blips of up to 30 s on 1 % of
-hosts a day, 1 % of checks that cannot run); ``--no-blips`` runs the quiet model. Scenarios (each in
+hosts a day, 1 % of checks that cannot run, a control plane that falls behind for 5 s to 2 min four
+times a day); ``--no-blips`` runs the quiet model. Scenarios (each in
 its own process):
 
 - ``good``: a good image on all three generations at once (three rollouts);
@@ -141,6 +142,7 @@ def main() -> None:
         "unapproved_boards_served": sum(by[n][0]["unapproved_boards_served"] for n in names),
         "blips": sum(by[n][0]["blips"] for n in names),
         "checks_lost": sum(by[n][0]["checks_lost"] for n in names),
+        "stalls": sum(by[n][0]["stalls"] for n in names),
         "bad_state": bad["state"],
         "bad_halted_at_wave": bad["halted_at_wave"],
         "bad_reasons": bad["reasons"],

@@ -537,3 +537,16 @@ def running_stack(db_url: str, dir: Path, **kw: Any) -> Iterator[Stack]:
         raise
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def stopped(stack: Stack, host: str) -> Iterator[None]:
+    """The host's agent and its workers frozen (SIGSTOP), as a machine too busy to answer, then
+    continued, whatever happens inside."""
+    agent = stack.procs[f"agent-{host}"].popen
+    assert agent is not None
+    os.killpg(agent.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(agent.pid, signal.SIGCONT)

@@ -6,20 +6,17 @@ its L1 check before its next user job; nothing is lost."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fleetyard.parent_death import die_with_parent
 from tests.fast_health import FAST_HEALTH_YAML
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import Stack, stopped, wait_for
 
 # Every user job is followed by an L1 check on its boards (so that corruption is caught before
 # the next one), and the breaker lets these few faults of one generation through.
@@ -150,9 +147,9 @@ def test_chaos_with_noise_stopped_agents_and_a_busy_control_plane_take_nothing_o
         long = stack.submit(params={"command": "echo long-stop; sleep 4"}, exclude_boards=others)
         on_long = _running_host(stack, long)
 
-        with _stopped(stack, on_short):
+        with stopped(stack, on_short):
             time.sleep(2.0)  # well within the grace
-        with _stopped(stack, on_long):
+        with stopped(stack, on_long):
             wait_for(lambda: {b["state"] for b in stack.boards(host=on_long)} == {"offline"}, timeout=60,
                      what=f"{on_long} lost")  # fmt: skip
         wait_for(lambda: {b["state"] for b in stack.boards(host=on_long)} == {"available"}, timeout=60,
@@ -189,16 +186,3 @@ def _running_host(stack: Stack, job_id: int) -> str:
         timeout=60, interval=0.1, what=f"job {job_id} running",
     )  # fmt: skip
     return str(board["host_id"])
-
-
-@contextlib.contextmanager
-def _stopped(stack: Stack, host: str) -> Iterator[None]:
-    """The host's agent and its workers frozen (SIGSTOP), as a machine too busy to answer, then
-    continued, whatever happens inside."""
-    agent = stack.procs[f"agent-{host}"].popen
-    assert agent is not None
-    os.killpg(agent.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.killpg(agent.pid, signal.SIGCONT)

@@ -19,7 +19,7 @@ from fleetyard.domain.firmware_image import sim_image
 from fleetyard.store.boards import switch_board_state
 from fleetyard.store.db import Store
 from fleetyard.store.settings import put_setting
-from tests.integration.harness import ROOT, Stack, wait_for
+from tests.integration.harness import ROOT, Stack, stopped, wait_for
 
 
 def push_standard(stack: Stack, generation: str, version: str) -> None:
@@ -66,6 +66,9 @@ def settled(stack: Stack, board_id: str, timeout: float = 30.0) -> dict[str, Any
 
 @pytest.mark.one_store("postgres")
 def test_a_repaired_board_is_flashed_to_the_standard_and_burnt_in_before_service(stack: Stack) -> None:
+    """And a host blip during its onboarding (the agent stopped past the unreachable threshold,
+    within the grace) changes nothing: no step starts over, the board never goes offline."""
+    stack.host_unreachable_s = 1.5
     stack.start(hosts=1, driver="sim:1:sim-g1")
     [b] = [x["id"] for x in stack.boards(host="h1")]
     assert board(stack, b)["firmware"] == "1.4.2"
@@ -77,6 +80,8 @@ def test_a_repaired_board_is_flashed_to_the_standard_and_burnt_in_before_service
         interval=0.1,
         what="the flash step",
     )
+    with stopped(stack, "h1"):
+        wait_for(lambda: stack.ok("GET", "/v1/hosts")[0]["state"] == "unreachable", what="h1 unreachable")
     got = settled(stack, b)
     assert (got["state"], got["state_reason"], got["firmware"]) == ("available", "passed its L3 burn-in", "1.5.0")
     [op] = stack.ok("GET", f"/v1/boards/{b}/ops")
@@ -88,7 +93,7 @@ def test_a_repaired_board_is_flashed_to_the_standard_and_burnt_in_before_service
     [batch] = stack.ok("GET", "/v1/onboarding")
     assert (batch["batch"], batch["done"], batch["failed"], batch["steps"]["done"]) == ("repair", 1, 0, 1)
     states = [e["to_state"] for e in reversed(stack.ok("GET", f"/v1/boards/{b}/history"))]
-    assert states[-3:] == ["quarantined", "onboarding", "available"]
+    assert states[-3:] == ["quarantined", "onboarding", "available"] and "offline" not in states
     # The operator's view.
     env = {**os.environ, "FLEETYARD_SERVER": stack.url, "FLEETYARD_TOKEN": stack.tokens["ops"], "COLUMNS": "200"}
     run = [sys.executable, "-m", "fleetyard", "onboarding", "status"]

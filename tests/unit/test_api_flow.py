@@ -17,6 +17,7 @@ from tests.fast_health import FAST_HEALTH
 
 from fleetyard.controller.reconcile import HealthPass, Reconciler
 from fleetyard.domain.auth import Role
+from fleetyard.domain.health_config import HealthConfig
 from fleetyard.policy.liveness import Liveness
 from fleetyard.server.app import create_app
 from fleetyard.store import migrate
@@ -26,8 +27,8 @@ from fleetyard.store.tokens import create_token
 
 
 class Fleet:
-    def __init__(self, tmp: Path) -> None:
-        url = f"sqlite:///{tmp / 'fy.db'}"
+    def __init__(self, tmp: Path, *, url: str | None = None, health: HealthConfig = FAST_HEALTH) -> None:
+        url = url or f"sqlite:///{tmp / 'fy.db'}"
         migrate.upgrade(url)
         self.url = url
         self.store = Store(url)
@@ -42,7 +43,7 @@ class Fleet:
             self.store,
             liveness_config=Liveness(unreachable_after_s=5.0, lost_after_s=10.0),
             watching_since=0.0,
-            health_config=FAST_HEALTH,
+            health_config=health,
         )
 
     def h(self, token: str) -> dict[str, str]:

@@ -55,7 +55,8 @@ def test_a_permanent_fault_goes_up_the_ladder_to_quarantine_with_the_evidence() 
     assert states == [BoardState.SUSPECT, BoardState.REMEDIATING, BoardState.QUARANTINED]
     reason = _trail(sim)[-1][2]
     assert reason.startswith("remediation exhausted after: failed its probe: board not responding")
-    for step in ("soft_reset: passed", "reflash: passed", "host_reboot: passed", "L2 check: failed (no answer)"):
+    hung = "L2 check: failed (over its time limit of 900 s)"  # the agent stops a hung check at its limit
+    for step in ("soft_reset: passed", "reflash: passed", "host_reboot: passed", hung):
         assert step in reason
     assert sim.board_state(BOARD) is BoardState.QUARANTINED
 
@@ -221,6 +222,29 @@ def test_a_blip_within_the_grace_changes_nothing_and_one_past_it_counts_against_
     report = sim.run()
     assert _trail(sim)[0][1] is BoardState.OFFLINE
     assert report.false_takeouts_per_1000_board_days > 0 and report.false_requeues >= 1
+
+
+def test_a_control_plane_that_falls_behind_loses_no_host_and_a_host_down_across_it_gets_its_grace_again() -> None:
+    """For 90 s nothing records heartbeats and the controller does not pass (past the 60 s grace):
+    caught up, it judges every host by the policy and loses none for its own absence; a host that
+    went down just before is lost a whole grace after the controller caught up, not at once."""
+    grace = SMALL.liveness.lost_after_s
+    sim = FleetSim(SMALL, SimPolicy.FLEETYARD)
+    host = sim.by_id[BOARD].host
+    sim.stall(T, 90.0)
+    sim.lose_host(T - 10.0, host, 3600.0)
+    report = sim.run()
+    assert report.stalls == 1
+    assert (report.false_requeues, report.false_takeouts_per_1000_board_days) == (0, 0.0)
+    offline = [t for t in sim.transitions if t.at > 0 and t.to_state is BoardState.OFFLINE]
+    assert {t.board for t in offline} == {b.id for b in sim.host_boards[host]}
+    assert all(T + 90.0 + grace <= t.at <= T + 90.0 + grace + 2 * SMALL.health_pass_s for t in offline)
+    # Without the stall the same host is lost a grace after its last heartbeat.
+    sim = FleetSim(SMALL, SimPolicy.FLEETYARD)
+    sim.lose_host(T - 10.0, host, 3600.0)
+    sim.run()
+    [first, *_] = [t for t in sim.transitions if t.at > 0 and t.to_state is BoardState.OFFLINE]
+    assert first.at < T + grace
 
 
 def test_a_check_that_could_not_run_is_run_again_and_takes_nothing_out() -> None:

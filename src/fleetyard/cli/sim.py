@@ -58,7 +58,7 @@ SCHEDULING_ROWS: tuple[tuple[str, str], ...] = (
 )
 # With --blips: what the noise did (none of it is a fault: each should stay 0).
 NOISE_ROWS: tuple[tuple[str, str], ...] = (
-    ("blips / checks that could not run", "noise"),
+    ("blips / checks that could not run / stalls", "noise"),
     ("boards taken out for nothing, per 1000 board-days", "false_takeouts_per_1000_board_days"),
     ("attempts re-run for nothing", "false_requeues"),
     ("work on unapproved boards", "unapproved_boards_served"),
@@ -86,7 +86,7 @@ def _cell(r: SimReport, key: str) -> str:
         share = r.wasted_board_hours / r.board_hours_run if r.board_hours_run else 0.0
         return f"{r.wasted_board_hours:,.1f} of {r.board_hours_run:,.0f} ({_pct(share, 2)})"
     if key == "noise":
-        return f"{r.blips:,} / {r.checks_lost:,}"
+        return f"{r.blips:,} / {r.checks_lost:,} / {r.stalls:,}"
     if key == "false_takeouts_per_1000_board_days":
         return f"{r.false_takeouts_per_1000_board_days:.3f}"
     if key == "plan_p99_ms":
@@ -131,7 +131,8 @@ def sim(
         typer.Option(
             "--blips",
             help="The control plane's noise: host blips of up to 30 s on 1 % of hosts a day, 1 % of "
-            "checks that cannot run (none of it a fault).",
+            "checks that cannot run, the control plane falling behind for 5 s to 2 min four times a day "
+            "(none of it a fault).",
         ),
     ] = False,
     hosts_per_rack: Annotated[int, typer.Option("--hosts-per-rack", min=1, help="Hosts a rack.")] = 16,

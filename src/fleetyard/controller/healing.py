@@ -12,7 +12,10 @@ Each pass, in one transaction:
    board that failed its probe or its golden check. Each pass collects what the current phase
    came to (the board op's result, the check job's end, or its deadline) and carries out the
    next act: order the op through the host's agent, start a check, heal (back in service, but
-   a lemon goes to quarantine instead) or quarantine with the case as repair record.
+   a lemon goes to quarantine instead) or quarantine with the case as repair record. A case
+   waits while its board's host is away (unreachable, or lost: the board offline); back from a
+   lost host, the board returns to the ladder and its case resumes the phase it was in
+   (:func:`~fleetyard.policy.remediation.resume`).
 
 A generation whose circuit breaker is tripped gets no new case and no step: remediation stops
 until an operator resets it (:mod:`fleetyard.policy.brakes`).
@@ -32,8 +35,8 @@ from fleetyard.domain.board import Actor, BoardState
 from fleetyard.domain.health_config import DEFAULT_HEALTH, CheckTier, GenerationHealth, HealthConfig, RuleAction
 from fleetyard.policy.brakes import Tripped
 from fleetyard.policy.health import l1_due
-from fleetyard.policy.liveness import HOST_BACK_CHECK
-from fleetyard.policy.remediation import Act, Case, Do, Phase, on_result, on_time, open_case
+from fleetyard.policy.liveness import HOST_BACK_CHECK, HOST_BACK_RESUME
+from fleetyard.policy.remediation import Act, Case, Do, Phase, ladder_at_once, on_result, on_time, open_case, resume
 from fleetyard.protocol.agent import BoardOp
 from fleetyard.store import breakers
 from fleetyard.store import tables as t
@@ -142,19 +145,29 @@ class Healer:
     # ---- cases
 
     def _cases(self, conn: sa.Connection, now: float, tripped: Tripped, out: HealPass) -> None:
-        b = t.boards.c
+        b, h = t.boards.c, t.hosts.c
         boards = {
             r.id: r
             for r in conn.execute(
-                sa.select(b.id, b.state, b.state_reason, b.generation, b.drain_reason, b.check_job_id, b.attempt_id)
-                .join(t.hosts, t.hosts.c.id == b.host_id)
-                .where(b.state.in_(ON_LADDER), t.hosts.c.state == "online")
+                sa.select(
+                    b.id,
+                    b.state,
+                    b.state_reason,
+                    b.state_changed_at,
+                    b.generation,
+                    b.drain_reason,
+                    b.check_job_id,
+                    b.attempt_id,
+                    h.state.label("host_state"),
+                )
+                .join(t.hosts, h.id == b.host_id)
+                .where(b.state.in_((*ON_LADDER, str(S.OFFLINE))))
             )
         }
         cases = {c.case.board: c for c in open_cases(conn)}
         for board_id, c in cases.items():
             r = boards.get(board_id)
-            if r is None:  # offline, retired, drained by hand, back in service: no longer ours
+            if r is None:  # retired, drained by hand, back in service: no longer ours
                 close_case(
                     conn,
                     c.id,
@@ -164,22 +177,27 @@ class Healer:
                     at=now,
                 )
                 continue
-            if r.generation in tripped:
-                continue
-            moved = self._collect(conn, c, self.config.of(r.generation), now)
+            if r.state == S.OFFLINE or r.host_state != "online" or r.generation in tripped:
+                continue  # its host away (the case waits for it: policy.liveness.back_from_offline), or braked
+            policy = self.config.of(r.generation)
+            if r.state_reason == HOST_BACK_RESUME and r.state_changed_at > c.case.since:
+                moved: tuple[Case | None, Act] | None = resume(c.case, why="its host was lost", now=now, policy=policy)
+            else:
+                moved = self._collect(conn, c, policy, now)
             if moved is not None:
                 self._act(conn, c, *moved, generation=r.generation, state=BoardState(r.state), now=now, out=out)
         for board_id, r in boards.items():
             if board_id in cases or r.state != S.SUSPECT or r.drain_reason is not None or r.generation in tripped:
                 continue
+            if r.host_state != "online":
+                continue  # a case starts once its host answers
             if r.check_job_id is not None or r.attempt_id is not None:
                 continue  # its periodic check or last job is still settling
             cause = r.state_reason or "suspect"
-            # A board that does not answer, or computes wrong numbers, goes up the ladder at once.
-            dead = "failed its probe" in cause or "health check" in cause
             first = CheckTier.L1 if cause == HOST_BACK_CHECK else CheckTier.L2
             policy = self.config.of(r.generation)
-            case, act = open_case(board_id, cause=cause, now=now, policy=policy, check_first=not dead, first=first)
+            check_first = not ladder_at_once(cause)
+            case, act = open_case(board_id, cause=cause, now=now, policy=policy, check_first=check_first, first=first)
             assert case is not None  # a ladder has at least one step
             row = CaseRow(save_case(conn, case, row_id=None, at=now), case, now, None, None)
             log.info("board %s: remediation case opened (%s)", board_id, cause)

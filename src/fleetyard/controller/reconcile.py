@@ -18,7 +18,7 @@ from fleetyard.controller.pipelines import Pipeliner
 from fleetyard.controller.rollouts import Roller
 from fleetyard.controller.scheduler import SchedulerShell
 from fleetyard.domain.board import Actor, BoardState
-from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig, RuleAction
+from fleetyard.domain.health_config import DEFAULT_HEALTH, HealthConfig
 from fleetyard.domain.host import HostState
 from fleetyard.domain.job import AssignmentState, Cause, Outcome
 from fleetyard.policy.blame import BLAME_WINDOW_S, RankEnd, blame, fingerprint
@@ -31,7 +31,7 @@ from fleetyard.policy.brakes import (
     lemon_reason,
     take_out,
 )
-from fleetyard.policy.health import Finding, Reading, findings, worst
+from fleetyard.policy.health import Finding, Reading, findings, take_out_why, worst
 from fleetyard.policy.liveness import HostBrake, HostJudgement, HostView, Liveness, judge_hosts, watching_since
 from fleetyard.policy.uptime import Incident, uptime
 from fleetyard.policy.watchdog import DEFAULT_TIMEOUTS_S, Overdue, StateView, overdue
@@ -226,30 +226,30 @@ class Reconciler:
                     ),
                 )
             ).all()
-            why = {r.id: f"failed its probe: {r.probe_reason or 'no reason given'}" for r in failing}
-            action: dict[str, RuleAction] = {}
-            flagged = [(r, f.message, f.action) for r, f in self._rules(conn)]
-            flagged += [(r, reason, RuleAction.CHECK) for r, reason in self._blamed(conn, now)]
-            candidates = list(failing)
-            for r, reason, act in flagged:
-                if r.id not in why:
-                    why[r.id], action[r.id] = reason, act
-                    candidates.append(r)
+            ruled, blamed = self._rules(conn), self._blamed(conn, now)
+            rows = {r.id: r for r in (*failing, *(r for r, _ in ruled), *(r for r, _ in blamed))}
+            probe = {r.id: r.probe_reason or "" for r in failing}
+            finding, blame_of = {r.id: f for r, f in ruled}, {r.id: why for r, why in blamed}
+            why = {
+                board_id: out
+                for board_id in rows
+                if (out := take_out_why(probe=probe.get(board_id), finding=finding.get(board_id),
+                                        blamed=blame_of.get(board_id))) is not None
+            }  # fmt: skip
             tripped = breakers.tripped(conn)
-            intake = self._intake(conn, candidates, tripped, now)
-            rows = {r.id: r for r in candidates}
+            intake = self._intake(conn, [rows[board_id] for board_id in why], tripped, now)
             self._forgive(intake.boards)
             for board_id in intake.boards:
-                r = rows[board_id]
+                r, out = rows[board_id], why[board_id]
                 if r.state == BoardState.ALLOCATED:
-                    self._fail_attempt_on(conn, board_id, r.attempt_id, why[board_id], now)
+                    self._fail_attempt_on(conn, board_id, r.attempt_id, out.reason, now)
                 else:
                     switch_board_state(
-                        conn, board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=why[board_id],
+                        conn, board_id, BoardState.SUSPECT, current=BoardState.AVAILABLE, reason=out.reason,
                         actor=Actor.POLICY, at=now,
                     )  # fmt: skip
-                if board_id in action:
-                    self.healer.take(conn, board_id, why[board_id], action[board_id], r.generation, now)
+                if out.action is not None:
+                    self.healer.take(conn, board_id, out.reason, out.action, r.generation, now)
             healed = self.healer.pass_(conn, now)
             onboarded = self.onboarder.pass_(conn, now)
         self.rollouts(now)

@@ -51,6 +51,7 @@ from fleetyard.policy.rollout import (
     Step,
     WaveSeen,
     after,
+    board_reason,
     gate,
     next_acts,
     queue_need,
@@ -333,11 +334,14 @@ class _Pass:
         store.update_board(self.conn, self.r.id, rb.board_id, step=step, step_at=self.now, **values)
         self.rows[rb.board_id] = rb = store.RolloutBoardRow(**{**vars(rb), "step": step, "step_at": self.now, **values})
 
+    def _reason(self, act: Act, *, version: str | None = None, reverting: bool = False) -> str:
+        return board_reason(
+            self.r.id, act, generation=self.r.generation, version=version or self.r.version, reverting=reverting
+        )
+
     def _drain_reason(self, step: Step) -> str:
-        r = self.r
-        if step in (Step.REVERT_PENDING, Step.REVERT_DRAINING):
-            return f"rollout {r.id}: rolling {r.generation} back from {r.version}"
-        return f"rollout {r.id}: flashing {r.generation} to {r.version}"
+        reverting = step in (Step.REVERT_PENDING, Step.REVERT_DRAINING)
+        return self._reason(Act(Do.DRAIN), reverting=reverting)
 
     def _drain(self, board_id: str, state: BoardState, drain_reason: str | None, why: str) -> None:
         """Keep new work off a board (an operator's own drain reason stays); an available, suspect
@@ -376,7 +380,7 @@ class _Pass:
     def _act_flash(self, rb: store.RolloutBoardRow, b: Any, act: Act) -> None:
         reverting = rb.step is Step.REVERT_DRAINING
         image, version = (rb.from_image, rb.from_version) if reverting else (self.r.image, self.r.version)
-        why = f"rollout {self.r.id}: " + (f"rolling back to {version}" if reverting else f"flashing {version}")
+        why = self._reason(act, version=version, reverting=reverting)
         if image is None:  # refused at create; kept safe for rows from before
             self._step(rb, Step.FAILED, message=f"no registered image of {version} to flash back")
             return
@@ -410,7 +414,7 @@ class _Pass:
             values["drain_reason"] = None
         switch_board_state(
             self.conn, rb.board_id, S.AVAILABLE, current=S.SERVICING, actor=Actor.POLICY, at=self.now,
-            reason=f"rollout {self.r.id}: {'rolled back' if reverting else 'flashed'} to {version}, check passed",
+            reason=self._reason(act, version=version, reverting=reverting),
             **values,
         )  # fmt: skip
         self._step(rb, after(rb.step), message=None)
@@ -420,7 +424,7 @@ class _Pass:
         if b is not None and b.state == S.SERVICING:
             values: dict[str, Any] = {"drain_reason": None} if self._mine(b.drain_reason) else {}
             switch_board_state(self.conn, rb.board_id, S.SUSPECT, current=S.SERVICING, actor=Actor.POLICY,
-                               at=self.now, reason=f"rollout {self.r.id}: {act.reason}", **values)  # fmt: skip
+                               at=self.now, reason=self._reason(act), **values)  # fmt: skip
         self._step(rb, Step.FAILED, message=act.reason)
 
     def _act_skip(self, rb: store.RolloutBoardRow, b: Any, act: Act) -> None:

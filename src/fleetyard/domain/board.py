@@ -45,9 +45,9 @@ ALLOWED: dict[BoardState, frozenset[BoardState]] = {
     S.REMEDIATING: frozenset({S.AVAILABLE, S.QUARANTINED, S.DRAINED}),
     S.QUARANTINED: frozenset({S.ONBOARDING}),
     # Back from offline (policy.liveness.back_from_offline): a check before service; a board never
-    # approved waits for approval again, one that was onboarding starts its onboarding over, and a
-    # drained one stays drained.
-    S.OFFLINE: frozenset({S.SUSPECT, S.DISCOVERED, S.ONBOARDING, S.DRAINED}),
+    # approved waits for approval again, one that was onboarding starts its onboarding over, a
+    # drained one stays drained, and one on the ladder goes on with its case.
+    S.OFFLINE: frozenset({S.SUSPECT, S.REMEDIATING, S.DISCOVERED, S.ONBOARDING, S.DRAINED}),
     S.SERVICING: frozenset({S.AVAILABLE, S.SUSPECT, S.QUARANTINED}),
     S.RETIRED: frozenset(),
 }

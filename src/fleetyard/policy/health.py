@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fleetyard.domain.health_config import L1Policy, RuleAction, Severity, TelemetryRule
 
-__all__ = ["Finding", "Reading", "findings", "l1_due", "worst"]
+__all__ = ["Finding", "Reading", "TakeOut", "findings", "l1_due", "take_out_why", "worst"]
 
 _RANK = {RuleAction.NONE: 0, RuleAction.CHECK: 1, RuleAction.REMEDIATE: 2, RuleAction.QUARANTINE: 3}
 
@@ -77,6 +77,30 @@ def worst(found: Iterable[Finding]) -> Finding | None:
     if not acting:
         return None
     return min(acting, key=lambda f: (-_RANK[f.action], f.severity is not Severity.CRITICAL, f.rule))
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOut:
+    """Why a board in service is taken out, and what its case begins with: ``action`` None for a
+    failed probe (the ladder at once: its remediation case reads the reason), else the rule's."""
+
+    reason: str
+    action: RuleAction | None
+
+
+def take_out_why(*, probe: str | None, finding: Finding | None, blamed: str | None) -> TakeOut | None:
+    """Why a board in service is taken out, when its probe (``probe``: why it failed, "" with no
+    reason), its telemetry (:func:`worst` finding) and blame (a job that passed elsewhere, see
+    :mod:`fleetyard.policy.blame`) may all say so at once. The probe first: a board that does not
+    answer needs the ladder, whatever else is said of it; then the rule, with its own action; then
+    blame, which asks a check first. None: nothing takes it out."""
+    if probe is not None:
+        return TakeOut(f"failed its probe: {probe or 'no reason given'}", None)
+    if finding is not None:
+        return TakeOut(finding.message, finding.action)
+    if blamed is not None:
+        return TakeOut(blamed, RuleAction.CHECK)
+    return None
 
 
 def l1_due(policy: L1Policy, *, last_l1_at: float | None, jobs_since: int, now: float) -> str | None:

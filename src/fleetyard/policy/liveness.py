@@ -30,6 +30,7 @@ from fleetyard.domain.host import HostState
 
 __all__ = [
     "HOST_BACK_CHECK",
+    "HOST_BACK_RESUME",
     "HOST_TIMEOUT_S",
     "UNREACHABLE_AFTER_S",
     "HostBrake",
@@ -180,11 +181,15 @@ def watching_since(
     return previous
 
 
-def back_from_offline(before: BoardState | None, serial: str) -> tuple[BoardState, str]:
+def back_from_offline(before: BoardState | None, serial: str, *, in_case: bool = False) -> tuple[BoardState, str]:
     """Where a board goes when its host is back (or an agent finds it again), from the state it
-    left for offline: only a board that was in service (or on its way back to it) must pass a
-    check first; a board never approved waits for approval again, one cut short in onboarding
-    starts its onboarding over, and a drained board stays drained (an operator took it out)."""
+    left for offline: only a board that was in service must pass a check first; a board never
+    approved waits for approval again, one cut short in onboarding starts its onboarding over, a
+    drained board stays drained (an operator took it out), and one whose remediation case is
+    still open (``in_case``) goes back to the ladder where it was
+    (:func:`~fleetyard.policy.remediation.resume`)."""
+    if in_case and before in (BoardState.SUSPECT, BoardState.REMEDIATING):
+        return before, HOST_BACK_RESUME
     if before is BoardState.DISCOVERED:
         return BoardState.DISCOVERED, f"host back; still not approved: fleetyard boards approve {serial}"
     if before is BoardState.ONBOARDING:
@@ -196,3 +201,5 @@ def back_from_offline(before: BoardState | None, serial: str) -> tuple[BoardStat
 
 # The reason of a board back in suspect: its remediation case starts with an L1 check.
 HOST_BACK_CHECK = "host back: must pass a check before service"
+# The reason of a board back on the ladder: its open case goes on (policy.remediation.resume).
+HOST_BACK_RESUME = "host back: its remediation case resumes"

@@ -56,6 +56,12 @@ def board_after_rank(
     return BoardState.AVAILABLE, "released"
 
 
+def rank_end_reason(why: str, job_id: int, outcome: Outcome, message: str | None = None) -> str:
+    """The reason a board's history gives for where a rank's end took it (``why``:
+    :func:`board_after_rank`'s)."""
+    return f"{why} (job {job_id}, {outcome})" + (f": {message}" if message else "")
+
+
 # A rank told to stop: why, and what happened (for its message).
 Stop = tuple[Cause, str]
 

@@ -22,7 +22,19 @@ from fleetyard.domain.board import BoardState
 from fleetyard.domain.health_config import CheckTier, GenerationHealth, RemedyOp
 from fleetyard.policy.outcomes import run_check_again
 
-__all__ = ["TAKEN_OVER", "Act", "Case", "Do", "Phase", "by_hand", "on_result", "on_time", "open_case"]
+__all__ = [
+    "TAKEN_OVER",
+    "Act",
+    "Case",
+    "Do",
+    "Phase",
+    "by_hand",
+    "ladder_at_once",
+    "on_result",
+    "on_time",
+    "open_case",
+    "resume",
+]
 
 # A case an operator took over: closed with this outcome, the board left drained in their hands.
 TAKEN_OVER = "taken_over"
@@ -61,6 +73,12 @@ class Act:
     op: RemedyOp | None = None
     tier: CheckTier | None = None
     evidence: tuple[str, ...] = ()  # heal, quarantine: every step and check of the case, how it went
+
+
+def ladder_at_once(cause: str) -> bool:
+    """Whether a board out for ``cause`` goes up the ladder at once, not through a check first: one
+    that does not answer its probe, or computed wrong numbers in its health check."""
+    return "failed its probe" in cause or "health check" in cause
 
 
 def open_case(
@@ -111,6 +129,19 @@ def on_time(case: Case, *, now: float, policy: GenerationHealth) -> tuple[Case |
     return on_result(
         case, ok=False, detail=f"no answer within {case.deadline - case.since:g} s", now=now, policy=policy
     )
+
+
+def resume(case: Case, *, why: str, now: float, policy: GenerationHealth) -> tuple[Case, Act]:
+    """The case of a board back from a lost host goes on where it was: the phase under way (its
+    check, or its ladder step's op, lost with the host) starts again with a whole deadline. The
+    outage is no failure of the step: the board could not be reached, not healed."""
+    case = replace(case, evidence=(*case.evidence, f"{_doing(case)}; interrupted ({why}): again"), since=now)
+    if case.phase is Phase.CHECK:
+        case = replace(case, deadline=now + policy.tier(case.tier).timeout_s)
+        return case, Act(Do.CHECK, case.board, f"{case.tier} check again after: {why}", tier=case.tier)
+    rung = policy.ladder[case.step]
+    case = replace(case, deadline=now + rung.timeout_s)
+    return case, Act(Do.OPERATE, case.board, f"remediation step {case.step + 1} again: {rung.step}", op=rung.step)
 
 
 def by_hand(case: Case, *, op: str, take_over: bool, by: str, reason: str) -> tuple[BoardState, str] | str:

@@ -54,6 +54,7 @@ __all__ = [
     "Step",
     "Verdict",
     "WaveSeen",
+    "board_reason",
     "control_swaps",
     "gate",
     "next_acts",
@@ -499,3 +500,18 @@ def _verdict(b: BoardSeen, ok: bool | None, then: Do, what: str, plan: RolloutPl
 def after(step: Step) -> Step:
     """The step a board goes to when its act succeeds."""
     return _NEXT[step]
+
+
+def board_reason(rollout: int, act: Act, *, generation: str, version: str, reverting: bool) -> str:
+    """What a board's history says of ``act`` of rollout number ``rollout`` (to ``version``, or
+    back to it when ``reverting``), in the controller and the simulator alike."""
+    head = f"rollout {rollout}: "
+    if act.do is Do.DRAIN:
+        return head + (
+            f"rolling {generation} back from {version}" if reverting else f"flashing {generation} to {version}"
+        )
+    if act.do is Do.FLASH:
+        return head + (f"rolling back to {version}" if reverting else f"flashing {version}")
+    if act.do is Do.RELEASE:
+        return head + f"{'rolled back' if reverting else 'flashed'} to {version}, check passed"
+    return head + act.reason

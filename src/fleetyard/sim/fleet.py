@@ -37,18 +37,30 @@ from typing import Any
 
 from fleetyard.domain.board import Actor, BoardState, check_transition
 from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
+from fleetyard.domain.host import HostState
 from fleetyard.domain.job import Cause, JobState, Outcome
 from fleetyard.domain.spec import Placement
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
-from fleetyard.policy.health import Reading, findings, l1_due, worst
+from fleetyard.policy.health import Reading, findings, l1_due, take_out_why, worst
 from fleetyard.policy.line import Line
-from fleetyard.policy.liveness import back_from_offline
-from fleetyard.policy.outcomes import check_verdict, job_after_attempt
+from fleetyard.policy.liveness import HOST_BACK_RESUME, HostView, back_from_offline, judge_hosts, watching_since
+from fleetyard.policy.outcomes import board_after_rank, check_verdict, job_after_attempt, rank_end_reason, stopped
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
 from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, QueueSpec, QuotaLedger
-from fleetyard.policy.remediation import Act, Case, Do, on_result, on_time, open_case
+from fleetyard.policy.remediation import (
+    TAKEN_OVER,
+    Act,
+    Case,
+    Do,
+    by_hand,
+    ladder_at_once,
+    on_result,
+    on_time,
+    open_case,
+    resume,
+)
 from fleetyard.policy.scheduling import plan
 from fleetyard.policy.snapshot import PendingJob, RunningJob, Snapshot
 from fleetyard.policy.uptime import Incident, Transition, uptime
@@ -223,6 +235,7 @@ class SimReport:
     plan_p99_ms: float | None = None
     # Noise (FaultModel.noisy): none of it is a fault, so each of these should stay at 0.
     blips: int = 0  # hosts silent for a while, then back
+    stalls: int = 0  # times the control plane fell behind
     checks_lost: int = 0  # checks that could not run (no verdict)
     false_takeouts_per_1000_board_days: float = 0.0  # boards without a fault taken out of service
     false_requeues: int = 0  # attempts ended for the infrastructure with no fault behind them
@@ -240,7 +253,11 @@ _TAKEN_OUT = frozenset({S.SUSPECT, S.REMEDIATING, S.QUARANTINED})
 # Event kinds (ints: the heap compares tuples).
 (E_FAULT, E_SDC, E_HOST_LOSS, E_HOST_LOST, E_HOST_BACK, E_DETECT, E_JOB_END, E_JOB_FAIL, E_CHECK_END,
  E_OP_END, E_OPERATOR, E_REPAIRED, E_PASS, E_L1_TIMER, E_BREAKER_RESET, E_CASE_TIMER, E_REQUEUE,
- E_INJECT, E_ARRIVE, E_PREEMPTED, E_BLIP, E_UNREACHABLE, E_BLIP_END) = range(23)  # fmt: skip
+ E_INJECT, E_ARRIVE, E_PREEMPTED, E_BLIP, E_UNREACHABLE, E_BLIP_END, E_HAND, E_HAND_END, E_STALL,
+ E_STALL_END) = range(27)  # fmt: skip
+# What the controller does (its passes, and the results it collects): nothing of it while the
+# control plane has fallen behind (FaultModel.stalls_per_day); all of it once it catches up.
+CONTROLLER_EVENTS = frozenset({E_PASS, E_DETECT, E_HOST_LOST, E_CASE_TIMER, E_L1_TIMER, E_CHECK_END, E_OP_END})
 
 
 class FleetSim:
@@ -344,14 +361,21 @@ class FleetSim:
             E_PASS: self._on_pass, E_L1_TIMER: self._on_l1_timer, E_BREAKER_RESET: self._on_breaker_reset,
             E_CASE_TIMER: self._on_case_timer, E_REQUEUE: self._on_requeue, E_INJECT: self._on_inject,
             E_ARRIVE: self._on_arrive, E_PREEMPTED: self._on_preempted, E_BLIP: self._on_blip,
-            E_UNREACHABLE: self._on_unreachable, E_BLIP_END: self._on_blip_end,
+            E_UNREACHABLE: self._on_unreachable, E_BLIP_END: self._on_blip_end, E_HAND: self._on_hand,
+            E_HAND_END: self._on_hand_end, E_STALL: self._on_stall, E_STALL_END: self._on_stall_end,
         }  # fmt: skip
+        self.controller_events = CONTROLLER_EVENTS
+        self.stalled_since = self.stalled_until = -math.inf  # the control plane's last stall
+        self.watching = 0.0  # since when the controller watched heartbeats (policy.liveness.watching_since)
+        self.host_last_beat: dict[int, float] = {}  # a down host's last heartbeat
+        self._placed: dict[str, BoardState] = {}
+        self.refusals: list[tuple[float, str, str]] = []  # (when, board, why) of ops refused by hand
+        # Each remediation case as it closed: (board, outcome, its steps), the store's repair records.
+        self.cases_closed: list[tuple[str, str, tuple[str, ...]]] = []
 
     def inject(self, at: float, board: str, kind: FaultKind | str, *, permanent: bool = False) -> None:
         """A fault of ``kind`` on ``board`` at ``at`` s (besides the fault model's): a scripted scenario."""
-        if board not in self.by_id:
-            raise KeyError(f"no board {board!r} in this fleet (ids look like {self.boards[0].id!r})")
-        self._at(at, E_INJECT, (self.by_id[board], FaultKind(kind), permanent))
+        self._at(at, E_INJECT, (self._board(board), FaultKind(kind), permanent))
 
     def lose_host(self, at: float, host: int, down_s: float) -> None:
         """Host number ``host`` stops heartbeating at ``at`` s for ``down_s`` s (a scripted scenario)."""
@@ -368,6 +392,72 @@ class FleetSim:
     def board_state(self, board: str) -> BoardState:
         return self.by_id[board].state
 
+    # ---- scripted: what an operator's hand and a team's job do (a scripted scenario)
+
+    def place(self, board: str, state: BoardState | str) -> None:
+        """Start ``board`` out of service, as a fleet running for a while would have it: discovered
+        (never approved), drained, quarantined, or onboarding (its burn-in under way). Before :meth:`run`."""
+        state = BoardState(state)
+        if state not in (S.DISCOVERED, S.DRAINED, S.QUARANTINED, S.ONBOARDING):
+            raise ValueError(
+                f"a board starts in service, or discovered, drained, quarantined or onboarding: not {state}"
+            )
+        self._board(board)
+        self._placed[board] = state
+
+    def run_job(self, at: float, board: str, duration_s: float) -> None:
+        """A one-board job of the first team's first kind starts on ``board`` at ``at`` s, if it is
+        free then (a scripted scenario: it bypasses the scheduler)."""
+        team = self.sc.workload.teams[0]
+        job = _Job(self._next_job, team, team.jobs[0], 1, duration_s, self.sc.workload.time_limit_s(duration_s), at)
+        self._next_job += 1
+        self.jobs[job.id] = job
+        self._at(at, E_HAND, ("job", self._board(board), job))
+
+    def drain(self, at: float, board: str, reason: str = "drained by hand") -> None:
+        """An operator drains a free ``board`` at ``at`` s."""
+        self._at(at, E_HAND, ("drain", self._board(board), reason))
+
+    def order_op(
+        self, at: float, board: str, op: RemedyOp | str, *, take_over: bool = False, by: str = "operator",
+        reason: str = "",
+    ) -> None:  # fmt: skip
+        """An operator orders ``op`` on ``board`` by hand at ``at`` s. On a board whose remediation
+        case is open it is refused (:attr:`refusals`), or with ``take_over`` closes the case and
+        leaves the board drained (:func:`~fleetyard.policy.remediation.by_hand`)."""
+        self._at(at, E_HAND, ("op", self._board(board), (RemedyOp(op), take_over, by, reason)))
+
+    def _board(self, board: str) -> _Board:
+        if board not in self.by_id:
+            raise KeyError(f"no board {board!r} in this fleet (ids look like {self.boards[0].id!r})")
+        return self.by_id[board]
+
+    def _on_hand(self, what: tuple[str, _Board, Any], _: int) -> None:
+        do, b, arg = what
+        if do == "job":
+            if b.state is S.AVAILABLE and b.id in self.free:
+                self._start(arg, (b,))
+        elif do == "drain":
+            if b.state is S.AVAILABLE:
+                self.free.discard(b.id)
+                self._to(b, S.DRAINED, arg, Actor.OPERATOR)
+        else:
+            op, take_over, by, reason = arg
+            if b.case is not None:
+                got = by_hand(b.case, op=str(op), take_over=take_over, by=by, reason=reason)
+                if isinstance(got, str):
+                    self.refusals.append((self.now, b.id, got))
+                    return
+                self.cases_closed.append((b.id, TAKEN_OVER, b.case.evidence))
+                b.case = None
+                self._to(b, got[0], got[1], Actor.OPERATOR)
+            self._at(self.now + self.sc.op_s[op], E_HAND_END, (b, op), b.token)
+
+    def _on_hand_end(self, what: tuple[_Board, RemedyOp], token: int) -> None:
+        b, op = what
+        if token == b.token:
+            self._heal(b, op)  # the board stays where the operator has it
+
     # ---- the loop
 
     def _at(self, t: float, kind: int, what: Any = None, token: int = 0) -> None:
@@ -381,6 +471,8 @@ class FleetSim:
             b.l1_at = -self.phase_rng.uniform(0, sc.health.of(b.gen).l1.every_s)
             b.jobs_since = self.phase_rng.randrange(l1.every_jobs)
             self._make_free(b)
+        for board, state in self._placed.items():
+            self._put(self.by_id[board], state)
         for team in sc.workload.teams:
             for arrival in team.arrivals:
                 if arrival.backlog and arrival.from_s <= 0.0:  # queued before the run begins
@@ -393,11 +485,15 @@ class FleetSim:
         self._schedule_next_fault(E_SDC)
         self._schedule_next_fault(E_HOST_LOSS)
         self._schedule_next_fault(E_BLIP)
+        self._schedule_next_fault(E_STALL)
         self._at(0.0, E_PASS)
-        heap, handlers, end = self._heap, self._handlers, self.end
+        heap, handlers, end, deferred = self._heap, self._handlers, self.end, self.controller_events
         while heap and heap[0][0] <= end:
             t, _, kind, what, token = heapq.heappop(heap)
             self.now = t
+            if t < self.stalled_until and kind in deferred:
+                self._at(self.stalled_until, kind, what, token)  # the controller, behind, does it later
+                continue
             handlers[kind](what, token)
         self.now = end
         return self._report()
@@ -674,7 +770,7 @@ class FleetSim:
             if b is skip or self.host_lost[b.host]:
                 continue
             if b is blame or b.fault is not None:
-                self._job_failed_on(b, outcome)
+                self._rank_ended(b, job, outcome if b is blame else Outcome.CANCELED)
             else:
                 self._release(b)
 
@@ -683,14 +779,27 @@ class FleetSim:
         self.running.pop(job.id, None)
         self.held_by_team[job.team.name] -= job.size
 
-    def _job_failed_on(self, b: _Board, outcome: Outcome) -> None:
-        """The board a job failed on: what the policy does about it (DESIGN.md's outcome table)."""
-        cause = "timeout of a job (board hung)" if outcome is Outcome.TIMEOUT else "infrastructure error during a job"
+    def _rank_ended(self, b: _Board, job: _Job, outcome: Outcome) -> None:
+        """A rank of ``job`` on a faulty board ended with ``outcome`` (the failing board's own, its
+        siblings' canceled): where the board goes, by the server's rule over what its probe says
+        (:func:`~fleetyard.policy.outcomes.board_after_rank`)."""
+        if self.policy is SimPolicy.NO_CHECKS:  # no probe, no rule: the failed job is all it knows
+            self._detected(b)
+            hung = outcome is Outcome.TIMEOUT
+            self._take_out(
+                b, "timeout of a job (board hung)" if hung else "infrastructure error during a job", remedy=True
+            )
+            return
+        cause = {Outcome.INFRA_ERROR: Cause.BOARD_FAULT, Outcome.TIMEOUT: Cause.TIMEOUT}.get(outcome, Cause.CANCELED)
+        probe = None if b.fault is None else PROBE_REASON.get(b.fault)  # the probe fails on a dead board
+        to, why = board_after_rank(
+            outcome, board_ok=probe is None, drain_requested=False, probe_reason=probe, cause=cause
+        )
+        if to is not S.SUSPECT:
+            self._release(b)
+            return
         self._detected(b)
-        if self.policy is SimPolicy.NO_CHECKS:
-            self._take_out(b, cause, remedy=True)
-        else:
-            self._take_out(b, cause, check_first=True)
+        self._take_out(b, rank_end_reason(why, job.id, outcome), check_first=True)
 
     # ---- boards in and out of service
 
@@ -721,6 +830,17 @@ class FleetSim:
             b.faulty_since = self.now
         if was is S.AVAILABLE and b.id in self.free:
             self.free.discard(b.id)
+
+    def _put(self, b: _Board, state: BoardState) -> None:
+        """A board placed out of service before the run (:meth:`place`)."""
+        self.free.discard(b.id)
+        b.state, b.token = state, b.token + 1
+        b.onboarded = state not in (S.DISCOVERED, S.ONBOARDING)
+        self.transitions.append(Transition(b.id, self.now, state, Actor.OPERATOR, "placed"))
+        if state is S.ONBOARDING:
+            self._check(b, CheckTier.L3)
+        elif state is S.QUARANTINED:
+            self._at(self.now + self.sc.faults.repair_turnaround_s, E_REPAIRED, b, b.token)
 
     def _release(self, b: _Board) -> None:
         """A board whose work ended: an L1 check if one is due, else back to the free boards."""
@@ -775,8 +895,10 @@ class FleetSim:
             outcome, cause = Outcome.PREEMPTED, Cause.AGENT_STOPPED
         elif self.host_down[b.host]:
             outcome, cause = Outcome.INFRA_ERROR, Cause.HOST_LOST
+        elif b.fault is FaultKind.HANG:
+            outcome, cause = Outcome.TIMEOUT, Cause.TIMEOUT  # the agent stops it at its time limit
         elif b.fault is not None:
-            outcome, cause = Outcome.INFRA_ERROR, Cause.WORKLOAD  # the golden outputs were wrong, or it hung
+            outcome, cause = Outcome.INFRA_ERROR, Cause.WORKLOAD  # the golden outputs were wrong
         else:
             outcome, cause = Outcome.SUCCESS, Cause.WORKLOAD
         return check_verdict(outcome, cause)
@@ -789,7 +911,7 @@ class FleetSim:
         if verdict is None:
             self.checks_lost += 1
         if b.case is not None:
-            detail = "could not run" if verdict is None else self._detail(b, verdict)
+            detail = "could not run" if verdict is None else self._detail(b, verdict, tier)
             self._advance(b, *on_result(b.case, ok=verdict, detail=detail, now=self.now, policy=self._pol(b)))
             return
         if verdict is None:  # no verdict: run it again (a periodic L1 comes due at once; a burn-in again)
@@ -812,19 +934,20 @@ class FleetSim:
         self._detected(b)
         if b.fault is FaultKind.SILENT_CORRUPTION:
             self.sdc_caught += 1
-        reason = f"{tier} check failed: {self._detail(b, ok)}"
+        reason = f"{tier} check failed: {self._detail(b, ok, tier)}"
         if b.state in (S.ONBOARDING, S.REMEDIATING):  # a burn-in or an operator's fix that did not hold
             self._quarantine(b, reason)
             return
         self._take_out(b, reason)
 
-    def _detail(self, b: _Board, ok: bool) -> str:
+    def _detail(self, b: _Board, ok: bool, tier: CheckTier) -> str:
+        """How a check ended, in the words its rank's message would have."""
         if ok:
             return ""
         if b.fault is FaultKind.SILENT_CORRUPTION:
             return "output differs from the golden result"
-        if b.fault is FaultKind.HANG or self.host_down[b.host]:
-            return "no answer"
+        if b.fault is FaultKind.HANG:  # the agent stops it at its time limit
+            return stopped(Cause.TIMEOUT, "", time_limit_s=self._pol(b).tier(tier).timeout_s)[1]
         return str(b.fault or "failed")
 
     def _detected(self, b: _Board) -> None:
@@ -874,9 +997,8 @@ class FleetSim:
             self._to(b, S.REMEDIATING, f"remediation step {b.streak}: {op} after {cause}")
             self._operate(b, op)
             return
-        dead = b.fault in DEAD
         case, act = open_case(
-            b.id, cause=cause, now=self.now, policy=self._pol(b), check_first=check_first and not dead
+            b.id, cause=cause, now=self.now, policy=self._pol(b), check_first=check_first and not ladder_at_once(cause)
         )
         self._advance(b, case, act)
 
@@ -888,6 +1010,7 @@ class FleetSim:
         b.case = case
         if act.do is Do.HEAL:
             why = self._lemon(b)
+            self.cases_closed.append((b.id, "healed" if why is None else "quarantined", act.evidence))
             if why is not None:
                 self._quarantine(b, why)
                 self.lemons_found += 1
@@ -897,6 +1020,7 @@ class FleetSim:
             self._make_free(b)
             return
         if act.do is Do.QUARANTINE:
+            self.cases_closed.append((b.id, "quarantined", act.evidence))
             self._quarantine(b, act.reason)
             return
         if self.policy is SimPolicy.MANUAL and act.do is Do.OPERATE:
@@ -1018,6 +1142,8 @@ class FleetSim:
             rate = fm.silent_corruption_per_1000_board_days / 1000.0 / 86400.0 * sc.boards
         elif kind == E_BLIP:
             rate = fm.blips_per_host_day / 86400.0 * len(self.host_boards)
+        elif kind == E_STALL:
+            rate = fm.stalls_per_day / 86400.0
         else:
             rate = fm.host_loss_per_1000_host_days / 1000.0 / 86400.0 * len(self.host_boards)
         if rate > 0:
@@ -1097,15 +1223,12 @@ class FleetSim:
             return  # already out for another reason
         cur, prev = self._reading(b)
         found = worst(findings(self._pol(b).rules, cur, prev))
-        if b.fault in DEAD:
-            cause = f"failed its probe: {PROBE_REASON[b.fault]}"
-            quarantine = False
-        elif found is not None:
-            cause, quarantine = found.message, found.action is RuleAction.QUARANTINE
-        else:
+        out = take_out_why(probe=PROBE_REASON.get(b.fault), finding=found, blamed=None)
+        if out is None:
             return
         self._detected(b)
-        self._take_out(b, cause, quarantine=quarantine and self.policy is SimPolicy.FLEETYARD)
+        quarantine = out.action is RuleAction.QUARANTINE and self.policy is SimPolicy.FLEETYARD
+        self._take_out(b, out.reason, check_first=out.action is RuleAction.CHECK, quarantine=quarantine)
 
     # ---- hosts
 
@@ -1127,6 +1250,7 @@ class FleetSim:
                 b.job.token += 1  # nothing it does reaches the server any more
         hb, phase = self.sc.heartbeat_s, self.hb_phase[h]
         last = phase + math.floor((self.now - phase) / hb) * hb
+        self.host_last_beat[h] = last
         lost_at = math.ceil((last + timeout) / self.sc.health_pass_s + 1e-9) * self.sc.health_pass_s
         self._at(max(lost_at, self.now), E_HOST_LOST, h)
         self._at(self.now + down_s, E_HOST_BACK, h)
@@ -1165,6 +1289,55 @@ class FleetSim:
             self.unreachable_n -= 1
             self._changed = True
 
+    def stall(self, at: float, seconds: float) -> None:
+        """The control plane falls behind at ``at`` s for ``seconds`` s (a scripted scenario)."""
+        self._at(at, E_STALL, seconds)
+
+    def _on_stall(self, scripted: float | None, _: int) -> None:
+        """The control plane falls behind: until it catches up no heartbeat is recorded and the
+        controller collects and decides nothing (:data:`CONTROLLER_EVENTS` wait)."""
+        fm = self.sc.faults
+        if scripted is None:
+            self._schedule_next_fault(E_STALL)
+            seconds = math.exp(self.fault_rng.uniform(math.log(fm.stall_min_s), math.log(fm.stall_max_s)))
+        else:
+            seconds = scripted
+        self.fault_counts["stall"] += 1
+        if self.now >= self.stalled_until:
+            self.stalled_since = self.now
+        self.stalled_until = max(self.stalled_until, self.now + seconds)
+        self._at(self.stalled_until, E_STALL_END)
+
+    def _on_stall_end(self, _: Any, __: int) -> None:
+        """Caught up: the controller judges every host by the policy, its heartbeats as the store
+        has them (none recorded during the stall). A host judged lost that is not down was lost
+        for the control plane's own trouble: noise taken for a fault."""
+        if self.now < self.stalled_until:
+            return  # a later stall goes on
+        lv = self.sc.liveness
+        self.watching = watching_since(
+            self.watching, newest_server_seen=self.stalled_since, now=self.now, last_pass=self.stalled_since,
+            liveness=lv,
+        )  # fmt: skip
+        views = [
+            HostView(
+                str(h),
+                HostState.OFFLINE if self.host_lost[h] else HostState.ONLINE,
+                self.host_last_beat.get(h, 0.0) if self.host_down[h] else min(self.stalled_since, self.now),
+                0.0,
+            )
+            for h in range(len(self.host_boards))
+        ]
+        judged = judge_hosts(views, now=self.now, liveness=lv, watching_since=self.watching)
+        for name in judged.lost:
+            h = int(name)
+            if self.host_down[h]:
+                continue  # down indeed: its own loss comes
+            self.blip_lost[h] = self.host_down[h] = True
+            self.host_down_since[h] = self.stalled_since
+            self._lose(h)
+            self._at(self.now + self.sc.heartbeat_s, E_HOST_BACK, h)  # its next heartbeat
+
     def _placeable(self) -> frozenset[str]:
         """The free boards new work may go to: not those of an unreachable host."""
         if not self.unreachable_n:
@@ -1172,6 +1345,16 @@ class FleetSim:
         return frozenset(b for b in self.free if not self.host_unreachable[self.by_id[b].host])
 
     def _on_host_lost(self, h: int, _: int) -> None:
+        lv = self.sc.liveness
+        if self.watching > self.host_last_beat.get(h, -math.inf) and self.now - self.watching <= lv.lost_after_s:
+            # The controller fell behind since the host went silent: it gets a whole grace again.
+            again = math.ceil((self.watching + lv.lost_after_s) / self.sc.health_pass_s + 1e-9) * self.sc.health_pass_s
+            self._at(again, E_HOST_LOST, h)
+            return
+        self._lose(h)
+
+    def _lose(self, h: int) -> None:
+        """Host ``h`` is lost: its boards go offline, its work runs elsewhere."""
         self.host_lost[h] = True
         self.detect_waits["host_loss"].append(self.now - self.host_down_since[h])
         reason = f"host lost: no heartbeat for {self.sc.liveness.lost_after_s:.0f} s"
@@ -1180,7 +1363,7 @@ class FleetSim:
             self._end_attempt(job, Outcome.INFRA_ERROR, blame=None, requeue_at=self.now + self.sc.requeue_grace_s)
         for b in self.host_boards[h]:
             self.free.discard(b.id)
-            b.case, b.in_check = None, False
+            b.in_check = False  # a case stays open: it resumes when the host is back
             if b.state in (S.QUARANTINED, S.RETIRED):
                 continue
             if b.state in IN_SERVICE:
@@ -1196,8 +1379,14 @@ class FleetSim:
         for b in self.host_boards[h]:
             if b.state is not S.OFFLINE:
                 continue
-            to, why = back_from_offline(b.before_offline, b.id)
+            to, why = back_from_offline(b.before_offline, b.id, in_case=b.case is not None)
             self._to(b, to, why)
+            if b.case is not None and why == HOST_BACK_RESUME:
+                self._advance(b, *resume(b.case, why="its host was lost", now=self.now, policy=self._pol(b)))
+                continue
+            b.case = None
+            if to is S.ONBOARDING and self.policy is not SimPolicy.NO_CHECKS:
+                self._check(b, CheckTier.L3)  # its burn-in, from the start
             if to is not S.SUSPECT:
                 continue
             if self.policy is SimPolicy.NO_CHECKS:
@@ -1273,6 +1462,7 @@ class FleetSim:
             plan_p50_ms=_quantile(plan_ms, 0.50),
             plan_p99_ms=_quantile(plan_ms, 0.99),
             blips=self.fault_counts["blip"],
+            stalls=self.fault_counts["stall"],
             checks_lost=self.checks_lost,
             false_takeouts_per_1000_board_days=self.false_takeouts / (self.sc.boards * self.sc.days / 1000.0),
             false_requeues=self.false_requeues,

@@ -22,9 +22,14 @@
 - *Repairs*: a quarantined board is back after 5 days (an RMA swap), through an L3 burn-in.
 - *Noise* (off by default; :meth:`FaultModel.noisy` is what the benchmarks run): *host blips*, a
   host silent for seconds to a minute (a loaded machine, a long pause, a network blip; durations
-  log-uniform between ``blip_min_s`` and ``blip_max_s``) and back as it was; and *checks that
-  cannot run* (their agent restarted under them, ``checks_lost_share``), which end with no verdict.
-  Neither is a fault: the policy must not take a board out, nor re-run work, for either. A host
+  log-uniform between ``blip_min_s`` and ``blip_max_s``) and back as it was; *checks that
+  cannot run* (their agent restarted under them, ``checks_lost_share``), which end with no
+  verdict; and *a control plane that falls behind* (``stalls_per_day``, log-uniform between
+  ``stall_min_s`` and ``stall_max_s``): no heartbeat is recorded and the controller does not
+  pass until it catches up, then it judges every host by the policy's rules
+  (:func:`~fleetyard.policy.liveness.judge_hosts` from
+  :func:`~fleetyard.policy.liveness.watching_since`). None is a fault: the policy must not take a
+  board out, nor re-run work, for any. A host
   is unreachable after ``Liveness.unreachable_after_s`` of silence (no new work) and lost after
   ``Liveness.lost_after_s`` (the controller's thresholds, :mod:`fleetyard.policy.liveness`).
 
@@ -117,11 +122,20 @@ class FaultModel:
     blip_min_s: float = 1.0
     blip_max_s: float = 30.0
     checks_lost_share: float = 0.0
+    # The control plane falling behind (a busy machine, a slow store): for a while neither the
+    # server records heartbeats nor the controller passes; then both catch up.
+    stalls_per_day: float = 0.0
+    stall_min_s: float = 5.0
+    stall_max_s: float = 120.0
 
     def noisy(self, *, blips_per_host_day: float = 0.01, blip_max_s: float = 30.0) -> FaultModel:
         """This model with the control plane's noise: blips of up to ``blip_max_s`` on 1 % of
-        hosts a day, and 1 % of checks that cannot run."""
-        return replace(self, blips_per_host_day=blips_per_host_day, blip_max_s=blip_max_s, checks_lost_share=0.01)
+        hosts a day, 1 % of checks that cannot run, and a control plane that falls behind for
+        5 s to 2 min four times a day."""
+        return replace(
+            self, blips_per_host_day=blips_per_host_day, blip_max_s=blip_max_s, checks_lost_share=0.01,
+            stalls_per_day=4.0,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
@@ -132,6 +146,11 @@ class FaultModel:
             raise ValueError(f"permanent_share must be within [0, 1], got {self.permanent_share}")
         if not 0.0 < self.blip_min_s <= self.blip_max_s:
             raise ValueError(f"blips last 0 < blip_min_s <= blip_max_s, got {self.blip_min_s}, {self.blip_max_s}")
+        if self.stalls_per_day < 0 or not 0.0 < self.stall_min_s <= self.stall_max_s:
+            raise ValueError(
+                f"stalls_per_day >= 0 and 0 < stall_min_s <= stall_max_s, got {self.stalls_per_day},"
+                f" {self.stall_min_s}, {self.stall_max_s}"
+            )
         if not 0.0 <= self.checks_lost_share < 1.0:
             raise ValueError(f"checks_lost_share must be within [0, 1), got {self.checks_lost_share}")
 

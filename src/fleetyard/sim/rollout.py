@@ -37,6 +37,7 @@ from fleetyard.policy.rollout import (
     Step,
     WaveSeen,
     after,
+    board_reason,
     gate,
     next_acts,
     plan_waves,
@@ -163,6 +164,7 @@ class RolloutSim(FleetSim):
         self.jobs_on_image: dict[int, int] = {}  # rollout index -> attempts on its image
         self.corrupt_on_image: dict[int, int] = {}
         self._handlers.update({E_TICK: self._on_tick, E_FLASH_END: self._on_flash_end, E_IMAGE_SDC: self._on_image_sdc})
+        self.controller_events = self.controller_events | {E_TICK}  # the rollout's pass
         for i, r in enumerate(self.runs):
             self._at(r.start_s, E_TICK, ("start", i))
 
@@ -291,18 +293,22 @@ class RolloutSim(FleetSim):
         if act.board is not None:
             b = self.by_id[act.board]
             step = r.steps[b.id]
+            reverting = step.name.startswith("REVERT_")
+            version = r.from_version[b.id] if reverting and act.do is not Do.DRAIN else r.run.image.version
+            # The controller's words (numbered from 1, as the store numbers rollouts).
+            why = board_reason(r.n + 1, act, generation=r.run.generation, version=version, reverting=reverting)
             if act.do is Do.DRAIN:
                 self._move(r, b, after(step))
                 self.draining.add(b.id)
                 if b.state is S.AVAILABLE and b.id in self.free and b.job is None:
-                    self._to(b, S.DRAINED, act.reason)
+                    self._to(b, S.DRAINED, why)
             elif act.do is Do.REQUEUE:
                 if b.job is not None:
                     self._end_attempt(b.job, Outcome.PREEMPTED)
             elif act.do is Do.FLASH:
                 self._move(r, b, after(step))
                 r.op_ok.pop(b.id, None)
-                self._to_servicing(b, f"rollout: flashing {r.run.image.version}")
+                self._to_servicing(b, why)
                 took = GENERATIONS[b.gen].flash_s
                 self._at(self.now + took, E_FLASH_END, (r, b), b.token)
             elif act.do is Do.CHECK:
@@ -313,7 +319,7 @@ class RolloutSim(FleetSim):
                 self._move(r, b, after(step))
                 self.draining.discard(b.id)
                 b.l1_at, b.jobs_since = self.now, 0
-                self._to(b, S.AVAILABLE, "flashed and checked")
+                self._to(b, S.AVAILABLE, why)
                 self._make_free(b)
             elif act.do is Do.SKIP:
                 self._move(r, b, Step.FAILED)
@@ -340,7 +346,7 @@ class RolloutSim(FleetSim):
                 self._move(r, b, Step.FAILED)
                 self.draining.discard(b.id)
                 r.detail[b.id] = act.reason
-                self._take_out(b, act.reason)
+                self._take_out(b, why, check_first=True)  # its case, as the healing shell opens it
             return
         w = r.waves[r.wave]
         if act.do is Do.SOAK_CHECKS:
@@ -495,7 +501,7 @@ class RolloutSim(FleetSim):
                     return
                 r.check_ok[b.id] = ok
                 if not ok:
-                    r.detail[b.id] = self._detail(b, ok)
+                    r.detail[b.id] = self._detail(b, ok, tier)
                     if b.fault is FaultKind.SILENT_CORRUPTION:
                         self._detected(b)
                         self.sdc_caught += 1

@@ -20,6 +20,7 @@ from fleetyard.policy.outcomes import (
     board_in_question,
     job_after_attempt,
     mismatch_blamed,
+    rank_end_reason,
 )
 from fleetyard.policy.peers import PeerOutputs, compare_peers, peer_group
 from fleetyard.store import blob_readers
@@ -183,7 +184,7 @@ def end_rank(
                 a.board_id,
                 to,
                 current=BoardState.ALLOCATED,
-                reason=f"{why} (job {a.job_id}, {outcome})" + (f": {message}" if message else ""),
+                reason=rank_end_reason(why, a.job_id, outcome, message),
                 # A drain an operator asked for while the board ran is theirs: planned maintenance
                 # in the uptime accounting, not a board the policy took out.
                 actor=Actor.OPERATOR if to is BoardState.DRAINED else Actor.POLICY,

@@ -13,6 +13,7 @@ from fleetyard.policy.liveness import back_from_offline
 from fleetyard.store import tables as t
 from fleetyard.store.attempts import end_rank, lock_attempts, settle
 from fleetyard.store.boards import switch_board_state
+from fleetyard.store.healing import open_cases
 
 A = t.assignments
 LIVE = [str(AssignmentState.PENDING), str(AssignmentState.DELIVERED), str(AssignmentState.RUNNING)]
@@ -90,7 +91,8 @@ def host_back(conn: sa.Connection, host_id: str, *, at: float) -> None:
 
 def board_back(conn: sa.Connection, board_id: str, *, actor: Actor, at: float) -> None:
     """An offline board is back: where it goes depends on the state it left for offline."""
-    to, why = back_from_offline(state_before_offline(conn, board_id), board_id)
+    in_case = bool(open_cases(conn, [board_id]))
+    to, why = back_from_offline(state_before_offline(conn, board_id), board_id, in_case=in_case)
     switch_board_state(conn, board_id, to, current=BoardState.OFFLINE, reason=why, actor=actor, at=at)
 
 
