@@ -232,11 +232,11 @@ def test_a_job_pinned_to_firmware_being_rolled_out_waits_for_the_rollout(sqlite_
     assert _wait_state(stack, roll["id"], {"completed"})["state"] == "completed"
 
 
-def test_a_good_image_rolls_out_wave_by_wave_through_a_host_lost_on_the_way(sqlite_stack: Stack) -> None:
+@pytest.mark.one_store("sqlite")  # bounded runs; `make test-long` runs it on PostgreSQL too
+def test_a_good_image_rolls_out_wave_by_wave_through_a_host_lost_on_the_way(stack: Stack) -> None:
     """The weather is not the firmware: a host lost (its agent stopped past the grace) while its
     boards wait, drain, flash or check sends them back to their wave (a control board among them
     is replaced), and the rollout completes with every board on the image once the host is back."""
-    stack = sqlite_stack  # SQLite only: the bad-image test runs the same shell on both stores
     stack.host_unreachable_s, stack.host_timeout_s = 1.5, 3.0
     stack.start(hosts=2, driver="sim:4:sim-g1")
     _push(stack, OLD)
