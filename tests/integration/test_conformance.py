@@ -24,6 +24,7 @@ from fleetyard.domain.firmware_image import sim_image
 from fleetyard.domain.health_config import RemedyOp, parse_health_config
 from fleetyard.drivers.sim import GENERATIONS
 from fleetyard.policy.liveness import Liveness
+from fleetyard.policy.remediation import Phase
 from fleetyard.policy.rollout import RolloutPlan
 from fleetyard.sim.fleet import FleetSim
 from fleetyard.sim.model import FaultModel, Scenario
@@ -203,19 +204,24 @@ def through_the_simulator() -> Told:
 def test_a_board_failing_its_check_after_a_rollouts_flash_goes_the_same_way_in_the_controller_and_the_simulator(
     db_url: str, tmp_path: Path
 ) -> None:
-    """A one-board canary, flashed, hangs: its check after the flash times out. Both shells fail
-    it out of the rollout to the ladder (a check first: its probe never failed), and the
-    rollout gates the wave on the same figures."""
+    """A one-board canary (no control boards), flashed, hangs: its check after the flash times
+    out. Both shells fail it out of the rollout, halt at the gate (judged against a clean
+    record), take it back from the ladder for the flash back, which fails, and send it up the
+    ladder (a check first: its probe never failed)."""
     real, sim = rollout_through_the_stack(db_url, tmp_path), rollout_through_the_simulator()
     assert real == sim
-    transitions, (_, _, step, failure_rate), evidence = real
+    transitions, (state, verdicts, step, failure_rate), evidence = real
+    old = GENERATIONS["sim-g1"].firmware
     assert transitions == [
         ("drained", "rollout 1: flashing sim-g1 to 2.0.0"),
         ("servicing", "rollout 1: flashing 2.0.0"),
         ("suspect", "rollout 1: check after the flash failed: over its time limit of 900 s"),
+        ("drained", "rollout 1: rolling sim-g1 back from 2.0.0"),
+        ("servicing", f"rollout 1: rolling back to {old}"),
+        ("suspect", "rollout 1: flash failed: board not answering"),
         ("remediating", "remediation step 1: soft_reset"),
     ]
-    assert (step, failure_rate) == ("failed", 1.0)
+    assert (state, verdicts, step, failure_rate) == ("rolled_back", [False], "failed", 1.0)
     assert evidence == ("L2 check: failed (over its time limit of 900 s)",)
 
 
@@ -232,10 +238,11 @@ def rollout_through_the_stack(db_url: str, tmp: Path) -> Rolled:
 
 
 def _rollout_story(f: Fleet) -> Rolled:
-    f.register("h1", n=1)
+    old = GENERATIONS["sim-g1"].firmware  # what the simulator's boards run
+    f.register("h1", n=1, firmware=old)
     f.beat("h1")
     admin = f.h(f.admin)
-    for version in ("1.0", "2.0.0"):
+    for version in (old, "2.0.0"):
         data = sim_image("sim-g1", version, payload=b"fw")  # the app here takes small blobs
         sha = hashlib.sha256(data).hexdigest()
         assert f.client.put(f"/v1/blobs/{sha}", content=data, headers=admin).status_code < 300
@@ -246,20 +253,33 @@ def _rollout_story(f: Fleet) -> Rolled:
                       headers=admin)  # fmt: skip
     assert r.status_code == 201, r.text
     rollout = r.json()["id"]
-    f.rec.health(time.time())  # drained and flashed in one pass
-    [op] = f.beat("h1")["ops"]
-    now = time.time()
-    f.beat("h1", op_results=[{"id": op["id"], "ok": True, "message": None, "started_at": now, "finished_at": now}])
+    # The agent's part: the flash succeeds; then the board hangs: every check runs out its time,
+    # and the flash back fails, the board not answering; the ladder's ops wait (the simulator's
+    # take longer than the story).
     hung = {"cause": "timeout", "message": f"over its time limit of {HEALTH.of('sim-g1').l1.timeout_s:g} s"}
-    for tier in ("L1", "L2"):  # the check after the flash, then its case's: the board hangs in both
-        f.rec.health(time.time())  # the rollout's pass (the first: its check; the second: it fails the board)
-        f.rec.health(time.time())  # the healing pass (its case opens on the suspect board)
-        [check] = f.take("h1")
-        assert check["params"]["tier"] == tier, check
-        ended = finish(check, code=None, outcome="timeout")
-        ended[-1].update(hung)
-        f.events("h1", ended)
-    f.rec.health(time.time())
+    tiers: list[str] = []
+    flashes = 0
+    for _ in range(30):
+        f.rec.health(time.time())
+        now = time.time()
+        flashed = []
+        for op in f.beat("h1")["ops"]:
+            if op["op"] == "flash":
+                flashes += 1
+                ok = flashes == 1
+                message = None if ok else "board not answering"
+                flashed.append({"id": op["id"], "ok": ok, "message": message, "started_at": now, "finished_at": now})
+        if flashed:
+            f.beat("h1", op_results=flashed)
+        for check in f.take("h1"):
+            tiers.append(check["params"]["tier"])
+            ended = finish(check, code=None, outcome="timeout")
+            ended[-1].update(hung)
+            f.events("h1", ended)
+        with f.store.read() as conn:
+            if [c for c in open_cases(conn) if c.case.phase is Phase.OPERATE]:
+                break
+    assert tiers == ["L1", "L2"], tiers  # after the flash, then the case's after the flash back failed
 
     status = f.client.get(f"/v1/rollouts/{rollout}", headers=admin).json()
     [board] = status["boards"]
@@ -275,7 +295,7 @@ def _rollout_story(f: Fleet) -> Rolled:
 
 
 def rollout_through_the_simulator() -> Rolled:
-    sc = _scenario(boards=1, seconds=3000.0)
+    sc = _scenario(boards=1, seconds=3000.0)  # ends during the soft reset (3000 s)
     plan = RolloutPlan(canary=1, control=0, soak_s=0, shares=(1.0,))
     sim = RolloutSim(sc, [RolloutRun("sim-g1", Image("2.0.0"), 10.0, plan)])
     [b] = sim.boards

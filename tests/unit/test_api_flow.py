@@ -49,9 +49,9 @@ class Fleet:
     def h(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    def register(self, host: str, n: int = 2, gen: str = "sim-g1", session: str = "s1") -> None:
+    def register(self, host: str, n: int = 2, gen: str = "sim-g1", session: str = "s1", firmware: str = "1.0") -> None:
         boards = [
-            {"serial": f"{host}-b{i}", "generation": gen, "slot": i, "firmware": "1.0", "device": f"sim:{i}"}
+            {"serial": f"{host}-b{i}", "generation": gen, "slot": i, "firmware": firmware, "device": f"sim:{i}"}
             for i in range(n)
         ]
         r = self.client.post(

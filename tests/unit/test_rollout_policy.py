@@ -141,15 +141,31 @@ def test_a_failed_gate_says_what_it_compared() -> None:
     )
 
 
-def test_gate_within_the_margins_passes_and_no_data_is_not_judged() -> None:
+def test_gate_within_the_margins_passes_and_no_data_on_the_wave_is_not_judged() -> None:
     control = Figures(checks=100, check_failures=1, attempts=100, throughput={"k": [100.0]})
     wave = Figures(checks=100, check_failures=2, attempts=100, infra_errors=1, throughput={"k": [96.0]})
     assert gate(wave, control, GATES).passed
-    # Nothing on the control side: reported, not judged.
+    # Nothing on one side: reported, not judged.
+    v = gate(Figures(), control, GATES)
+    assert v.passed and v.table["check_failure_rate"] == {"wave": None, "control": 0.01, "limit": 0.03}
     v = gate(Figures(checks=1, check_failures=1), Figures(), GATES)
     assert v.passed and v.table["check_failure_rate"] == {"wave": 1.0, "control": None, "limit": None}
     # Benchmarks compare like with like only.
     assert gate(Figures(throughput={"a": [1.0]}), Figures(throughput={"b": [100.0]}), GATES).passed
+
+
+def test_without_control_boards_a_wave_is_judged_against_a_clean_record() -> None:
+    """A rollout without control boards still halts on a canary that fails its check after the
+    flash, or a validation it no longer passes."""
+    v = gate(Figures(checks=1, check_failures=1), Figures(), GATES, no_control=True)
+    assert not v.passed and v.table["check_failure_rate"] == {"wave": 1.0, "control": None, "limit": 0.02}
+    assert v.reasons == (
+        "health-check failure rate 100.0% on the wave (1 of 1) vs no control boards: against none, limit +2.0%",
+    )
+    v = gate(Figures(validations=4, validation_passes=3, attempts=4), Figures(), GATES, no_control=True)
+    assert not v.passed and "75.0% on the wave (3 of 4) vs no control boards: against all passed" in v.reasons[0]
+    clean = Figures(checks=50, attempts=50, validations=5, validation_passes=5, throughput={"k": [10.0]})
+    assert gate(clean, Figures(), GATES, no_control=True).passed  # throughput: no baseline, not judged
 
 
 def test_gate_may_fail_on_several_measures_at_once() -> None:

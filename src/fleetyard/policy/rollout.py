@@ -241,19 +241,25 @@ def _rate(n: int, d: int) -> float | None:
     return None if d == 0 else n / d
 
 
-def gate(wave: Figures, control: Figures, gates: Gates) -> Verdict:
+def gate(wave: Figures, control: Figures, gates: Gates, *, no_control: bool = False) -> Verdict:
     """Compare a wave's boards with the control boards. A measure with no data on either side is
-    reported and not judged; a wave may fail on several at once."""
+    reported and not judged; but a rollout with ``no_control`` boards at all judges the wave
+    against a clean record, no failure and every validation passed (a canary whose check fails
+    after its flash must halt it), throughput excepted (no baseline). A wave may fail on several
+    measures at once."""
     reasons: list[str] = []
     table: dict[str, Any] = {}
 
     def worse_if_above(name: str, w: tuple[int, int], c: tuple[int, int], margin: float, what: str) -> None:
         wr, cr = _rate(*w), _rate(*c)
-        table[name] = {"wave": wr, "control": cr, "limit": None if cr is None else cr + margin}
-        if wr is not None and cr is not None and wr > cr + margin:
+        base = 0.0 if cr is None and no_control else cr
+        table[name] = {"wave": wr, "control": cr, "limit": None if base is None else base + margin}
+        if wr is not None and base is not None and wr > base + margin:
+            against = "no control boards: against none" if cr is None else f"{cr:.1%} on control boards"
             reasons.append(
-                f"{what} {wr:.1%} on the wave ({w[0]} of {w[1]}) vs {cr:.1%} on control boards ({c[0]} of {c[1]}), "
-                f"limit +{margin:.1%}"
+                f"{what} {wr:.1%} on the wave ({w[0]} of {w[1]}) vs {against}"
+                + ("" if cr is None else f" ({c[0]} of {c[1]})")
+                + f", limit +{margin:.1%}"
             )
 
     worse_if_above(
@@ -265,13 +271,18 @@ def gate(wave: Figures, control: Figures, gates: Gates) -> Verdict:
         gates.infra_error_margin, "infra-error rate",
     )  # fmt: skip
     w, c = _rate(wave.validation_passes, wave.validations), _rate(control.validation_passes, control.validations)
-    limit = None if c is None else c - gates.validation_margin
+    vbase = 1.0 if c is None and no_control else c
+    limit = None if vbase is None else vbase - gates.validation_margin
     table["validation_pass_rate"] = {"wave": w, "control": c, "limit": limit}
-    if w is not None and c is not None and w < c - gates.validation_margin:
+    if w is not None and limit is not None and w < limit:
+        against = (
+            "no control boards: against all passed"
+            if c is None
+            else f"{c:.1%} on control boards ({control.validation_passes} of {control.validations})"
+        )
         reasons.append(
             f"validation pass rate {w:.1%} on the wave ({wave.validation_passes} of {wave.validations}) vs "
-            f"{c:.1%} on control boards ({control.validation_passes} of {control.validations}), "
-            f"limit -{gates.validation_margin:.1%}"
+            f"{against}, limit -{gates.validation_margin:.1%}"
         )
     ratios = [
         _mean(wave.throughput[k]) / _mean(control.throughput[k])

@@ -308,7 +308,9 @@ class RolloutSim(FleetSim):
             elif act.do is Do.FLASH:
                 self._move(r, b, after(step))
                 r.op_ok.pop(b.id, None)
-                self._to_servicing(b, why)
+                drain = board_reason(r.n + 1, Act(Do.DRAIN, b.id), generation=r.run.generation,
+                                     version=r.run.image.version, reverting=reverting)  # fmt: skip
+                self._to_servicing(b, why, drain)
                 took = GENERATIONS[b.gen].flash_s
                 self._at(self.now + took, E_FLASH_END, (r, b), b.token)
             elif act.do is Do.CHECK:
@@ -368,7 +370,7 @@ class RolloutSim(FleetSim):
                 w.control = self._figures(set(r.control), since)
             else:  # the control boards are in the last wave: the figures of their last soak
                 w.control = r.waves[r.wave - 1].control or Figures()
-            v = gate(wave_fig, w.control, r.run.plan.gates)
+            v = gate(wave_fig, w.control, r.run.plan.gates, no_control=r.run.plan.control == 0)
             w.verdict, w.reasons, w.table = v.passed, v.reasons, v.table
         elif act.do is Do.HALT:
             r.state, r.halted_wave, r.reasons = RolloutState.ROLLING_BACK, r.wave, w.reasons
@@ -382,13 +384,17 @@ class RolloutSim(FleetSim):
             r.state = RolloutState.COMPLETED if r.state is RolloutState.RUNNING else RolloutState.ROLLED_BACK
             r.ended_at = self.now
 
-    def _to_servicing(self, b: _Board, reason: str) -> None:
-        """To servicing along the lifecycle's edges (a rollback takes boards over from the ladder)."""
-        b.case, b.held = None, False
+    def _to_servicing(self, b: _Board, reason: str, drain: str) -> None:
+        """To servicing along the lifecycle's edges, drained first (``drain``: why); a rollback
+        takes a board over from the ladder, its case abandoned, as the controller does."""
+        if b.case is not None:
+            self.cases_closed.append((b.id, "abandoned", b.case.evidence))
+            b.case = None
+        b.held = False
         if b.state is S.ALLOCATED:
-            self._to(b, S.AVAILABLE, reason)
+            self._to(b, S.AVAILABLE, drain)
         if b.state in (S.AVAILABLE, S.SUSPECT, S.REMEDIATING):
-            self._to(b, S.DRAINED, reason)
+            self._to(b, S.DRAINED, drain)
         self._to(b, S.SERVICING, reason)
 
     def _move(self, r: _Rollout, b: _Board, step: Step) -> None:
