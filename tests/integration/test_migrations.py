@@ -28,10 +28,10 @@ def test_head_names_the_newest_migration_and_a_store_at_it_is_upgraded_without_a
     migrate.upgrade(db_url)
     engine = sa.create_engine(db_url)
     with engine.begin() as c:  # as if the store were one migration behind: upgrade must run Alembic
-        c.execute(sa.text("UPDATE alembic_version SET version_num = '0013'"))
-        c.execute(sa.text("ALTER TABLE assignments DROP COLUMN cause"))
+        c.execute(sa.text("UPDATE alembic_version SET version_num = '0014'"))
+        c.execute(sa.text("ALTER TABLE priority_classes DROP COLUMN max_lost_s"))
     migrate.upgrade(db_url)
     with engine.connect() as c:
-        assert "cause" in {col["name"] for col in sa.inspect(c).get_columns("assignments")}
+        assert "max_lost_s" in {col["name"] for col in sa.inspect(c).get_columns("priority_classes")}
         assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == migrate.HEAD
     engine.dispose()

@@ -303,7 +303,10 @@ def test_cli_against_the_in_process_app(fleet: Fleet, tmp_path: Path, monkeypatc
     assert res.exit_code == 0 and "HEADROOM" in res.stdout and "fleet" in res.stdout
 
     res = runner.invoke(cli_app, ["queues", "classes"])
-    assert res.exit_code == 0 and "ci-gate" in res.stdout and "batch" in res.stdout
+    assert res.exit_code == 0 and "ci-gate" in res.stdout and "batch" in res.stdout and "MAX LOST" in res.stdout
+    res = runner.invoke(cli_app, ["queues", "classes", "--json"])
+    lost = {c["name"]: c["max_lost_s"] for c in json.loads(res.stdout)}
+    assert lost == {"ci-gate": None, "interactive": None, "batch": 300.0, "scavenger": 300.0}  # as the file says
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("queues:\n  - name: ai\n    nominal: {sim-g1: -3}\n")

@@ -3,11 +3,14 @@ hand-built snapshot against the real plan()."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from tests.unit.test_scheduler_policy import bound, fleet, job, snap
 
 from fleetyard.domain.spec import Placement
 from fleetyard.policy.placement import BoardView
-from fleetyard.policy.queues import QueueSpec
+from fleetyard.policy.preemption import lost_budget
+from fleetyard.policy.queues import BATCH_MAX_LOST_S, QueueSpec
 from fleetyard.policy.scheduling import RunningJob, plan
 
 
@@ -161,3 +164,21 @@ def test_a_short_job_refused_a_preemption_does_not_refuse_a_longer_one_behind_it
     p = plan(snap(boards, [short, long], running=running, now=3600.0))
     assert [(x.victim, x.for_job) for x in p.preemptions] == [(50, 2)], p.reasons
     assert "preempting" not in p.reasons.get(1, ""), p.reasons
+
+
+def test_a_class_bounds_the_work_its_preemptions_throw_away() -> None:
+    """a reclaims its nominal board from b. b's job has run an hour: a batch job (its class lets
+    it throw away at most 5 minutes per board) waits for the board to free; an urgent one (no
+    cap but its own time limit) preempts; and a batch job preempts a borrower that started lately."""
+    queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 0}, cohort="c")}
+    boards = fleet(1, 1)
+    now = 3600.0
+    old = [RunningJob(10, "b", ("h0-0",), started_at=0.0)]
+    batch = dataclasses.replace(job(1, queue="a", at=now), max_lost_s=BATCH_MAX_LOST_S)
+    p = plan(snap(boards, [batch], running=old, queues=queues, now=now))
+    assert not p.preemptions and 1 not in bound(p)
+    urgent = job(1, queue="a", at=now)  # max_lost_s None: as much as it can do itself (1 board x 1 h)
+    assert [x.victim for x in plan(snap(boards, [urgent], running=old, queues=queues, now=now)).preemptions] == [10]
+    young = [RunningJob(10, "b", ("h0-0",), started_at=now - 60.0)]
+    assert [x.victim for x in plan(snap(boards, [batch], running=young, queues=queues, now=now)).preemptions] == [10]
+    assert lost_budget(batch) == BATCH_MAX_LOST_S and lost_budget(urgent) == 3600.0

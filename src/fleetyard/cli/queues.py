@@ -144,4 +144,9 @@ def classes(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(found)
         return
-    out().print(table(["CLASS", "VALUE", "DEFAULT"], [(c.name, c.value, "yes" if c.default else "") for c in found]))
+    rows = [
+        (c.name, c.value, "yes" if c.default else "", "-" if c.max_lost_s is None else f"{c.max_lost_s:g} s")
+        for c in found
+    ]
+    # MAX LOST: the most work a job of the class may throw away by preempting, per board it needs.
+    out().print(table(["CLASS", "VALUE", "DEFAULT", "MAX LOST"], rows))

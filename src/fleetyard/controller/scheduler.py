@@ -73,7 +73,8 @@ class SchedulerShell:
     _running_specs: dict[int, JobSpec] = field(default_factory=dict)
     _attempts: dict[int, int] = field(default_factory=dict)  # queued job -> attempts so far
     _teams: dict[int, tuple[str, float]] = field(default_factory=dict)  # queued job -> (queue, submitted_at)
-    _classes: tuple[dict[str, int], int] | None = None  # class values as the line's views have them
+    # Class values (and each class's max_lost_s) as the line's views have them, and the default class's.
+    _classes: tuple[dict[str, tuple[int, float | None]], tuple[int, float | None]] | None = None
     _queue_synced_at: float = -QUEUE_RESYNC_S
     _reasons: dict[int, str] = field(default_factory=dict)  # as last written
     _reservations: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
@@ -164,7 +165,7 @@ class SchedulerShell:
                     boards_of[a.attempt_id].append(a.board_id)
             board_rows = schedulable_boards(conn, json_as_text=True)
         pool, free = self._sync_pool(board_rows)
-        value, default_value = self._classes or ({}, 0)
+        of_class, default_class = self._classes or ({}, (0, None))
         self._observe_holds(running, boards_of, now)
         running_views = []
         for run in running:
@@ -174,7 +175,7 @@ class SchedulerShell:
                     run.id,
                     run.team,
                     tuple(boards_of.get(run.attempt_id, ())),
-                    priority=value.get(spec.priority_class or "", default_value),
+                    priority=of_class.get(spec.priority_class or "", default_class)[0],
                     rank=spec.priority,
                     started_at=run.created_at,
                     # A lease ends when it expires (renewals move it), not at its 7-day time limit.
@@ -237,11 +238,11 @@ class SchedulerShell:
     ) -> None:
         """Bring the line to the queued jobs in the store: read their ids when their count or sum
         differs from the line's (or every QUEUE_RESYNC_S), and the rows of those new to it."""
-        value = {c.name: c.value for c in classes}
-        default_value = next((c.value for c in classes if c.default), 0)
-        if self._classes != (value, default_value):
-            # A class's value changed (or this is the first pass): every view is rebuilt.
-            self._classes = (value, default_value)
+        of_class = {c.name: (c.value, c.max_lost_s) for c in classes}
+        default_class = next(((c.value, c.max_lost_s) for c in classes if c.default), (0, None))
+        if self._classes != (of_class, default_class):
+            # A class changed (or this is the first pass): every view is rebuilt.
+            self._classes = (of_class, default_class)
             self._line = Line(self._view(i, spec) for i, spec in self._specs.items())
         line = self._line
         if (count, id_sum) == (len(line), sum(line.ids())) and now - self._queue_synced_at < QUEUE_RESYNC_S:
@@ -264,15 +265,17 @@ class SchedulerShell:
                 line.add(self._view(r.id, spec))
 
     def _view(self, job_id: int, spec: JobSpec) -> PendingJob:
-        value, default_value = self._classes or ({}, 0)
+        of_class, default_class = self._classes or ({}, (0, None))
         team, submitted_at = self._teams[job_id]
+        priority, max_lost_s = of_class.get(spec.priority_class or "", default_class)
         return pending_job(
             job_id,
             spec,
             queue=team,
-            priority=value.get(spec.priority_class or "", default_value),
+            priority=priority,
             submitted_at=submitted_at,
             artifact=_artifact(spec),
+            max_lost_s=max_lost_s,
         )
 
     def _leave(self, job_id: int) -> None:

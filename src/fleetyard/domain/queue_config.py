@@ -7,7 +7,8 @@
         borrowing_limit: {sim-g2: 4}      # the most it may borrow beyond nominal (needs nominal)
     priority_classes:                 # absent: the defaults (ci-gate, interactive, batch, scavenger)
       - {name: ci-gate, value: 1000}
-      - {name: batch, value: 100, default: true}
+      - {name: batch, value: 100, default: true, max_lost_s: 300}   # its preemptions throw away
+                                                                     # at most 5 min of work per board
 
 Pure: validated here, turned into :class:`fleetyard.policy.queues.QueueSpec` and
 :class:`~fleetyard.policy.queues.PriorityClass` for the policy; the store keeps them as rows.
@@ -22,6 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fleetyard.domain.spec import MAX_TIME_LIMIT_S
 from fleetyard.errors import BadRequest
 from fleetyard.policy.queues import DEFAULT_PRIORITY_CLASSES, PriorityClass, QueueSpec
 
@@ -107,6 +109,13 @@ class PriorityClassEntry(BaseModel):
     teams: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
         None, max_length=1000, description="the teams that may submit in this class (default: every team)"
     )
+    max_lost_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_TIME_LIMIT_S,
+        description="the most work, in seconds per board it needs, a job of this class may throw away by "
+        "preempting (default: no cap but its own boards times its time limit)",
+    )
 
     @model_validator(mode="after")
     def _named(self) -> PriorityClassEntry:
@@ -114,7 +123,8 @@ class PriorityClassEntry(BaseModel):
         return self
 
     def to_class(self) -> PriorityClass:
-        return PriorityClass(self.name, self.value, self.default, None if self.teams is None else tuple(self.teams))
+        teams = None if self.teams is None else tuple(self.teams)
+        return PriorityClass(self.name, self.value, self.default, teams, self.max_lost_s)
 
 
 class QueueConfig(BaseModel):

@@ -21,7 +21,7 @@ from fleetyard.policy.placement import Constraints, Freeing, Pool
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.snapshot import PendingJob, RunningJob
 
-__all__ = ["Found", "Victims", "may_be_preempted", "preempt_reason", "victims_for"]
+__all__ = ["Found", "Victims", "lost_budget", "may_be_preempted", "preempt_reason", "victims_for"]
 
 
 class Victims:
@@ -152,7 +152,8 @@ def victims_for(
     A job that must be on one host (rack) takes the host (rack) where its victims lose the least
     work, not the first one that candidates in victim order happen to complete. No job throws
     away more work than it can do itself (its boards times its time limit): an 8-board job does
-    not stop a 256-board gang hours in, it waits for boards to free."""
+    not stop a 256-board gang hours in, it waits for boards to free; and no more than its class
+    allows (:func:`lost_budget`): a batch job stops only work started lately."""
     q = job.queue
     headroom = {g: ledger.headroom(q, g) for g in sorted(gens)}
     own = victims.own_generations(q)
@@ -164,7 +165,7 @@ def victims_for(
     c = job.shape.constraints
     base = pool.index(c).total
     made: Counter[str] = Counter()  # room its own queue's victims make, per generation
-    most_lost = job.boards * job.time_limit_s
+    most_lost = lost_budget(job)
     over_budget = False  # some candidate alone throws away more than the job can do
 
     def candidates() -> Iterator[_Entry]:
@@ -267,6 +268,14 @@ def victims_for(
         return Found([r for r, _, _ in chosen])
     finally:
         freeing.take_back()
+
+
+def lost_budget(job: PendingJob) -> float:
+    """The most work (board-seconds) the jobs ``job`` preempts may lose altogether: what it can do
+    itself (its boards times its time limit), and no more than its class allows per board it needs
+    (:attr:`~fleetyard.policy.queues.PriorityClass.max_lost_s`)."""
+    per_board = job.time_limit_s if job.max_lost_s is None else min(job.time_limit_s, job.max_lost_s)
+    return job.boards * per_board
 
 
 def _lost_by(r: RunningJob, now: float) -> float:

@@ -56,7 +56,7 @@ from fleetyard.domain.spec import JobSpec, Placement
 from fleetyard.policy.backfill import Ending, reserve
 from fleetyard.policy.line import Line
 from fleetyard.policy.placement import BoardView, Constraints, Pool, Shape
-from fleetyard.policy.preemption import Victims, may_be_preempted, preempt_reason, victims_for
+from fleetyard.policy.preemption import Victims, lost_budget, may_be_preempted, preempt_reason, victims_for
 from fleetyard.policy.queues import UNLIMITED, QueueSpec, QuotaLedger
 from fleetyard.policy.refusal import FleetBoard, why_unschedulable
 from fleetyard.policy.snapshot import Binding, PendingJob, Plan, Preemption, Reservation, RunningJob, Snapshot
@@ -107,8 +107,9 @@ def pending_job(
     priority: int = 0,
     submitted_at: float = 0.0,
     artifact: str | None = None,
+    max_lost_s: float | None = None,
 ) -> PendingJob:
-    """The scheduler's view of a queued job; ``priority`` is its class's value."""
+    """The scheduler's view of a queued job; ``priority`` and ``max_lost_s`` are its class's."""
     return PendingJob(
         id=job_id,
         queue=queue,
@@ -119,6 +120,7 @@ def pending_job(
         submitted_at=submitted_at,
         time_limit_s=spec.time_limit_s,
         artifact=artifact,
+        max_lost_s=max_lost_s,
     )
 
 
@@ -224,7 +226,7 @@ def plan(snap: Snapshot) -> Plan:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
         nonlocal victims_of, blocked_ahead
         key = (job.queue, job.priority, job.rank, job.shape)
-        budget = job.boards * job.time_limit_s  # the most work its victims may lose
+        budget = lost_budget(job)  # the most work its victims may lose
         if any(job.boards >= k and budget <= most for k, most in preempt_failed.get(key, ())):
             return False
         if not may_preempt(job, gens):

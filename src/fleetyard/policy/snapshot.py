@@ -26,6 +26,7 @@ class PendingJob:
     submitted_at: float = 0.0
     time_limit_s: float = 3600.0
     artifact: str | None = None  # for warm affinity
+    max_lost_s: float | None = None  # its class's: the most work per board its preemptions may throw away
 
 
 @dataclass(frozen=True, slots=True)

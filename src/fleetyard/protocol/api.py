@@ -435,6 +435,9 @@ class PriorityClassOut(BaseModel):
     value: int
     default: bool
     teams: list[str] | None = Field(None, description="the teams that may submit in it; null: every team")
+    max_lost_s: float | None = Field(
+        None, description="the most work, in seconds per board it needs, its jobs' preemptions throw away; null: no cap"
+    )
 
 
 # ---- leases: an engineer's reservation of boards (jobs of kind "lease") ------------------------

@@ -78,6 +78,7 @@ PROBE_REASON = {
     FaultKind.FIRMWARE: "driver error (firmware)",
 }
 PRIORITY = {c.name: c.value for c in DEFAULT_PRIORITY_CLASSES}
+MAX_LOST = {c.name: c.max_lost_s for c in DEFAULT_PRIORITY_CLASSES}
 
 
 class _Board:
@@ -174,7 +175,7 @@ class _Job:
         constraints = _constraints(frozenset(kind.generations))
         self.view = PendingJob(
             jid, team.name, size, Shape(constraints, kind.placement_of(size)), PRIORITY[kind.priority_class],
-            submitted_at=submitted, time_limit_s=limit,
+            submitted_at=submitted, time_limit_s=limit, max_lost_s=MAX_LOST[kind.priority_class],
         )  # fmt: skip
 
 

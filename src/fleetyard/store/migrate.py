@@ -21,7 +21,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision (tests/integration/test_migrations.py checks it against the
 # scripts). A store already at it needs no Alembic: each server and controller start, and each
 # test's, skips importing it (0.2 s).
-HEAD = "0014"
+HEAD = "0015"
 # Any fixed 64-bit number: serialises concurrent upgrades on one PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x466C656574_01
 

@@ -60,7 +60,8 @@ def read_priority_classes(conn: sa.Connection) -> tuple[PriorityClass, ...]:
     if not rows:
         return DEFAULT_PRIORITY_CLASSES
     return tuple(
-        PriorityClass(r.name, r.value, bool(r.is_default), None if r.teams is None else tuple(r.teams)) for r in rows
+        PriorityClass(r.name, r.value, bool(r.is_default), None if r.teams is None else tuple(r.teams), r.max_lost_s)
+        for r in rows
     )
 
 
@@ -96,7 +97,13 @@ def apply_config(conn: sa.Connection, config: QueueConfig, *, by: str, at: float
         conn.execute(
             t.priority_classes.insert(),
             [
-                {"name": c.name, "value": c.value, "is_default": c.default, "teams": c.teams}
+                {
+                    "name": c.name,
+                    "value": c.value,
+                    "is_default": c.default,
+                    "teams": c.teams,
+                    "max_lost_s": c.max_lost_s,
+                }
                 for c in config.priority_classes
             ],
         )

@@ -274,6 +274,7 @@ priority_classes = sa.Table(
     sa.Column("value", sa.Integer, nullable=False),
     sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("teams", Json, nullable=True),  # who may submit in it; null: every team
+    sa.Column("max_lost_s", sa.Float, nullable=True),  # per board its preemptions may throw away; null: no cap
 )
 
 # Decayed board-seconds per queue (fair share), advanced by the controller.

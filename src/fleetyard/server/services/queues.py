@@ -130,7 +130,11 @@ def priority_classes(store: Store) -> list[PriorityClassOut]:
         classes = q.read_priority_classes(conn)
     return [
         PriorityClassOut(
-            name=c.name, value=c.value, default=c.default, teams=None if c.teams is None else list(c.teams)
+            name=c.name,
+            value=c.value,
+            default=c.default,
+            teams=None if c.teams is None else list(c.teams),
+            max_lost_s=c.max_lost_s,
         )
         for c in classes
     ]
