@@ -530,7 +530,7 @@ class _Pass:
         else:  # the control boards are in this wave: the figures of their last soak
             prev = self.waves[self.wave - 1].get("figures") or {}
             control_fig = figures_of(prev.get("control") or {})
-        v = gate(wave_fig, control_fig, self.r.plan.gates, no_control=self.r.plan.control == 0)
+        v = gate(wave_fig, control_fig, self.r.plan.gates, no_control=not self.r.control)
         w.update(
             figures={"wave": wave_fig.as_dict(), "control": control_fig.as_dict()},
             gate=v.table,

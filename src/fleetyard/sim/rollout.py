@@ -370,7 +370,7 @@ class RolloutSim(FleetSim):
                 w.control = self._figures(set(r.control), since)
             else:  # the control boards are in the last wave: the figures of their last soak
                 w.control = r.waves[r.wave - 1].control or Figures()
-            v = gate(wave_fig, w.control, r.run.plan.gates, no_control=r.run.plan.control == 0)
+            v = gate(wave_fig, w.control, r.run.plan.gates, no_control=not r.control)
             w.verdict, w.reasons, w.table = v.passed, v.reasons, v.table
         elif act.do is Do.HALT:
             r.state, r.halted_wave, r.reasons = RolloutState.ROLLING_BACK, r.wave, w.reasons
