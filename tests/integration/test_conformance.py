@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -52,6 +54,7 @@ breaker: {fraction: 1.0, boards: 50, window_s: 900}
 """,
     source="tests/integration/test_conformance.py",
 )
+T = TypeVar("T")
 LIVENESS = Liveness(unreachable_after_s=5.0, lost_after_s=10.0)
 ROLES = ("available", "running", "drained", "suspect", "remediating", "quarantined", "discovered", "onboarding")
 HAND = "remediation taken over by admin for a hard_reset"
@@ -64,7 +67,7 @@ Told = tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, tuple[s
 def test_a_lost_host_and_an_op_during_a_case_go_the_same_way_in_the_controller_and_the_simulator(
     db_url: str, tmp_path: Path
 ) -> None:
-    real, sim = through_the_stack(db_url, tmp_path), through_the_simulator()
+    real, sim = through_the_stack(db_url, tmp_path, _stack_story), through_the_simulator()
     assert real == sim
     transitions, cases, refusal = real
     # And the same way as DESIGN.md's lifecycle says.
@@ -95,12 +98,13 @@ def test_a_lost_host_and_an_op_during_a_case_go_the_same_way_in_the_controller_a
     assert "under automatic remediation (ladder step 1 is under way" in refusal and "--take-over" in refusal
 
 
-def through_the_stack(db_url: str, tmp: Path) -> Told:
+def through_the_stack(db_url: str, tmp: Path, story: Callable[[Fleet], T]) -> T:
+    """``story`` played on the API and the reconciler over the store at ``db_url``."""
     f = Fleet(tmp, url=db_url, health=HEALTH)
     f.rec.liveness_config = LIVENESS
     with f.client:
         try:
-            return _stack_story(f)
+            return story(f)
         finally:
             f.store.dispose()
 
@@ -208,7 +212,7 @@ def test_a_board_failing_its_check_after_a_rollouts_flash_goes_the_same_way_in_t
     out. Both shells fail it out of the rollout, halt at the gate (judged against a clean
     record), take it back from the ladder for the flash back, which fails, and send it up the
     ladder (a check first: its probe never failed)."""
-    real, sim = rollout_through_the_stack(db_url, tmp_path), rollout_through_the_simulator()
+    real, sim = through_the_stack(db_url, tmp_path, _rollout_story), rollout_through_the_simulator()
     assert real == sim
     transitions, (state, verdicts, step, failure_rate), evidence = real
     old = GENERATIONS["sim-g1"].firmware
@@ -226,15 +230,6 @@ def test_a_board_failing_its_check_after_a_rollouts_flash_goes_the_same_way_in_t
 
 
 Rolled = tuple[list[tuple[str, str]], tuple[str, list[bool | None], str, float | None], tuple[str, ...]]
-
-
-def rollout_through_the_stack(db_url: str, tmp: Path) -> Rolled:
-    f = Fleet(tmp, url=db_url, health=HEALTH)
-    with f.client:
-        try:
-            return _rollout_story(f)
-        finally:
-            f.store.dispose()
 
 
 def _rollout_story(f: Fleet) -> Rolled:

@@ -44,7 +44,10 @@ def test_peers_are_the_same_input_set_on_the_same_kind_of_board() -> None:
 
 
 def _attempt(fleet: Fleet, kind: str, ranks: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[int, int]:
-    """A running job of ``kind`` whose ranks (board, outcome, candidate digest, result) have ended."""
+    """A running job of ``kind`` on host h1's three boards, whose ranks (board, outcome, candidate
+    digest, result) have ended."""
+    fleet.register("h1", n=3)
+    fleet.beat("h1")
     rows = [
         {"board_id": board, "outcome": outcome, "cause": "workload", "result": {"saved_set": 0, "board": G1, **result},
          "outputs": {"candidate.npz": digest}, "message": None if outcome == "success" else "numerical mismatch"}
@@ -57,8 +60,6 @@ def _attempt(fleet: Fleet, kind: str, ranks: list[tuple[str, str, str, dict[str,
 
 
 def test_a_mismatch_its_peers_contradict_is_the_boards_and_the_job_runs_again(fleet: Fleet) -> None:
-    fleet.register("h1", n=3)
-    fleet.beat("h1")
     job_id, attempt = _attempt(fleet, "validate", ODD_ONE_OUT)
     with fleet.store.write() as conn:
         settle(conn, attempt, at=5.0)
@@ -73,8 +74,6 @@ def test_a_mismatch_its_peers_contradict_is_the_boards_and_the_job_runs_again(fl
 
 
 def test_a_mismatch_every_peer_shares_is_the_jobs(fleet: Fleet) -> None:
-    fleet.register("h1", n=3)
-    fleet.beat("h1")
     bad = {"passed": False}
     job_id, attempt = _attempt(fleet, "validate", [(f"h1-b{i}", "user_error", "y", bad) for i in range(3)])
     with fleet.store.write() as conn:
@@ -87,8 +86,6 @@ def test_a_mismatch_every_peer_shares_is_the_jobs(fleet: Fleet) -> None:
 
 
 def test_only_comparing_kinds_are_judged_by_their_peers(fleet: Fleet) -> None:
-    fleet.register("h1", n=3)
-    fleet.beat("h1")
     job_id, attempt = _attempt(fleet, "command", ODD_ONE_OUT)
     with fleet.store.write() as conn:
         settle(conn, attempt, at=5.0)

@@ -1198,9 +1198,16 @@ class FleetSim:
 
     def _next_look(self, host: int, t: float) -> float:
         hb, phase = self.sc.heartbeat_s, self.hb_phase[host]
-        beat = phase + math.ceil((t - phase) / hb + 1e-9) * hb
+        return self._health_pass_after(phase + math.ceil((t - phase) / hb + 1e-9) * hb)
+
+    def _health_pass_after(self, t: float) -> float:
+        """The first health pass of the controller's after ``t``."""
         step = self.sc.health_pass_s
-        return math.ceil(beat / step + 1e-9) * step
+        return math.ceil(t / step + 1e-9) * step
+
+    def _log_uniform(self, lo: float, hi: float) -> float:
+        """A noise duration between ``lo`` and ``hi``, log-uniform (seconds as often as minutes)."""
+        return math.exp(self.fault_rng.uniform(math.log(lo), math.log(hi)))
 
     def _reading(self, b: _Board) -> tuple[Reading, Reading]:
         """The telemetry the board's last two heartbeats carried (what the rules judge)."""
@@ -1252,8 +1259,7 @@ class FleetSim:
         hb, phase = self.sc.heartbeat_s, self.hb_phase[h]
         last = phase + math.floor((self.now - phase) / hb) * hb
         self.host_last_beat[h] = last
-        lost_at = math.ceil((last + timeout) / self.sc.health_pass_s + 1e-9) * self.sc.health_pass_s
-        self._at(max(lost_at, self.now), E_HOST_LOST, h)
+        self._at(max(self._health_pass_after(last + timeout), self.now), E_HOST_LOST, h)
         self._at(self.now + down_s, E_HOST_BACK, h)
         self.host_down_since[h] = self.now
 
@@ -1265,7 +1271,7 @@ class FleetSim:
         if scripted is None:
             self._schedule_next_fault(E_BLIP)
             h = self.fault_rng.randrange(len(self.host_boards))
-            silent_s = math.exp(self.fault_rng.uniform(math.log(fm.blip_min_s), math.log(fm.blip_max_s)))
+            silent_s = self._log_uniform(fm.blip_min_s, fm.blip_max_s)
         else:
             h, silent_s = scripted
         if self.host_down[h] or self.host_unreachable[h]:
@@ -1300,7 +1306,7 @@ class FleetSim:
         fm = self.sc.faults
         if scripted is None:
             self._schedule_next_fault(E_STALL)
-            seconds = math.exp(self.fault_rng.uniform(math.log(fm.stall_min_s), math.log(fm.stall_max_s)))
+            seconds = self._log_uniform(fm.stall_min_s, fm.stall_max_s)
         else:
             seconds = scripted
         self.fault_counts["stall"] += 1
@@ -1349,8 +1355,7 @@ class FleetSim:
         lv = self.sc.liveness
         if self.watching > self.host_last_beat.get(h, -math.inf) and self.now - self.watching <= lv.lost_after_s:
             # The controller fell behind since the host went silent: it gets a whole grace again.
-            again = math.ceil((self.watching + lv.lost_after_s) / self.sc.health_pass_s + 1e-9) * self.sc.health_pass_s
-            self._at(again, E_HOST_LOST, h)
+            self._at(self._health_pass_after(self.watching + lv.lost_after_s), E_HOST_LOST, h)
             return
         self._lose(h)
 
