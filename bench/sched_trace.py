@@ -56,6 +56,7 @@ def run(workload: Path, hours: float, seed: int, preemption: bool) -> SimReport:
         pass_s=30.0,
         window=200,
         scheduling_figures=True,
+        freeze_gc=True,  # as the controller program plans (fleetyard.pass_gc)
     )
     return simulate(scenario, "fleetyard")
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 
+from fleetyard.domain.spec import Packing, Placement
+from fleetyard.policy.placement import BoardView, Constraints, Shape
 from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
+from fleetyard.policy.queues import QueueSpec
+from fleetyard.policy.scheduling import PendingJob, RunningJob, Snapshot, plan
+from fleetyard.policy.snapshot import Plan
 
 
 def counts(table: Mapping[int, int]) -> Callable[[Sequence[int]], dict[int, int]]:
@@ -30,11 +36,45 @@ def test_a_victims_boards_are_held_for_the_preemptor_once_it_stops_until_it_bind
 
 def test_a_hold_lapses_after_hold_s() -> None:
     holds = PreemptionHolds(hold_s=300.0)
-    holds.keep({"b0": 20}, now=0.0)
+    holds.keep(Plan(kept={"b0": 20}), now=0.0)
     holds.observe(299.0, [], waiting={20}, preempted_before=counts({}))
     assert holds.held_for() == {"b0": 20}
     holds.observe(301.0, [], waiting={20}, preempted_before=counts({}))
     assert holds.held_for() == {}
+
+
+def test_a_job_that_searched_in_vain_searches_again_after_retry_s_while_it_waits() -> None:
+    holds = PreemptionHolds(retry_s=120.0)
+    holds.keep(Plan(searched_in_vain=[20, 21]), now=0.0)
+    assert holds.search_after() == {20: 120.0, 21: 120.0}
+    holds.observe(60.0, [], waiting={20}, preempted_before=counts({}))  # 21 bound (or left the line)
+    assert holds.search_after() == {20: 120.0}
+    holds.observe(120.0, [], waiting={20}, preempted_before=counts({}))
+    assert holds.search_after() == {}
+
+
+def test_a_plan_skips_the_search_of_a_job_that_found_no_victims_lately() -> None:
+    """Queue b borrows both boards; a (nominal 1) waits with a 1-board job that may throw away
+    at most 60 board-seconds, behind b's jobs 10 minutes in: its search finds none. Told so, the
+    next pass does not search; once it may again and a victim started lately, it preempts."""
+    boards = [BoardView(f"h0-{s}", "h0", "g1", slot=s) for s in range(2)]
+    queues = {"a": QueueSpec("a", {"g1": 1}, cohort="c"), "b": QueueSpec("b", {"g1": 1}, cohort="c")}
+    waiting = replace(
+        PendingJob(1, "a", 1, Shape(Constraints(), Placement.ANY, True, Packing.PACK), 0, 0, 0.0, 600.0),
+        max_lost_s=60.0,
+    )
+
+    def plan_at(now: float, started: float, search_after: dict[int, float]) -> Plan:
+        running = [RunningJob(10 + s, "b", (f"h0-{s}",), started_at=started) for s in range(2)]
+        return plan(Snapshot(now, boards, frozenset(), [waiting], running, queues, search_after=search_after))
+
+    first = plan_at(600.0, 0.0, {})
+    assert first.preemptions == [] and first.searched_in_vain == [1]
+    holds = PreemptionHolds(retry_s=120.0)
+    holds.keep(first, now=600.0)
+    # Now a victim would do (a job of b started 30 s ago), but the job does not look until 720.
+    assert plan_at(630.0, 600.0, holds.search_after()).preemptions == []
+    assert [p.victim for p in plan_at(720.0, 700.0, holds.search_after()).preemptions] == [10]
 
 
 def test_a_job_preempted_before_is_protected_then_after_max_preemptions_never_preempted() -> None:

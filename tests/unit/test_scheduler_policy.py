@@ -299,6 +299,27 @@ def test_the_head_job_gets_a_reservation_and_only_short_jobs_backfill_onto_it() 
     assert "boards reserved for it, expected start in 90 s" in p.reasons[1]
 
 
+def test_short_and_long_jobs_in_turn_backfill_only_where_they_end_in_time() -> None:
+    """A 5-board gang waits for boards ending at t=100 and holds 3 of the 4 free ones. Short and
+    long 1-board jobs come in turn: each short job takes a held board; the first long one takes
+    the free board not held, the second waits (the held boards go in and out of the pass's pool
+    as the jobs come)."""
+    boards = fleet(3, 4)
+    running = [RunningJob(10, "t", ("h0-0", "h0-1"), started_at=0.0, expected_end=100.0)]
+    running += [RunningJob(11 + s, "t", (f"h{h}-{s}",), expected_end=5000.0) for h in (1, 2) for s in range(3)]
+    pending = [job(1, 5, at=0, placement=Placement.SAME_RACK)]
+    pending += [job(2 + i, 1, at=1 + i, limit=50.0 if i % 2 == 0 else 500.0) for i in range(4)]
+    p = plan(snap(boards, pending, running=running, now=10.0))
+    [res] = p.reservations
+    assert res.job_id == 1 and res.expected_start == 100.0
+    held = {"h0-2", "h0-3", "h1-3"}
+    assert held == set(res.board_ids) - {"h0-0", "h0-1"}
+    got = bound(p)
+    assert set(got) == {2, 3, 4}, p.reasons
+    assert {got[2][0], got[4][0]} <= held and got[3] == ("h2-3",)
+    assert "held for job 1's reservation" in p.reasons[5]
+
+
 def test_same_snapshot_same_plan() -> None:
     boards = fleet(3, 4, racks=2)
     pending = [job(i, k=1 + i % 5, at=i, placement=list(Placement)[i % 3], rank=i % 2) for i in range(30)]

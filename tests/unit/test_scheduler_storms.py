@@ -182,3 +182,21 @@ def test_a_class_bounds_the_work_its_preemptions_throw_away() -> None:
     young = [RunningJob(10, "b", ("h0-0",), started_at=now - 60.0)]
     assert [x.victim for x in plan(snap(boards, [batch], running=young, queues=queues, now=now)).preemptions] == [10]
     assert lost_budget(batch) == BATCH_MAX_LOST_S and lost_budget(urgent) == 3600.0
+
+
+def test_a_gang_that_must_be_on_one_host_stops_only_those_it_needs_within_its_budget() -> None:
+    """Host h0 (4 boards, one free): a 1-board job 100 s in (100 board-seconds), then a 2-board
+    job 150 s in (300). A batch 4-board job may throw away 350 board-seconds: the first victims
+    in victim order lose 400, but it needs only the 2-board job (3 boards free then)."""
+    boards = fleet(1, 4)
+    now = 1000.0
+    running = [
+        RunningJob(20, "t", ("h0-0",), started_at=now - 100.0),
+        RunningJob(21, "t", ("h0-1", "h0-2"), started_at=now - 150.0),
+    ]
+    gang = dataclasses.replace(job(1, 3, prio=100, placement=Placement.SAME_HOST, at=now), max_lost_s=350.0 / 3)
+    assert lost_budget(gang) == 350.0
+    p = plan(snap(boards, [gang], running=running, now=now))
+    assert [x.victim for x in p.preemptions] == [21], p.reasons
+    tight = dataclasses.replace(gang, max_lost_s=250.0 / 3)  # less than the 2-board job's 300
+    assert plan(snap(boards, [tight], running=running, now=now)).preemptions == []

@@ -13,7 +13,6 @@ indexed, so that a pass reads and plans what changed; the specs it parsed; the r
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections import defaultdict
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 from fleetyard.domain.board import BoardState
 from fleetyard.domain.job import AttemptState, JobState, Outcome
 from fleetyard.domain.spec import JobSpec
+from fleetyard.pass_gc import PassCollector
 from fleetyard.policy.fairshare import DEFAULT_HALF_LIFE_S, accrue
 from fleetyard.policy.placement import BoardView
 from fleetyard.policy.preemption_holds import PreemptionHolds, RunningAttempt
@@ -52,7 +52,6 @@ ESTIMATES_EVERY_S = 60.0
 HISTORY_RUNS = 1000  # the newest successful attempts read for runtime estimates
 IDLE_PASS_EVERY_S = 2.0
 QUEUE_RESYNC_S = 5.0  # read the queued jobs' ids at least this often, whatever their count and sum
-GC_EVERY_S = 600.0  # with no free board and nothing new queued, look again this often
 
 
 @dataclass
@@ -79,7 +78,7 @@ class SchedulerShell:
     _reasons: dict[int, str] = field(default_factory=dict)  # as last written
     _reservations: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     _reasons_at: float = 0.0
-    _gc_at: float = 0.0
+    _collector: PassCollector = field(default_factory=PassCollector)
     _last_full: float = 0.0
     _last_queued_max: int = 0
     _usage_at: float = 0.0
@@ -94,19 +93,10 @@ class SchedulerShell:
         if snap is None:
             return 0
         if self.freeze_gc:
-            # A snapshot of a big queue is millions of long-lived objects; a full cyclic collection
-            # over them in the middle of a pass costs ~0.6 s (measured: bench/scheduler.py). They
-            # are frozen out of the collector (refcounting still frees them); what cyclic garbage
-            # froze with them is collected every GC_EVERY_S, between passes. Only in the controller
-            # program: it freezes everything the process holds.
-            if now - self._gc_at >= GC_EVERY_S:
-                self._gc_at = now
-                gc.unfreeze()
-                gc.collect()
-            gc.freeze()
+            self._collector.before_pass(now)  # the controller program's: see fleetyard.pass_gc
         result = plan(snap)
         self.last_plan = result
-        self.holds.keep(result.kept, now)
+        self.holds.keep(result, now)
         return self._apply(result, snap, ctx, now)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -200,6 +190,7 @@ class SchedulerShell:
             usage={q: u for q, (u, _) in decayed.items()},
             window=WINDOW if self._explain_due(now) else FAST_WINDOW,
             held_for=self.holds.held_for(),
+            search_after=self.holds.search_after(),
         )
         ctx = {
             "attempt_of": {r.id: r.attempt_id for r in running},

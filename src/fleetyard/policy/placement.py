@@ -15,7 +15,7 @@ gives, so the same snapshot gives the same picks from a fresh pool or a kept one
 from __future__ import annotations
 
 import heapq
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -270,6 +270,8 @@ class Pool:
         self._indexes: dict[Constraints, _Index] = {}
         self._member_of: dict[str, list[_Index]] = defaultdict(list)
         self._members: dict[Constraints, list[BoardView]] = {}  # every board an index admits, in order
+        self._admitted: dict[Constraints, frozenset[str]] = {}  # the same, as a set of ids
+        self._groups: dict[tuple[Constraints, Placement], tuple[str, ...]] = {}
         self._warm: dict[str, list[str]] = {}  # artifact -> boards that have it loaded
         self._warm_hosts: dict[str, list[str]] = {}  # artifact -> hosts that have it loaded or cached
         self._warm_of: dict[str, frozenset[str]] = {}
@@ -344,7 +346,18 @@ class Pool:
                 self._member_of[b.id].append(idx)
             self._indexes[c] = idx
             self._members[c] = matching
+            self._admitted[c] = frozenset(b.id for b in matching)
         return idx
+
+    def groups(self, c: Constraints, placement: Placement) -> tuple[str, ...]:
+        """The hosts (``SAME_HOST``) or racks (``SAME_RACK``) with a board that satisfies ``c``."""
+        key = (c, placement)
+        got = self._groups.get(key)
+        if got is None:
+            self.index(c)
+            by_host = placement is Placement.SAME_HOST
+            got = self._groups[key] = tuple(dict.fromkeys(b.host if by_host else b.rack for b in self._members[c]))
+        return got
 
     def take(self, ids: Iterable[str]) -> None:
         """Mark boards not free (bound, or held for a job)."""
@@ -378,9 +391,16 @@ class Pool:
             else:
                 idx.add(host, bs)
 
+    def admitted(self, c: Constraints) -> frozenset[str]:
+        """The ids of the boards that satisfy ``c``, free or not."""
+        if c not in self._admitted:
+            self.index(c)
+        return self._admitted[c]
+
     def matching(self, c: Constraints, ids: Iterable[str]) -> list[str]:
         """Those of ``ids`` that satisfy ``c``."""
-        return [i for i in ids if i in self.boards and c.admits(self.boards[i])]
+        admitted = self.admitted(c)
+        return [i for i in ids if i in admitted]
 
     # ---- choosing ------------------------------------------------------------------------------
 
@@ -538,9 +558,11 @@ def _gather(
 
 class Freeing:
     """Boards that running jobs would free for a job of ``k`` boards of ``shape``, counted as they
-    come and given to the pool only once they could complete the shape (enough of them on one
-    host, or rack, or at all): a search through hundreds of running jobs then moves the pool's
-    indexes a few times, not once per job. :meth:`take_back` undoes every give."""
+    come and given to the pool only once they could complete the shape: a search through hundreds
+    of running jobs then moves the pool's indexes a few times, not once per job. A job that must
+    be on one host (rack) is given only the boards of hosts (racks) it could fill: a 256-board
+    gang's search gives one rack's boards, not every board counted on the way there.
+    :meth:`take_back` undoes every give and forgets what was counted."""
 
     def __init__(self, pool: Pool, shape: Shape, k: int) -> None:
         self.pool, self.k = pool, k
@@ -548,37 +570,52 @@ class Freeing:
         self.placement = shape.placement if shape.required else Placement.ANY
         self.given: list[str] = []
         self._base = self.idx.total
-        self._coming: list[str] = []
-        self._by_group: Counter[str] = Counter()  # boards coming per host (rack), where it must be on one
+        # Boards counted, not given yet: per host (rack) where it must be on one, else under "".
+        self._coming: dict[str, list[str]] = defaultdict(list)
+        self._n_coming = 0
 
     @property
     def count(self) -> int:
         """The free boards the job could use, these counted."""
-        return self._base + len(self.given) + len(self._coming)
+        return self._base + len(self.given) + self._n_coming
+
+    def _free_in(self, group: str) -> int:
+        if self.placement is Placement.SAME_HOST:
+            return len(self.idx.by_host.get(group, ()))
+        return self.idx.rack_count.get(group, 0)
 
     def add(self, ids: Sequence[str]) -> bool:
         """Count ``ids`` in (boards of the shape's constraints, not free); whether the job could
         fit now by their number and topology (its queue's caps aside)."""
-        self._coming += ids
+        self._n_coming += len(ids)
         if self.placement is Placement.ANY:
+            self._coming[""] += ids
             return self.count >= self.k
-        boards, idx, k = self.pool.boards, self.idx, self.k
+        boards, k = self.pool.boards, self.k
         by_host = self.placement is Placement.SAME_HOST
-        groups = [boards[i].host if by_host else boards[i].rack for i in ids]
-        self._by_group.update(groups)
+        touched = set()
+        for i in ids:
+            g = boards[i].host if by_host else boards[i].rack
+            self._coming[g].append(i)
+            touched.add(g)
         if self.count < k:
             return False
-        if by_host:
-            return any(len(idx.by_host.get(h, ())) + self._by_group[h] >= k for h in set(groups))
-        return any(idx.rack_count.get(r, 0) + self._by_group[r] >= k for r in set(groups))
+        return any(self._free_in(g) + len(self._coming[g]) >= k for g in touched)
 
     def flush(self) -> None:
-        """Give the boards counted so far to the pool (before a pick)."""
-        self.pool.give(self._coming)
-        self.given += self._coming
-        self._coming = []
-        self._by_group.clear()
+        """Give the boards counted so far to the pool (before a pick): all of them, or where the
+        job must be on one host (rack), those of the hosts (racks) they could complete."""
+        if self.placement is Placement.ANY:
+            ready = list(self._coming)
+        else:
+            ready = [g for g, ids in self._coming.items() if self._free_in(g) + len(ids) >= self.k]
+        ids = [i for g in ready for i in self._coming.pop(g)]
+        self._n_coming -= len(ids)
+        self.pool.give(ids)
+        self.given += ids
 
     def take_back(self) -> None:
         self.pool.take(self.given)
         self.given = []
+        self._coming.clear()
+        self._n_coming = 0

@@ -11,7 +11,11 @@ Between passes this keeps
 - the **protection** of jobs preempted before: their new attempt is not preempted again until
   ``protect_s`` after it started (:attr:`RunningJob.protected_until`), and a job preempted
   ``max_preemptions`` times is not preempted again at all: no job is thrown back and forth, and
-  none loses its work more than that many times, however long it runs.
+  none loses its work more than that many times, however long it runs;
+- the jobs whose search for victims found none (:attr:`Plan.searched_in_vain`): they do not
+  search again for ``retry_s`` (:attr:`Snapshot.search_after`). A search walks the running jobs
+  of every host it could use; the same gang failing it pass after pass was most of a busy
+  fleet's pass time (``bench/sched_trace.py``), for an answer that seldom changes in a minute.
 
 The controller's shell (:class:`fleetyard.controller.scheduler.SchedulerShell`) and the fleet
 simulator (:mod:`fleetyard.sim.fleet`) keep one each and call it the same way.
@@ -23,9 +27,12 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from fleetyard.policy.snapshot import Plan
+
 __all__ = [
     "DEFAULT_MAX_PREEMPTIONS",
     "DEFAULT_PREEMPT_PROTECT_S",
+    "DEFAULT_SEARCH_RETRY_S",
     "HOLD_FREED_S",
     "PreemptionHolds",
     "RunningAttempt",
@@ -37,6 +44,9 @@ DEFAULT_PREEMPT_PROTECT_S = 600.0
 DEFAULT_MAX_PREEMPTIONS = 2
 # Boards freed by a preemption stay held for the job that preempted at most this long.
 HOLD_FREED_S = 300.0
+# A job whose search for victims found none searches again after this long: as long as boards
+# freed for a job stay held for it (what a search finds seldom changes sooner, on a busy fleet).
+DEFAULT_SEARCH_RETRY_S = HOLD_FREED_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +68,19 @@ class PreemptionHolds:
         protect_s: float = DEFAULT_PREEMPT_PROTECT_S,
         hold_s: float = HOLD_FREED_S,
         max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,
+        retry_s: float = DEFAULT_SEARCH_RETRY_S,
     ) -> None:
-        if protect_s < 0 or hold_s < 0:
-            raise ValueError(f"protect_s and hold_s are durations: >= 0 (got {protect_s}, {hold_s})")
+        if protect_s < 0 or hold_s < 0 or retry_s < 0:
+            raise ValueError(
+                f"protect_s, hold_s and retry_s are durations: >= 0 (got {protect_s}, {hold_s}, {retry_s})"
+            )
         if max_preemptions < 1:
             raise ValueError(f"max_preemptions must be >= 1 (got {max_preemptions})")
         self.protect_s = protect_s
         self.hold_s = hold_s
         self.max_preemptions = max_preemptions
+        self.retry_s = retry_s
+        self._retry: dict[int, float] = {}  # job -> when it may search for victims again
         self._stopping: dict[int, tuple[int, tuple[str, ...]]] = {}  # attempt -> (for job, its boards)
         self._held: dict[str, tuple[int, float]] = {}  # board -> (job, since)
         self._protected: dict[int, float] = {}  # running attempt -> protected until (0: not)
@@ -93,6 +108,9 @@ class PreemptionHolds:
         for b, (job_id, since) in list(self._held.items()):
             if job_id not in waiting or now - since > self.hold_s:
                 del self._held[b]
+        for job_id, after in list(self._retry.items()):
+            if job_id not in waiting or after <= now:
+                del self._retry[job_id]
         new = [r for r in running if r.attempt_id not in self._protected]
         if new:
             before = preempted_before(sorted({r.job_id for r in new}))
@@ -104,10 +122,18 @@ class PreemptionHolds:
         for attempt_id in set(self._protected) - live:
             del self._protected[attempt_id]
 
-    def keep(self, kept: Mapping[str, int], now: float) -> None:
-        """A plan's :attr:`~fleetyard.policy.snapshot.Plan.kept` boards: held for their job from ``now``."""
-        for b, job_id in kept.items():
+    def keep(self, plan: Plan, now: float) -> None:
+        """What a plan made at ``now`` leaves to the next passes: its :attr:`~Plan.kept` boards,
+        held for their job from now; its jobs that searched for victims in vain, not searching
+        again for ``retry_s``."""
+        for b, job_id in plan.kept.items():
             self._held[b] = (job_id, now)
+        for job_id in plan.searched_in_vain:
+            self._retry[job_id] = now + self.retry_s
+
+    def search_after(self) -> dict[int, float]:
+        """Job -> when it may search for victims again (:attr:`Snapshot.search_after`)."""
+        return dict(self._retry)
 
     def held_for(self) -> dict[str, int]:
         """Board -> the job it is held for (:attr:`Snapshot.held_for`)."""

@@ -203,6 +203,16 @@ def plan(snap: Snapshot) -> Plan:
         return ending
 
     reserved: Counter[str] = Counter()  # reservations made this pass, per generation
+    # Held boards are given to the pool for a job that ends before every reservation starts, and
+    # left there for the next such job: taken back only when something else looks at the pool
+    # (a 256-board reservation given and taken back per job was most of a pass).
+    held_out = True
+
+    def held_back() -> None:
+        nonlocal held_out
+        if not held_out:
+            pool.take(list(held))
+            held_out = True
 
     def may_reserve(gens: frozenset[str]) -> bool:
         return all(reserved[g] < snap.reservations for g in gens)
@@ -225,9 +235,12 @@ def plan(snap: Snapshot) -> Plan:
     def preempt(job: PendingJob, gens: frozenset[str]) -> bool:
         """Tell running jobs to stop for ``job`` (:func:`victims_for`), with its reason; or False."""
         nonlocal victims_of, blocked_ahead
+        if snap.search_after.get(job.id, -math.inf) > snap.now:
+            return False  # it found none lately: it waits for boards to free until it looks again
         key = (job.queue, job.priority, job.rank, job.shape)
         budget = lost_budget(job)  # the most work its victims may lose
         if any(job.boards >= k and budget <= most for k, most in preempt_failed.get(key, ())):
+            out.searched_in_vain.append(job.id)  # as one alike found, this pass
             return False
         if not may_preempt(job, gens):
             return False
@@ -236,6 +249,7 @@ def plan(snap: Snapshot) -> Plan:
         victims, by_budget = victims_for(pool, ledger, job, gens, gen_of, victims_taken, victims_of)
         if not victims:
             preempt_failed.setdefault(key, []).append((job.boards, budget if by_budget else math.inf))
+            out.searched_in_vain.append(job.id)
             return False
         for v in victims:
             victims_taken.add(v.id)
@@ -304,6 +318,7 @@ def plan(snap: Snapshot) -> Plan:
         if not explain:
             # Past the window: only place jobs, while some queue may still take a free board.
             if usable is None:
+                held_back()
                 usable = _usable_free(pool, ledger, line.queues())
             if not usable:
                 break
@@ -317,6 +332,7 @@ def plan(snap: Snapshot) -> Plan:
             waiting += 1
             if not explain:
                 continue
+            held_back()
             # Its queue's quota is spent; a higher-priority job may still take its own queue's boards.
             if own_below(job) and (waiting_for_victims(job) or preempt(job, gens)):
                 continue
@@ -372,14 +388,20 @@ def plan(snap: Snapshot) -> Plan:
         fit_key = (job.shape, caps_key, short, job.id if job.id in kept else None)
         seen = fit_failed.get(fit_key)
         if seen is None or job.boards < seen[0]:
-            usable_held = (list(held) if short else []) + kept.get(job.id, [])
-            pool.give(usable_held)
+            if short and held_out:
+                pool.give(list(held))
+                held_out = False
+            elif not short:
+                held_back()
+            own = kept.get(job.id, [])
+            pool.give(own)
             got = pool.pick(job.shape, job.boards, caps=caps, warm=job.artifact)
-            pool.take(usable_held)
+            pool.take(own)
             if got is not None:
                 bind(job, got)
                 usable = None
                 continue
+        held_back()
         # It does not fit now.
         waiting += 1
         if not explain:
@@ -406,6 +428,7 @@ def plan(snap: Snapshot) -> Plan:
         fit_failed.setdefault(fit_key, (job.boards, reason))
         out.reasons[job.id] = reason + (f"; behind {blocked_ahead} waiting job(s) ahead" if blocked_ahead else "")
         blocked_ahead += 1
+    held_back()
     return out
 
 

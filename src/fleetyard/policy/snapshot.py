@@ -65,6 +65,9 @@ class Snapshot:
     # Boards its victims freed, kept for the job that preempted them (board -> job id) while it
     # waits: no other job takes them, in this pass or the next, until it binds or gives them up.
     held_for: Mapping[str, int] = field(default_factory=dict)
+    # Jobs whose last search for victims found none (job id -> when they may search again): until
+    # then they wait for boards to free, as a job not allowed to preempt does.
+    search_after: Mapping[int, float] = field(default_factory=dict)
     # Explain (and preempt and reserve for) only the first `window` jobs left waiting; past them,
     # only place jobs on free boards. None: every job. The rest keep the reason they had.
     window: int | None = None
@@ -99,3 +102,5 @@ class Plan:
     # Free boards a job that preempted will run on besides its victims' (board -> job): keep them
     # for it (Snapshot.held_for) until its victims stop, or the next pass gives them away.
     kept: dict[str, int] = field(default_factory=dict)
+    # Jobs that searched for running jobs to preempt and found none (Snapshot.search_after).
+    searched_in_vain: list[int] = field(default_factory=list)

@@ -26,6 +26,7 @@ down (``availability_accounted`` is what the event log alone says).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 import math
 import random
@@ -40,6 +41,7 @@ from fleetyard.domain.health_config import CheckTier, RemedyOp, RuleAction
 from fleetyard.domain.host import HostState
 from fleetyard.domain.job import Cause, JobState, Outcome
 from fleetyard.domain.spec import Placement
+from fleetyard.pass_gc import PassCollector
 from fleetyard.policy.brakes import LEMON_WINDOW_S, BreakerLimits, lemon_reason, take_out
 from fleetyard.policy.fairshare import accrue
 from fleetyard.policy.health import Reading, findings, l1_due, take_out_why, worst
@@ -345,6 +347,7 @@ class FleetSim:
         self.preempted_bs = 0.0
         self.preemption_count = 0
         self.plan_ms: list[float] = []
+        self._collector = PassCollector() if sc.freeze_gc else None
         self.jobs_started = 0
         self.gang_wait_max = 0.0
         self.waiting_s = self.busy_waiting_bs = self.in_service_waiting_bs = self.fair_gap_s = 0.0
@@ -489,13 +492,17 @@ class FleetSim:
         self._schedule_next_fault(E_STALL)
         self._at(0.0, E_PASS)
         heap, handlers, end, deferred = self._heap, self._handlers, self.end, self.controller_events
-        while heap and heap[0][0] <= end:
-            t, _, kind, what, token = heapq.heappop(heap)
-            self.now = t
-            if t < self.stalled_until and kind in deferred:
-                self._at(self.stalled_until, kind, what, token)  # the controller, behind, does it later
-                continue
-            handlers[kind](what, token)
+        try:
+            while heap and heap[0][0] <= end:
+                t, _, kind, what, token = heapq.heappop(heap)
+                self.now = t
+                if t < self.stalled_until and kind in deferred:
+                    self._at(self.stalled_until, kind, what, token)  # the controller, behind, does it later
+                    continue
+                handlers[kind](what, token)
+        finally:
+            if self._collector is not None:
+                gc.unfreeze()  # what this run froze is the process's to collect again
         self.now = end
         return self._report()
 
@@ -553,12 +560,14 @@ class FleetSim:
         running = self._running_views()
         snap = Snapshot(
             self.now, self.pool, self._placeable(), self.line, running, self.queues, self.usage,
-            window=self.sc.window, held_for=self.holds.held_for(),
+            window=self.sc.window, held_for=self.holds.held_for(), search_after=self.holds.search_after(),
         )  # fmt: skip
+        if self._collector is not None:
+            self._collector.before_pass(self.now)
         t0 = time.perf_counter()
         result = plan(snap)
         self.plan_ms.append((time.perf_counter() - t0) * 1000.0)
-        self.holds.keep(result.kept, self.now)
+        self.holds.keep(result, self.now)
         for binding in result.bindings:
             job = self.jobs[binding.job_id]
             self.line.discard(job.id)

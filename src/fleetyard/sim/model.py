@@ -189,6 +189,10 @@ class Scenario:
     # Utilisation and fair share while work waits, sampled every pass (a count over the boards:
     # on by itself for a preemptible workload, off for the fault study's 10,000 boards).
     scheduling_figures: bool = False
+    # Keep the cyclic collector out of scheduling passes as the controller program does
+    # (fleetyard.pass_gc): plan times measured here are then the controller's. It freezes all
+    # the process holds while the run lasts: for a process that runs the simulator alone.
+    freeze_gc: bool = False
     # Of each generation, what the teams' nominal quotas promise altogether (the rest is only
     # lent): 1 promises every board; a fleet that keeps headroom for maintenance promises less.
     quota_share: float = 1.0
