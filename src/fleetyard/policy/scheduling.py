@@ -23,7 +23,9 @@ One pass (:func:`plan`) over the pending jobs in order:
    for it until it binds (:attr:`Plan.kept`, then :attr:`Snapshot.held_for`). A job preempted
    before is protected for a while after it starts again, and one preempted twice is not
    preempted again (:attr:`RunningJob.protected_until`, kept by
-   :mod:`fleetyard.policy.preemption_holds`): no job is thrown back and forth.
+   :mod:`fleetyard.policy.preemption_holds`): no job is thrown back and forth. A job whose
+   search found no victims (:attr:`Plan.searched_in_vain`) does not search again for a while
+   (:attr:`Snapshot.search_after`): it waits for boards to free, as a job not allowed to preempt.
 5. **Backfill** (:mod:`fleetyard.policy.backfill`). The first job of each generation that still
    does not fit (quota allowing) gets a reservation: the boards that free soonest (by running
    jobs' expected ends), held for it. A later job may use held boards only if its time limit ends
