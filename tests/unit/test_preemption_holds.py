@@ -45,9 +45,10 @@ def test_a_hold_lapses_after_hold_s() -> None:
 
 def test_a_job_that_searched_in_vain_searches_again_after_retry_s_while_it_waits() -> None:
     holds = PreemptionHolds(retry_s=120.0)
-    holds.keep(Plan(searched_in_vain=[20, 21]), now=0.0)
-    assert holds.search_after() == {20: 120.0, 21: 120.0}
-    holds.observe(60.0, [], waiting={20}, preempted_before=counts({}))  # 21 bound (or left the line)
+    holds.keep(Plan(searched_in_vain=[16, 20, 21]), now=0.0)
+    # Spread by id, half to one and a half retry_s: those that failed together come back apart.
+    assert holds.search_after() == {16: 60.0, 20: 120.0, 21: 135.0}
+    holds.observe(60.0, [], waiting={20}, preempted_before=counts({}))  # 16 and 21 bound (or left)
     assert holds.search_after() == {20: 120.0}
     holds.observe(120.0, [], waiting={20}, preempted_before=counts({}))
     assert holds.search_after() == {}
@@ -72,9 +73,10 @@ def test_a_plan_skips_the_search_of_a_job_that_found_no_victims_lately() -> None
     assert first.preemptions == [] and first.searched_in_vain == [1]
     holds = PreemptionHolds(retry_s=120.0)
     holds.keep(first, now=600.0)
-    # Now a victim would do (a job of b started 30 s ago), but the job does not look until 720.
+    assert holds.search_after() == {1: 675.0}  # job 1: 0.625 x 120 s
+    # Now a victim would do (a job of b started 30 s ago), but the job does not look until 675.
     assert plan_at(630.0, 600.0, holds.search_after()).preemptions == []
-    assert [p.victim for p in plan_at(720.0, 700.0, holds.search_after()).preemptions] == [10]
+    assert [p.victim for p in plan_at(675.0, 660.0, holds.search_after()).preemptions] == [10]
 
 
 def test_a_job_preempted_before_is_protected_then_after_max_preemptions_never_preempted() -> None:

@@ -173,8 +173,16 @@ class Victims:
             on_host = placement is Placement.SAME_HOST
             boards = pool.boards
             for entry in self._ranked(queue):
+                ids = entry[1].boards
+                if len(ids) == 1:  # most jobs: one board, one host (rack)
+                    view = boards.get(ids[0])
+                    if view is not None:
+                        g = view.host if on_host else view.rack
+                        held[g] += 1
+                        jobs[g].append(entry)
+                    continue
                 seen = None
-                for b in entry[1].boards:
+                for b in ids:
                     view = boards.get(b)
                     if view is None:
                         continue
@@ -452,7 +460,11 @@ def _cheapest_groups(
             else:
                 e = None
                 # Another queue's job only where it holds boards of a generation its queue borrows.
-                lends = r.queue == job.queue or any(gen_of.get(b) in lent[r.queue] for b in r.boards)
+                lends = r.queue == job.queue or (
+                    gen_of.get(r.boards[0]) in lent[r.queue]
+                    if len(r.boards) == 1
+                    else any(gen_of.get(b) in lent[r.queue] for b in r.boards)
+                )
                 if lends and r.id not in taken and r.id != job.id:
                     lost = _lost_by(r, now)
                     if lost > most_lost:

@@ -13,9 +13,11 @@ Between passes this keeps
   ``max_preemptions`` times is not preempted again at all: no job is thrown back and forth, and
   none loses its work more than that many times, however long it runs;
 - the jobs whose search for victims found none (:attr:`Plan.searched_in_vain`): they do not
-  search again for ``retry_s`` (:attr:`Snapshot.search_after`). A search walks the running jobs
-  of every host it could use; the same gang failing it pass after pass was most of a busy
+  search again for about ``retry_s`` (:attr:`Snapshot.search_after`). A search walks the running
+  jobs of every host it could use; the same gangs failing it pass after pass were most of a busy
   fleet's pass time (``bench/sched_trace.py``), for an answer that seldom changes in a minute.
+  The waits are spread by job id (half to one and a half ``retry_s``), so that searches that
+  failed in one pass do not all come back in one pass.
 
 The controller's shell (:class:`fleetyard.controller.scheduler.SchedulerShell`) and the fleet
 simulator (:mod:`fleetyard.sim.fleet`) keep one each and call it the same way.
@@ -47,6 +49,7 @@ HOLD_FREED_S = 300.0
 # A job whose search for victims found none searches again after this long: as long as boards
 # freed for a job stay held for it (what a search finds seldom changes sooner, on a busy fleet).
 DEFAULT_SEARCH_RETRY_S = HOLD_FREED_S
+RETRY_SPREAD = 8  # job ids mod this spread the retries over [0.5, 1.5) x retry_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +128,11 @@ class PreemptionHolds:
     def keep(self, plan: Plan, now: float) -> None:
         """What a plan made at ``now`` leaves to the next passes: its :attr:`~Plan.kept` boards,
         held for their job from now; its jobs that searched for victims in vain, not searching
-        again for ``retry_s``."""
+        again for about ``retry_s`` (spread by job id)."""
         for b, job_id in plan.kept.items():
             self._held[b] = (job_id, now)
         for job_id in plan.searched_in_vain:
-            self._retry[job_id] = now + self.retry_s
+            self._retry[job_id] = now + self.retry_s * (0.5 + (job_id % RETRY_SPREAD) / RETRY_SPREAD)
 
     def search_after(self) -> dict[int, float]:
         """Job -> when it may search for victims again (:attr:`Snapshot.search_after`)."""
