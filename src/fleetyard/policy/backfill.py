@@ -12,7 +12,7 @@ import operator
 from collections.abc import Mapping, Sequence
 
 from fleetyard.domain.spec import Placement
-from fleetyard.policy.placement import Constraints, Freeing, Pool
+from fleetyard.policy.placement import Constraints, Freeing, Pool, group_of
 from fleetyard.policy.snapshot import PendingJob, Reservation, RunningJob, Snapshot
 
 __all__ = ["Ending", "reserve"]
@@ -105,20 +105,18 @@ def _first_complete(
             if total >= k:
                 return i, [b for m in column[: i + 1] for b in m]
         return None
-    by_host = placement is Placement.SAME_HOST
     counted: dict[str, list[str]] = {}
     for i, (r, mine) in enumerate(zip(ending.jobs, column, strict=True)):
         if r.expected_end == math.inf:
             return None
         complete: list[str] = []
         for b in mine:
-            view = boards[b]
-            g = view.host if by_host else view.rack
+            g = group_of(boards[b], placement)
             ids = counted.get(g)
             if ids is None:
                 ids = counted[g] = []
             ids.append(b)
-            if len(ids) + (len(idx.by_host.get(g, ())) if by_host else idx.rack_count.get(g, 0)) >= k:
+            if len(ids) + idx.free_in(g, placement) >= k:
                 complete.append(g)
         if complete:
             return i, [b for g in dict.fromkeys(complete) for b in counted[g]]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fleetyard.domain.firmware import FirmwareSelector
 from fleetyard.domain.spec import Packing, Placement
 
-__all__ = ["BoardView", "Constraints", "Freeing", "Pool", "Shape"]
+__all__ = ["BoardView", "Constraints", "Freeing", "Pool", "Shape", "group_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +242,12 @@ class _Index:
         while self.max_count and not self.buckets.get(self.max_count):
             self.max_count -= 1  # the most free on any host, now (explanations quote it)
 
+    def free_in(self, group: str, placement: Placement) -> int:
+        """Its free boards on ``group``: a host (``SAME_HOST``) or a rack (``SAME_RACK``)."""
+        if placement is Placement.SAME_HOST:
+            return len(self.by_host.get(group, ()))
+        return self.rack_count.get(group, 0)
+
     def hosts_by_count(self, *, ascending: bool, at_least: int = 1) -> Iterator[str]:
         counts = range(at_least, self.max_count + 1) if ascending else range(self.max_count, at_least - 1, -1)
         for c in counts:
@@ -355,8 +361,7 @@ class Pool:
         got = self._groups.get(key)
         if got is None:
             self.index(c)
-            by_host = placement is Placement.SAME_HOST
-            got = self._groups[key] = tuple(dict.fromkeys(b.host if by_host else b.rack for b in self._members[c]))
+            got = self._groups[key] = tuple(dict.fromkeys(group_of(b, placement) for b in self._members[c]))
         return got
 
     def take(self, ids: Iterable[str]) -> None:
@@ -494,6 +499,11 @@ class Pool:
         return _gather(idx, hosts, k, caps, spread=packing is Packing.SPREAD)
 
 
+def group_of(b: BoardView, placement: Placement) -> str:
+    """The host (``SAME_HOST``) or rack (``SAME_RACK``) a board counts in for a gang that must be on one."""
+    return b.host if placement is Placement.SAME_HOST else b.rack
+
+
 def _board_order(b: BoardView) -> tuple[str, int, str]:
     return (b.host, b.slot, b.id)
 
@@ -579,11 +589,6 @@ class Freeing:
         """The free boards the job could use, these counted."""
         return self._base + len(self.given) + self._n_coming
 
-    def _free_in(self, group: str) -> int:
-        if self.placement is Placement.SAME_HOST:
-            return len(self.idx.by_host.get(group, ()))
-        return self.idx.rack_count.get(group, 0)
-
     def add(self, ids: Sequence[str]) -> bool:
         """Count ``ids`` in (boards of the shape's constraints, not free); whether the job could
         fit now by their number and topology (its queue's caps aside)."""
@@ -591,16 +596,15 @@ class Freeing:
         if self.placement is Placement.ANY:
             self._coming[""] += ids
             return self.count >= self.k
-        boards, k = self.pool.boards, self.k
-        by_host = self.placement is Placement.SAME_HOST
+        boards, k, placement = self.pool.boards, self.k, self.placement
         touched = set()
         for i in ids:
-            g = boards[i].host if by_host else boards[i].rack
+            g = group_of(boards[i], placement)
             self._coming[g].append(i)
             touched.add(g)
         if self.count < k:
             return False
-        return any(self._free_in(g) + len(self._coming[g]) >= k for g in touched)
+        return any(self.idx.free_in(g, placement) + len(self._coming[g]) >= k for g in touched)
 
     def flush(self) -> None:
         """Give the boards counted so far to the pool (before a pick): all of them, or where the
@@ -608,7 +612,7 @@ class Freeing:
         if self.placement is Placement.ANY:
             ready = list(self._coming)
         else:
-            ready = [g for g, ids in self._coming.items() if self._free_in(g) + len(ids) >= self.k]
+            ready = [g for g, ids in self._coming.items() if self.idx.free_in(g, self.placement) + len(ids) >= self.k]
         ids = [i for g in ready for i in self._coming.pop(g)]
         self._n_coming -= len(ids)
         self.pool.give(ids)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Se
 from typing import NamedTuple
 
 from fleetyard.domain.spec import Placement
-from fleetyard.policy.placement import Constraints, Freeing, Pool
+from fleetyard.policy.placement import Constraints, Freeing, Pool, group_of
 from fleetyard.policy.queues import QuotaLedger
 from fleetyard.policy.snapshot import PendingJob, RunningJob
 
@@ -170,28 +170,17 @@ class Victims:
         if got is None:
             jobs: dict[str, list[tuple[_Key, RunningJob]]] = defaultdict(list)
             held: Counter[str] = Counter()
-            on_host = placement is Placement.SAME_HOST
             boards = pool.boards
             for entry in self._ranked(queue):
-                ids = entry[1].boards
-                if len(ids) == 1:  # most jobs: one board, one host (rack)
-                    view = boards.get(ids[0])
-                    if view is not None:
-                        g = view.host if on_host else view.rack
-                        held[g] += 1
-                        jobs[g].append(entry)
-                    continue
-                seen = None
-                for b in ids:
+                for b in entry[1].boards:
                     view = boards.get(b)
                     if view is None:
                         continue
-                    g = view.host if on_host else view.rack
+                    g = group_of(view, placement)
                     held[g] += 1
-                    if g != seen:  # a job's boards come host by host
-                        seen = g
-                        if not jobs[g] or jobs[g][-1] is not entry:
-                            jobs[g].append(entry)
+                    there = jobs[g]
+                    if not there or there[-1] is not entry:  # once per job, however many boards there
+                        there.append(entry)
             got = self._groups[key] = (jobs, held)
         return got
 
@@ -327,7 +316,7 @@ def victims_for(
             if not groups:
                 # No host (rack) it could fill within what it may throw away: the search in victim
                 # order below would stop on one of those groups, or on none.
-                return Found([], by_budget or over_budget)
+                return Found([], by_budget)
             for group in groups:
                 freeing.add([b for _, mine, _ in group for b in mine])
                 freeing.flush()
@@ -432,7 +421,6 @@ def _cheapest_groups(
     fleet in victim order spent a pass's time on hosts no group could fill."""
     k, idx = freeing.k, freeing.idx
     placement = freeing.placement
-    by_host = placement is Placement.SAME_HOST
     boards = pool.boards
     lent = victims.lender_generations(ledger, job, gens)
     lenders = [victims.by_group(pool, placement, q) for q in lent]
@@ -445,7 +433,7 @@ def _cheapest_groups(
     over = False
     complete: list[tuple[tuple[bool, int, int], float, str, list[_Entry]]] = []
     for g in pool.groups(job.shape.constraints, placement):
-        have = len(idx.by_host.get(g, ())) if by_host else idx.rack_count.get(g, 0)
+        have = idx.free_in(g, placement)
         if have >= k:
             continue  # it fits there by count already: its queue's caps turned it away
         if have + own_held[g] + sum(held[g] for _, held in lenders) < k:
@@ -476,11 +464,7 @@ def _cheapest_groups(
             if e is None:
                 continue
             # Its boards there (it is in this host's, or rack's, list: a one-board job's one board).
-            n = (
-                1
-                if len(r.boards) == 1
-                else sum(1 for b in e[1] if (boards[b].host if by_host else boards[b].rack) == g)
-            )
+            n = 1 if len(r.boards) == 1 else sum(1 for b in e[1] if group_of(boards[b], placement) == g)
             if not n:
                 continue
             group.append((e, n))
